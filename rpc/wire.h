@@ -1,0 +1,67 @@
+/*
+ * wire.h — the kembar frame (DESIGN §8).
+ *
+ * Every message is a 32-byte header, then `plen` bytes of encoded fields
+ * (lib/codec.h, little-endian), then `blen` bytes of bulk data (write/read
+ * payloads) that travel as their own iovec and are never copied into the
+ * encoded part.
+ *
+ *   offset size field
+ *   0      4    magic    'K','M','B','R' (KB_WIRE_MAGIC, little-endian u32)
+ *   4      1    version  KB_WIRE_VERSION
+ *   5      1    type     KB_MSG_CALL / REPLY / PING / PONG
+ *   6      2    flags    reserved, 0
+ *   8      8    xid      matches a reply to its call; PING/PONG echo it
+ *   16     4    proc     a kb_op_t (brick fops) or a KB_PROC_* (management)
+ *   20     4    status   replies: 0 or a negative errno (int32)
+ *   24     4    plen     encoded field bytes   (<= KB_WIRE_PLEN_MAX)
+ *   28     4    blen     bulk data bytes       (<= KB_WIRE_BLEN_MAX)
+ *
+ * Both lengths are checked against the limits BEFORE any allocation; a
+ * violation closes that connection with a logged reason.
+ */
+#ifndef KB_WIRE_H
+#define KB_WIRE_H
+
+#include <stdint.h>
+#include "lib/codec.h"
+
+#define KB_WIRE_MAGIC   0x52424d4bu   /* "KMBR" read as little-endian */
+#define KB_WIRE_VERSION 1
+#define KB_WIRE_HDR_LEN 32
+#define KB_WIRE_PLEN_MAX (4u << 20)   /* encoded fields: 4 MiB (readdir batches) */
+#define KB_WIRE_BLEN_MAX (4u << 20)   /* bulk: 4 MiB, >= KB_DATA_MAX */
+
+enum kb_msg_type { KB_MSG_CALL = 1, KB_MSG_REPLY = 2, KB_MSG_PING = 3, KB_MSG_PONG = 4 };
+
+/* Management procedures (proc >= KB_PROC_BASE); below that proc is a kb_op_t. */
+enum kb_proc {
+    KB_PROC_BASE = 1000,
+    /* Bind this connection to one brick. call: str volume, str brick_path,
+     * str client_uuid, u32 flags. reply: str volume_id. */
+    KB_PROC_HANDSHAKE = 1000,
+    /* Fetch a client volfile. call: str volume. reply: str volfile. */
+    KB_PROC_GETSPEC = 1001,
+    /* A CLI command. call: u32 argc, str argv[argc]. reply: str stdout_text.
+     * status < 0: the reply's str is the one-line reason. */
+    KB_PROC_CLI = 1002,
+    /* Node-to-node management. call/reply as KB_PROC_CLI. */
+    KB_PROC_PEER = 1003,
+};
+
+typedef struct kb_wire_hdr {
+    uint32_t magic;
+    uint8_t version, type;
+    uint16_t flags;
+    uint64_t xid;
+    uint32_t proc;
+    int32_t status;
+    uint32_t plen, blen;
+} kb_wire_hdr_t;
+
+void kb_wire_hdr_encode(uint8_t out[KB_WIRE_HDR_LEN], const kb_wire_hdr_t *h);
+/* 0, or -EBADMSG (bad magic/version/type) / -EMSGSIZE (a length over its limit),
+ * with a static reason string in *why. */
+int kb_wire_hdr_decode(const uint8_t in[KB_WIRE_HDR_LEN], kb_wire_hdr_t *h, const char **why);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * changelog.h — replicate's persistent marks on the bricks (DESIGN §4-6,
+ * STYLE 11). One header for every on-disk format replicate and heal rely on.
+ *
+ * 1. The changelog xattr  "trusted.kembar.cl"  (on every file and directory)
+ *
+ *    A matrix of big-endian int32 counters, KB_CL_ROWS rows x 3 columns:
+ *      row 0           "dirty": a modification is in flight on THIS copy
+ *      row 1 + i       "pending against replica i": this copy holds
+ *                      modifications that replica i (index in its replica
+ *                      set, 0-based) missed — i.e. this copy BLAMES replica i
+ *      column          KB_CL_DATA, KB_CL_META, KB_CL_ENTRY
+ *
+ *    offset size
+ *    0      4    magic   KB_CL_MAGIC (BE)
+ *    4      4    version KB_CL_VERSION (BE)
+ *    8      204  int32[17][3] counters (BE)
+ *    = 212 bytes.  An absent xattr reads as all zeros.
+ *
+ *    Changed only by the XATTROP fop (never by SETXATTR; clients can neither
+ *    read nor set trusted.kembar.* through the xattr fops):
+ *      args.gfid  = the object
+ *      args.flags = KB_XOP_ADD (add args.data to the counters, atomically with
+ *                   respect to other XATTROPs on the brick) or KB_XOP_GET
+ *      args.data  = the deltas: int32[KB_CL_ROWS][3] big-endian, 204 bytes
+ *      reply.data = the counters after the op, same layout (204 bytes)
+ *    A counter never goes below 0 (clamped).
+ *
+ * 2. The index  "<brick>/.kembar/index/<gfid-string>"  (empty files)
+ *
+ *    The brick keeps an entry for every object whose counters are not all
+ *    zero after an XATTROP (dirty or pending), and removes it when they all
+ *    return to zero, so heal finds its work without crawling the tree.
+ *    Listed with IPC KB_IPC_INDEX_LIST.
+ *
+ * 3. The dirty-region map  "<brick>/.kembar/regions/<gfid-string>"
+ *
+ *    Which byte ranges of a file were modified while a replica was absent.
+ *    A WRITE/TRUNCATE/FALLOCATE carrying KB_WF_TRACK_REGIONS makes the brick
+ *    set the bits of every region the op touches (for TRUNCATE: from the new
+ *    size to the old size when shrinking, old size to new when growing),
+ *    durably (written and fdatasync'ed) BEFORE the op itself runs. A bit that
+ *    is already set costs nothing, so only the first write into a region pays.
+ *
+ *    offset size
+ *    0      4    magic       KB_RM_MAGIC (LE)
+ *    4      4    version     KB_RM_VERSION (LE)
+ *    8      4    granularity bytes per bit (LE) = KB_RM_GRANULARITY
+ *    12     4    reserved    0
+ *    16     ...  bitmap, bit r (byte r/8, bit r%8) = region [r*g, (r+1)*g)
+ *    The file grows as needed; missing bytes read as 0.
+ *
+ *    IPC KB_IPC_REGIONS_GET returns the whole file (reply.data; an empty
+ *    reply when there is none). KB_IPC_REGIONS_CLEAR takes a bitmap in
+ *    args.data (same layout, header included) and clears exactly those bits
+ *    (bits set since, by writes after heal read the map, stay set); the file
+ *    is removed when no bit remains.
+ *
+ * Arithmetic: 64 KiB regions -> a 1 TiB image needs a 2 MiB map; a 1 GiB one
+ * 2 KiB. 16 MiB of random 64 KiB writes touch at most 512 regions (32 MiB
+ * when every write straddles two), so heal moves ~the dirty bytes. 1 MiB
+ * regions were rejected: random small writes would heal 16x the data.
+ */
+#ifndef KB_CHANGELOG_H
+#define KB_CHANGELOG_H
+
+#include <stdint.h>
+
+#define KB_CL_XATTR     "trusted.kembar.cl"
+#define KB_CL_MAGIC     0x4b42434cu  /* "KBCL" */
+#define KB_CL_VERSION   1u
+#define KB_CL_MAX_REPLICA 16
+#define KB_CL_ROWS      (1 + KB_CL_MAX_REPLICA)
+#define KB_CL_DIRTY_ROW 0
+enum { KB_CL_DATA = 0, KB_CL_META = 1, KB_CL_ENTRY = 2, KB_CL_COLS = 3 };
+#define KB_CL_MATRIX_BYTES (KB_CL_ROWS * KB_CL_COLS * 4)   /* 204 */
+#define KB_CL_DISK_BYTES   (8 + KB_CL_MATRIX_BYTES)        /* 212 */
+_Static_assert(KB_CL_MATRIX_BYTES == 204, "changelog matrix size is on disk");
+
+typedef struct kb_cl_matrix { int32_t v[KB_CL_ROWS][KB_CL_COLS]; } kb_cl_matrix_t; /* host order */
+
+#define KB_RM_MAGIC       0x4d52424bu /* "KBRM" */
+#define KB_RM_VERSION     1u
+#define KB_RM_GRANULARITY (64u * 1024)
+#define KB_RM_HDR_BYTES   16
+
+/* IPC codes (args.flags of the IPC fop). */
+enum kb_ipc_code {
+    KB_IPC_INDEX_LIST = 1,     /* reply.data: n x 16-byte gfids, starting at args.off
+                                  (an index into the listing), at most args.size entries;
+                                  reply.off = total entries */
+    KB_IPC_REGIONS_GET = 2,    /* args.gfid -> reply.data = the map file (maybe empty) */
+    KB_IPC_REGIONS_CLEAR = 3,  /* args.gfid, args.data = bits to clear */
+    KB_IPC_GFID_PATH = 4,      /* args.gfid -> reply.data = path from the brick root (for heal info) */
+    KB_IPC_BRICK_INFO = 5,     /* reply.data = text "key=value\n" lines: volume-id, brick-id, ... */
+};
+
+/* Pack/unpack helpers (xlators/changelog.c). */
+void kb_cl_encode(const kb_cl_matrix_t *m, uint8_t out[KB_CL_MATRIX_BYTES]);
+void kb_cl_decode(const uint8_t in[KB_CL_MATRIX_BYTES], kb_cl_matrix_t *m);
+
+#endif
