@@ -75,6 +75,15 @@ struct kb_xlator_type {
 
 #define KB_MAX_CHILDREN 64
 
+/* ctl codes (kb_xlator_type.ctl) — typed queries that are not fops. */
+#define KB_CTL_CLIENT_GONE 1  /* arg: uint64_t *client_id; drop that client's fds and locks */
+#define KB_CTL_STATUS      2  /* arg: struct kb_ctl_status *; per-translator status text */
+
+struct kb_ctl_status { char *text; size_t len, cap; }; /* appended with kb_ctl_printf */
+void kb_ctl_printf(struct kb_ctl_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Send CODE to every translator of the graph that has a ctl; returns the first error. */
+int kb_graph_ctl(kb_graph_t *g, int code, void *arg);
+
 struct kb_xlator {
     char *name;                /* instance name from the volfile */
     const kb_xlator_type_t *type;
@@ -89,8 +98,12 @@ struct kb_xlator {
     bool up;                   /* last CHILD_UP/DOWN this xl sent upward */
 };
 
+/* Events leaving the top of the graph (CHILD_UP / CHILD_DOWN of the top). */
+typedef void (*kb_graph_event_fn)(kb_graph_t *g, int event);
+
 struct kb_graph {
     kb_xlator_t *top;
+    kb_graph_event_fn on_event; /* set by the owner before kb_graph_init */
     kb_xlator_t **all;
     int nall;
     struct event_base *base;   /* the loop owning this graph */
