@@ -17,6 +17,17 @@ const struct kb_fop_info kb_fop_info[KB_FOP_MAX] = {
 #undef FOP
 };
 
+/* STAT/SETATTR/TRUNCATE name their object by fd only when fd_valid; every
+ * other op with KB_A_FD always uses its fd. */
+bool kb_args_uses_fd(kb_op_t op, const kb_args_t *a)
+{
+    if ((unsigned)op >= KB_FOP_MAX || !(kb_fop_info[op].args & KB_A_FD))
+        return false;
+    if (op == KB_FOP_STAT || op == KB_FOP_SETATTR || op == KB_FOP_TRUNCATE)
+        return a->fd_valid;
+    return true;
+}
+
 /* ---------------- copy / free ---------------- */
 
 int kb_args_copy(kb_args_t *dst, const kb_args_t *src)

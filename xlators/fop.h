@@ -184,6 +184,9 @@ typedef struct kb_reply {
 #define KB_DATA_MAX (4u * 1024 * 1024)    /* largest read/write payload */
 #define KB_DIRENTS_MAX 65536
 
+/* Does this call name its object by args.fd (vs args.gfid)? */
+bool kb_args_uses_fd(kb_op_t op, const kb_args_t *a);
+
 /* copy/free helpers: deep copies of strings, extra refs on buffers. */
 int kb_args_copy(kb_args_t *dst, const kb_args_t *src);     /* 0 or -ENOMEM */
 void kb_args_clear(kb_args_t *a);

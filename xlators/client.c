@@ -1,0 +1,274 @@
+/*
+ * client.c — protocol/client: one brick, reached over one rpc connection.
+ *
+ * Promises:
+ *  - Sends CHILD_UP once connected AND the brick accepted our handshake;
+ *    CHILD_DOWN when the connection is lost (closed, or silent for
+ *    ping-timeout). Every call in flight then fails at once with -ENOTCONN
+ *    (rpc/conn.c), so replicate fails over without waiting.
+ *  - Reconnects by itself, with backoff; a brick that is not served yet
+ *    (volume stopped, node restarting) is retried every second.
+ *  - fds handed up are tagged with the connection generation: an fd opened
+ *    before a reconnect is never sent on the new connection (the brick may
+ *    have reused the number); it fails with -EBADF so the parent reopens.
+ *
+ * fd encoding: bits 63..48 = generation (16 bits), 47..0 = the brick's fd
+ * number (bricks hand out numbers < 2^48).
+ */
+#include <stdio.h>
+#include <event2/event.h>
+#include "lib/log.h"
+#include "rpc/conn.h"
+#include "xlators/xlator.h"
+
+#define FD_GEN_SHIFT 48
+#define FD_NUM_MASK ((1ull << FD_GEN_SHIFT) - 1)
+
+static const kb_option_def_t client_options[] = {
+    { "remote-host", NULL, KB_OPT_STR, "127.0.0.1", 0, 0, NULL, "Node holding the brick" },
+    { "remote-port", NULL, KB_OPT_INT, "24800", 1, 65535, NULL, "kembard port of that node" },
+    { "remote-subvolume", NULL, KB_OPT_PATH, NULL, 0, 0, NULL, "Brick path on that node" },
+    { "volume", NULL, KB_OPT_STR, "", 0, 0, NULL, "Volume name (sent in the handshake)" },
+    { "ping-timeout", "network.ping-timeout", KB_OPT_TIME, "5", 500, 600000, NULL,
+      "Seconds of silence after which a brick is declared down and its calls fail over "
+      "(keep well under guest disk timeouts of 30 s)" },
+    { "call-timeout", "network.frame-timeout", KB_OPT_TIME, "120", 1000, 3600000, NULL,
+      "Seconds after which a single call is failed with ETIMEDOUT" },
+    { NULL },
+};
+
+typedef struct client_priv {
+    kb_xlator_t *xl;
+    rpc_conn_t *conn;
+    struct event *retry;        /* handshake retry timer */
+    uint16_t gen;               /* connection generation (fd tags) */
+    bool handshaken;
+    bool fini;
+    char *host, *brick, *volume;
+    uint16_t port;
+    struct kb_ratelimit rl;
+} client_priv_t;
+
+typedef struct client_local {
+    kb_call_t *call;
+    uint16_t gen;
+} client_local_t;
+
+/* ---------------- handshake ---------------- */
+
+static void handshake(client_priv_t *p);
+
+static void retry_cb(evutil_socket_t fd, short ev, void *arg)
+{
+    client_priv_t *p = arg;
+    if (rpc_conn_is_up(p->conn) && !p->handshaken)
+        handshake(p);
+}
+
+static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
+{
+    client_priv_t *p = cookie;
+    if (p->fini)
+        return;
+    if (status == 0) {
+        p->handshaken = true;
+        kb_info(p->xl->name, "connected to %s:%u:%s", p->host, p->port, p->brick);
+        kb_notify_parents(p->xl, KB_EV_CHILD_UP);
+        return;
+    }
+    if (kb_ratelimit_ok(&p->rl))
+        kb_warn(p->xl->name, "brick %s:%u:%s refused the handshake: %s (retrying)", p->host, p->port,
+                p->brick, strerror(-status));
+    if (status != -ENOTCONN) {
+        struct timeval tv = { 1, 0 };
+        evtimer_add(p->retry, &tv);
+    }
+}
+
+static void handshake(client_priv_t *p)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, p->volume);
+    kb_enc_str(&e, p->brick);
+    kb_enc_str(&e, p->xl->name);
+    kb_enc_u32(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        struct timeval tv = { 1, 0 };
+        evtimer_add(p->retry, &tv);
+        return;
+    }
+    rpc_call(p->conn, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, NULL, handshake_cbk, p);
+    kb_enc_free(&e);
+}
+
+static void conn_event(void *arg, rpc_conn_t *c, int event)
+{
+    client_priv_t *p = arg;
+    if (p->fini)
+        return;
+    if (event == RPC_EV_UP) {
+        p->gen++;
+        p->handshaken = false;
+        handshake(p);
+    } else if (event == RPC_EV_DOWN) {
+        bool was = p->handshaken;
+        p->handshaken = false;
+        evtimer_del(p->retry);
+        if (was) {
+            kb_warn(p->xl->name, "disconnected from %s:%u:%s", p->host, p->port, p->brick);
+            kb_notify_parents(p->xl, KB_EV_CHILD_DOWN);
+        }
+    }
+}
+
+/* ---------------- fops ---------------- */
+
+static uint64_t fd_wrap(client_priv_t *p, uint64_t remote) { return (uint64_t)p->gen << FD_GEN_SHIFT | (remote & FD_NUM_MASK); }
+
+static void fop_reply(void *cookie, int status, const rpc_msg_t *msg)
+{
+    kb_call_t *call = cookie;
+    client_local_t *l = call->local;
+    client_priv_t *p = call->xl->priv;
+    if (!msg) {
+        kb_unwind_err(call, status);
+        return;
+    }
+    kb_reply_t r = { .status = msg->hdr.status };
+    kb_dec_t d;
+    kb_dec_init(&d, msg->payload, msg->hdr.plen);
+    int rc = kb_reply_decode(&d, call->op, &r, msg->bulk);
+    if (rc) {
+        kb_err(call->xl->name, "malformed %s reply: %s", kb_fop_name(call->op), strerror(-rc));
+        kb_unwind_err(call, -EIO);
+        return;
+    }
+    if (r.status >= 0 && (kb_fop_info[call->op].reply & KB_R_FD)) {
+        if (l->gen != p->gen) {
+            /* Opened on a connection that is gone: the fd is useless. */
+            kb_reply_clear(&r);
+            kb_unwind_err(call, -ENOTCONN);
+            return;
+        }
+        r.fd = fd_wrap(p, r.fd);
+    }
+    kb_unwind(call, &r);
+    kb_reply_clear(&r);
+}
+
+static void client_fop(kb_call_t *call)
+{
+    client_priv_t *p = call->xl->priv;
+    client_local_t *l = call->local;
+    const kb_args_t *a = call->args;
+    l->call = call;
+    l->gen = p->gen;
+    if (!p->handshaken) {
+        kb_unwind_err(call, -ENOTCONN);
+        return;
+    }
+    kb_args_t tmp;
+    const kb_args_t *send = a;
+    if (kb_args_uses_fd(call->op, a)) {
+        if ((a->fd >> FD_GEN_SHIFT) != p->gen) {
+            kb_unwind_err(call, -EBADF);   /* opened before a reconnect */
+            return;
+        }
+        tmp = *a;
+        tmp.fd = a->fd & FD_NUM_MASK;
+        send = &tmp;
+    }
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_cred_encode(&e, &call->cred);
+    kb_args_encode(&e, call->op, send);
+    if (e.err) {
+        kb_enc_free(&e);
+        kb_unwind_err(call, -ENOMEM);
+        return;
+    }
+    kb_buf_t *bulk = (kb_fop_info[call->op].args & KB_A_DATA) ? a->data : NULL;
+    rpc_call(p->conn, (uint32_t)call->op, e.p, (uint32_t)e.len, bulk, fop_reply, call);
+    kb_enc_free(&e);
+}
+
+/* ---------------- lifecycle ---------------- */
+
+static int client_init(kb_xlator_t *xl)
+{
+    client_priv_t *p = kb_zalloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->xl = xl;
+    p->host = kb_strdup0(kb_opt_str(xl->opts, client_options, "remote-host"));
+    p->brick = kb_strdup0(kb_opt_str(xl->opts, client_options, "remote-subvolume"));
+    p->volume = kb_strdup0(kb_opt_str(xl->opts, client_options, "volume"));
+    p->port = (uint16_t)kb_opt_int(xl->opts, client_options, "remote-port");
+    p->rl.interval_ms = 10000;
+    xl->priv = p;
+    if (!p->host || !p->brick || !p->volume)
+        return -EINVAL;
+    rpc_client_opts_t o = {
+        .host = p->host, .port = p->port, .reconnect = true,
+        .ping_timeout_ms = (uint32_t)kb_opt_time_ms(xl->opts, client_options, "ping-timeout"),
+        .call_timeout_ms = (uint32_t)kb_opt_time_ms(xl->opts, client_options, "call-timeout"),
+    };
+    o.ping_interval_ms = KB_MAX(o.ping_timeout_ms / 4, 100u);
+    p->conn = rpc_client_new(xl->graph->base, &o, conn_event, p);
+    p->retry = evtimer_new(xl->graph->base, retry_cb, p);
+    if (!p->conn || !p->retry)
+        return -ENOMEM;
+    return 0;
+}
+
+static void client_fini(kb_xlator_t *xl)
+{
+    client_priv_t *p = xl->priv;
+    if (!p)
+        return;
+    p->fini = true;
+    if (p->retry)
+        event_free(p->retry);
+    if (p->conn)
+        rpc_conn_close(p->conn);
+    free(p->host);
+    free(p->brick);
+    free(p->volume);
+    free(p);
+    xl->priv = NULL;
+}
+
+static void client_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
+{
+    client_priv_t *p = xl->priv;
+    if (event == KB_EV_PARENT_UP && p && p->conn)
+        rpc_client_connect(p->conn);
+}
+
+static int client_ctl(kb_xlator_t *xl, int code, void *arg)
+{
+    client_priv_t *p = xl->priv;
+    if (code == KB_CTL_STATUS) {
+        kb_ctl_printf(arg, "%s %s:%u:%s %s\n", xl->name, p->host, p->port, p->brick,
+                      p->handshaken ? "up" : "down");
+        return 0;
+    }
+    return -ENOSYS;
+}
+
+const kb_xlator_type_t kb_xl_client = {
+    .name = "protocol/client",
+    .ops = {
+#define FOP(NAME, name, A, R, C) [KB_FOP_##NAME] = client_fop,
+#include "xlators/fops.def"
+#undef FOP
+    },
+    .local_size = sizeof(client_local_t),
+    .init = client_init,
+    .fini = client_fini,
+    .notify = client_notify,
+    .options = client_options,
+    .ctl = client_ctl,
+};
