@@ -42,7 +42,8 @@ typedef struct rpc_conn rpc_conn_t;
 typedef struct rpc_listener rpc_listener_t;
 
 /* A received message. payload points into memory owned by the message;
- * bulk is one reference owned by the message. */
+ * bulk is one reference owned by the message. rpc_msg_free releases the
+ * CONTENTS only (payload, bulk), never the struct itself. */
 typedef struct rpc_msg {
     kb_wire_hdr_t hdr;
     uint8_t *payload;
@@ -56,7 +57,8 @@ enum rpc_event { RPC_EV_UP = 1, RPC_EV_DOWN = 2 };
  * -ETIMEDOUT, -ENOMEM) with reply == NULL. The reply is borrowed. */
 typedef void (*rpc_reply_fn)(void *cookie, int status, const rpc_msg_t *reply);
 typedef void (*rpc_event_fn)(void *arg, rpc_conn_t *c, int event);
-/* A request arrived; the handler takes ownership of REQ (rpc_msg_free). */
+/* A request arrived; the handler takes ownership of REQ, which is
+ * heap-allocated (malloc): it releases it with rpc_msg_free(req); free(req). */
 typedef void (*rpc_request_fn)(void *arg, rpc_conn_t *c, rpc_msg_t *req);
 /* A server-side connection was accepted. Return 0 to keep it (set handlers
  * with rpc_conn_set_handlers), < 0 to refuse it. */
