@@ -1,0 +1,49 @@
+/*
+ * inode.h — kembar-fuse's inode table: gfid <-> FUSE node id (DESIGN §4).
+ *
+ * The kernel names an inode by a 64-bit node id that it holds a "lookup
+ * count" on: +1 for every successful reply carrying an entry (lookup, mknod,
+ * mkdir, symlink, link, create, each readdirplus entry), -N for every
+ * forget(N). The table keeps one entry per gfid the kernel knows; the node id
+ * is the entry's address, so mapping a node id back to its gfid costs no lock
+ * and no search. An entry is freed when its count drops to zero; the same
+ * gfid looked up later gets a fresh entry (and maybe a different node id).
+ * The root (kb_gfid_root) is node id 1 (FUSE_ROOT_ID) and lives as long as
+ * the table; its counts are ignored.
+ *
+ * Why a node id can be read without a lock: the kernel never sends a request
+ * for a node id after it forgot it, and never forgets it while a request on
+ * it is in flight, so the entry outlives every request that names it. The
+ * gfid of an entry never changes.
+ *
+ * Thread-safe: one mutex guards the hash and every count.
+ */
+#ifndef KB_FUSE_INODE_H
+#define KB_FUSE_INODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/gfid.h"
+
+#define KBF_ROOT_ID 1
+
+typedef struct kbf_itable kbf_itable_t;
+
+kbf_itable_t *kbf_itable_new(void);
+void kbf_itable_free(kbf_itable_t *t);          /* frees every entry */
+
+/* Take one kernel lookup reference on GFID (creating its entry) and return
+ * its node id; 0 on allocation failure. Call it just BEFORE replying with
+ * the entry; if the reply fails, undo it with kbf_itable_forget(id, 1). */
+uint64_t kbf_itable_ref(kbf_itable_t *t, const kb_gfid_t *gfid);
+/* Drop N lookup references (forget); the entry is freed at zero. */
+void kbf_itable_forget(kbf_itable_t *t, uint64_t nodeid, uint64_t n);
+/* The gfid of a live node id. */
+const kb_gfid_t *kbf_itable_gfid(kbf_itable_t *t, uint64_t nodeid);
+
+/* For tests and the stats dump. */
+size_t kbf_itable_count(kbf_itable_t *t);        /* live entries, root excluded */
+uint64_t kbf_itable_nlookup(kbf_itable_t *t, const kb_gfid_t *gfid); /* 0 if absent */
+
+#endif
