@@ -1,0 +1,104 @@
+/*
+ * kembard.h — the node daemon's internal interfaces.
+ *
+ * Threads: the loop thread owns everything below (volumes, running bricks,
+ * connections). The management thread (mgmt.c) runs CLI commands, which are
+ * multi-node dialogues: it never touches loop state, it talks to every node
+ * — this one included — with KB_PROC_PEER calls over TCP, so one code path
+ * serves the local and the remote case and no lock is needed.
+ */
+#ifndef KB_KEMBARD_H
+#define KB_KEMBARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "lib/gfid.h"
+#include "lib/loop.h"
+#include "rpc/conn.h"
+#include "xlators/xlator.h"
+
+enum kbd_vol_status { KBD_VOL_CREATED = 0, KBD_VOL_STARTED = 1, KBD_VOL_STOPPED = 2 };
+
+typedef struct kbd_brick {
+    char *host;
+    uint16_t port;
+    char *path;
+    kb_gfid_t id;
+} kbd_brick_t;
+
+/* A volume definition: identical on every node (versioned), see volume.c
+ * for the text format. */
+typedef struct kbd_volume {
+    char *name;
+    kb_gfid_t id;
+    uint32_t version;
+    int status;
+    int replica;          /* data copies per set */
+    int arbiter;          /* 0 or 1: an extra metadata-only brick per set */
+    int nbricks;
+    kbd_brick_t *bricks;
+    kb_option_set_t *opts; /* `volume set` values, by volume key */
+} kbd_volume_t;
+
+static inline int kbd_set_size(const kbd_volume_t *v) { return v->replica + v->arbiter; }
+
+/* volume.c */
+kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen);
+char *kbd_volume_format(const kbd_volume_t *v);         /* malloc'd text */
+void kbd_volume_free(kbd_volume_t *v);
+int kbd_brick_parse(const char *spec, kbd_brick_t *b, char *err, size_t errlen); /* HOST[:PORT]:/path */
+char *kbd_brick_str(const kbd_brick_t *b);               /* "host:port:/path", malloc'd */
+bool kbd_volname_ok(const char *name);
+const char *kbd_status_name(int status);
+/* Client volfile (protocol/client per brick, replicate per set, distribute over sets). */
+char *kbd_volgen_client(const kbd_volume_t *v);
+/* Brick volfile for brick index i. */
+char *kbd_volgen_brick(const kbd_volume_t *v, int i);
+/* Find the option definition for a `volume set` key across all translator
+ * types; NULL if unknown. */
+const kb_option_def_t *kbd_option_find(const char *volume_key, const char **xl_type);
+
+/* A running brick (serve.c). */
+typedef struct kbd_brick_rt kbd_brick_rt_t;
+
+typedef struct kbd {
+    kb_loop_t *loop;
+    rpc_listener_t *listener;
+    char *listen_host;     /* as given (may be 0.0.0.0) */
+    char *self_host;       /* how this node reaches itself (127.0.0.1 for a wildcard) */
+    uint16_t port;
+    char *state_dir;
+    struct kbd_vol_entry *vols;    /* loaded volume definitions + local state */
+    struct kbd_conn *conns;        /* live server connections */
+    struct kbd_mgmt *mgmt;
+    uint64_t started_ms;
+} kbd_t;
+
+/* serve.c */
+int kbd_serve_start(kbd_t *d, char *err, size_t errlen);
+void kbd_serve_stop(kbd_t *d);
+void kbd_dump_inflight(kbd_t *d);
+
+/* store.c: per-node state (loop thread) */
+int kbd_store_load(kbd_t *d);                 /* load all volumes, start started ones */
+/* PEER op dispatcher: argv -> text output; returns 0 or -errno (out = reason). */
+int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out);
+/* GETSPEC */
+int kbd_getspec(kbd_t *d, const char *volume, char **volfile);
+/* Find a running local brick for a handshake. */
+kbd_brick_rt_t *kbd_brick_find(kbd_t *d, const char *volume, const char *path, char *why, size_t whylen);
+kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b);
+void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta);
+void kbd_store_shutdown(kbd_t *d);
+
+/* mgmt.c: CLI commands run on the management thread. */
+int kbd_mgmt_start(kbd_t *d);
+void kbd_mgmt_stop(kbd_t *d);
+/* Queue a CLI request (loop thread); the reply is sent on CONN_ID/XID when done. */
+int kbd_mgmt_submit(kbd_t *d, uint64_t conn_id, uint64_t xid, int argc, char **argv);
+/* Run one CLI command synchronously (mgmt thread, or tests). */
+int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv, char **out);
+/* Send a reply for a connection that may be gone (loop thread). */
+void kbd_conn_reply_text(kbd_t *d, uint64_t conn_id, uint64_t xid, uint32_t proc, int status, const char *text);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * main.c — kembard, the node daemon (DESIGN §2).
+ *
+ *   kembard [--listen ADDR[:PORT]] [--state-dir DIR] [--log-file F]
+ *           [--log-level L] [--daemon --pid-file F]
+ *
+ * Serves every started brick of every volume on this node, and the
+ * management procedures, on one port (default 24800). SIGTERM/SIGINT stop
+ * it cleanly; SIGHUP reopens the log (logrotate); SIGUSR1 dumps the calls in
+ * flight with their ages.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include "lib/log.h"
+#include "server/kembard.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kembard [--listen ADDR[:PORT]] [--state-dir DIR] [--log-file F] [--log-level L]\n"
+               "               [--daemon --pid-file F]\n"
+               "  default: --listen 0.0.0.0:%d --state-dir %s, foreground, log to stderr\n",
+            KB_DEFAULT_PORT, KB_DEFAULT_STATE_DIR);
+}
+
+static void on_signal(evutil_socket_t sig, short ev, void *arg)
+{
+    kbd_t *d = arg;
+    if (sig == SIGHUP) {
+        kb_log_request_reopen();
+        kb_info("kembard", "log reopened");
+    } else if (sig == SIGUSR1) {
+        kbd_dump_inflight(d);
+    } else {
+        kb_info("kembard", "signal %d: shutting down", (int)sig);
+        kb_loop_stop(d->loop);
+    }
+}
+
+static int write_pid(const char *path)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    return kb_write_file_atomic(path, buf, (size_t)n);
+}
+
+/* Fork into the background; the parent exits once the child is listening,
+ * so `kembard --daemon && kembar ...` never races. */
+static int daemonize(int *notify_fd)
+{
+    int p[2];
+    if (pipe(p))
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid > 0) {
+        close(p[1]);
+        char ok = 0;
+        ssize_t n = read(p[0], &ok, 1);
+        _exit(n == 1 && ok == 1 ? 0 : 1);
+    }
+    close(p[0]);
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        if (null > 2)
+            close(null);
+    }
+    *notify_fd = p[1];
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "listen", required_argument, NULL, 'l' }, { "state-dir", required_argument, NULL, 's' },
+        { "log-file", required_argument, NULL, 'L' }, { "log-level", required_argument, NULL, 'v' },
+        { "daemon", no_argument, NULL, 'd' }, { "pid-file", required_argument, NULL, 'p' },
+        { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
+    };
+    const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL;
+    bool daemon_mode = false;
+    int c, level = KB_LOG_INFO;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'l': listen = optarg; break;
+        case 's': state = optarg; break;
+        case 'L': logf = optarg; break;
+        case 'v':
+            if ((level = kb_log_parse_level(optarg)) < 0) {
+                fprintf(stderr, "kembard: unknown log level '%s' (error, warn, info, debug, trace)\n", optarg);
+                return 2;
+            }
+            break;
+        case 'd': daemon_mode = true; break;
+        case 'p': pidf = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("kembard %s\n", KB_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kembard: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    kbd_t d = { 0 };
+    if (kb_parse_hostport(listen, &d.listen_host, &d.port, KB_DEFAULT_PORT)) {
+        fprintf(stderr, "kembard: bad --listen '%s' (ADDR[:PORT])\n", listen);
+        return 2;
+    }
+    bool wildcard = strcmp(d.listen_host, "0.0.0.0") == 0 || strcmp(d.listen_host, "::") == 0;
+    d.self_host = strdup(wildcard ? "127.0.0.1" : d.listen_host);
+    d.state_dir = strdup(state);
+    kb_log_level = level;
+    if (logf && kb_log_open(logf)) {
+        fprintf(stderr, "kembard: cannot open log file %s: %s\n", logf, strerror(errno));
+        return 1;
+    }
+    char ident[64];
+    snprintf(ident, sizeof(ident), "kembard:%u", d.port);
+    kb_log_set_ident(ident);
+    int rc = kb_mkdir_p(state, 0700);
+    if (rc) {
+        fprintf(stderr, "kembard: cannot create state dir %s: %s\n", state, strerror(-rc));
+        return 1;
+    }
+    int notify_fd = -1;
+    if (daemon_mode && daemonize(&notify_fd)) {
+        fprintf(stderr, "kembard: cannot daemonize: %s\n", strerror(errno));
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    d.loop = kb_loop_new();
+    if (!d.loop) {
+        fprintf(stderr, "kembard: cannot create the event loop\n");
+        return 1;
+    }
+    char err[256] = "";
+    if (kbd_serve_start(&d, err, sizeof(err))) {
+        fprintf(stderr, "kembard: cannot listen on %s: %s\n", listen, err);
+        return 1;
+    }
+    snprintf(ident, sizeof(ident), "kembard:%u", d.port);
+    kb_log_set_ident(ident);
+    if (pidf && write_pid(pidf)) {
+        fprintf(stderr, "kembard: cannot write pid file %s\n", pidf);
+        return 1;
+    }
+    if (kbd_mgmt_start(&d)) {
+        fprintf(stderr, "kembard: cannot start the management thread\n");
+        return 1;
+    }
+    d.started_ms = kb_now_ms();
+    kbd_store_load(&d);
+    struct event *sigs[5];
+    int signums[5] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGQUIT };
+    for (int i = 0; i < 5; i++) {
+        sigs[i] = evsignal_new(kb_loop_base(d.loop), signums[i], on_signal, &d);
+        evsignal_add(sigs[i], NULL);
+    }
+    kb_info("kembard", "kembard %s listening on %s:%u, state in %s", KB_VERSION, d.listen_host, d.port, state);
+    if (notify_fd >= 0) {
+        char ok = 1;
+        if (write(notify_fd, &ok, 1) != 1)
+            kb_warn("kembard", "cannot notify the parent");
+        close(notify_fd);
+    }
+    kb_loop_run(d.loop);
+    kbd_mgmt_stop(&d);
+    kbd_serve_stop(&d);
+    kbd_store_shutdown(&d);
+    for (int i = 0; i < 5; i++)
+        event_free(sigs[i]);
+    if (pidf)
+        unlink(pidf);
+    kb_info("kembard", "stopped");
+    kb_loop_free(d.loop);
+    free(d.listen_host);
+    free(d.self_host);
+    free(d.state_dir);
+    return 0;
+}

@@ -1,0 +1,901 @@
+/*
+ * mgmt.c — CLI commands, run on kembard's management thread.
+ *
+ * A CLI command is a dialogue with several nodes (check, prepare bricks,
+ * store the definition, report). It runs here, one command at a time, with
+ * blocking PEER calls to every node involved — this node included, over TCP,
+ * so there is one code path and the loop thread's state is never shared.
+ *
+ * "Nothing half-created": create checks every node first, prepares the
+ * bricks (rolled back on any failure), and only then stores the definition.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include "lib/log.h"
+#include "rpc/sync.h"
+#include "server/kembard.h"
+
+#define PEER_TIMEOUT_MS 15000
+
+/* ---------------- output buffer ---------------- */
+
+typedef struct outbuf { char *p; size_t len, cap; } outbuf_t;
+
+static void outf(outbuf_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(outbuf_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (o->len + (size_t)n + 1 > o->cap) {
+        size_t cap = KB_MAX(o->cap * 2, o->len + (size_t)n + 256);
+        char *p = realloc(o->p, cap);
+        if (!p) {
+            free(s);
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, s, (size_t)n + 1);
+    o->len += (size_t)n;
+    free(s);
+}
+
+/* JSON string (quoted, escaped). */
+static void outj(outbuf_t *o, const char *s)
+{
+    outf(o, "\"");
+    for (; s && *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            outf(o, "\\%c", ch);
+        else if (ch < 0x20)
+            outf(o, "\\u%04x", ch);
+        else
+            outf(o, "%c", ch);
+    }
+    outf(o, "\"");
+}
+
+static int fail(char **out, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char **out, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    free(*out);
+    if (vasprintf(out, fmt, ap) < 0)
+        *out = NULL;
+    va_end(ap);
+    return rc;
+}
+
+/* ---------------- peers ---------------- */
+
+typedef struct node { char *host; uint16_t port; } node_t;
+
+typedef struct ctx {
+    const char *self_host;
+    uint16_t self_port;
+    bool json;
+} ctx_t;
+
+static int peer(const char *host, uint16_t port, char **out, int argc, ...)
+{
+    char *argv[32];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc && i < 32; i++)
+        argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    char err[512] = "";
+    int rc = rpc_sync_argv(host, port, KB_PROC_PEER, argc, argv, PEER_TIMEOUT_MS, out, err, sizeof(err));
+    if (rc && !*out)
+        *out = strdup(err);
+    return rc;
+}
+
+static int peerv(const char *host, uint16_t port, char **out, int argc, char **argv)
+{
+    char err[512] = "";
+    int rc = rpc_sync_argv(host, port, KB_PROC_PEER, argc, argv, PEER_TIMEOUT_MS, out, err, sizeof(err));
+    if (rc && !*out)
+        *out = strdup(err);
+    return rc;
+}
+
+/* Unique nodes of a volume, in brick order. */
+static int volume_nodes(const kbd_volume_t *v, node_t **nodes)
+{
+    node_t *n = calloc((size_t)v->nbricks, sizeof(node_t));
+    int cnt = 0;
+    if (!n)
+        return -ENOMEM;
+    for (int i = 0; i < v->nbricks; i++) {
+        int j;
+        for (j = 0; j < cnt; j++)
+            if (n[j].port == v->bricks[i].port && strcmp(n[j].host, v->bricks[i].host) == 0)
+                break;
+        if (j == cnt) {
+            n[cnt].host = v->bricks[i].host;
+            n[cnt++].port = v->bricks[i].port;
+        }
+    }
+    *nodes = n;
+    return cnt;
+}
+
+static bool is_self(const ctx_t *c, const node_t *n)
+{
+    return n->port == c->self_port && strcmp(n->host, c->self_host) == 0;
+}
+
+/* The definition as this node knows it. */
+static kbd_volume_t *get_volume(const ctx_t *c, const char *name, char **out)
+{
+    char *text = NULL, err[256];
+    int rc = peer(c->self_host, c->self_port, &text, 3, "peer", "get", (char *)name);
+    if (rc) {
+        free(text);
+        fail(out, rc, rc == -ENOENT ? "volume '%s' does not exist" : "cannot read volume '%s'", name);
+        return NULL;
+    }
+    kbd_volume_t *v = kbd_volume_parse(text, err, sizeof(err));
+    free(text);
+    if (!v)
+        fail(out, -EIO, "volume '%s': %s", name, err);
+    return v;
+}
+
+/* Local brick indices of NODE as "i,j,k". */
+static void local_csv(const kbd_volume_t *v, const node_t *n, char *buf, size_t len)
+{
+    buf[0] = 0;
+    size_t off = 0;
+    for (int i = 0; i < v->nbricks && off + 8 < len; i++)
+        if (v->bricks[i].port == n->port && strcmp(v->bricks[i].host, n->host) == 0)
+            off += (size_t)snprintf(buf + off, len - off, "%s%d", off ? "," : "", i);
+}
+
+/* Store V on every node of the volume and on this one. With !force every
+ * node must take it; with force unreachable nodes are skipped (they catch
+ * up... by a later store). */
+static int store_everywhere(const ctx_t *c, const kbd_volume_t *v, bool force, char **out)
+{
+    node_t *nodes;
+    int n = volume_nodes(v, &nodes), rc = 0;
+    char *text = kbd_volume_format(v);
+    if (n < 0 || !text) {
+        free(text);
+        return fail(out, -ENOMEM, "out of memory");
+    }
+    bool self_done = false;
+    for (int i = 0; i < n && !rc; i++) {
+        char csv[1024], *reply = NULL;
+        local_csv(v, &nodes[i], csv, sizeof(csv));
+        int r = peer(nodes[i].host, nodes[i].port, &reply, 4, "peer", "store", csv, text);
+        if (r && !(force && (r == -ENOTCONN || r == -ETIMEDOUT)))
+            rc = fail(out, r, "node %s:%u: %s", nodes[i].host, nodes[i].port, reply ? reply : strerror(-r));
+        free(reply);
+        self_done |= is_self(c, &nodes[i]);
+    }
+    if (!rc && !self_done) {
+        char *reply = NULL;
+        int r = peer(c->self_host, c->self_port, &reply, 4, "peer", "store", "", text);
+        if (r)
+            rc = fail(out, r, "this node: %s", reply ? reply : strerror(-r));
+        free(reply);
+    }
+    free(text);
+    free(nodes);
+    return rc;
+}
+
+/* Every node must answer a ping (used before changes). */
+static int check_nodes(const kbd_volume_t *v, char **out)
+{
+    node_t *nodes;
+    int n = volume_nodes(v, &nodes), rc = 0;
+    if (n < 0)
+        return fail(out, -ENOMEM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        char *reply = NULL;
+        if (peer(nodes[i].host, nodes[i].port, &reply, 2, "peer", "ping"))
+            rc = fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[i].host, nodes[i].port);
+        free(reply);
+    }
+    free(nodes);
+    return rc;
+}
+
+/* ---------------- volume create ---------------- */
+
+static int cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    /* create NAME [replica N [arbiter 1]] BRICK... [force] */
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume create NAME [replica N [arbiter 1]] HOST[:PORT]:/PATH... [force]");
+    const char *name = argv[1];
+    if (!kbd_volname_ok(name))
+        return fail(out, -EINVAL, "invalid volume name '%s' (letters, digits, - and _, at most 64)", name);
+    int i = 2, replica = 1, arbiter = 0;
+    bool force = false, replica_given = false;
+    if (i < argc && strcmp(argv[i], "replica") == 0) {
+        char *end;
+        if (i + 1 >= argc || (replica = (int)strtol(argv[i + 1], &end, 10)) < 1 || *end || replica > 16)
+            return fail(out, -EINVAL, "replica count must be a number from 1 to %d", 16);
+        replica_given = true;
+        i += 2;
+        if (i < argc && strcmp(argv[i], "arbiter") == 0) {
+            if (i + 1 >= argc || strcmp(argv[i + 1], "1") != 0)
+                return fail(out, -EINVAL, "arbiter count must be 1");
+            if (replica != 2)
+                return fail(out, -EINVAL, "an arbiter goes with replica 2 (replica 2 arbiter 1)");
+            arbiter = 1;
+            i += 2;
+        }
+    }
+    if (argc > i && strcmp(argv[argc - 1], "force") == 0) {
+        force = true;
+        argc--;
+    }
+    int nb = argc - i;
+    int setsz = replica + arbiter;
+    if (nb < 1)
+        return fail(out, -EINVAL, "no bricks given");
+    if (nb % setsz)
+        return fail(out, -EINVAL, "%d bricks do not make whole replica sets of %d%s", nb, setsz,
+                    arbiter ? " (replica 2 + arbiter 1)" : "");
+    kbd_volume_t *v = kb_zalloc(sizeof(*v));
+    if (!v || !(v->opts = kb_opts_new()) || !(v->bricks = calloc((size_t)nb, sizeof(kbd_brick_t))) ||
+        !(v->name = strdup(name))) {
+        kbd_volume_free(v);
+        return fail(out, -ENOMEM, "out of memory");
+    }
+    v->replica = replica;
+    v->arbiter = arbiter;
+    v->version = 1;
+    v->status = KBD_VOL_CREATED;
+    kb_gfid_generate(&v->id);
+    int rc = 0;
+    char err[512];
+    for (int b = 0; b < nb && !rc; b++) {
+        if (kbd_brick_parse(argv[i + b], &v->bricks[b], err, sizeof(err))) {
+            rc = fail(out, -EINVAL, "%s", err);
+            break;
+        }
+        v->nbricks++;
+        kb_gfid_generate(&v->bricks[b].id);
+        for (int k = 0; k < b; k++)
+            if (v->bricks[k].port == v->bricks[b].port && strcmp(v->bricks[k].host, v->bricks[b].host) == 0 &&
+                strcmp(v->bricks[k].path, v->bricks[b].path) == 0)
+                rc = fail(out, -EINVAL, "brick %s is given twice", argv[i + b]);
+    }
+    node_t *nodes = NULL;
+    int nn = rc ? 0 : volume_nodes(v, &nodes);
+    /* Every node reachable, and none knows the name yet. */
+    for (int k = 0; k < nn && !rc; k++) {
+        char *reply = NULL;
+        int r = peer(nodes[k].host, nodes[k].port, &reply, 3, "peer", "get", (char *)name);
+        if (r == 0)
+            rc = fail(out, -EEXIST, "volume '%s' already exists", name);
+        else if (r != -ENOENT)
+            rc = fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[k].host, nodes[k].port);
+        free(reply);
+    }
+    if (!rc) {
+        char *reply = NULL;
+        if (peer(c->self_host, c->self_port, &reply, 3, "peer", "get", (char *)name) == 0)
+            rc = fail(out, -EEXIST, "volume '%s' already exists", name);
+        free(reply);
+    }
+    /* Prepare bricks node by node; roll back the prepared ones on failure. */
+    int prepared = 0;
+    char volid[KB_GFID_STRLEN];
+    kb_gfid_str(&v->id, volid);
+    for (; prepared < nn && !rc; prepared++) {
+        char *pargv[4 + 3 * 64], bidx[64][12], bids[64][KB_GFID_STRLEN], *reply = NULL;
+        int pc = 0;
+        pargv[pc++] = "peer";
+        pargv[pc++] = "prepare";
+        pargv[pc++] = volid;
+        pargv[pc++] = force ? "1" : "0";
+        for (int b = 0, m = 0; b < v->nbricks && m < 64; b++)
+            if (v->bricks[b].port == nodes[prepared].port && strcmp(v->bricks[b].host, nodes[prepared].host) == 0) {
+                snprintf(bidx[m], sizeof(bidx[m]), "%d", b);
+                pargv[pc++] = bidx[m];
+                pargv[pc++] = kb_gfid_str(&v->bricks[b].id, bids[m]);
+                pargv[pc++] = v->bricks[b].path;
+                m++;
+            }
+        int r = peerv(nodes[prepared].host, nodes[prepared].port, &reply, pc, pargv);
+        if (r) {
+            rc = fail(out, r, "node %s:%u: %s", nodes[prepared].host, nodes[prepared].port, reply ? reply : strerror(-r));
+            free(reply);
+            break;
+        }
+        free(reply);
+    }
+    if (!rc)
+        rc = store_everywhere(c, v, false, out);
+    if (rc) {
+        for (int k = 0; k < prepared; k++)
+            for (int b = 0; b < v->nbricks; b++)
+                if (v->bricks[b].port == nodes[k].port && strcmp(v->bricks[b].host, nodes[k].host) == 0) {
+                    char *reply = NULL;
+                    peer(nodes[k].host, nodes[k].port, &reply, 3, "peer", "unprepare", v->bricks[b].path);
+                    free(reply);
+                }
+    } else {
+        if (replica == 2 && !arbiter && !force && !c->json)
+            outf(o, "warning: replica 2 without an arbiter can split-brain; consider 'replica 2 arbiter 1'\n");
+        if (c->json) {
+            outf(o, "{\"volume\":");
+            outj(o, name);
+            outf(o, ",\"id\":\"%s\",\"created\":true}\n", volid);
+        } else {
+            outf(o, "volume create: %s: success%s\n", name, replica_given ? "" : "");
+        }
+    }
+    free(nodes);
+    kbd_volume_free(v);
+    return rc;
+}
+
+/* ---------------- start / stop / delete / set ---------------- */
+
+static int cmd_state(const ctx_t *c, int argc, char **argv, int want, char **out, outbuf_t *o)
+{
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume %s NAME [force]", argv[0]);
+    bool force = argc > 2 && strcmp(argv[2], "force") == 0;
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    int rc = 0;
+    if (v->status == want && !force)
+        rc = fail(out, -EALREADY, "volume '%s' is already %s", v->name, kbd_status_name(want));
+    else if (!force)
+        rc = check_nodes(v, out);
+    if (!rc) {
+        v->status = want;
+        v->version++;
+        rc = store_everywhere(c, v, force, out);
+    }
+    if (!rc) {
+        if (c->json) {
+            outf(o, "{\"volume\":");
+            outj(o, v->name);
+            outf(o, ",\"status\":\"%s\"}\n", kbd_status_name(want));
+        } else {
+            outf(o, "volume %s: %s: success\n", argv[0], v->name);
+        }
+    }
+    kbd_volume_free(v);
+    return rc;
+}
+
+static int cmd_delete(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume delete NAME");
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    int rc = 0;
+    if (v->status == KBD_VOL_STARTED)
+        rc = fail(out, -EBUSY, "volume '%s' is started; stop it first", v->name);
+    if (!rc)
+        rc = check_nodes(v, out);
+    if (!rc) {
+        node_t *nodes;
+        int n = volume_nodes(v, &nodes);
+        bool self_done = false;
+        for (int i = 0; i < n; i++) {
+            char *reply = NULL;
+            int r = peer(nodes[i].host, nodes[i].port, &reply, 3, "peer", "delete", v->name);
+            if (r && !rc)
+                rc = fail(out, r, "node %s:%u: %s", nodes[i].host, nodes[i].port, reply ? reply : strerror(-r));
+            free(reply);
+            self_done |= is_self(c, &nodes[i]);
+        }
+        if (!self_done) {
+            char *reply = NULL;
+            peer(c->self_host, c->self_port, &reply, 3, "peer", "delete", v->name);
+            free(reply);
+        }
+        free(nodes);
+    }
+    if (!rc)
+        outf(o, c->json ? "{\"volume\":\"%s\",\"deleted\":true}\n" : "volume delete: %s: success\n", v->name);
+    kbd_volume_free(v);
+    return rc;
+}
+
+static int cmd_set(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    if (argc < 4)
+        return fail(out, -EINVAL, "usage: volume set NAME KEY VALUE");
+    const char *type = NULL;
+    const kb_option_def_t *def = kbd_option_find(argv[2], &type);
+    if (!def)
+        return fail(out, -EINVAL, "unknown option '%s' (see 'kembar volume set help')", argv[2]);
+    char err[256];
+    if (kb_opt_check(def, argv[3], err, sizeof(err)))
+        return fail(out, -EINVAL, "%s", err);
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    int rc = kb_opts_set(v->opts, argv[2], argv[3]);
+    if (!rc) {
+        v->version++;
+        rc = store_everywhere(c, v, false, out);
+    } else {
+        rc = fail(out, rc, "out of memory");
+    }
+    if (!rc)
+        outf(o, c->json ? "{\"volume\":\"%s\",\"set\":true}\n" : "volume set: %s: success\n", v->name);
+    kbd_volume_free(v);
+    return rc;
+}
+
+static int cmd_set_help(const ctx_t *c, outbuf_t *o)
+{
+    for (size_t i = 0; i < kb_xlator_ntypes; i++) {
+        const kb_xlator_type_t *t = kb_xlator_types[i];
+        for (const kb_option_def_t *d = t ? t->options : NULL; d && d->key; d++)
+            if (d->volume_key)
+                outf(o, "%s\t%s\t%s\t%s\n", d->volume_key, d->dflt ? d->dflt : "-", t->name, d->description);
+    }
+    for (const char *k = "auth.allow"; k; k = strcmp(k, "auth.allow") == 0 ? "auth.reject" : NULL) {
+        const kb_option_def_t *d = kbd_option_find(k, NULL);
+        if (d)
+            outf(o, "%s\t%s\t%s\t%s\n", d->volume_key, d->dflt ? d->dflt : "-", "volume", d->description);
+    }
+    return 0;
+}
+
+static int cmd_get(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume get NAME [KEY]");
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    int rc = 0;
+    if (argc > 2) {
+        const kb_option_def_t *def = kbd_option_find(argv[2], NULL);
+        if (!def) {
+            rc = fail(out, -EINVAL, "unknown option '%s'", argv[2]);
+        } else {
+            const char *val = kb_opts_raw(v->opts, argv[2]);
+            if (c->json) {
+                outf(o, "{");
+                outj(o, argv[2]);
+                outf(o, ":");
+                outj(o, val ? val : def->dflt ? def->dflt : "");
+                outf(o, "}\n");
+            } else {
+                outf(o, "%s %s\n", argv[2], val ? val : def->dflt ? def->dflt : "");
+            }
+        }
+    } else {
+        outf(o, c->json ? "{" : "");
+        for (size_t i = 0; i < kb_opts_count(v->opts); i++) {
+            const char *k, *val;
+            kb_opts_at(v->opts, i, &k, &val);
+            if (c->json) {
+                outf(o, i ? "," : "");
+                outj(o, k);
+                outf(o, ":");
+                outj(o, val);
+            } else {
+                outf(o, "%s %s\n", k, val);
+            }
+        }
+        outf(o, c->json ? "}\n" : "");
+    }
+    kbd_volume_free(v);
+    return rc;
+}
+
+/* ---------------- info / list / status ---------------- */
+
+static const char *vol_type(const kbd_volume_t *v)
+{
+    int sets = v->nbricks / kbd_set_size(v);
+    if (kbd_set_size(v) == 1)
+        return sets > 1 ? "Distribute" : "Plain";
+    return sets > 1 ? "Distributed-Replicate" : "Replicate";
+}
+
+static void info_one(const ctx_t *c, const kbd_volume_t *v, outbuf_t *o, bool first)
+{
+    char id[KB_GFID_STRLEN];
+    kb_gfid_str(&v->id, id);
+    int k = kbd_set_size(v);
+    if (c->json) {
+        outf(o, "%s{\"name\":", first ? "" : ",");
+        outj(o, v->name);
+        outf(o, ",\"id\":\"%s\",\"type\":\"%s\",\"status\":\"%s\",\"replica\":%d,\"arbiter\":%d,"
+                "\"sets\":%d,\"version\":%u,\"bricks\":[",
+             id, vol_type(v), kbd_status_name(v->status), v->replica, v->arbiter, v->nbricks / k, v->version);
+        for (int i = 0; i < v->nbricks; i++) {
+            char *bs = kbd_brick_str(&v->bricks[i]);
+            outf(o, "%s{\"brick\":", i ? "," : "");
+            outj(o, bs);
+            outf(o, ",\"arbiter\":%s}", v->arbiter && i % k == k - 1 ? "true" : "false");
+            free(bs);
+        }
+        outf(o, "],\"options\":{");
+        for (size_t i = 0; i < kb_opts_count(v->opts); i++) {
+            const char *key, *val;
+            kb_opts_at(v->opts, i, &key, &val);
+            outf(o, i ? "," : "");
+            outj(o, key);
+            outf(o, ":");
+            outj(o, val);
+        }
+        outf(o, "}}");
+        return;
+    }
+    outf(o, "%sVolume Name: %s\nType: %s\nVolume ID: %s\nStatus: %s\n", first ? "" : "\n", v->name,
+         vol_type(v), id, kbd_status_name(v->status));
+    if (k > 1)
+        outf(o, "Number of Bricks: %d x (%d%s) = %d\n", v->nbricks / k, v->replica, v->arbiter ? " + 1 arbiter" : "",
+             v->nbricks);
+    else
+        outf(o, "Number of Bricks: %d\n", v->nbricks);
+    outf(o, "Bricks:\n");
+    for (int i = 0; i < v->nbricks; i++) {
+        char *bs = kbd_brick_str(&v->bricks[i]);
+        outf(o, "Brick%d: %s%s\n", i + 1, bs ? bs : "?", v->arbiter && i % k == k - 1 ? " (arbiter)" : "");
+        free(bs);
+    }
+    if (kb_opts_count(v->opts)) {
+        outf(o, "Options Reconfigured:\n");
+        for (size_t i = 0; i < kb_opts_count(v->opts); i++) {
+            const char *key, *val;
+            kb_opts_at(v->opts, i, &key, &val);
+            outf(o, "%s: %s\n", key, val);
+        }
+    }
+}
+
+static int list_names(const ctx_t *c, char ***names, char **out)
+{
+    char *text = NULL;
+    int rc = peer(c->self_host, c->self_port, &text, 2, "peer", "list");
+    if (rc) {
+        fail(out, rc, "%s", text ? text : "cannot list volumes");
+        free(text);
+        return rc;
+    }
+    int n = 0;
+    char **v = calloc(1, sizeof(char *));
+    char *save = NULL;
+    for (char *t = strtok_r(text, "\n", &save); t && v; t = strtok_r(NULL, "\n", &save)) {
+        char **nv = realloc(v, (size_t)(n + 2) * sizeof(char *));
+        if (!nv)
+            break;
+        v = nv;
+        v[n++] = strdup(t);
+        v[n] = NULL;
+    }
+    free(text);
+    *names = v;
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int cmd_info(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o, bool list_only)
+{
+    if (argc >= 2 && !list_only) {
+        kbd_volume_t *v = get_volume(c, argv[1], out);
+        if (!v)
+            return -ENOENT;
+        if (c->json)
+            outf(o, "[");
+        info_one(c, v, o, true);
+        if (c->json)
+            outf(o, "]\n");
+        kbd_volume_free(v);
+        return 0;
+    }
+    char **names;
+    int n = list_names(c, &names, out);
+    if (n < 0)
+        return n;
+    qsort(names, (size_t)n, sizeof(char *), cmp_str);
+    if (c->json)
+        outf(o, "[");
+    else if (n == 0)
+        outf(o, list_only ? "No volumes present\n" : "No volumes present\n");
+    for (int i = 0; i < n; i++) {
+        if (list_only) {
+            if (c->json) {
+                outf(o, i ? "," : "");
+                outj(o, names[i]);
+            } else {
+                outf(o, "%s\n", names[i]);
+            }
+        } else {
+            char *why = NULL;
+            kbd_volume_t *v = get_volume(c, names[i], &why);
+            if (v)
+                info_one(c, v, o, i == 0);
+            kbd_volume_free(v);
+            free(why);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (c->json)
+        outf(o, "]\n");
+    return 0;
+}
+
+static int cmd_status(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    char **names = NULL;
+    int n;
+    if (argc >= 2 && strcmp(argv[1], "all") != 0) {
+        names = calloc(2, sizeof(char *));
+        if (!names)
+            return fail(out, -ENOMEM, "out of memory");
+        names[0] = strdup(argv[1]);
+        n = 1;
+    } else if ((n = list_names(c, &names, out)) < 0) {
+        return n;
+    }
+    int rc = 0;
+    if (c->json)
+        outf(o, "[");
+    for (int vi = 0; vi < n; vi++) {
+        kbd_volume_t *v = get_volume(c, names[vi], out);
+        if (!v) {
+            rc = -ENOENT;
+            break;
+        }
+        if (c->json) {
+            outf(o, "%s{\"volume\":", vi ? "," : "");
+            outj(o, v->name);
+            outf(o, ",\"status\":\"%s\",\"bricks\":[", kbd_status_name(v->status));
+        } else {
+            outf(o, "%sStatus of volume: %s (%s)\n%-48s %-6s %-6s %-8s %s\n", vi ? "\n" : "", v->name,
+                 kbd_status_name(v->status), "Brick", "Port", "Online", "Pid", "Clients");
+            outf(o, "------------------------------------------------------------------------------\n");
+        }
+        for (int i = 0; i < v->nbricks; i++) {
+            char *reply = NULL, *bs = kbd_brick_str(&v->bricks[i]);
+            int r = peer(v->bricks[i].host, v->bricks[i].port, &reply, 3, "peer", "brick-status", v->name);
+            bool online = false;
+            int pid = 0, clients = 0;
+            unsigned port = v->bricks[i].port;
+            char reason[256] = "";
+            if (r == 0 && reply) {
+                char *save = NULL;
+                for (char *l = strtok_r(reply, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                    int idx, p, cl;
+                    unsigned pt;
+                    char st[16];
+                    if (sscanf(l, "%d %15s %d %u %d", &idx, st, &p, &pt, &cl) == 5 && idx == i) {
+                        online = strcmp(st, "online") == 0;
+                        pid = p;
+                        port = pt;
+                        clients = cl;
+                        char *tab = strchr(l, '\t');
+                        if (tab)
+                            snprintf(reason, sizeof(reason), "%s", tab + 1);
+                    }
+                }
+            } else {
+                snprintf(reason, sizeof(reason), "node unreachable");
+            }
+            if (c->json) {
+                outf(o, "%s{\"brick\":", i ? "," : "");
+                outj(o, bs);
+                outf(o, ",\"port\":%u,\"online\":%s,\"pid\":%d,\"clients\":%d,\"reason\":", port,
+                     online ? "true" : "false", online ? pid : 0, clients);
+                outj(o, online ? "" : reason);
+                outf(o, "}");
+            } else {
+                char pidstr[16] = "N/A";
+                if (online)
+                    snprintf(pidstr, sizeof(pidstr), "%d", pid);
+                outf(o, "%-48s %-6u %-6s %-8s %d%s%s\n", bs ? bs : "?", port, online ? "Y" : "N", pidstr,
+                     clients, online || !reason[0] ? "" : "  ", online ? "" : reason);
+            }
+            free(reply);
+            free(bs);
+        }
+        if (c->json)
+            outf(o, "]}");
+        kbd_volume_free(v);
+    }
+    if (c->json && !rc)
+        outf(o, "]\n");
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* ---------------- dispatcher ---------------- */
+
+int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv, char **out)
+{
+    ctx_t c = { .self_host = self_host, .self_port = self_port };
+    outbuf_t o = { 0 };
+    *out = NULL;
+    while (argc > 0 && strcmp(argv[0], "--json") == 0) {
+        c.json = true;
+        argc--;
+        argv++;
+    }
+    if (argc < 2 || strcmp(argv[0], "volume") != 0)
+        return fail(out, -EINVAL, "usage: kembar volume <create|start|stop|delete|info|status|list|set|get> ...");
+    argc--;
+    argv++;
+    const char *verb = argv[0];
+    int rc;
+    if (strcmp(verb, "create") == 0)
+        rc = cmd_create(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "start") == 0)
+        rc = cmd_state(&c, argc, argv, KBD_VOL_STARTED, out, &o);
+    else if (strcmp(verb, "stop") == 0)
+        rc = cmd_state(&c, argc, argv, KBD_VOL_STOPPED, out, &o);
+    else if (strcmp(verb, "delete") == 0)
+        rc = cmd_delete(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "info") == 0)
+        rc = cmd_info(&c, argc, argv, out, &o, false);
+    else if (strcmp(verb, "list") == 0)
+        rc = cmd_info(&c, argc, argv, out, &o, true);
+    else if (strcmp(verb, "status") == 0)
+        rc = cmd_status(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "set") == 0 && argc == 2 && strcmp(argv[1], "help") == 0)
+        rc = cmd_set_help(&c, &o);
+    else if (strcmp(verb, "set") == 0)
+        rc = cmd_set(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "get") == 0)
+        rc = cmd_get(&c, argc, argv, out, &o);
+    else
+        rc = fail(out, -EINVAL, "unknown command 'volume %s'", verb);
+    if (rc) {
+        free(o.p);
+        if (!*out)
+            *out = strdup(strerror(-rc));
+        return rc;
+    }
+    free(*out);
+    *out = o.p ? o.p : strdup("");
+    return 0;
+}
+
+/* ---------------- the management thread ---------------- */
+
+typedef struct job {
+    uint64_t conn_id, xid;
+    int argc;
+    char **argv;
+    int status;
+    char *out;
+    kbd_t *d;
+    struct job *next;
+} job_t;
+
+struct kbd_mgmt {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    job_t *head, *tail;
+    int queued;
+    bool stop, started;
+};
+
+static void job_reply(void *arg)
+{
+    job_t *j = arg;
+    kbd_conn_reply_text(j->d, j->conn_id, j->xid, KB_PROC_CLI, j->status, j->out);
+    for (int i = 0; i < j->argc; i++)
+        free(j->argv[i]);
+    free(j->argv);
+    free(j->out);
+    free(j);
+}
+
+static void *mgmt_main(void *arg)
+{
+    kbd_t *d = arg;
+    struct kbd_mgmt *m = d->mgmt;
+    pthread_mutex_lock(&m->lock);
+    while (!m->stop) {
+        job_t *j = m->head;
+        if (!j) {
+            pthread_cond_wait(&m->cond, &m->lock);
+            continue;
+        }
+        m->head = j->next;
+        if (!m->head)
+            m->tail = NULL;
+        m->queued--;
+        pthread_mutex_unlock(&m->lock);
+        j->status = kbd_cli_run(d->self_host, d->port, j->argc, j->argv, &j->out);
+        if (kb_loop_run_in(d->loop, job_reply, j))
+            kb_err("mgmt", "cannot post a reply");
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+int kbd_mgmt_start(kbd_t *d)
+{
+    struct kbd_mgmt *m = kb_zalloc(sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
+    d->mgmt = m;
+    if (pthread_create(&m->thread, NULL, mgmt_main, d))
+        return -errno;
+    m->started = true;
+    return 0;
+}
+
+void kbd_mgmt_stop(kbd_t *d)
+{
+    struct kbd_mgmt *m = d->mgmt;
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->stop = true;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    if (m->started)
+        pthread_join(m->thread, NULL);
+    while (m->head) {
+        job_t *j = m->head;
+        m->head = j->next;
+        for (int i = 0; i < j->argc; i++)
+            free(j->argv[i]);
+        free(j->argv);
+        free(j);
+    }
+    free(m);
+    d->mgmt = NULL;
+}
+
+int kbd_mgmt_submit(kbd_t *d, uint64_t conn_id, uint64_t xid, int argc, char **argv)
+{
+    struct kbd_mgmt *m = d->mgmt;
+    job_t *j = kb_zalloc(sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->conn_id = conn_id;
+    j->xid = xid;
+    j->argc = argc;
+    j->argv = argv;
+    j->d = d;
+    pthread_mutex_lock(&m->lock);
+    if (m->queued >= 64) {
+        pthread_mutex_unlock(&m->lock);
+        free(j);
+        return -EBUSY;
+    }
+    if (m->tail)
+        m->tail->next = j;
+    else
+        m->head = j;
+    m->tail = j;
+    m->queued++;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}

@@ -1,0 +1,427 @@
+/*
+ * serve.c — protocol/server: kembard's listener and its connections.
+ *
+ * One listener serves every started brick of every volume on this node and
+ * the management procedures. A connection is bound to one brick by
+ * KB_PROC_HANDSHAKE; after that its fop calls are decoded and wound into
+ * that brick's graph, and each reply is encoded and sent back (bulk data by
+ * reference). Every fd a connection opens is recorded; a fd not opened by
+ * this connection is refused (-EBADF), and when the connection goes away its
+ * fds are released and its locks dropped (KB_CTL_CLIENT_GONE).
+ *
+ * Malformed calls get -EBADMSG (the frame itself was sound, rpc/conn.c
+ * closes connections whose framing is not). Nothing a client sends can
+ * crash the daemon or reach another brick.
+ */
+#include <stdio.h>
+#include <unistd.h>
+#include "lib/log.h"
+#include "server/kembard.h"
+
+/* Open-addressed set of fd numbers (0 = empty slot; fds are never 0). */
+typedef struct fdset { uint64_t *slot; uint8_t *dir; size_t cap, n; } fdset_t;
+
+typedef struct kbd_conn {
+    kbd_t *d;
+    rpc_conn_t *rc;
+    uint64_t id;
+    kbd_brick_rt_t *brick;
+    fdset_t fds;
+    int refs;              /* 1 while connected + 1 per call in flight */
+    bool gone;
+    struct kbd_conn *prev, *next;
+} kbd_conn_t;
+
+typedef struct srv_req {
+    kbd_conn_t *c;
+    uint64_t xid;
+    kb_op_t op;
+    kb_args_t args;
+} srv_req_t;
+
+/* ---------------- fd set ---------------- */
+
+static size_t fd_hash(uint64_t v, size_t cap) { return (size_t)((v * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+
+static int fdset_grow(fdset_t *s)
+{
+    size_t cap = s->cap ? s->cap * 2 : 16;
+    uint64_t *slot = calloc(cap, sizeof(uint64_t));
+    uint8_t *dir = calloc(cap, 1);
+    if (!slot || !dir) {
+        free(slot);
+        free(dir);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < s->cap; i++) {
+        if (!s->slot[i] || s->slot[i] == UINT64_MAX)
+            continue;
+        size_t h = fd_hash(s->slot[i], cap);
+        while (slot[h])
+            h = (h + 1) & (cap - 1);
+        slot[h] = s->slot[i];
+        dir[h] = s->dir[i];
+    }
+    free(s->slot);
+    free(s->dir);
+    s->slot = slot;
+    s->dir = dir;
+    s->cap = cap;
+    return 0;
+}
+
+static ssize_t fdset_find(const fdset_t *s, uint64_t v)
+{
+    if (!s->cap || !v || v == UINT64_MAX)
+        return -1;
+    for (size_t h = fd_hash(v, s->cap), k = 0; k < s->cap && s->slot[h]; h = (h + 1) & (s->cap - 1), k++)
+        if (s->slot[h] == v)
+            return (ssize_t)h;
+    return -1;
+}
+
+static int fdset_add(fdset_t *s, uint64_t v, bool isdir)
+{
+    if ((s->n + 1) * 2 > s->cap && fdset_grow(s))
+        return -ENOMEM;
+    size_t h = fd_hash(v, s->cap);
+    while (s->slot[h] && s->slot[h] != UINT64_MAX)
+        h = (h + 1) & (s->cap - 1);
+    s->slot[h] = v;
+    s->dir[h] = isdir;
+    s->n++;
+    return 0;
+}
+
+static void fdset_del(fdset_t *s, uint64_t v)
+{
+    ssize_t i = fdset_find(s, v);
+    if (i >= 0) {
+        s->slot[i] = UINT64_MAX;   /* tombstone */
+        s->n--;
+    }
+}
+
+/* ---------------- connection lifetime ---------------- */
+
+static void conn_unref(kbd_conn_t *c)
+{
+    if (--c->refs > 0)
+        return;
+    free(c->fds.slot);
+    free(c->fds.dir);
+    free(c);
+}
+
+static void release_cbk(void *cookie, const kb_reply_t *r)
+{
+    kb_args_t *a = cookie;
+    free(a);
+}
+
+/* Release every fd the connection still holds and drop its locks. */
+static void conn_cleanup_brick(kbd_conn_t *c)
+{
+    kbd_brick_rt_t *b = c->brick;
+    if (!b)
+        return;
+    kb_graph_t *g = kbd_brick_graph(b);
+    if (g) {
+        for (size_t i = 0; i < c->fds.cap; i++) {
+            uint64_t fd = c->fds.slot[i];
+            if (!fd || fd == UINT64_MAX)
+                continue;
+            kb_args_t *a = kb_zalloc(sizeof(*a));
+            if (!a)
+                continue;
+            a->fd = fd;
+            kb_cred_t cred = { .client_id = c->id };
+            kb_wind(g->top, c->fds.dir[i] ? KB_FOP_RELEASEDIR : KB_FOP_RELEASE, a, &cred, 0, release_cbk, a);
+        }
+        uint64_t id = c->id;
+        kb_graph_ctl(g, KB_CTL_CLIENT_GONE, &id);
+    }
+    kbd_brick_conn_ref(b, -1);
+    c->brick = NULL;
+}
+
+static void conn_gone(kbd_conn_t *c)
+{
+    if (c->gone)
+        return;
+    c->gone = true;
+    conn_cleanup_brick(c);
+    kbd_t *d = c->d;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    conn_unref(c);
+}
+
+static void conn_event(void *arg, rpc_conn_t *rc, int event)
+{
+    if (event == RPC_EV_DOWN)
+        conn_gone(arg);
+}
+
+/* Called by store.c before a brick goes away. */
+void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
+{
+    for (kbd_conn_t *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->brick == b) {
+            conn_cleanup_brick(c);
+            rpc_conn_close(c->rc);
+            conn_gone(c);
+        }
+    }
+}
+
+static kbd_conn_t *conn_by_id(kbd_t *d, uint64_t id)
+{
+    for (kbd_conn_t *c = d->conns; c; c = c->next)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+void kbd_conn_reply_text(kbd_t *d, uint64_t conn_id, uint64_t xid, uint32_t proc, int status, const char *text)
+{
+    kbd_conn_t *c = conn_by_id(d, conn_id);
+    if (!c)
+        return;
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, text ? text : "");
+    if (!e.err)
+        rpc_reply(c->rc, xid, proc, status, e.p, (uint32_t)e.len, NULL);
+    kb_enc_free(&e);
+}
+
+/* ---------------- fops ---------------- */
+
+static void fop_done(void *cookie, const kb_reply_t *r)
+{
+    srv_req_t *q = cookie;
+    kbd_conn_t *c = q->c;
+    if (!c->gone) {
+        if (r->status >= 0 && (kb_fop_info[q->op].reply & KB_R_FD) && c->brick) {
+            if (fdset_add(&c->fds, r->fd, q->op == KB_FOP_OPENDIR))
+                kb_warn("serve", "out of memory tracking an fd");
+        }
+        kb_enc_t e;
+        kb_enc_init(&e);
+        kb_reply_encode(&e, q->op, r);
+        kb_buf_t *bulk = (r->status >= 0 && (kb_fop_info[q->op].reply & KB_R_DATA)) ? r->data : NULL;
+        if (e.err)
+            rpc_reply(c->rc, q->xid, q->op, -ENOMEM, NULL, 0, NULL);
+        else
+            rpc_reply(c->rc, q->xid, q->op, r->status, e.p, (uint32_t)e.len, bulk);
+        kb_enc_free(&e);
+    } else if (r->status >= 0 && (kb_fop_info[q->op].reply & KB_R_FD)) {
+        /* The client left while its open was in flight: nobody will release it. */
+        kb_graph_t *g = NULL;
+        (void)g;
+    }
+    kb_args_clear(&q->args);
+    conn_unref(c);
+    free(q);
+}
+
+static void handle_fop(kbd_conn_t *c, rpc_msg_t *m)
+{
+    kb_op_t op = (kb_op_t)m->hdr.proc;
+    if (!c->brick || !kbd_brick_graph(c->brick)) {
+        rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, -ENOTCONN, NULL, 0, NULL);
+        return;
+    }
+    srv_req_t *q = kb_zalloc(sizeof(*q));
+    if (!q) {
+        rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, -ENOMEM, NULL, 0, NULL);
+        return;
+    }
+    kb_dec_t dec;
+    kb_cred_t cred;
+    kb_dec_init(&dec, m->payload, m->hdr.plen);
+    kb_cred_decode(&dec, &cred);
+    int rc = dec.err ? dec.err : kb_args_decode(&dec, op, &q->args, m->bulk);
+    if (rc) {
+        free(q);
+        rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, rc == -ENOMEM ? -ENOMEM : -EBADMSG, NULL, 0, NULL);
+        return;
+    }
+    cred.client_id = c->id;        /* never trusted from the wire */
+    if (kb_args_uses_fd(op, &q->args) && fdset_find(&c->fds, q->args.fd) < 0) {
+        kb_args_clear(&q->args);
+        free(q);
+        rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, -EBADF, NULL, 0, NULL);
+        return;
+    }
+    if (op == KB_FOP_RELEASE || op == KB_FOP_RELEASEDIR)
+        fdset_del(&c->fds, q->args.fd);
+    q->c = c;
+    q->xid = m->hdr.xid;
+    q->op = op;
+    c->refs++;
+    kb_graph_t *g = kbd_brick_graph(c->brick);
+    kb_wind(g->top, op, &q->args, &cred, m->hdr.xid, fop_done, q);
+}
+
+/* ---------------- management procedures ---------------- */
+
+static void reply_text(kbd_conn_t *c, rpc_msg_t *m, int status, const char *text)
+{
+    kbd_conn_reply_text(c->d, c->id, m->hdr.xid, m->hdr.proc, status, text);
+}
+
+static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
+{
+    kb_dec_t dec;
+    char *vol = NULL, *path = NULL, *who = NULL, why[512] = "";
+    kb_dec_init(&dec, m->payload, m->hdr.plen);
+    kb_dec_str(&dec, &vol, 64);
+    kb_dec_str(&dec, &path, KB_PATH_MAX);
+    kb_dec_str(&dec, &who, 256);
+    kb_dec_u32(&dec);
+    if (dec.err || !vol || !path) {
+        reply_text(c, m, -EBADMSG, "malformed handshake");
+    } else if (c->brick) {
+        reply_text(c, m, -EISCONN, "connection already bound to a brick");
+    } else {
+        kbd_brick_rt_t *b = kbd_brick_find(c->d, vol, path, why, sizeof(why));
+        if (!b) {
+            reply_text(c, m, -ENOENT, why);
+        } else {
+            c->brick = b;
+            kbd_brick_conn_ref(b, 1);
+            kb_info("serve", "client %s (%s) attached to %s:%s", rpc_conn_peer(c->rc), who ? who : "?", vol, path);
+            reply_text(c, m, 0, "ok");
+        }
+    }
+    free(vol);
+    free(path);
+    free(who);
+}
+
+static int decode_argv(rpc_msg_t *m, int *argc, char ***argv)
+{
+    kb_dec_t dec;
+    kb_dec_init(&dec, m->payload, m->hdr.plen);
+    uint32_t n = kb_dec_u32(&dec);
+    if (dec.err || n == 0 || n > 256)
+        return -EBADMSG;
+    char **v = calloc(n + 1, sizeof(char *));
+    if (!v)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        kb_dec_str(&dec, &v[i], KB_WIRE_PLEN_MAX);
+        if (!dec.err && !v[i])
+            dec.err = -EBADMSG;
+    }
+    if (dec.err) {
+        for (uint32_t i = 0; i < n; i++)
+            free(v[i]);
+        free(v);
+        return -EBADMSG;
+    }
+    *argc = (int)n;
+    *argv = v;
+    return 0;
+}
+
+static void free_argv(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        free(argv[i]);
+    free(argv);
+}
+
+static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
+{
+    kbd_conn_t *c = arg;
+    uint32_t proc = m->hdr.proc;
+    int argc = 0;
+    char **argv = NULL, *out = NULL;
+    if (proc < KB_FOP_MAX) {
+        handle_fop(c, m);
+    } else if (proc == KB_PROC_HANDSHAKE) {
+        handle_handshake(c, m);
+    } else if (proc == KB_PROC_GETSPEC) {
+        kb_dec_t dec;
+        char *vol = NULL;
+        kb_dec_init(&dec, m->payload, m->hdr.plen);
+        kb_dec_str(&dec, &vol, 64);
+        int st = dec.err || !vol ? -EBADMSG : kbd_getspec(c->d, vol, &out);
+        reply_text(c, m, st, st == 0 ? out : st == -ENOENT ? "no such volume"
+                             : st == -EAGAIN ? "volume is not started" : "bad request");
+        free(vol);
+    } else if (proc == KB_PROC_PEER || proc == KB_PROC_CLI) {
+        int st = decode_argv(m, &argc, &argv);
+        if (st) {
+            reply_text(c, m, st, "malformed request");
+        } else if (proc == KB_PROC_PEER) {
+            st = kbd_peer_op(c->d, argc, argv, &out);
+            reply_text(c, m, st, out);
+            free_argv(argc, argv);
+        } else if ((st = kbd_mgmt_submit(c->d, c->id, m->hdr.xid, argc, argv))) {
+            reply_text(c, m, st, "management queue full");
+            free_argv(argc, argv);
+        }
+    } else {
+        reply_text(c, m, -EPROTONOSUPPORT, "unknown procedure");
+    }
+    free(out);
+    rpc_msg_free(m);
+    free(m);
+}
+
+static int on_accept(void *arg, rpc_conn_t *rc)
+{
+    kbd_t *d = arg;
+    kbd_conn_t *c = kb_zalloc(sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->d = d;
+    c->rc = rc;
+    c->id = rpc_conn_id(rc);
+    c->refs = 1;
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    d->conns = c;
+    rpc_conn_set_handlers(rc, on_request, conn_event, c);
+    return 0;
+}
+
+int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
+{
+    d->listener = rpc_listen(kb_loop_base(d->loop), d->listen_host, d->port, NULL, on_accept, d, err, errlen);
+    if (!d->listener)
+        return -EADDRINUSE;
+    d->port = rpc_listener_port(d->listener);
+    return 0;
+}
+
+void kbd_serve_stop(kbd_t *d)
+{
+    if (d->listener)
+        rpc_listener_free(d->listener);
+    d->listener = NULL;
+    while (d->conns) {
+        kbd_conn_t *c = d->conns;
+        rpc_conn_close(c->rc);
+        conn_gone(c);
+    }
+}
+
+void kbd_dump_inflight(kbd_t *d)
+{
+    for (kbd_conn_t *c = d->conns; c; c = c->next)
+        if (c->brick && kbd_brick_graph(c->brick)) {
+            kb_graph_dump_inflight(kbd_brick_graph(c->brick));
+            break;
+        }
+}

@@ -1,0 +1,502 @@
+/*
+ * store.c — what one node knows and runs (loop thread only).
+ *
+ * For each volume it knows: the definition (volume.c), which of its bricks
+ * are local to this node, and the running brick graphs. Everything is kept
+ * under <state-dir>/vols/<name>/ (info = the definition, local = indices of
+ * the local bricks) and written atomically, so a node that restarts serves
+ * its bricks again by itself (reconcile on load).
+ *
+ * The PEER operations are the only way the management thread changes
+ * anything here; each is local, quick and idempotent.
+ */
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "lib/log.h"
+#include "server/kembard.h"
+#include "xlators/posix.h"
+
+struct kbd_brick_rt {
+    kbd_t *d;
+    char *volume;
+    int idx;
+    char *path;
+    kb_graph_t *graph;
+    int nconns;
+    char error[256];      /* why it is not online, for status */
+};
+
+struct kbd_vol_entry {
+    kbd_volume_t *v;
+    bool *local;                 /* [nbricks] */
+    kbd_brick_rt_t **rt;         /* [nbricks], running local bricks */
+    struct kbd_vol_entry *next;
+};
+
+static struct kbd_vol_entry *vol_find(kbd_t *d, const char *name)
+{
+    for (struct kbd_vol_entry *e = d->vols; e; e = e->next)
+        if (strcmp(e->v->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static char *vol_dir(kbd_t *d, const char *name)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/vols/%s", d->state_dir, name) < 0 ? NULL : p;
+}
+
+/* ---------------- bricks ---------------- */
+
+kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b) { return b->graph; }
+void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta) { b->nconns += delta; }
+
+static void brick_stop(kbd_t *d, struct kbd_vol_entry *e, int i);
+
+static void brick_start(kbd_t *d, struct kbd_vol_entry *e, int i)
+{
+    if (e->rt[i] && e->rt[i]->graph)
+        return;
+    kbd_brick_rt_t *b = e->rt[i];
+    if (!b) {
+        b = kb_zalloc(sizeof(*b));
+        if (!b)
+            return;
+        b->d = d;
+        b->idx = i;
+        b->volume = strdup(e->v->name);
+        b->path = strdup(e->v->bricks[i].path);
+        e->rt[i] = b;
+    }
+    char *text = kbd_volgen_brick(e->v, i);
+    char err[512] = "";
+    kb_graph_t *g = text ? kb_graph_parse(text, err, sizeof(err)) : NULL;
+    free(text);
+    if (g) {
+        g->owner = b;
+        if (kb_graph_init(g, kb_loop_base(d->loop), err, sizeof(err))) {
+            kb_graph_fini(g);
+            g = NULL;
+        }
+    }
+    if (!g) {
+        snprintf(b->error, sizeof(b->error), "%s", err[0] ? err : "cannot build the brick graph");
+        kb_err("store", "brick %s of volume %s not started: %s", b->path, b->volume, b->error);
+        return;
+    }
+    b->graph = g;
+    b->error[0] = 0;
+    kb_info("store", "brick %s of volume %s is online", b->path, b->volume);
+}
+
+/* serve.c closes the connections bound to a brick before it goes away. */
+void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b);
+
+static void brick_stop(kbd_t *d, struct kbd_vol_entry *e, int i)
+{
+    kbd_brick_rt_t *b = e->rt[i];
+    if (!b)
+        return;
+    kbd_serve_drop_brick(d, b);
+    if (b->graph) {
+        kb_graph_fini(b->graph);
+        kb_info("store", "brick %s of volume %s stopped", b->path, b->volume);
+    }
+    free(b->volume);
+    free(b->path);
+    free(b);
+    e->rt[i] = NULL;
+}
+
+static void reconcile(kbd_t *d, struct kbd_vol_entry *e)
+{
+    for (int i = 0; i < e->v->nbricks; i++) {
+        if (e->local[i] && e->v->status == KBD_VOL_STARTED)
+            brick_start(d, e, i);
+        else
+            brick_stop(d, e, i);
+    }
+}
+
+kbd_brick_rt_t *kbd_brick_find(kbd_t *d, const char *volume, const char *path, char *why, size_t whylen)
+{
+    struct kbd_vol_entry *e = vol_find(d, volume);
+    if (!e) {
+        snprintf(why, whylen, "volume '%s' does not exist on this node", volume);
+        return NULL;
+    }
+    for (int i = 0; i < e->v->nbricks; i++) {
+        if (!e->local[i] || strcmp(e->v->bricks[i].path, path) != 0)
+            continue;
+        if (e->rt[i] && e->rt[i]->graph)
+            return e->rt[i];
+        snprintf(why, whylen, "brick %s is not online: %s", path,
+                 e->v->status != KBD_VOL_STARTED ? "volume not started" : e->rt[i] ? e->rt[i]->error : "not started");
+        return NULL;
+    }
+    snprintf(why, whylen, "brick %s is not a brick of volume '%s' on this node", path, volume);
+    return NULL;
+}
+
+/* ---------------- persistence ---------------- */
+
+static int save_entry(kbd_t *d, struct kbd_vol_entry *e)
+{
+    char *dir = vol_dir(d, e->v->name), *path = NULL, *text = kbd_volume_format(e->v);
+    int rc = -ENOMEM;
+    if (!dir || !text)
+        goto out;
+    if ((rc = kb_mkdir_p(dir, 0700)))
+        goto out;
+    if (asprintf(&path, "%s/info", dir) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = kb_write_file_atomic(path, text, strlen(text))))
+        goto out;
+    free(path);
+    path = NULL;
+    kb_enc_t enc;
+    kb_enc_init(&enc);
+    for (int i = 0; i < e->v->nbricks; i++)
+        if (e->local[i]) {
+            char n[16];
+            int len = snprintf(n, sizeof(n), "%d\n", i);
+            kb_enc_bytes(&enc, n, (size_t)len);
+        }
+    if (asprintf(&path, "%s/local", dir) < 0)
+        rc = -ENOMEM;
+    else
+        rc = enc.err ? enc.err : kb_write_file_atomic(path, enc.len ? (char *)enc.p : "", enc.len);
+    kb_enc_free(&enc);
+out:
+    if (rc)
+        kb_err("store", "cannot save volume %s: %s", e->v->name, strerror(-rc));
+    free(dir);
+    free(path);
+    free(text);
+    return rc;
+}
+
+static struct kbd_vol_entry *entry_new(kbd_volume_t *v)
+{
+    struct kbd_vol_entry *e = kb_zalloc(sizeof(*e));
+    if (!e)
+        return NULL;
+    e->v = v;
+    e->local = calloc((size_t)v->nbricks, sizeof(bool));
+    e->rt = calloc((size_t)v->nbricks, sizeof(kbd_brick_rt_t *));
+    if (!e->local || !e->rt) {
+        free(e->local);
+        free(e->rt);
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void entry_free(struct kbd_vol_entry *e)
+{
+    kbd_volume_free(e->v);
+    free(e->local);
+    free(e->rt);
+    free(e);
+}
+
+static void load_one(kbd_t *d, const char *name)
+{
+    char *dir = vol_dir(d, name), *path = NULL, *text = NULL, err[256];
+    size_t len;
+    if (!dir || asprintf(&path, "%s/info", dir) < 0 || kb_read_file(path, &text, &len)) {
+        kb_warn("store", "volume %s: cannot read %s", name, path ? path : dir);
+        goto out;
+    }
+    kbd_volume_t *v = kbd_volume_parse(text, err, sizeof(err));
+    if (!v) {
+        kb_err("store", "volume %s: bad definition: %s", name, err);
+        goto out;
+    }
+    struct kbd_vol_entry *e = entry_new(v);
+    if (!e) {
+        kbd_volume_free(v);
+        goto out;
+    }
+    free(path);
+    free(text);
+    text = NULL;
+    if (asprintf(&path, "%s/local", dir) >= 0 && kb_read_file(path, &text, &len) == 0) {
+        char *save = NULL;
+        for (char *t = strtok_r(text, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+            int i = atoi(t);
+            if (i >= 0 && i < v->nbricks)
+                e->local[i] = true;
+        }
+    }
+    e->next = d->vols;
+    d->vols = e;
+    reconcile(d, e);
+out:
+    free(dir);
+    free(path);
+    free(text);
+}
+
+int kbd_store_load(kbd_t *d)
+{
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/vols", d->state_dir) < 0)
+        return -ENOMEM;
+    int rc = kb_mkdir_p(dir, 0700);
+    DIR *dh = rc ? NULL : opendir(dir);
+    if (!dh) {
+        rc = rc ? rc : -errno;
+        kb_err("store", "cannot open state dir %s: %s", dir, strerror(-rc));
+        free(dir);
+        return rc;
+    }
+    for (struct dirent *de; (de = readdir(dh));)
+        if (de->d_name[0] != '.' && kbd_volname_ok(de->d_name))
+            load_one(d, de->d_name);
+    closedir(dh);
+    free(dir);
+    return 0;
+}
+
+void kbd_store_shutdown(kbd_t *d)
+{
+    while (d->vols) {
+        struct kbd_vol_entry *e = d->vols;
+        d->vols = e->next;
+        for (int i = 0; i < e->v->nbricks; i++)
+            brick_stop(d, e, i);
+        entry_free(e);
+    }
+}
+
+int kbd_getspec(kbd_t *d, const char *volume, char **volfile)
+{
+    struct kbd_vol_entry *e = vol_find(d, volume);
+    if (!e)
+        return -ENOENT;
+    if (e->v->status != KBD_VOL_STARTED)
+        return -EAGAIN;
+    *volfile = kbd_volgen_client(e->v);
+    return *volfile ? 0 : -ENOMEM;
+}
+
+/* ---------------- peer operations ---------------- */
+
+static int reply_text(char **out, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int reply_text(char **out, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(out, fmt, ap) < 0)
+        *out = NULL;
+    va_end(ap);
+    return rc;
+}
+
+/* prepare NAME VOLID FORCE {IDX BRICKID PATH}... */
+static int op_prepare(kbd_t *d, int argc, char **argv, char **out)
+{
+    if (argc < 4 || (argc - 4) % 3)
+        return reply_text(out, -EINVAL, "prepare: bad arguments");
+    kb_gfid_t volid;
+    if (kb_gfid_parse(argv[2], &volid))
+        return reply_text(out, -EINVAL, "prepare: bad volume id");
+    bool force = strcmp(argv[3], "1") == 0;
+    int i;
+    char err[512] = "";
+    for (i = 4; i < argc; i += 3) {
+        kb_gfid_t bid;
+        if (kb_gfid_parse(argv[i + 1], &bid)) {
+            snprintf(err, sizeof(err), "bad brick id");
+            break;
+        }
+        /* A path already used by another volume of this node is refused too. */
+        for (struct kbd_vol_entry *e = d->vols; e; e = e->next)
+            for (int b = 0; b < e->v->nbricks; b++)
+                if (e->local[b] && strcmp(e->v->bricks[b].path, argv[i + 2]) == 0 &&
+                    !kb_gfid_eq(&e->v->id, &volid))
+                    snprintf(err, sizeof(err), "brick %s is already used by volume '%s'", argv[i + 2], e->v->name);
+        if (err[0] || posix_brick_prepare(argv[i + 2], &volid, &bid, force, err, sizeof(err)))
+            break;
+    }
+    if (i < argc) {
+        for (int j = 4; j < i; j += 3)
+            posix_brick_unstamp(argv[j + 2]);
+        return reply_text(out, -EINVAL, "%s", err[0] ? err : "cannot prepare brick");
+    }
+    return reply_text(out, 0, "ok");
+}
+
+/* A running brick survives a definition change that leaves its own volfile
+ * as it was (e.g. `volume set` of a client-side option): no reconnects. */
+static bool same_brick_graph(const kbd_volume_t *a, const kbd_volume_t *b, int i)
+{
+    char *x = kbd_volgen_brick(a, i), *y = kbd_volgen_brick(b, i);
+    bool same = x && y && strcmp(x, y) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* store LOCAL_CSV INFO_TEXT */
+static int op_store(kbd_t *d, int argc, char **argv, char **out)
+{
+    char err[256];
+    if (argc != 4)
+        return reply_text(out, -EINVAL, "store: bad arguments");
+    kbd_volume_t *v = kbd_volume_parse(argv[3], err, sizeof(err));
+    if (!v)
+        return reply_text(out, -EINVAL, "store: %s", err);
+    struct kbd_vol_entry *old = vol_find(d, v->name);
+    if (old && !kb_gfid_eq(&old->v->id, &v->id)) {
+        kbd_volume_free(v);
+        return reply_text(out, -EEXIST, "a different volume '%s' exists on this node", old->v->name);
+    }
+    if (old && old->v->version > v->version) {
+        kbd_volume_free(v);
+        return reply_text(out, -ESTALE, "this node has a newer definition of '%s'", old->v->name);
+    }
+    struct kbd_vol_entry *e = entry_new(v);
+    if (!e) {
+        kbd_volume_free(v);
+        return reply_text(out, -ENOMEM, "out of memory");
+    }
+    for (char *p = argv[2]; *p;) {
+        int i = (int)strtol(p, &p, 10);
+        if (i >= 0 && i < v->nbricks)
+            e->local[i] = true;
+        while (*p == ',')
+            p++;
+        if (*p && (*p < '0' || *p > '9'))
+            break;
+    }
+    if (old) {
+        /* Keep running bricks that stay the same; stop the others. */
+        for (int i = 0; i < old->v->nbricks; i++) {
+            bool same = i < v->nbricks && e->local[i] && old->local[i] && same_brick_graph(old->v, v, i);
+            if (same && v->status == KBD_VOL_STARTED)
+                e->rt[i] = old->rt[i];
+            else
+                brick_stop(d, old, i);
+            old->rt[i] = NULL;
+        }
+        struct kbd_vol_entry **pp = &d->vols;
+        while (*pp != old)
+            pp = &(*pp)->next;
+        *pp = old->next;
+        entry_free(old);
+    }
+    e->next = d->vols;
+    d->vols = e;
+    int rc = save_entry(d, e);
+    reconcile(d, e);
+    return rc ? reply_text(out, rc, "cannot save the volume: %s", strerror(-rc)) : reply_text(out, 0, "ok");
+}
+
+static int op_delete(kbd_t *d, const char *name, char **out)
+{
+    struct kbd_vol_entry *e = vol_find(d, name);
+    if (!e)
+        return reply_text(out, 0, "ok");
+    for (int i = 0; i < e->v->nbricks; i++) {
+        brick_stop(d, e, i);
+        if (e->local[i])
+            posix_brick_unstamp(e->v->bricks[i].path);
+    }
+    char *dir = vol_dir(d, name), *p = NULL;
+    if (dir) {
+        if (asprintf(&p, "%s/info", dir) >= 0) { unlink(p); free(p); }
+        if (asprintf(&p, "%s/local", dir) >= 0) { unlink(p); free(p); }
+        rmdir(dir);
+        free(dir);
+    }
+    struct kbd_vol_entry **pp = &d->vols;
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    entry_free(e);
+    return reply_text(out, 0, "ok");
+}
+
+/* brick-status NAME: "IDX STATE PID PORT PATH [reason]" per local brick */
+static int op_brick_status(kbd_t *d, const char *name, char **out)
+{
+    struct kbd_vol_entry *e = vol_find(d, name);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", name);
+    kb_enc_t enc;
+    kb_enc_init(&enc);
+    for (int i = 0; i < e->v->nbricks; i++) {
+        if (!e->local[i])
+            continue;
+        kbd_brick_rt_t *b = e->rt[i];
+        char line[KB_PATH_MAX + 512];
+        int n = snprintf(line, sizeof(line), "%d %s %d %u %d %s\t%s\n", i,
+                         b && b->graph ? "online" : "offline", (int)getpid(), d->port,
+                         b ? b->nconns : 0, e->v->bricks[i].path, b && !b->graph ? b->error : "");
+        kb_enc_bytes(&enc, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+    }
+    kb_enc_u8(&enc, 0);
+    if (enc.err) {
+        kb_enc_free(&enc);
+        return reply_text(out, -ENOMEM, "out of memory");
+    }
+    *out = (char *)enc.p;
+    return 0;
+}
+
+int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
+{
+    *out = NULL;
+    if (argc < 2)
+        return reply_text(out, -EINVAL, "peer: no operation");
+    const char *op = argv[1];
+    if (strcmp(op, "ping") == 0)
+        return reply_text(out, 0, "ok %s:%u", d->self_host, d->port);
+    if (strcmp(op, "list") == 0) {
+        kb_enc_t enc;
+        kb_enc_init(&enc);
+        for (struct kbd_vol_entry *e = d->vols; e; e = e->next) {
+            kb_enc_bytes(&enc, e->v->name, strlen(e->v->name));
+            kb_enc_u8(&enc, '\n');
+        }
+        kb_enc_u8(&enc, 0);
+        if (enc.err) {
+            kb_enc_free(&enc);
+            return reply_text(out, -ENOMEM, "out of memory");
+        }
+        *out = (char *)enc.p;
+        return 0;
+    }
+    if (argc < 3)
+        return reply_text(out, -EINVAL, "peer %s: missing argument", op);
+    if (strcmp(op, "get") == 0) {
+        struct kbd_vol_entry *e = vol_find(d, argv[2]);
+        if (!e)
+            return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+        *out = kbd_volume_format(e->v);
+        return *out ? 0 : -ENOMEM;
+    }
+    if (strcmp(op, "prepare") == 0)
+        return op_prepare(d, argc, argv, out);
+    if (strcmp(op, "unprepare") == 0) {
+        for (int i = 2; i < argc; i++)
+            posix_brick_unstamp(argv[i]);
+        return reply_text(out, 0, "ok");
+    }
+    if (strcmp(op, "store") == 0)
+        return op_store(d, argc, argv, out);
+    if (strcmp(op, "delete") == 0)
+        return op_delete(d, argv[2], out);
+    if (strcmp(op, "brick-status") == 0)
+        return op_brick_status(d, argv[2], out);
+    return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
+}

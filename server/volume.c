@@ -1,0 +1,332 @@
+/*
+ * volume.c — volume definitions: text format, validation, volfile generation.
+ *
+ * The definition is a small line-based text file, the same on every node:
+ *
+ *   format=1
+ *   name=vmstore
+ *   id=<uuid>
+ *   version=7                 bumped by every change; the highest wins
+ *   status=started            created | started | stopped
+ *   replica=2                 data copies per replica set
+ *   arbiter=0                 1: each set has one more, metadata-only brick
+ *   brick=<host>:<port>:<path> <brick-uuid>     in set order
+ *   option=<volume key> <value>                 `volume set` values
+ *
+ * Rejected: a binary format (hard to inspect by hand when a node is sick)
+ * and JSON (needs a parser we would have to write or import).
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include "lib/common.h"
+#include "server/kembard.h"
+
+/* Options that belong to the volume rather than to one translator. */
+static const kb_option_def_t volume_options[] = {
+    { "auth.allow", "auth.allow", KB_OPT_STR, "*", 0, 0, NULL,
+      "Comma-separated client addresses (or * / prefix*) allowed to mount and do I/O" },
+    { "auth.reject", "auth.reject", KB_OPT_STR, "", 0, 0, NULL,
+      "Comma-separated client addresses refused (checked before auth.allow)" },
+    { NULL },
+};
+
+const kb_option_def_t *kbd_option_find(const char *volume_key, const char **xl_type)
+{
+    for (const kb_option_def_t *d = volume_options; d->key; d++)
+        if (strcmp(d->volume_key, volume_key) == 0) {
+            if (xl_type)
+                *xl_type = "volume";
+            return d;
+        }
+    for (size_t i = 0; i < kb_xlator_ntypes; i++) {
+        const kb_xlator_type_t *t = kb_xlator_types[i];
+        for (const kb_option_def_t *d = t ? t->options : NULL; d && d->key; d++)
+            if (d->volume_key && strcmp(d->volume_key, volume_key) == 0) {
+                if (xl_type)
+                    *xl_type = t->name;
+                return d;
+            }
+    }
+    return NULL;
+}
+
+bool kbd_volname_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 64 || n[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)n[i]) && n[i] != '-' && n[i] != '_')
+            return false;
+    return true;
+}
+
+const char *kbd_status_name(int s)
+{
+    return s == KBD_VOL_STARTED ? "started" : s == KBD_VOL_STOPPED ? "stopped" : "created";
+}
+
+int kbd_brick_parse(const char *spec, kbd_brick_t *b, char *err, size_t errlen)
+{
+    memset(b, 0, sizeof(*b));
+    const char *slash = strstr(spec, ":/");
+    if (!slash || slash == spec) {
+        snprintf(err, errlen, "bad brick '%s': expected HOST[:PORT]:/absolute/path", spec);
+        return -EINVAL;
+    }
+    const char *path = slash + 1;
+    if (strlen(path) >= KB_PATH_MAX || strstr(path, "/../") || strstr(path, "/./") ||
+        (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0)) {
+        snprintf(err, errlen, "bad brick '%s': path must be absolute and normalised", spec);
+        return -EINVAL;
+    }
+    char *hp = strndup(spec, (size_t)(slash - spec));
+    if (!hp)
+        return -ENOMEM;
+    int rc = kb_parse_hostport(hp, &b->host, &b->port, KB_DEFAULT_PORT);
+    free(hp);
+    if (rc) {
+        snprintf(err, errlen, "bad brick '%s': bad host or port", spec);
+        return -EINVAL;
+    }
+    b->path = strdup(path);
+    /* strip trailing slashes (but keep "/") */
+    for (size_t n = strlen(b->path); n > 1 && b->path[n - 1] == '/'; n--)
+        b->path[n - 1] = 0;
+    if (strcmp(b->path, "/") == 0) {
+        snprintf(err, errlen, "bad brick '%s': the root directory cannot be a brick", spec);
+        free(b->host);
+        free(b->path);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+char *kbd_brick_str(const kbd_brick_t *b)
+{
+    char *s = NULL;
+    bool v6 = strchr(b->host, ':') != NULL;
+    if (asprintf(&s, "%s%s%s:%u:%s", v6 ? "[" : "", b->host, v6 ? "]" : "", b->port, b->path) < 0)
+        return NULL;
+    return s;
+}
+
+void kbd_volume_free(kbd_volume_t *v)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < v->nbricks; i++) {
+        free(v->bricks[i].host);
+        free(v->bricks[i].path);
+    }
+    free(v->bricks);
+    free(v->name);
+    kb_opts_free(v->opts);
+    free(v);
+}
+
+static int add_brick_line(kbd_volume_t *v, char *val, char *err, size_t errlen)
+{
+    char *sp = strrchr(val, ' ');
+    kbd_brick_t b;
+    if (!sp)
+        goto bad;
+    *sp = 0;
+    if (kbd_brick_parse(val, &b, err, errlen))
+        return -EINVAL;
+    if (kb_gfid_parse(sp + 1, &b.id)) {
+        free(b.host);
+        free(b.path);
+        goto bad;
+    }
+    kbd_brick_t *nb = realloc(v->bricks, (size_t)(v->nbricks + 1) * sizeof(*nb));
+    if (!nb) {
+        free(b.host);
+        free(b.path);
+        return -ENOMEM;
+    }
+    v->bricks = nb;
+    v->bricks[v->nbricks++] = b;
+    return 0;
+bad:
+    snprintf(err, errlen, "bad brick line");
+    return -EINVAL;
+}
+
+kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
+{
+    kbd_volume_t *v = kb_zalloc(sizeof(*v));
+    char *copy = strdup(text);
+    if (!v || !copy || !(v->opts = kb_opts_new())) {
+        snprintf(err, errlen, "out of memory");
+        free(copy);
+        kbd_volume_free(v);
+        return NULL;
+    }
+    v->replica = 1;
+    int rc = 0;
+    bool have_id = false;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\n", &save); l && !rc; l = strtok_r(NULL, "\n", &save)) {
+        if (l[0] == '#' || !l[0])
+            continue;
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            snprintf(err, errlen, "bad line '%s'", l);
+            rc = -EINVAL;
+            break;
+        }
+        *eq = 0;
+        char *k = l, *val = eq + 1;
+        if (strcmp(k, "name") == 0) {
+            free(v->name);
+            v->name = strdup(val);
+        } else if (strcmp(k, "id") == 0) {
+            have_id = kb_gfid_parse(val, &v->id) == 0;
+        } else if (strcmp(k, "version") == 0) {
+            v->version = (uint32_t)strtoul(val, NULL, 10);
+        } else if (strcmp(k, "status") == 0) {
+            v->status = strcmp(val, "started") == 0 ? KBD_VOL_STARTED
+                        : strcmp(val, "stopped") == 0 ? KBD_VOL_STOPPED : KBD_VOL_CREATED;
+        } else if (strcmp(k, "replica") == 0) {
+            v->replica = atoi(val);
+        } else if (strcmp(k, "arbiter") == 0) {
+            v->arbiter = atoi(val);
+        } else if (strcmp(k, "brick") == 0) {
+            rc = add_brick_line(v, val, err, errlen);
+        } else if (strcmp(k, "option") == 0) {
+            char *sp = strchr(val, ' ');
+            if (!sp) {
+                snprintf(err, errlen, "bad option line");
+                rc = -EINVAL;
+            } else {
+                *sp = 0;
+                rc = kb_opts_set(v->opts, val, sp + 1);
+            }
+        }
+        /* unknown keys (format, future fields) are ignored */
+    }
+    free(copy);
+    if (!rc && (!v->name || !have_id || v->nbricks == 0 || v->replica < 1 || v->arbiter < 0 ||
+                v->arbiter > 1 || v->nbricks % kbd_set_size(v))) {
+        snprintf(err, errlen, "incomplete or inconsistent volume definition");
+        rc = -EINVAL;
+    }
+    if (rc) {
+        kbd_volume_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+char *kbd_volume_format(const kbd_volume_t *v)
+{
+    kb_enc_t e;
+    char line[KB_PATH_MAX + 512], id[KB_GFID_STRLEN];
+    kb_enc_init(&e);
+#define PUT(...) do { int n_ = snprintf(line, sizeof(line), __VA_ARGS__); \
+                      kb_enc_bytes(&e, line, (size_t)KB_MIN(n_, (int)sizeof(line) - 1)); } while (0)
+    PUT("format=1\nname=%s\nid=%s\nversion=%u\nstatus=%s\nreplica=%d\narbiter=%d\n", v->name,
+        kb_gfid_str(&v->id, id), v->version, kbd_status_name(v->status), v->replica, v->arbiter);
+    for (int i = 0; i < v->nbricks; i++) {
+        char *bs = kbd_brick_str(&v->bricks[i]), bid[KB_GFID_STRLEN];
+        PUT("brick=%s %s\n", bs ? bs : "?", kb_gfid_str(&v->bricks[i].id, bid));
+        free(bs);
+    }
+    for (size_t i = 0; i < kb_opts_count(v->opts); i++) {
+        const char *k, *val;
+        kb_opts_at(v->opts, i, &k, &val);
+        PUT("option=%s %s\n", k, val);
+    }
+#undef PUT
+    kb_enc_u8(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        return NULL;
+    }
+    return (char *)e.p;   /* the encoder's buffer, handed over */
+}
+
+/* Emit the `volume set` options that apply to translator type TYPE. */
+static void emit_opts(kb_enc_t *e, const kbd_volume_t *v, const char *type)
+{
+    const kb_xlator_type_t *t = kb_xlator_type_find(type);
+    for (const kb_option_def_t *d = t ? t->options : NULL; d && d->key; d++) {
+        const char *val = d->volume_key ? kb_opts_raw(v->opts, d->volume_key) : NULL;
+        if (val) {
+            char line[1024];
+            int n = snprintf(line, sizeof(line), "  option %s %s\n", d->key, val);
+            kb_enc_bytes(e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+        }
+    }
+}
+
+static void put(kb_enc_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(kb_enc_t *e, const char *fmt, ...)
+{
+    char line[KB_PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    kb_enc_bytes(e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+}
+
+char *kbd_volgen_client(const kbd_volume_t *v)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    int k = kbd_set_size(v), nsets = v->nbricks / k;
+    for (int i = 0; i < v->nbricks; i++) {
+        const kbd_brick_t *b = &v->bricks[i];
+        put(&e, "volume %s-client-%d\n  type protocol/client\n  option remote-host %s\n"
+                "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
+            v->name, i, b->host, b->port, b->path, v->name);
+        emit_opts(&e, v, "protocol/client");
+        put(&e, "end-volume\n\n");
+    }
+    for (int s = 0; s < nsets && k > 1; s++) {
+        put(&e, "volume %s-replicate-%d\n  type cluster/replicate\n", v->name, s);
+        if (v->arbiter)
+            put(&e, "  option arbiter-count 1\n");
+        emit_opts(&e, v, "cluster/replicate");
+        put(&e, "  subvolumes");
+        for (int i = 0; i < k; i++)
+            put(&e, " %s-client-%d", v->name, s * k + i);
+        put(&e, "\nend-volume\n\n");
+    }
+    if (nsets > 1) {
+        put(&e, "volume %s-dht\n  type cluster/distribute\n", v->name);
+        emit_opts(&e, v, "cluster/distribute");
+        put(&e, "  subvolumes");
+        for (int s = 0; s < nsets; s++)
+            put(&e, k > 1 ? " %s-replicate-%d" : " %s-client-%d", v->name, s);
+        put(&e, "\nend-volume\n");
+    }
+    kb_enc_u8(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        return NULL;
+    }
+    return (char *)e.p;
+}
+
+char *kbd_volgen_brick(const kbd_volume_t *v, int i)
+{
+    kb_enc_t e;
+    char id[KB_GFID_STRLEN];
+    kb_enc_init(&e);
+    put(&e, "volume %s-posix-%d\n  type storage/posix\n  option directory %s\n  option volume-id %s\n",
+        v->name, i, v->bricks[i].path, kb_gfid_str(&v->id, id));
+    emit_opts(&e, v, "storage/posix");
+    put(&e, "end-volume\n\nvolume %s-locks-%d\n  type features/locks\n", v->name, i);
+    emit_opts(&e, v, "features/locks");
+    put(&e, "  subvolumes %s-posix-%d\nend-volume\n", v->name, i);
+    kb_enc_u8(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        return NULL;
+    }
+    return (char *)e.p;
+}
