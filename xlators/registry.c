@@ -27,8 +27,26 @@ const kb_xlator_type_t *const kb_xlator_types[] = {
 /* An absent (weak, undefined) type has address NULL: iterate by count. */
 const size_t kb_xlator_ntypes = KB_ARRAY_SIZE(kb_xlator_types);
 
+static const kb_xlator_type_t *extra_types[32];
+
+int kb_xlator_type_register(const kb_xlator_type_t *t)
+{
+    for (size_t i = 0; i < KB_ARRAY_SIZE(extra_types); i++) {
+        if (extra_types[i] == t)
+            return 0;
+        if (!extra_types[i]) {
+            extra_types[i] = t;
+            return 0;
+        }
+    }
+    return -ENOSPC;
+}
+
 const kb_xlator_type_t *kb_xlator_type_find(const char *name)
 {
+    for (size_t i = 0; i < KB_ARRAY_SIZE(extra_types) && extra_types[i]; i++)
+        if (strcmp(extra_types[i]->name, name) == 0)
+            return extra_types[i];
     for (size_t i = 0; i < kb_xlator_ntypes; i++) {
         const kb_xlator_type_t *t = kb_xlator_types[i];
         if (t && t->name && strcmp(t->name, name) == 0)

@@ -129,6 +129,8 @@ void kb_pass(kb_call_t *call);
 
 /* ---- registry ---- */
 const kb_xlator_type_t *kb_xlator_type_find(const char *name);
+/* Add a type at run time (tests' mock translators). 0, or -ENOSPC past 32. */
+int kb_xlator_type_register(const kb_xlator_type_t *t);
 /* All built-in types (entries may be NULL: not linked in); xlators/registry.c */
 extern const kb_xlator_type_t *const kb_xlator_types[];
 extern const size_t kb_xlator_ntypes;
