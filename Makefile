@@ -53,11 +53,13 @@ $(B)/kembar-bench: $(BENCH_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 UNIT_BINS := $(UNIT_SRC:tests/unit/%_test.c=build/asan/tests/%_test)
 
+ifneq ($(B),build/asan)
 build/asan/libkembar.a: FORCE
 	@$(MAKE) --no-print-directory B=build/asan CFLAGS="$(ASAN_FLAGS)" build/asan/libkembar.a
 build/asan/server.a: FORCE
 	@$(MAKE) --no-print-directory B=build/asan CFLAGS="$(ASAN_FLAGS)" $(SRV_SRC:%.c=build/asan/%.o)
 	@rm -f $@; ar rcs $@ $(filter-out build/asan/server/main.o,$(SRV_SRC:%.c=build/asan/%.o))
+endif
 build/asan/tests/%_test: tests/unit/%_test.c $(TESTLIB_SRC) build/asan/libkembar.a build/asan/server.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TESTLIB_SRC) build/asan/server.a build/asan/libkembar.a $(LDLIBS) -lcriterion

@@ -1,0 +1,147 @@
+/*
+ * volume_test.c — volume definitions: brick specs, text round trip,
+ * refusal of inconsistent definitions, generated volfiles.
+ */
+#include <criterion/criterion.h>
+#include "server/kembard.h"
+
+static kbd_volume_t *make(int nbricks, int replica, int arbiter)
+{
+    kbd_volume_t *v = calloc(1, sizeof(*v));
+    v->name = strdup("vm");
+    kb_gfid_generate(&v->id);
+    v->version = 3;
+    v->status = KBD_VOL_STARTED;
+    v->replica = replica;
+    v->arbiter = arbiter;
+    v->opts = kb_opts_new();
+    v->bricks = calloc((size_t)nbricks, sizeof(kbd_brick_t));
+    for (int i = 0; i < nbricks; i++) {
+        char spec[64], err[128];
+        snprintf(spec, sizeof(spec), "127.0.0.1:%d:/var/tmp/b%d", 24900 + i, i);
+        cr_assert_eq(kbd_brick_parse(spec, &v->bricks[i], err, sizeof(err)), 0, "%s", err);
+        kb_gfid_generate(&v->bricks[i].id);
+        v->nbricks++;
+    }
+    return v;
+}
+
+Test(volume, brick_spec_parsing)
+{
+    kbd_brick_t b;
+    char err[256];
+    cr_assert_eq(kbd_brick_parse("node1:/data/brick/", &b, err, sizeof(err)), 0);
+    cr_assert_str_eq(b.host, "node1");
+    cr_assert_eq(b.port, KB_DEFAULT_PORT);
+    cr_assert_str_eq(b.path, "/data/brick");
+    char *s = kbd_brick_str(&b);
+    cr_assert_str_eq(s, "node1:24800:/data/brick");
+    free(s);
+    free(b.host);
+    free(b.path);
+    cr_assert_eq(kbd_brick_parse("[::1]:2500:/b", &b, err, sizeof(err)), 0);
+    cr_assert_str_eq(b.host, "::1");
+    cr_assert_eq(b.port, 2500);
+    free(b.host);
+    free(b.path);
+    const char *bad[] = { "node1", "node1:relative", ":/x", "h:/", "h:99999:/x", "h:/a/../b" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_neq(kbd_brick_parse(bad[i], &b, err, sizeof(err)), 0, "'%s' accepted", bad[i]);
+}
+
+Test(volume, names)
+{
+    cr_assert(kbd_volname_ok("vmstore"));
+    cr_assert(kbd_volname_ok("vm_store-2"));
+    cr_assert_not(kbd_volname_ok(""));
+    cr_assert_not(kbd_volname_ok("a/b"));
+    cr_assert_not(kbd_volname_ok("-x"));
+    cr_assert_not(kbd_volname_ok("with space"));
+}
+
+Test(volume, text_round_trip)
+{
+    kbd_volume_t *v = make(4, 2, 0);
+    kb_opts_set(v->opts, "network.ping-timeout", "3");
+    char *text = kbd_volume_format(v), err[256];
+    kbd_volume_t *w = kbd_volume_parse(text, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_str_eq(w->name, "vm");
+    cr_assert(kb_gfid_eq(&w->id, &v->id));
+    cr_assert_eq(w->version, 3);
+    cr_assert_eq(w->status, KBD_VOL_STARTED);
+    cr_assert_eq(w->nbricks, 4);
+    cr_assert_eq(w->replica, 2);
+    cr_assert_str_eq(w->bricks[3].path, "/var/tmp/b3");
+    cr_assert(kb_gfid_eq(&w->bricks[2].id, &v->bricks[2].id));
+    cr_assert_str_eq(kb_opts_raw(w->opts, "network.ping-timeout"), "3");
+    char *again = kbd_volume_format(w);
+    cr_assert_str_eq(text, again);
+    free(text);
+    free(again);
+    kbd_volume_free(v);
+    kbd_volume_free(w);
+}
+
+Test(volume, inconsistent_definitions_refused)
+{
+    char err[256];
+    cr_assert_null(kbd_volume_parse("name=x\n", err, sizeof(err)));
+    kbd_volume_t *v = make(3, 2, 0);   /* 3 bricks in sets of 2 */
+    char *text = kbd_volume_format(v);
+    cr_assert_null(kbd_volume_parse(text, err, sizeof(err)));
+    free(text);
+    kbd_volume_free(v);
+}
+
+Test(volume, client_volfile_shapes)
+{
+    kbd_volume_t *v = make(4, 2, 0);
+    kb_opts_set(v->opts, "network.ping-timeout", "2");
+    char *vf = kbd_volgen_client(v);
+    cr_assert(strstr(vf, "volume vm-client-3\n"));
+    cr_assert(strstr(vf, "subvolumes vm-client-0 vm-client-1\n"));
+    cr_assert(strstr(vf, "subvolumes vm-client-2 vm-client-3\n"));
+    cr_assert(strstr(vf, "type cluster/distribute"));
+    cr_assert(strstr(vf, "subvolumes vm-replicate-0 vm-replicate-1\n"));
+    cr_assert(strstr(vf, "option ping-timeout 2\n"), "volume set option must reach protocol/client:\n%s", vf);
+    free(vf);
+    kbd_volume_free(v);
+
+    v = make(3, 2, 1);
+    vf = kbd_volgen_client(v);
+    cr_assert(strstr(vf, "option arbiter-count 1"));
+    cr_assert_null(strstr(vf, "distribute"));
+    free(vf);
+    kbd_volume_free(v);
+
+    v = make(1, 1, 0);
+    vf = kbd_volgen_client(v);
+    char err[256];
+    kb_graph_t *g = kb_graph_parse(vf, err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    cr_assert_str_eq(g->top->name, "vm-client-0");
+    kb_graph_fini(g);
+    free(vf);
+    kbd_volume_free(v);
+}
+
+Test(volume, brick_volfile)
+{
+    kbd_volume_t *v = make(2, 2, 0);
+    char *vf = kbd_volgen_brick(v, 1), id[KB_GFID_STRLEN];
+    cr_assert(strstr(vf, "option directory /var/tmp/b1\n"));
+    cr_assert(strstr(vf, kb_gfid_str(&v->id, id)));
+    cr_assert(strstr(vf, "type features/locks"));
+    free(vf);
+    kbd_volume_free(v);
+}
+
+Test(volume, option_lookup)
+{
+    const char *type;
+    cr_assert_not_null(kbd_option_find("network.ping-timeout", &type));
+    cr_assert_str_eq(type, "protocol/client");
+    cr_assert_not_null(kbd_option_find("auth.allow", &type));
+    cr_assert_null(kbd_option_find("no.such-option", &type));
+}
