@@ -26,7 +26,7 @@ struct kbd_brick_rt {
     char *path;
     kb_graph_t *graph;
     int nconns;
-    char error[256];      /* why it is not online, for status */
+    char error[512];      /* why it is not online, for status */
 };
 
 struct kbd_vol_entry {
