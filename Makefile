@@ -40,14 +40,17 @@ $(B)/libkembar.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Translators are found by name at run time (xlators/registry.c, weak
+# references), so every binary takes the whole library.
+WHOLE = -Wl,--whole-archive $(1) -Wl,--no-whole-archive
 $(B)/kembard: $(SRV_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar: $(CLI_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar-fuse: $(FUSE_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar-bench: $(BENCH_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 
 # ---- unit tests: Criterion, built under AddressSanitizer + UBSan in build/asan ----
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -62,7 +65,7 @@ build/asan/server.a: FORCE
 endif
 build/asan/tests/%_test: tests/unit/%_test.c $(TESTLIB_SRC) build/asan/libkembar.a build/asan/server.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TESTLIB_SRC) build/asan/server.a build/asan/libkembar.a $(LDLIBS) -lcriterion
+	$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TESTLIB_SRC) build/asan/server.a $(call WHOLE,build/asan/libkembar.a) $(LDLIBS) -lcriterion
 FORCE:
 
 deps:

@@ -3,6 +3,7 @@
  * refusal of inconsistent definitions, generated volfiles.
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include "server/kembard.h"
 
 static kbd_volume_t *make(int nbricks, int replica, int arbiter)
