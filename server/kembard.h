@@ -83,6 +83,8 @@ void kbd_dump_inflight(kbd_t *d);
 int kbd_store_load(kbd_t *d);                 /* load all volumes, start started ones */
 /* PEER op dispatcher: argv -> text output; returns 0 or -errno (out = reason). */
 int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out);
+/* auth.allow / auth.reject of VOLUME for a client at ADDR: 0, -EACCES, -ENOENT. */
+int kbd_auth_check(kbd_t *d, const char *volume, const char *addr);
 /* GETSPEC */
 int kbd_getspec(kbd_t *d, const char *volume, char **volfile);
 /* Find a running local brick for a handshake. */

@@ -290,6 +290,9 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
         reply_text(c, m, -EBADMSG, "malformed handshake");
     } else if (c->brick) {
         reply_text(c, m, -EISCONN, "connection already bound to a brick");
+    } else if (kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc)) == -EACCES) {
+        kb_warn("serve", "client %s refused for volume %s by auth.allow/auth.reject", rpc_conn_peer(c->rc), vol);
+        reply_text(c, m, -EACCES, "access to this volume is not allowed from this address");
     } else {
         kbd_brick_rt_t *b = kbd_brick_find(c->d, vol, path, why, sizeof(why));
         if (!b) {
@@ -354,9 +357,12 @@ static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
         char *vol = NULL;
         kb_dec_init(&dec, m->payload, m->hdr.plen);
         kb_dec_str(&dec, &vol, 64);
-        int st = dec.err || !vol ? -EBADMSG : kbd_getspec(c->d, vol, &out);
+        int st = dec.err || !vol ? -EBADMSG : kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc));
+        if (st == 0)
+            st = kbd_getspec(c->d, vol, &out);
         reply_text(c, m, st, st == 0 ? out : st == -ENOENT ? "no such volume"
-                             : st == -EAGAIN ? "volume is not started" : "bad request");
+                             : st == -EAGAIN ? "volume is not started"
+                             : st == -EACCES ? "access to this volume is not allowed from this address" : "bad request");
         free(vol);
     } else if (proc == KB_PROC_PEER || proc == KB_PROC_CLI) {
         int st = decode_argv(m, &argc, &argv);

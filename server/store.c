@@ -10,7 +10,9 @@
  * The PEER operations are the only way the management thread changes
  * anything here; each is local, quick and idempotent.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -499,4 +501,59 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
     if (strcmp(op, "brick-status") == 0)
         return op_brick_status(d, argv[2], out);
     return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
+}
+
+/* ---------------- access control ---------------- */
+
+/* Does ADDR match one entry: "*", a glob ("10.1.*"), or a CIDR ("10.0.0.0/8",
+ * "fd00::/8")? */
+static bool addr_match(const char *pat, const char *addr)
+{
+    const char *slash = strchr(pat, '/');
+    if (!slash)
+        return fnmatch(pat, addr, 0) == 0;
+    char net[64];
+    size_t nl = (size_t)(slash - pat);
+    if (nl >= sizeof(net))
+        return false;
+    memcpy(net, pat, nl);
+    net[nl] = 0;
+    int bits = atoi(slash + 1);
+    unsigned char a[16], n[16];
+    int fam = strchr(net, ':') ? AF_INET6 : AF_INET, len = fam == AF_INET ? 4 : 16;
+    if (inet_pton(fam, net, n) != 1 || inet_pton(fam, addr, a) != 1 || bits < 0 || bits > len * 8)
+        return false;
+    for (int i = 0; i < len && bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((a[i] & mask) != (n[i] & mask))
+            return false;
+    }
+    return true;
+}
+
+static bool list_match(const char *list, const char *addr)
+{
+    char *copy = strdup(list ? list : ""), *save = NULL;
+    bool hit = false;
+    for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t && !hit; t = strtok_r(NULL, ", ", &save))
+        hit = addr_match(t, addr);
+    free(copy);
+    return hit;
+}
+
+int kbd_auth_check(kbd_t *d, const char *volume, const char *addr)
+{
+    struct kbd_vol_entry *e = vol_find(d, volume);
+    if (!e)
+        return -ENOENT;
+    const char *reject = kb_opts_raw(e->v->opts, "auth.reject");
+    const char *allow = kb_opts_raw(e->v->opts, "auth.allow");
+    /* IPv4 clients may show up as ::ffff:a.b.c.d on a dual-stack socket. */
+    if (strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.'))
+        addr += 7;
+    if (reject && *reject && list_match(reject, addr))
+        return -EACCES;
+    if (allow && *allow && !list_match(allow, addr))
+        return -EACCES;
+    return 0;
 }
