@@ -1,0 +1,510 @@
+/*
+ * client_test.c — libkembar (client/): spec parsing, the volfile fetch and
+ * its one-line errors against a fake GETSPEC server, the CHILD_UP wait,
+ * kbc_submit from many threads (exactly once, on the loop thread), the sync
+ * API over a mock brick, and a real storage/posix graph through
+ * kbc_new_from_volfile (create/write/read/rename/readdir with content checks).
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "client/kembar.h"
+#include "lib/loop.h"
+#include "rpc/conn.h"
+
+/* ================= spec parsing ================= */
+
+Test(client_spec, single_host_default_port)
+{
+    kbc_spec_t s;
+    char err[256];
+    cr_assert_eq(kbc_spec_parse("node1:/vmstore", &s, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(s.volume, "vmstore");
+    cr_assert_eq(s.nservers, 1);
+    cr_assert_str_eq(s.servers[0].host, "node1");
+    cr_assert_eq(s.servers[0].port, 24800);
+    kbc_spec_clear(&s);
+}
+
+Test(client_spec, several_hosts_ports_and_ipv6)
+{
+    kbc_spec_t s;
+    char err[256], list[256];
+    cr_assert_eq(kbc_spec_parse("n1:24811,n2,[::1]:7000,10.0.0.3:/v-1_x.y", &s, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_str_eq(s.volume, "v-1_x.y");
+    cr_assert_eq(s.nservers, 4);
+    cr_assert_str_eq(s.servers[0].host, "n1");
+    cr_assert_eq(s.servers[0].port, 24811);
+    cr_assert_str_eq(s.servers[1].host, "n2");
+    cr_assert_eq(s.servers[1].port, 24800);
+    cr_assert_str_eq(s.servers[2].host, "::1");
+    cr_assert_eq(s.servers[2].port, 7000);
+    cr_assert_str_eq(s.servers[3].host, "10.0.0.3");
+    cr_assert_str_eq(kbc_spec_servers_str(&s, list, sizeof(list)),
+                     "n1:24811,n2:24800,[::1]:7000,10.0.0.3:24800");
+    kbc_spec_clear(&s);
+}
+
+Test(client_spec, refuses_bad_specs_with_a_reason)
+{
+    const char *bad[] = { "node1", "node1:vol", ":/vol", "node1:/", "node1:/a/b", "h:99999:/v",
+                          "node1:/vo l", ",:/v", NULL };
+    for (int i = 0; bad[i]; i++) {
+        kbc_spec_t s;
+        char err[256] = "";
+        cr_assert_eq(kbc_spec_parse(bad[i], &s, err, sizeof(err)), -EINVAL, "accepted '%s'", bad[i]);
+        cr_assert_neq(err[0], 0, "no reason for '%s'", bad[i]);
+        cr_assert_null(strchr(err, '\n'), "the reason is one line");
+        cr_assert_eq(s.nservers, 0);
+        cr_assert_null(s.volume);
+    }
+}
+
+/* ================= a mock brick translator ================= */
+
+/*
+ * "test/mockbrick": one in-memory file. LOOKUP "missing" -> ENOENT, other
+ * names -> a regular file with a gfid derived from the name; WRITE stores
+ * the payload at offset 0 (size = len); READ returns it. Every other op
+ * answers status 0. Replies are deferred through the event base when
+ * option defer is on, so the callback runs after the wind returned.
+ * Option up: now | never.
+ */
+struct mock_priv {
+    char data[65536];
+    size_t len;
+    bool defer;
+};
+
+static atomic_int mock_calls;
+
+struct deferred { kb_call_t *call; kb_reply_t r; };
+
+static void deferred_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct deferred *d = arg;
+    kb_unwind(d->call, &d->r);
+    kb_buf_unref(d->r.data);
+    free(d);
+}
+
+/* Unwind R now or from the event base; takes over R.data's reference. */
+static void mock_reply(kb_call_t *call, kb_reply_t r)
+{
+    struct mock_priv *p = call->xl->priv;
+    if (p->defer) {
+        struct deferred *d = malloc(sizeof(*d));
+        d->call = call;
+        d->r = r;
+        struct timeval tv = { 0, 0 };
+        event_base_once(call->xl->graph->base, -1, EV_TIMEOUT, deferred_run, d, &tv);
+        return;
+    }
+    kb_unwind(call, &r);
+    kb_buf_unref(r.data);
+}
+
+static void mock_attr(kb_iatt_t *ia, const char *name, size_t size)
+{
+    memset(ia, 0, sizeof(*ia));
+    ia->gfid.b[0] = 0x77;
+    for (size_t i = 0; name && name[i]; i++)
+        ia->gfid.b[1 + i % 15] ^= (uint8_t)name[i];
+    ia->mode = S_IFREG | 0644;
+    ia->nlink = 1;
+    ia->size = size;
+}
+
+static void mock_fop(kb_call_t *call)
+{
+    struct mock_priv *p = call->xl->priv;
+    const kb_args_t *a = call->args;
+    kb_reply_t r = { 0 };
+    atomic_fetch_add(&mock_calls, 1);
+    switch (call->op) {
+    case KB_FOP_LOOKUP:
+        if (a->name && strcmp(a->name, "missing") == 0)
+            r.status = -ENOENT;
+        else
+            mock_attr(&r.attr, a->name, p->len);
+        break;
+    case KB_FOP_STAT:
+        mock_attr(&r.attr, "stat", p->len);
+        break;
+    case KB_FOP_OPEN:
+        r.fd = 77;
+        break;
+    case KB_FOP_WRITE:
+        p->len = KB_MIN(a->data->len, sizeof(p->data));
+        memcpy(p->data, a->data->data, p->len);
+        r.status = (int32_t)p->len;
+        break;
+    case KB_FOP_READ: {
+        size_t n = a->off >= p->len ? 0 : KB_MIN(a->size, p->len - a->off);
+        r.data = kb_buf_copy(p->data + a->off, n);
+        r.status = (int32_t)n;
+        break;
+    }
+    case KB_FOP_STATFS:
+        r.statfs = (kb_statfs_t){ .bsize = 4096, .blocks = 1000, .bfree = 600, .bavail = 500 };
+        break;
+    default:
+        r.status = a->fd == 99 ? -EBADF : 0;
+        break;
+    }
+    mock_reply(call, r);
+}
+
+static const kb_option_def_t mock_opts[] = {
+    { "up", NULL, KB_OPT_ENUM, "now", 0, 0, "now|never", "when to send CHILD_UP" },
+    { "defer", NULL, KB_OPT_BOOL, "off", 0, 0, NULL, "reply from the event base" },
+    { NULL },
+};
+
+static int mock_init(kb_xlator_t *xl)
+{
+    struct mock_priv *p = kb_zalloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->defer = kb_opt_bool(xl->opts, mock_opts, "defer");
+    xl->priv = p;
+    return 0;
+}
+
+static void mock_fini(kb_xlator_t *xl)
+{
+    free(xl->priv);              /* may run twice after a failed init */
+    xl->priv = NULL;
+}
+
+static void mock_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
+{
+    if (event == KB_EV_PARENT_UP && strcmp(kb_opt_str(xl->opts, mock_opts, "up"), "now") == 0)
+        kb_notify_parents(xl, KB_EV_CHILD_UP);
+}
+
+static const kb_xlator_type_t mock_type = {
+    .name = "test/mockbrick",
+    .ops = {
+#define FOP(NAME, name, A, R, C) [KB_FOP_##NAME] = mock_fop,
+#include "xlators/fops.def"
+#undef FOP
+    },
+    .init = mock_init,
+    .fini = mock_fini,
+    .notify = mock_notify,
+    .options = mock_opts,
+};
+
+static const char *mock_volfile(const char *up, bool defer)
+{
+    static char buf[512];
+    snprintf(buf, sizeof(buf),
+             "volume b0\n  type test/mockbrick\n  option up %s\n  option defer %s\nend-volume\n", up,
+             defer ? "on" : "off");
+    return buf;
+}
+
+static void register_mock(void)
+{
+    cr_assert_eq(kb_xlator_type_register(&mock_type), 0);
+}
+
+/* ================= kbc_new_from_volfile, up wait, sync API ================= */
+
+Test(client_graph, up_at_once_and_sync_calls, .init = register_mock)
+{
+    char err[256] = "";
+    kbc_t *c = kbc_new_from_volfile(mock_volfile("now", true), NULL, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    cr_assert(kbc_is_up(c));
+
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "missing", &ia), -ENOENT);
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "file", &ia), 0);
+    cr_assert(S_ISREG(ia.mode));
+    cr_assert_eq(ia.gfid.b[0], 0x77);
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "a/b", &ia), -EINVAL, "names with / are refused");
+
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_open(c, &ia.gfid, O_RDWR, &fd), 0);
+    const char msg[] = "hello, twin";
+    cr_assert_eq(kbc_pwrite(fd, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+    char back[64] = "";
+    cr_assert_eq(kbc_pread(fd, back, sizeof(back), 0), (ssize_t)sizeof(msg));
+    cr_assert_str_eq(back, msg);
+    struct iovec iov[2] = { { back, 5 }, { back + 32, 20 } };
+    memset(back, 0, sizeof(back));
+    cr_assert_eq(kbc_preadv(fd, iov, 2, 0), (ssize_t)sizeof(msg));
+    cr_assert_eq(memcmp(back, "hello", 5), 0);
+    cr_assert_str_eq(back + 32, ", twin");
+    struct iovec wv[2] = { { (void *)"ab", 2 }, { (void *)"cde", 4 } };
+    cr_assert_eq(kbc_pwritev(fd, wv, 2, 0), 6);
+    cr_assert_eq(kbc_pread(fd, back, sizeof(back), 0), 6);
+    cr_assert_str_eq(back, "abcde");
+    cr_assert_eq(kbc_close(fd), 0);
+
+    kb_statfs_t sf;
+    cr_assert_eq(kbc_statfs(c, &sf), 0);
+    cr_assert_eq(sf.blocks, 1000);
+    cr_assert_eq(sf.bavail, 500);
+    kbc_free(c);
+}
+
+Test(client_graph, never_up_fails_bounded_with_one_line, .init = register_mock)
+{
+    char err[256] = "";
+    kbc_opts_t o = { .up_timeout_ms = 300 };
+    uint64_t t0 = kb_now_ms();
+    kbc_t *c = kbc_new_from_volfile(mock_volfile("never", false), &o, err, sizeof(err));
+    uint64_t dt = kb_now_ms() - t0;
+    cr_assert_null(c);
+    cr_assert(strstr(err, "no brick came up within 0.3 s"), "got '%s'", err);
+    cr_assert(dt >= 250 && dt < 3000, "waited %llu ms", (unsigned long long)dt);
+
+    o.no_wait_up = true;
+    c = kbc_new_from_volfile(mock_volfile("never", false), &o, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_not(kbc_is_up(c));
+    kbc_free(c);
+}
+
+Test(client_graph, bad_volfile_is_one_line, .init = register_mock)
+{
+    char err[256] = "";
+    cr_assert_null(kbc_new_from_volfile("volume x\n type no/such\nend-volume\n", NULL, err, sizeof(err)));
+    cr_assert(strstr(err, "bad volfile") && strstr(err, "no/such"), "got '%s'", err);
+    cr_assert_null(kbc_new_from_volfile("volume x\n type test/mockbrick\n option bogus 1\nend-volume\n",
+                                        NULL, err, sizeof(err)));
+    cr_assert(strstr(err, "cannot start the client graph"), "got '%s'", err);
+}
+
+/* ================= kbc_submit from many threads ================= */
+
+struct sub_state {
+    kbc_t *c;
+    atomic_int done;
+    atomic_int wrong_thread;
+    atomic_int bad_status;
+};
+
+struct sub_one {
+    struct sub_state *st;
+    kb_args_t a;
+    int expect;
+};
+
+static void sub_cbk(void *cookie, const kb_reply_t *r)
+{
+    struct sub_one *o = cookie;
+    if (!kb_loop_in_thread(kbc_loop(o->st->c)))
+        atomic_fetch_add(&o->st->wrong_thread, 1);
+    if (r->status != o->expect)
+        atomic_fetch_add(&o->st->bad_status, 1);
+    atomic_fetch_add(&o->st->done, 1);
+    free(o);
+}
+
+#define SUB_THREADS 4
+#define SUB_PER_THREAD 500
+
+static void *sub_thread(void *arg)
+{
+    struct sub_state *st = arg;
+    kb_cred_t cred;
+    kbc_cred_self(&cred);
+    for (int i = 0; i < SUB_PER_THREAD; i++) {
+        struct sub_one *o = calloc(1, sizeof(*o));
+        o->st = st;
+        o->a.fd = (i % 3 == 0) ? 99 : 1;     /* 99: the mock answers EBADF */
+        o->expect = (i % 3 == 0) ? -EBADF : 0;
+        kbc_submit(st->c, KB_FOP_FSYNC, &o->a, &cred, sub_cbk, o);
+    }
+    return NULL;
+}
+
+Test(client_async, submit_from_threads_completes_each_once_on_loop, .init = register_mock)
+{
+    char err[256] = "";
+    kbc_t *c = kbc_new_from_volfile(mock_volfile("now", true), NULL, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    struct sub_state st = { .c = c };
+    atomic_store(&mock_calls, 0);
+    pthread_t th[SUB_THREADS];
+    for (int i = 0; i < SUB_THREADS; i++)
+        pthread_create(&th[i], NULL, sub_thread, &st);
+    for (int i = 0; i < SUB_THREADS; i++)
+        pthread_join(th[i], NULL);
+    kbc_free(c);    /* waits for every call in flight */
+    cr_assert_eq(atomic_load(&st.done), SUB_THREADS * SUB_PER_THREAD);
+    cr_assert_eq(atomic_load(&mock_calls), SUB_THREADS * SUB_PER_THREAD, "each call wound once");
+    cr_assert_eq(atomic_load(&st.wrong_thread), 0, "callbacks run on the loop thread");
+    cr_assert_eq(atomic_load(&st.bad_status), 0);
+}
+
+/* ================= a fake GETSPEC server ================= */
+
+struct fake_srv {
+    kb_loop_t *loop;
+    rpc_listener_t *l;
+    uint16_t port;
+    atomic_int calls;
+};
+
+static void fake_req(void *arg, rpc_conn_t *c, rpc_msg_t *m)
+{
+    struct fake_srv *f = arg;
+    atomic_fetch_add(&f->calls, 1);
+    kb_dec_t d;
+    char *vol = NULL;
+    kb_dec_init(&d, m->payload, m->hdr.plen);
+    kb_dec_str(&d, &vol, 64);
+    int st = 0;
+    const char *text = "";
+    if (m->hdr.proc != KB_PROC_GETSPEC || !vol)
+        st = -EPROTONOSUPPORT, text = "unknown procedure";
+    else if (strcmp(vol, "good") == 0)
+        text = mock_volfile("now", false);
+    else if (strcmp(vol, "stopped") == 0)
+        st = -EAGAIN, text = "volume is not started";
+    else if (strcmp(vol, "denied") == 0)
+        st = -EACCES, text = "access to this volume is not allowed from this address";
+    else
+        st = -ENOENT, text = "no such volume";
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, text);
+    rpc_reply(c, m->hdr.xid, m->hdr.proc, st, e.p, (uint32_t)e.len, NULL);
+    kb_enc_free(&e);
+    free(vol);
+    rpc_msg_free(m);
+    free(m);
+}
+
+static int fake_accept(void *arg, rpc_conn_t *c)
+{
+    rpc_conn_set_handlers(c, fake_req, NULL, arg);
+    return 0;
+}
+
+static struct fake_srv *fake_start(void)
+{
+    struct fake_srv *f = calloc(1, sizeof(*f));
+    char err[256];
+    f->loop = kb_loop_new();
+    cr_assert_not_null(f->loop);
+    f->l = rpc_listen(kb_loop_base(f->loop), "127.0.0.1", 0, NULL, fake_accept, f, err, sizeof(err));
+    cr_assert_not_null(f->l, "%s", err);
+    f->port = rpc_listener_port(f->l);
+    cr_assert_eq(kb_loop_start_thread(f->loop), 0);
+    return f;
+}
+
+static void fake_stop(struct fake_srv *f)
+{
+    kb_loop_stop(f->loop);
+    rpc_listener_free(f->l);
+    kb_loop_free(f->loop);
+    free(f);
+}
+
+/* A port on which nothing listens (bound, then closed). */
+static uint16_t dead_port(void)
+{
+    struct fake_srv *f = fake_start();
+    uint16_t p = f->port;
+    fake_stop(f);
+    return p;
+}
+
+static kbc_t *connect_spec(const char *fmt, unsigned p1, unsigned p2, const char *vol, char *err,
+                           size_t errlen)
+{
+    char spec[256];
+    snprintf(spec, sizeof(spec), fmt, p1, p2, vol);
+    kbc_opts_t o = { .connect_timeout_ms = 500, .up_timeout_ms = 2000 };
+    return kbc_new(spec, &o, err, errlen);
+}
+
+Test(client_getspec, good_volume_mounts, .init = register_mock)
+{
+    struct fake_srv *f = fake_start();
+    char err[256] = "";
+    kbc_t *c = connect_spec("127.0.0.1:%u:/%.0u%s", f->port, 0, "good", err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    cr_assert(kbc_is_up(c));
+    cr_assert_str_eq(kbc_volume(c), "good");
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "x", &ia), 0);
+    kbc_free(c);
+    fake_stop(f);
+}
+
+Test(client_getspec, server_errors_are_one_clear_line, .init = register_mock)
+{
+    struct fake_srv *f = fake_start();
+    char err[256] = "";
+    cr_assert_null(connect_spec("127.0.0.1:%u:/%.0u%s", f->port, 0, "nope", err, sizeof(err)));
+    cr_assert_str_eq(err, "volume 'nope' does not exist");
+    cr_assert_null(connect_spec("127.0.0.1:%u:/%.0u%s", f->port, 0, "stopped", err, sizeof(err)));
+    cr_assert_str_eq(err, "volume 'stopped' is not started");
+    cr_assert_null(connect_spec("127.0.0.1:%u:/%.0u%s", f->port, 0, "denied", err, sizeof(err)));
+    cr_assert_str_eq(err, "volume 'denied': access to this volume is not allowed from this address");
+    fake_stop(f);
+}
+
+Test(client_getspec, unreachable_servers_fail_fast, .init = register_mock)
+{
+    unsigned p1 = dead_port(), p2 = dead_port();
+    char err[256] = "", want[256];
+    uint64_t t0 = kb_now_ms();
+    cr_assert_null(connect_spec("127.0.0.1:%u,127.0.0.1:%u:/%s", p1, p2, "v", err, sizeof(err)));
+    cr_assert(kb_now_ms() - t0 < 5000);
+    snprintf(want, sizeof(want), "cannot reach any server of 127.0.0.1:%u,127.0.0.1:%u", p1, p2);
+    cr_assert_str_eq(err, want);
+}
+
+Test(client_getspec, backup_server_is_used, .init = register_mock)
+{
+    struct fake_srv *f = fake_start();
+    unsigned p1 = dead_port();
+    char err[256] = "";
+    kbc_t *c = connect_spec("127.0.0.1:%u,127.0.0.1:%u:/%s", p1, f->port, "good", err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    kbc_free(c);
+    fake_stop(f);
+}
+
+/* A server that accepts TCP but never answers: bounded by the timer. */
+Test(client_getspec, silent_server_times_out_then_next, .init = register_mock)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof(sa);
+    cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(s, 4), 0);
+    getsockname(s, (struct sockaddr *)&sa, &sl);
+    struct fake_srv *f = fake_start();
+    char err[256] = "";
+    uint64_t t0 = kb_now_ms();
+    kbc_t *c = connect_spec("127.0.0.1:%u,127.0.0.1:%u:/%s", ntohs(sa.sin_port), f->port, "good",
+                            err, sizeof(err));
+    uint64_t dt = kb_now_ms() - t0;
+    cr_assert_not_null(c, "%s", err);
+    cr_assert(dt < 4000, "took %llu ms", (unsigned long long)dt);
+    kbc_free(c);
+    fake_stop(f);
+    close(s);
+}
