@@ -1,0 +1,445 @@
+/*
+ * main.c — kembar-fuse: mount a kembar volume (DESIGN §2).
+ *
+ *   kembar-fuse [-f] [-d] [-o OPT[,OPT]] HOST[:PORT][,HOST[:PORT]...]:/VOLUME MOUNTPOINT
+ *   kembar-fuse [-f] [-o ...] --volfile FILE MOUNTPOINT      (tests: no volfile server)
+ *
+ * Promises:
+ *  - The volume is connected (kbc_new: volfile fetched, graph up) BEFORE the
+ *    mount, so "no such volume", "not started" and "unreachable" are one
+ *    line on stderr and a non-zero exit, never a hung or empty mount point.
+ *  - Without -f the process forks first (threads do not survive fork) and
+ *    the parent exits 0 only once the mount is live in the child, or with
+ *    the child's status and message if it failed.
+ *  - umount / fusermount3 -u end the session; the process then waits for
+ *    fops in flight (bounded), tears the client down and exits 0.
+ */
+#include "fuse/kbfuse.h"
+
+#include <fcntl.h>
+#include <fuse_log.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+
+#define KBF_DRAIN_MS 10000
+#define KBF_LOG_DIR "/var/log/kembar"
+
+typedef struct kbf_args {
+    bool foreground, debug;
+    const char *spec, *mountpoint, *volfile;
+    double attr_timeout, entry_timeout, negative_timeout;
+    bool allow_other, default_permissions, security_xattrs, acl, splice;
+    const char *log_file;
+    int log_level;
+    unsigned max_threads, max_idle;
+    char fuse_opts[2048];        /* mount options handed to libfuse as they are */
+} kbf_args_t;
+
+static const char *const usage_text =
+    "usage: kembar-fuse [-f] [-d] [-o OPT[,OPT...]] HOST[:PORT][,HOST[:PORT]...]:/VOLUME MOUNTPOINT\n"
+    "       kembar-fuse [-f] [-o ...] --volfile FILE MOUNTPOINT\n"
+    "  -f                 stay in the foreground (log to stderr)\n"
+    "  -d                 FUSE debug output (implies -f)\n"
+    "  -o attr_timeout=S  seconds attributes may be cached (default 1)\n"
+    "  -o entry_timeout=S seconds names may be cached (default 1)\n"
+    "  -o negative_timeout=S  seconds a missing name may be cached (default 0)\n"
+    "  -o log-file=F, log-level=error|warn|info|debug|trace\n"
+    "  -o noallow_other, nodefault_permissions  (both are on by default)\n"
+    "  -o security_xattrs, acl  pass security.* / POSIX ACL xattrs to the bricks\n"
+    "  -o splice          splice data through /dev/fuse\n"
+    "  -o max_threads=N   FUSE worker threads (default 32)\n"
+    "  -o ro,nosuid,nodev,noexec,noatime,... mount flags; auto_unmount\n"
+    "mount(8)-only options (_netdev, defaults, auto, noauto, user, nofail, x-*) are ignored.\n";
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kembar-fuse: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+/* ---------------- options ---------------- */
+
+static bool opt_is(const char *o, const char *a, const char *b)
+{
+    return strcmp(o, a) == 0 || (b && strcmp(o, b) == 0);
+}
+
+static const char *opt_val(const char *o, const char *key, const char *alt)
+{
+    size_t n = strlen(key);
+    if (strncmp(o, key, n) == 0 && o[n] == '=')
+        return o + n + 1;
+    if (alt) {
+        n = strlen(alt);
+        if (strncmp(o, alt, n) == 0 && o[n] == '=')
+            return o + n + 1;
+    }
+    return NULL;
+}
+
+static double parse_secs(const char *key, const char *v)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end || d < 0 || d > 86400)
+        die(2, "bad value '%s' for %s (seconds)", v, key);
+    return d;
+}
+
+static unsigned parse_count(const char *key, const char *v, unsigned max)
+{
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *end || n < 1 || n > max)
+        die(2, "bad value '%s' for %s (1..%u)", v, key, max);
+    return (unsigned)n;
+}
+
+/* mount(8) / fstab options that mean nothing to the file system. */
+static bool mount8_only(const char *o)
+{
+    static const char *const names[] = { "_netdev", "defaults", "auto", "noauto", "user", "users",
+                                         "nouser", "nofail", "owner", "group", "loud", "silent" };
+    for (size_t i = 0; i < KB_ARRAY_SIZE(names); i++)
+        if (strcmp(o, names[i]) == 0)
+            return true;
+    return strncmp(o, "x-", 2) == 0 || strncmp(o, "comment=", 8) == 0;
+}
+
+/* Mount flags libfuse understands; passed through unchanged. */
+static bool fuse_flag(const char *o)
+{
+    static const char *const names[] = {
+        "rw", "ro", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "async", "sync",
+        "atime", "noatime", "diratime", "nodiratime", "lazytime", "nolazytime", "relatime",
+        "norelatime", "strictatime", "nostrictatime", "dirsync", "auto_unmount",
+    };
+    for (size_t i = 0; i < KB_ARRAY_SIZE(names); i++)
+        if (strcmp(o, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void add_fuse_opt(kbf_args_t *a, const char *o)
+{
+    size_t used = strlen(a->fuse_opts);
+    if (used + strlen(o) + 2 >= sizeof(a->fuse_opts))
+        die(2, "too many mount options");
+    if (used)
+        a->fuse_opts[used++] = ',';
+    strcpy(a->fuse_opts + used, o);
+}
+
+static void parse_one_opt(kbf_args_t *a, const char *o)
+{
+    const char *v;
+    if (!*o || mount8_only(o))
+        return;
+    if (opt_is(o, "allow_other", NULL))
+        a->allow_other = true;
+    else if (opt_is(o, "noallow_other", "no_allow_other"))
+        a->allow_other = false;
+    else if (opt_is(o, "default_permissions", NULL))
+        a->default_permissions = true;
+    else if (opt_is(o, "nodefault_permissions", "no_default_permissions"))
+        a->default_permissions = false;
+    else if (opt_is(o, "security_xattrs", NULL))
+        a->security_xattrs = true;
+    else if (opt_is(o, "acl", NULL))
+        a->acl = true;
+    else if (opt_is(o, "splice", NULL))
+        a->splice = true;
+    else if ((v = opt_val(o, "attr_timeout", "attribute-timeout")))
+        a->attr_timeout = parse_secs("attr_timeout", v);
+    else if ((v = opt_val(o, "entry_timeout", "entry-timeout")))
+        a->entry_timeout = parse_secs("entry_timeout", v);
+    else if ((v = opt_val(o, "negative_timeout", "negative-timeout")))
+        a->negative_timeout = parse_secs("negative_timeout", v);
+    else if ((v = opt_val(o, "log-file", "log_file")))
+        a->log_file = v;
+    else if ((v = opt_val(o, "log-level", "log_level"))) {
+        a->log_level = kb_log_parse_level(v);
+        if (a->log_level < 0)
+            die(2, "bad log level '%s' (error, warn, info, debug, trace)", v);
+    } else if ((v = opt_val(o, "max_threads", NULL)))
+        a->max_threads = parse_count("max_threads", v, 1024);
+    else if ((v = opt_val(o, "max_idle_threads", NULL)))
+        a->max_idle = parse_count("max_idle_threads", v, 1024);
+    else if (fuse_flag(o))
+        add_fuse_opt(a, o);
+    else
+        die(2, "unknown mount option '%s'", o);
+}
+
+/* The copy is never freed: kept values (log-file) point into it. */
+static void parse_opts(kbf_args_t *a, const char *list)
+{
+    char *copy = strdup(list);
+    if (!copy)
+        die(1, "out of memory");
+    char *save = NULL;
+    for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save))
+        parse_one_opt(a, o);
+}
+
+static void parse_args(kbf_args_t *a, int argc, char **argv)
+{
+    *a = (kbf_args_t){ .attr_timeout = 1.0, .entry_timeout = 1.0, .allow_other = true,
+                       .default_permissions = true, .log_level = KB_LOG_INFO,
+                       .max_threads = 32, .max_idle = 16 };
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(s, "-V") == 0 || strcmp(s, "--version") == 0) {
+            printf("kembar-fuse %s (libfuse %d)\n", KB_VERSION, fuse_version());
+            exit(0);
+        } else if (strcmp(s, "-f") == 0) {
+            a->foreground = true;
+        } else if (strcmp(s, "-d") == 0) {
+            a->debug = a->foreground = true;
+        } else if (strncmp(s, "-o", 2) == 0) {
+            const char *list = s[2] ? s + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!list)
+                die(2, "-o needs an argument");
+            parse_opts(a, list);
+        } else if (strcmp(s, "--volfile") == 0) {
+            if (i + 1 >= argc)
+                die(2, "--volfile needs a file");
+            a->volfile = argv[++i];
+        } else if (s[0] == '-' && s[1]) {
+            die(2, "unknown argument '%s' (see --help)", s);
+        } else if (!a->spec && !a->volfile) {
+            a->spec = s;
+        } else if (!a->mountpoint) {
+            a->mountpoint = s;
+        } else {
+            die(2, "unexpected argument '%s' (see --help)", s);
+        }
+    }
+    if ((!a->spec && !a->volfile) || !a->mountpoint) {
+        fputs(usage_text, stderr);
+        exit(2);
+    }
+}
+
+/* ---------------- logging ---------------- */
+
+static void fuse_log_to_kb(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+    char line[1024];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        line[--n] = 0;
+    int l = level <= FUSE_LOG_ERR ? KB_LOG_ERROR : level <= FUSE_LOG_WARNING ? KB_LOG_WARN
+          : level <= FUSE_LOG_INFO ? KB_LOG_INFO : KB_LOG_DEBUG;
+    if (l <= kb_log_level)
+        kb_log_write(l, "fuse", 0, "%s", line);
+}
+
+/* /var/log/kembar/mnt-x.log for the mount point /mnt/x. */
+static char *default_log_path(const char *mnt)
+{
+    char name[PATH_MAX];
+    size_t j = 0;
+    for (const char *p = mnt + (mnt[0] == '/'); *p && j + 5 < sizeof(name); p++)
+        name[j++] = *p == '/' ? '-' : *p;
+    name[j] = 0;
+    if (kb_mkdir_p(KBF_LOG_DIR, 0755) < 0)
+        return NULL;
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s.log", KBF_LOG_DIR, j ? name : "root") < 0)
+        return NULL;
+    return path;
+}
+
+/* ---------------- daemon ---------------- */
+
+/*
+ * Fork before anything starts a thread. The parent waits for one byte on
+ * the pipe (the mount is live) and exits 0; if the pipe closes without it,
+ * the child failed (it already printed why on the inherited stderr) and the
+ * parent exits with the child's status.
+ */
+static int daemon_fork(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        die(1, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        die(1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(p[0]);
+        setsid();
+        return p[1];
+    }
+    close(p[1]);
+    char ok;
+    ssize_t n;
+    do
+        n = read(p[0], &ok, 1);
+    while (n < 0 && errno == EINTR);
+    if (n == 1)
+        _exit(0);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    _exit(WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : 1);
+}
+
+static void daemon_ready(int fd)
+{
+    if (fd < 0)
+        return;
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);        /* from here on, messages go to the log file */
+        if (devnull > 2)
+            close(devnull);
+    }
+    ssize_t n = write(fd, "1", 1);
+    (void)n;
+    close(fd);
+}
+
+/* ---------------- main ---------------- */
+
+static kbc_t *connect_volume(const kbf_args_t *a)
+{
+    char err[512] = "";
+    kbc_t *c;
+    /* The loop thread must not take the signals meant for the FUSE loop
+     * (SIGTERM wakes the main thread's wait): start it with all blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (a->volfile) {
+        char *text = NULL;
+        size_t len;
+        int rc = kb_read_file(a->volfile, &text, &len);
+        if (rc < 0)
+            die(1, "cannot read volfile '%s': %s", a->volfile, strerror(-rc));
+        c = kbc_new_from_volfile(text, NULL, err, sizeof(err));
+        free(text);
+    } else {
+        c = kbc_new(a->spec, NULL, err, sizeof(err));
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!c)
+        die(1, "%s", err);
+    return c;
+}
+
+static struct fuse_session *session_new(kbf_t *fs, const kbf_args_t *a)
+{
+    char opts[4096];
+    snprintf(opts, sizeof(opts), "fsname=%s,subtype=kembar%s%s%s%s",
+             a->volfile ? a->volfile : a->spec, a->allow_other ? ",allow_other" : "",
+             a->default_permissions ? ",default_permissions" : "", a->fuse_opts[0] ? "," : "",
+             a->fuse_opts);
+    char *argv[] = { "kembar-fuse", "-o", opts, a->debug ? "-d" : NULL, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(a->debug ? 4 : 3, argv);
+    struct fuse_session *se = fuse_session_new(&args, &kbf_ops, sizeof(kbf_ops), fs);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+static int run_loop(struct fuse_session *se, const kbf_args_t *a)
+{
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (!cfg)
+        return -ENOMEM;
+    /* Handlers never block (replies come from the loop thread), so a few
+     * workers keep up; idle ones beyond max_idle exit. */
+    fuse_loop_cfg_set_max_threads(cfg, a->max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, KB_MIN(a->max_idle, a->max_threads));
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    int rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    kbf_args_t a;
+    parse_args(&a, argc, argv);
+
+    char mnt[PATH_MAX];
+    struct stat st;
+    if (!realpath(a.mountpoint, mnt) || stat(mnt, &st) < 0)
+        die(1, "mount point '%s': %s", a.mountpoint, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        die(1, "mount point '%s' is not a directory", a.mountpoint);
+    if (a.spec) {
+        kbc_spec_t spec;
+        char err[256];
+        if (kbc_spec_parse(a.spec, &spec, err, sizeof(err)) < 0)
+            die(2, "%s", err);
+        kbc_spec_clear(&spec);
+    }
+
+    int ready_fd = a.foreground ? -1 : daemon_fork();
+    kb_log_level = a.log_level;
+    const char *log_path = a.log_file ? a.log_file : a.foreground ? NULL : default_log_path(mnt);
+    if (log_path && kb_log_open(log_path) < 0)
+        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", log_path);
+    kb_log_set_ident("kembar-fuse");
+    fuse_set_log_func(fuse_log_to_kb);
+    signal(SIGPIPE, SIG_IGN);
+
+    kbf_t fs = { .attr_timeout = a.attr_timeout, .entry_timeout = a.entry_timeout,
+                 .negative_timeout = a.negative_timeout, .security_xattrs = a.security_xattrs,
+                 .acl = a.acl, .splice = a.splice };
+    pthread_mutex_init(&fs.mu, NULL);
+    pthread_cond_init(&fs.cv, NULL);
+    fs.it = kbf_itable_new();
+    if (!fs.it)
+        die(1, "out of memory");
+    fs.kbc = connect_volume(&a);
+
+    fs.se = session_new(&fs, &a);
+    if (!fs.se)
+        die(1, "cannot start a FUSE session (bad mount option?)");
+    if (fuse_set_signal_handlers(fs.se) < 0)
+        die(1, "cannot install signal handlers");
+    if (fuse_session_mount(fs.se, mnt) < 0)
+        die(1, "cannot mount on '%s' (see the messages above; is it already mounted?)", mnt);
+    kb_info("fuse", "mounted %s on %s", a.volfile ? a.volfile : a.spec, mnt);
+    daemon_ready(ready_fd);
+
+    int rc = run_loop(fs.se, &a);
+    /* libfuse returns the signal number when a signal ended the session */
+    if (rc > 0)
+        kb_info("fuse", "unmounting %s (signal %d)", mnt, rc);
+    else
+        kb_info("fuse", "unmounting %s (%s)", mnt, rc ? strerror(-rc) : "unmounted");
+    fuse_session_unmount(fs.se);
+    fuse_remove_signal_handlers(fs.se);
+    if (!kbf_drain(&fs, KBF_DRAIN_MS)) {
+        /* Their replies would reach a destroyed session: leave it all. */
+        kb_err("fuse", "fops still in flight after %u s; exiting without cleanup", KBF_DRAIN_MS / 1000);
+        _exit(0);
+    }
+    fuse_session_destroy(fs.se);
+    kbc_free(fs.kbc);
+    kbf_itable_free(fs.it);
+    return 0;
+}
