@@ -93,7 +93,26 @@ enum kb_ipc_code {
     KB_IPC_REGIONS_CLEAR = 3,  /* args.gfid, args.data = bits to clear */
     KB_IPC_GFID_PATH = 4,      /* args.gfid -> reply.data = path from the brick root (for heal info) */
     KB_IPC_BRICK_INFO = 5,     /* reply.data = text "key=value\n" lines: volume-id, brick-id, ... */
+    /* cluster/distribute's per-directory layout (section 4 below). */
+    KB_IPC_LAYOUT_GET = 6,     /* args.gfid = a directory -> reply.data = its KB_LAYOUT_XATTR value
+                                  as stored; status 0 with empty reply.data when it has none;
+                                  -ENOENT no such object, -ENOTDIR not a directory */
+    KB_IPC_LAYOUT_SET = 7,     /* args.gfid = a directory, args.data = the new value, exactly
+                                  KB_LAYOUT_DISK_BYTES (else -EINVAL), stored as is in
+                                  KB_LAYOUT_XATTR, replacing any previous value */
 };
+
+/*
+ * 4. The distribute layout  "trusted.kembar.layout"  (on every directory, on
+ *    every replica set's copy; written and read only through the two IPCs
+ *    above, never through the xattr fops)
+ *
+ *    KB_LAYOUT_DISK_BYTES (32) bytes; the brick treats them as opaque. The
+ *    format (magic, version, hash type, this set's hash range) is described
+ *    in xlators/dist_layout.h, which owns it.
+ */
+#define KB_LAYOUT_XATTR      "trusted.kembar.layout"
+#define KB_LAYOUT_DISK_BYTES 32
 
 /* Pack/unpack helpers (xlators/changelog.c). */
 void kb_cl_encode(const kb_cl_matrix_t *m, uint8_t out[KB_CL_MATRIX_BYTES]);
