@@ -19,6 +19,16 @@
  *
  * With self-heal-daemon on, replicate also sweeps by itself when a child
  * comes up (a brick returned), and every heal-interval.
+ *
+ * Replicate options used by the heal daemon graph (volfile keys):
+ *   self-heal-daemon  on|off (default off; the mount's replicate has it off)
+ *   heal-children     comma list of child indices whose index this daemon
+ *                     sweeps (kembard passes the bricks local to its node, so
+ *                     two nodes' daemons do not walk the same index); default
+ *                     all children
+ *   heal-interval     seconds between periodic sweeps (volume key
+ *                     cluster.heal-interval, default 60)
+ *   heal-parallel     files healed at once (cluster.heal-parallel, default 4)
  */
 #ifndef KB_HEAL_H
 #define KB_HEAL_H
