@@ -52,6 +52,9 @@ bool kbd_volname_ok(const char *name);
 const char *kbd_status_name(int status);
 /* Client volfile (protocol/client per brick, replicate per set, distribute over sets). */
 char *kbd_volgen_client(const kbd_volume_t *v);
+/* Heal daemon volfile for replica set SET: protocol/client per brick of the
+ * set + replicate (self-heal-daemon on, heal-children = HEAL_CHILDREN). */
+char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children);
 /* Brick volfile for brick index i. */
 char *kbd_volgen_brick(const kbd_volume_t *v, int i);
 /* Find the option definition for a `volume set` key across all translator

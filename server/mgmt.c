@@ -727,6 +727,144 @@ static int cmd_status(const ctx_t *c, int argc, char **argv, char **out, outbuf_
     return rc;
 }
 
+/* ---------------- heal ---------------- */
+
+typedef struct heal_brick {
+    bool reached, daemon;
+    int entries, split;
+    unsigned long long healed, written, sweeps, left;
+    outbuf_t list;          /* human lines or JSON objects */
+    int nlist;
+} heal_brick_t;
+
+static void heal_collect(const ctx_t *c, const kbd_volume_t *v, heal_brick_t *hb, bool only_split)
+{
+    node_t *nodes;
+    int n = volume_nodes(v, &nodes);
+    for (int k = 0; k < n; k++) {
+        char *reply = NULL;
+        if (peer(nodes[k].host, nodes[k].port, &reply, 3, "peer", "heal-info", v->name) || !reply) {
+            free(reply);
+            continue;
+        }
+        char *save = NULL;
+        for (char *l = strtok_r(reply, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            int idx = -1, cnt, sb, dm;
+            unsigned long long left, a, b, cc;
+            char status[16], gfid[40];
+            int pos = 0;
+            if (sscanf(l, "B %d %d", &idx, &cnt) == 2 && idx >= 0 && idx < v->nbricks) {
+                hb[idx].reached = true;
+                hb[idx].entries = cnt;
+            } else if (sscanf(l, "S %d %llu %llu %llu %d %d", &idx, &a, &b, &cc, &sb, &dm) == 6 &&
+                       idx >= 0 && idx < v->nbricks) {
+                hb[idx].healed = a;
+                hb[idx].written = b;
+                hb[idx].sweeps = cc;
+                hb[idx].daemon = dm;
+            } else if (sscanf(l, "E %d %15s %llu %39s %n", &idx, status, &left, gfid, &pos) == 4 && pos > 0 &&
+                       idx >= 0 && idx < v->nbricks) {
+                heal_brick_t *h = &hb[idx];
+                bool split = strcmp(status, "split-brain") == 0;
+                h->split += split;
+                h->left += left;
+                if (only_split && !split)
+                    continue;
+                const char *path = l + pos;
+                if (c->json) {
+                    outf(&h->list, "%s{\"path\":", h->nlist ? "," : "");
+                    outj(&h->list, path);
+                    outf(&h->list, ",\"gfid\":\"%s\",\"status\":\"%s\",\"bytes_left\":%llu}", gfid, status, left);
+                } else if (strcmp(status, "healing") == 0) {
+                    outf(&h->list, "%s  (healing, %.1f MiB left)\n", path, (double)left / 1048576.0);
+                } else if (split) {
+                    outf(&h->list, "%s  - Is in split-brain\n", path);
+                } else {
+                    outf(&h->list, "%s\n", path);
+                }
+                h->nlist++;
+            }
+        }
+        free(reply);
+    }
+    free(nodes);
+}
+
+static int cmd_heal(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
+{
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume heal NAME [info [split-brain]|full]");
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    int rc = 0;
+    if (kbd_set_size(v) < 2) {
+        rc = fail(out, -EINVAL, "volume '%s' is not replicated: nothing to heal", v->name);
+    } else if (v->status != KBD_VOL_STARTED) {
+        rc = fail(out, -EINVAL, "volume '%s' is not started", v->name);
+    } else if (argc == 2 || strcmp(argv[2], "full") == 0) {
+        bool full = argc > 2;
+        node_t *nodes;
+        int n = volume_nodes(v, &nodes), launched = 0;
+        for (int k = 0; k < n; k++) {
+            char *reply = NULL;
+            if (peer(nodes[k].host, nodes[k].port, &reply, full ? 4 : 3, "peer", "heal", v->name, "full") == 0)
+                launched += reply ? atoi(reply) : 0;
+            free(reply);
+        }
+        free(nodes);
+        if (!launched)
+            rc = fail(out, -EHOSTUNREACH, "no heal daemon of volume '%s' could be reached", v->name);
+        else if (c->json)
+            outf(o, "{\"volume\":\"%s\",\"heal\":\"%s\",\"daemons\":%d}\n", v->name, full ? "full" : "index", launched);
+        else
+            outf(o, "Launching heal operation to perform %s self heal on volume %s has been successful\n",
+                 full ? "full" : "index", v->name);
+    } else if (strcmp(argv[2], "info") == 0) {
+        bool only_split = argc > 3 && strcmp(argv[3], "split-brain") == 0;
+        heal_brick_t *hb = calloc((size_t)v->nbricks, sizeof(*hb));
+        if (!hb) {
+            kbd_volume_free(v);
+            return fail(out, -ENOMEM, "out of memory");
+        }
+        heal_collect(c, v, hb, only_split);
+        unsigned long long total = 0, left = 0, split = 0, written = 0, healed = 0;
+        if (c->json)
+            outf(o, "{\"volume\":\"%s\",\"bricks\":[", v->name);
+        for (int i = 0; i < v->nbricks; i++) {
+            char *bs = kbd_brick_str(&v->bricks[i]);
+            heal_brick_t *h = &hb[i];
+            total += (unsigned long long)h->entries;
+            left += h->left;
+            split += (unsigned long long)h->split;
+            written += h->written;
+            healed += h->healed;
+            if (c->json) {
+                outf(o, "%s{\"brick\":", i ? "," : "");
+                outj(o, bs);
+                outf(o, ",\"connected\":%s,\"entries\":%d,\"split_brain\":%d,\"bytes_left\":%llu,"
+                        "\"healed\":%llu,\"bytes_healed\":%llu,\"list\":[%s]}",
+                     h->reached ? "true" : "false", h->entries, h->split, h->left, h->healed, h->written,
+                     h->list.p ? h->list.p : "");
+            } else {
+                outf(o, "Brick %s\nStatus: %s\n%sNumber of entries%s: %d\n\n", bs ? bs : "?",
+                     h->reached ? "Connected" : "Transport endpoint is not connected", h->list.p ? h->list.p : "",
+                     only_split ? " in split-brain" : "", only_split ? h->split : h->entries);
+            }
+            free(bs);
+            free(h->list.p);
+        }
+        if (c->json)
+            outf(o, "],\"total_entries\":%llu,\"split_brain\":%llu,\"bytes_left\":%llu,\"healed\":%llu,"
+                    "\"bytes_healed\":%llu}\n", total, split, left, healed, written);
+        free(hb);
+    } else {
+        rc = fail(out, -EINVAL, "unknown heal command '%s' (info, full, split-brain)", argv[2]);
+    }
+    kbd_volume_free(v);
+    return rc;
+}
+
 /* ---------------- dispatcher ---------------- */
 
 int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv, char **out)
@@ -765,6 +903,8 @@ int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv
         rc = cmd_set(&c, argc, argv, out, &o);
     else if (strcmp(verb, "get") == 0)
         rc = cmd_get(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "heal") == 0)
+        rc = cmd_heal(&c, argc, argv, out, &o);
     else
         rc = fail(out, -EINVAL, "unknown command 'volume %s'", verb);
     if (rc) {

@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include "lib/log.h"
 #include "server/kembard.h"
+#include "xlators/changelog.h"
+#include "xlators/heal.h"
 #include "xlators/posix.h"
 
 struct kbd_brick_rt {
@@ -35,6 +37,7 @@ struct kbd_vol_entry {
     kbd_volume_t *v;
     bool *local;                 /* [nbricks] */
     kbd_brick_rt_t **rt;         /* [nbricks], running local bricks */
+    kb_graph_t **shd;            /* [nsets], heal daemon graph of each set with a local brick */
     struct kbd_vol_entry *next;
 };
 
@@ -114,6 +117,45 @@ static void brick_stop(kbd_t *d, struct kbd_vol_entry *e, int i)
     e->rt[i] = NULL;
 }
 
+/* ---------------- heal daemon ---------------- */
+
+/* One heal daemon graph per replica set that has a brick on this node; it
+ * sweeps the indexes of those local bricks (heal-children). */
+static void shd_start(kbd_t *d, struct kbd_vol_entry *e, int set)
+{
+    int k = kbd_set_size(e->v);
+    if (e->shd[set] || k < 2)
+        return;
+    char csv[256] = "";
+    size_t off = 0;
+    for (int i = 0; i < k; i++)
+        if (e->local[set * k + i])
+            off += (size_t)snprintf(csv + off, sizeof(csv) - off, "%s%d", off ? "," : "", i);
+    if (!off)
+        return;
+    char *text = kbd_volgen_shd(e->v, set, csv), err[512] = "";
+    kb_graph_t *g = text ? kb_graph_parse(text, err, sizeof(err)) : NULL;
+    free(text);
+    if (g && kb_graph_init(g, kb_loop_base(d->loop), err, sizeof(err))) {
+        kb_graph_fini(g);
+        g = NULL;
+    }
+    if (!g) {
+        kb_err("shd", "heal daemon for %s set %d not started: %s", e->v->name, set, err);
+        return;
+    }
+    e->shd[set] = g;
+    kb_info("shd", "heal daemon for %s set %d started (bricks %s of the set)", e->v->name, set, csv);
+}
+
+static void shd_stop(struct kbd_vol_entry *e, int set)
+{
+    if (!e->shd[set])
+        return;
+    kb_graph_fini(e->shd[set]);
+    e->shd[set] = NULL;
+}
+
 static void reconcile(kbd_t *d, struct kbd_vol_entry *e)
 {
     for (int i = 0; i < e->v->nbricks; i++) {
@@ -121,6 +163,12 @@ static void reconcile(kbd_t *d, struct kbd_vol_entry *e)
             brick_start(d, e, i);
         else
             brick_stop(d, e, i);
+    }
+    for (int s = 0; s < e->v->nbricks / kbd_set_size(e->v); s++) {
+        if (e->v->status == KBD_VOL_STARTED)
+            shd_start(d, e, s);
+        else
+            shd_stop(e, s);
     }
 }
 
@@ -192,17 +240,24 @@ static struct kbd_vol_entry *entry_new(kbd_volume_t *v)
     e->v = v;
     e->local = calloc((size_t)v->nbricks, sizeof(bool));
     e->rt = calloc((size_t)v->nbricks, sizeof(kbd_brick_rt_t *));
-    if (!e->local || !e->rt) {
+    e->shd = calloc((size_t)(v->nbricks / kbd_set_size(v)), sizeof(kb_graph_t *));
+    if (!e->local || !e->rt || !e->shd) {
         free(e->local);
         free(e->rt);
+        free(e->shd);
         free(e);
         return NULL;
     }
     return e;
 }
 
+static void shd_stop(struct kbd_vol_entry *e, int set);
+
 static void entry_free(struct kbd_vol_entry *e)
 {
+    for (int s = 0; s < e->v->nbricks / kbd_set_size(e->v); s++)
+        shd_stop(e, s);
+    free(e->shd);
     kbd_volume_free(e->v);
     free(e->local);
     free(e->rt);
@@ -291,6 +346,8 @@ int kbd_getspec(kbd_t *d, const char *volume, char **volfile)
 }
 
 /* ---------------- peer operations ---------------- */
+
+int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out);
 
 static int reply_text(char **out, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int reply_text(char **out, int rc, const char *fmt, ...)
@@ -500,6 +557,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return op_delete(d, argv[2], out);
     if (strcmp(op, "brick-status") == 0)
         return op_brick_status(d, argv[2], out);
+    if (strcmp(op, "heal") == 0 || strcmp(op, "heal-info") == 0)
+        return kbd_peer_heal(d, argc, argv, out);
     return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
 }
 
@@ -556,4 +615,124 @@ int kbd_auth_check(kbd_t *d, const char *volume, const char *addr)
     if (allow && *allow && !list_match(allow, addr))
         return -EACCES;
     return 0;
+}
+
+/* ---------------- heal: trigger and info ---------------- */
+
+static int op_heal(kbd_t *d, int argc, char **argv, char **out)
+{
+    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+    bool full = argc > 3 && strcmp(argv[3], "full") == 0;
+    int n = 0;
+    for (int s = 0; s < e->v->nbricks / kbd_set_size(e->v); s++)
+        if (e->shd[s] && kb_graph_ctl(e->shd[s], full ? KB_CTL_HEAL_FULL : KB_CTL_HEAL_SWEEP, NULL) == 0)
+            n++;
+    return reply_text(out, 0, "%d", n);
+}
+
+typedef struct ipc_wait { bool done; kb_reply_t r; } ipc_wait_t;
+
+static void ipc_cbk(void *cookie, const kb_reply_t *r)
+{
+    ipc_wait_t *w = cookie;
+    w->done = true;
+    if (kb_reply_copy(&w->r, r))
+        w->r.status = -ENOMEM;
+}
+
+/* Path of GFID on a running local brick, when the brick answers at once
+ * (storage/posix runs IPC synchronously on the loop thread). */
+static void gfid_path(kbd_brick_rt_t *b, const kb_gfid_t *g, char *buf, size_t len)
+{
+    char gs[KB_GFID_STRLEN];
+    snprintf(buf, len, "<gfid:%s>", kb_gfid_str(g, gs));
+    if (!b || !b->graph)
+        return;
+    kb_args_t a = { .gfid = *g, .flags = KB_IPC_GFID_PATH };
+    ipc_wait_t w = { 0 };
+    kb_cred_t cred = { 0 };
+    kb_wind(b->graph->top, KB_FOP_IPC, &a, &cred, 0, ipc_cbk, &w);
+    if (w.done && w.r.status >= 0 && w.r.data && w.r.data->len)
+        snprintf(buf, len, "%.*s", (int)KB_MIN(w.r.data->len, len - 1), w.r.data->data);
+    if (w.done)
+        kb_reply_clear(&w.r);
+}
+
+/* heal-info NAME: for each local brick
+ *   B <idx> <entries>
+ *   E <idx> <status> <bytes-left> <gfid> <path>     status: pending|healing|split-brain
+ *   S <idx> <healed> <bytes-written> <sweeps> <split>
+ */
+static int op_heal_info(kbd_t *d, const char *name, char **out)
+{
+    struct kbd_vol_entry *e = vol_find(d, name);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", name);
+    kb_enc_t enc;
+    kb_enc_init(&enc);
+    char line[KB_PATH_MAX + 256];
+#define LINE(...) do { int n_ = snprintf(line, sizeof(line), __VA_ARGS__); \
+                       kb_enc_bytes(&enc, line, (size_t)KB_MIN(n_, (int)sizeof(line) - 1)); } while (0)
+    int k = kbd_set_size(e->v);
+    for (int i = 0; i < e->v->nbricks; i++) {
+        if (!e->local[i])
+            continue;
+        struct kb_heal_stats st = { 0 };
+        kb_graph_t *shd = e->shd[i / k];
+        if (shd)
+            kb_graph_ctl(shd, KB_CTL_HEAL_STATS, &st);
+        char *idx = NULL;
+        DIR *dh = NULL;
+        if (asprintf(&idx, "%s/.kembar/index", e->v->bricks[i].path) >= 0)
+            dh = opendir(idx);
+        free(idx);
+        int count = 0;
+        kb_enc_t ents;
+        kb_enc_init(&ents);
+        for (struct dirent *de; dh && (de = readdir(dh));) {
+            kb_gfid_t g;
+            if (kb_gfid_parse(de->d_name, &g))
+                continue;
+            count++;
+            const char *status = "pending";
+            uint64_t left = 0;
+            for (uint32_t a = 0; a < st.nactive; a++)
+                if (kb_gfid_eq(&st.active[a].gfid, &g)) {
+                    status = "healing";
+                    left = st.active[a].bytes_total - KB_MIN(st.active[a].bytes_done, st.active[a].bytes_total);
+                }
+            for (uint32_t sb = 0; sb < st.nsplit; sb++)
+                if (kb_gfid_eq(&st.split[sb], &g))
+                    status = "split-brain";
+            char path[KB_PATH_MAX];
+            gfid_path(e->rt[i], &g, path, sizeof(path));
+            int n = snprintf(line, sizeof(line), "E %d %s %llu %s %s\n", i, status, (unsigned long long)left,
+                             de->d_name, path);
+            kb_enc_bytes(&ents, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+        }
+        if (dh)
+            closedir(dh);
+        LINE("B %d %d\n", i, count);
+        kb_enc_bytes(&enc, ents.p, ents.len);
+        kb_enc_free(&ents);
+        LINE("S %d %llu %llu %llu %u %u\n", i, (unsigned long long)st.healed,
+             (unsigned long long)st.data_bytes_written, (unsigned long long)st.sweeps, st.nsplit, shd ? 1 : 0);
+    }
+#undef LINE
+    kb_enc_u8(&enc, 0);
+    if (enc.err) {
+        kb_enc_free(&enc);
+        return reply_text(out, -ENOMEM, "out of memory");
+    }
+    *out = (char *)enc.p;
+    return 0;
+}
+
+int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out)
+{
+    if (strcmp(argv[1], "heal") == 0)
+        return op_heal(d, argc, argv, out);
+    return op_heal_info(d, argv[2], out);
 }

@@ -312,6 +312,36 @@ char *kbd_volgen_client(const kbd_volume_t *v)
     return (char *)e.p;
 }
 
+char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    int k = kbd_set_size(v);
+    for (int i = set * k; i < (set + 1) * k && i < v->nbricks; i++) {
+        const kbd_brick_t *b = &v->bricks[i];
+        put(&e, "volume %s-shd-client-%d\n  type protocol/client\n  option remote-host %s\n"
+                "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
+            v->name, i, b->host, b->port, b->path, v->name);
+        emit_opts(&e, v, "protocol/client");
+        put(&e, "end-volume\n\n");
+    }
+    put(&e, "volume %s-shd-%d\n  type cluster/replicate\n  option self-heal-daemon on\n"
+            "  option heal-children %s\n", v->name, set, heal_children);
+    if (v->arbiter)
+        put(&e, "  option arbiter-count 1\n");
+    emit_opts(&e, v, "cluster/replicate");
+    put(&e, "  subvolumes");
+    for (int i = set * k; i < (set + 1) * k && i < v->nbricks; i++)
+        put(&e, " %s-shd-client-%d", v->name, i);
+    put(&e, "\nend-volume\n");
+    kb_enc_u8(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        return NULL;
+    }
+    return (char *)e.p;
+}
+
 char *kbd_volgen_brick(const kbd_volume_t *v, int i)
 {
     kb_enc_t e;
