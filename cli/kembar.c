@@ -19,13 +19,74 @@ static void usage(FILE *f)
         "  volume create NAME [replica N [arbiter 1]] HOST[:PORT]:/PATH... [force]\n"
         "  volume start|stop NAME [force]      volume delete NAME\n"
         "  volume info [NAME]   volume list   volume status [NAME]\n"
-        "  volume set NAME KEY VALUE   volume set help   volume get NAME [KEY]\n");
+        "  volume set NAME KEY VALUE   volume set help   volume get NAME [KEY]\n"
+        "  volume heal NAME [full]   volume heal NAME info [split-brain] [--watch]\n");
+}
+
+static unsigned long long json_num(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = json ? strstr(json, pat) : NULL;
+    return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+}
+
+/* `volume heal NAME info --watch`: redraw a progress line every second until
+ * nothing is left to heal. Rate and ETA come from the bytes left. */
+static int heal_watch(const char *host, uint16_t port, const char *vol)
+{
+    char *av[] = { "--json", "volume", "heal", (char *)vol, "info" };
+    unsigned long long first_left = 0, prev_left = 0;
+    uint64_t t0 = kb_now_ms(), prev_t = t0;
+    double rate = 0;
+    bool tty = isatty(1);
+    for (int iter = 0;; iter++) {
+        char *out = NULL, err[512] = "";
+        int rc = rpc_sync_argv(host, port, KB_PROC_CLI, 5, av, 30000, &out, err, sizeof(err));
+        if (rc) {
+            fprintf(stderr, "kembar: %s\n", err[0] ? err : strerror(-rc));
+            return 1;
+        }
+        unsigned long long entries = json_num(out, "total_entries"), left = json_num(out, "bytes_left");
+        unsigned long long split = json_num(out, "split_brain");
+        free(out);
+        uint64_t now = kb_now_ms();
+        if (iter == 0)
+            first_left = prev_left = left;
+        if (left > first_left)
+            first_left = left;
+        if (now > prev_t && prev_left >= left && iter > 0) {
+            double r = (double)(prev_left - left) * 1000.0 / (double)(now - prev_t);
+            rate = rate == 0 ? r : 0.6 * rate + 0.4 * r;
+        }
+        prev_left = left;
+        prev_t = now;
+        int width = 30, fill = first_left ? (int)((double)(first_left - left) * width / (double)first_left) : width;
+        if (entries == 0)
+            fill = width;
+        char bar[64];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        double eta = rate > 0 ? (double)left / rate : 0;
+        printf("%s[%s] %llu entries, %.1f MiB left, %.1f MiB/s, ETA %d:%02d%s%s", tty ? "\r" : "", bar, entries,
+               (double)left / 1048576.0, rate / 1048576.0, (int)eta / 60, (int)eta % 60,
+               split ? ", split-brain: " : "", split ? "yes" : "");
+        if (!tty)
+            printf("\n");
+        fflush(stdout);
+        if (entries == 0 || (split && entries == split)) {
+            printf("%sheal of %s done in %.1f s\n", tty ? "\n" : "", vol, (double)(now - t0) / 1000.0);
+            return split ? 1 : 0;
+        }
+        sleep(1);
+    }
 }
 
 int main(int argc, char **argv)
 {
     const char *server = getenv("KEMBAR_SERVER");
-    bool json = false;
+    bool json = false, watch = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
@@ -53,6 +114,8 @@ int main(int argc, char **argv)
     for (int k = i; k < argc; k++) {
         if (strcmp(argv[k], "--json") == 0)
             json = true;
+        else if (strcmp(argv[k], "--watch") == 0)
+            watch = true;
         else
             av[ac++] = argv[k];
     }
@@ -70,6 +133,13 @@ int main(int argc, char **argv)
     if (kb_parse_hostport(server ? server : "127.0.0.1", &host, &port, KB_DEFAULT_PORT)) {
         fprintf(stderr, "kembar: bad --server '%s'\n", server);
         return 2;
+    }
+    if (watch) {
+        if (ac < 4 || strcmp(av[1], "heal") != 0 || strcmp(av[3], "info") != 0) {
+            fprintf(stderr, "kembar: --watch goes with 'volume heal NAME info'\n");
+            return 2;
+        }
+        return heal_watch(host, port, av[2]);
     }
     char *out = NULL, err[512] = "";
     /* create/start talk to every node: allow for slow disks */
