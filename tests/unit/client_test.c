@@ -508,3 +508,193 @@ Test(client_getspec, silent_server_times_out_then_next, .init = register_mock)
     fake_stop(f);
     close(s);
 }
+
+/* ================= a real storage/posix graph ================= */
+
+#include <ftw.h>
+
+static char posix_dir[64];
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    return remove(p);
+}
+
+static kbc_t *posix_client(void)
+{
+    if (!kb_xlator_type_find("storage/posix"))
+        cr_skip_test("storage/posix is not linked in");
+    strcpy(posix_dir, "/var/tmp/kbc-posix-XXXXXX");
+    cr_assert_not_null(mkdtemp(posix_dir));
+    char vf[256], err[256] = "";
+    snprintf(vf, sizeof(vf), "volume b0\n  type storage/posix\n  option directory %s\nend-volume\n",
+             posix_dir);
+    kbc_t *c = kbc_new_from_volfile(vf, NULL, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    return c;
+}
+
+static void posix_done(kbc_t *c)
+{
+    kbc_free(c);
+    nftw(posix_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void fill_random(char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        p[i] = (char)(seed >> 16);
+    }
+}
+
+/* The brick's own copy of PATH must hold exactly WANT. */
+static void assert_brick_file(const char *path, const char *want, size_t n)
+{
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s", posix_dir, path);
+    int fd = open(full, O_RDONLY);
+    cr_assert_geq(fd, 0, "%s missing on the brick", full);
+    char *got = malloc(n + 1);
+    ssize_t r = pread(fd, got, n + 1, 0);
+    close(fd);
+    cr_assert_eq(r, (ssize_t)n, "%s: %zd bytes on the brick, want %zu", full, r, n);
+    cr_assert_eq(memcmp(got, want, n), 0, "%s: brick content differs", full);
+    free(got);
+}
+
+Test(client_posix, create_write_read_rename, .init = register_mock)
+{
+    kbc_t *c = posix_client();
+    cr_assert_eq(kbc_mkdir_path(c, "/d", 0755), 0);
+    cr_assert_eq(kbc_mkdir_path(c, "/d", 0755), -EEXIST);
+
+    enum { N = 300 * 1024, BIG = 5 * 1024 * 1024 + 123 };
+    char *data = malloc(BIG), *back = malloc(BIG);
+    fill_random(data, BIG, 7);
+
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_open_path(c, "/d/f", O_CREAT | O_EXCL | O_RDWR, 0640, &fd), 0);
+    cr_assert_eq(kbc_pwrite(fd, data, N, 0), N);
+    cr_assert_eq(kbc_pwrite(fd, data + N, 8192, 1 << 20), 8192);   /* leaves a hole */
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_fstat(fd, &ia), 0);
+    cr_assert_eq(ia.size, (1 << 20) + 8192);
+    cr_assert_eq(ia.mode & 07777, 0640);
+    memset(back, 0x55, BIG);
+    cr_assert_eq(kbc_pread(fd, back, (1 << 20) + 8192 + 100, 0), (1 << 20) + 8192, "short at EOF");
+    cr_assert_eq(memcmp(back, data, N), 0);
+    for (size_t i = N; i < (1 << 20); i++)
+        cr_assert_eq(back[i], 0, "hole reads as zeros at %zu", i);
+    cr_assert_eq(memcmp(back + (1 << 20), data + N, 8192), 0);
+    cr_assert_eq(kbc_fsync(fd, false), 0);
+    cr_assert_eq(kbc_close(fd), 0);
+
+    /* Rename: the old name is gone, the content moved with the inode. */
+    kb_iatt_t before, after;
+    cr_assert_eq(kbc_resolve(c, "/d/f", &before), 0);
+    cr_assert_eq(kbc_rename_path(c, "/d/f", "/g"), 0);
+    cr_assert_eq(kbc_resolve(c, "/d/f", &ia), -ENOENT);
+    cr_assert_eq(kbc_resolve(c, "/d/../g", &after), 0);
+    cr_assert(kb_gfid_eq(&before.gfid, &after.gfid), "rename keeps the gfid");
+    cr_assert_eq(kbc_open_path(c, "/g", O_RDONLY, 0, &fd), 0);
+    cr_assert_eq(kbc_pread(fd, back, N, 0), N);
+    cr_assert_eq(memcmp(back, data, N), 0);
+    cr_assert_eq(kbc_close(fd), 0);
+
+    /* More than one KB_DATA_MAX: split into pieces, O_TRUNC first. */
+    cr_assert_eq(kbc_open_path(c, "/g", O_RDWR | O_TRUNC, 0, &fd), 0);
+    cr_assert_eq(kbc_fstat(fd, &ia), 0);
+    cr_assert_eq(ia.size, 0, "O_TRUNC truncated");
+    cr_assert_eq(kbc_pwrite(fd, data, BIG, 0), BIG);
+    memset(back, 0, BIG);
+    cr_assert_eq(kbc_pread(fd, back, BIG, 0), BIG);
+    cr_assert_eq(memcmp(back, data, BIG), 0);
+    cr_assert_eq(kbc_ftruncate(fd, 1000), 0);
+    cr_assert_eq(kbc_close(fd), 0);
+    assert_brick_file("/g", data, 1000);
+
+    cr_assert_eq(kbc_open_path(c, "/g", O_CREAT | O_EXCL | O_RDWR, 0600, &fd), -EEXIST);
+    cr_assert_eq(kbc_open_path(c, "/nope/x", O_RDONLY, 0, &fd), -ENOENT);
+    cr_assert_eq(kbc_open_path(c, "/g/x", O_RDONLY, 0, &fd), -ENOTDIR);
+    free(data);
+    free(back);
+    posix_done(c);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+Test(client_posix, readdir_lists_exactly_the_names, .init = register_mock)
+{
+    kbc_t *c = posix_client();
+    cr_assert_eq(kbc_mkdir_path(c, "/dir", 0755), 0);
+    enum { FILES = 300 };  /* several READDIR batches of 64 KiB? at least a few */
+    kb_gfid_t gfids[FILES];
+    for (int i = 0; i < FILES; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/dir/file-%03d-%s", i, i % 2 ? "odd" : "even-with-a-longer-name");
+        kbc_fd_t *fd;
+        cr_assert_eq(kbc_open_path(c, p, O_CREAT | O_WRONLY, 0644, &fd), 0, "%s", p);
+        gfids[i] = *kbc_fd_gfid(fd);
+        cr_assert_eq(kbc_pwrite(fd, p, strlen(p), 0), (ssize_t)strlen(p));
+        cr_assert_eq(kbc_close(fd), 0);
+    }
+    cr_assert_eq(kbc_mkdir_path(c, "/dir/sub", 0700), 0);
+
+    for (int plus = 0; plus <= 1; plus++) {
+        kbc_fd_t *dir;
+        cr_assert_eq(kbc_opendir_path(c, "/dir", &dir), 0);
+        char *names[FILES + 8];
+        int n = 0;
+        for (;;) {
+            kb_dirent_t *ents;
+            uint32_t ne;
+            cr_assert_eq(kbc_readdir(dir, plus, &ents, &ne), 0);
+            if (!ne)
+                break;
+            for (uint32_t i = 0; i < ne; i++) {
+                if (strcmp(ents[i].name, ".") == 0 || strcmp(ents[i].name, "..") == 0)
+                    continue;
+                cr_assert_lt(n, FILES + 1, "more entries than created");
+                if (plus && strncmp(ents[i].name, "file-", 5) == 0) {
+                    int idx = atoi(ents[i].name + 5);
+                    cr_assert(ents[i].has_attr, "readdirplus carries attributes");
+                    cr_assert(kb_gfid_eq(&ents[i].attr.gfid, &gfids[idx]), "%s: gfid", ents[i].name);
+                    cr_assert(S_ISREG(ents[i].attr.mode));
+                    cr_assert_eq(ents[i].attr.size, strlen(ents[i].name) + 5);
+                }
+                names[n++] = strdup(ents[i].name);
+            }
+            kb_dirents_free(ents, ne);
+        }
+        cr_assert_eq(kbc_close(dir), 0);
+        cr_assert_eq(n, FILES + 1, "listed %d entries", n);
+        qsort(names, (size_t)n, sizeof(char *), name_cmp);
+        for (int i = 0; i < FILES; i++) {
+            char want[64];
+            snprintf(want, sizeof(want), "file-%03d-%s", i, i % 2 ? "odd" : "even-with-a-longer-name");
+            cr_assert_str_eq(names[i], want);
+        }
+        cr_assert_str_eq(names[FILES], "sub");
+        for (int i = 0; i < n; i++)
+            free(names[i]);
+    }
+
+    cr_assert_eq(kbc_rmdir_path(c, "/dir"), -ENOTEMPTY);
+    for (int i = 0; i < FILES; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/dir/file-%03d-%s", i, i % 2 ? "odd" : "even-with-a-longer-name");
+        cr_assert_eq(kbc_unlink_path(c, p), 0);
+    }
+    cr_assert_eq(kbc_rmdir_path(c, "/dir/sub"), 0);
+    cr_assert_eq(kbc_rmdir_path(c, "/dir"), 0);
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_resolve(c, "/dir", &ia), -ENOENT);
+    kb_statfs_t sf;
+    cr_assert_eq(kbc_statfs(c, &sf), 0);
+    cr_assert_gt(sf.blocks, 0);
+    posix_done(c);
+}
