@@ -156,7 +156,9 @@ int repl_read_pick(repl_mask_t readable, uint32_t hash, int mode)
         return -1;
     if (mode == 0)
         return repl_first(readable);
-    int skip = (int)(hash % (uint32_t)k);
+    /* Multiply-shift uses the hash's high bits: FNV's low bits are weak
+     * (its parity is the parity of the bytes' low bits). */
+    int skip = (int)(((uint64_t)hash * (uint32_t)k) >> 32);
     while (skip--)
         readable &= readable - 1;
     return repl_first(readable);

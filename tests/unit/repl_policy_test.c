@@ -236,16 +236,24 @@ Test(repl_policy, outcome_table)
 Test(repl_policy, read_pick_spreads_and_avoids)
 {
     repl_cfg_t c3 = cfg(3, NOARB, REPL_Q_AUTO, 0);
-    int hits[3] = { 0 };
-    for (uint32_t h = 0; h < 300; h++)
+    int hits[3] = { 0 }, hits2[2] = { 0 };
+    for (uint32_t k = 0; k < 300; k++) {
+        kb_gfid_t g = { { 0 } };
+        g.b[15] = (uint8_t)k;          /* gfids differing in one byte, even-only too */
+        g.b[14] = (uint8_t)(k >> 8);
+        g.b[3] = (uint8_t)(2 * k);
+        uint32_t h = kb_gfid_hash(&g);
         hits[repl_read_pick(repl_readable(&c3, KB_CL_DATA, 0x7, NULL), h, 1)]++;
-    cr_assert_eq(hits[0], 100);
-    cr_assert_eq(hits[1], 100);
-    cr_assert_eq(hits[2], 100);
+        hits2[repl_read_pick(0x5, h, 1) / 2]++;
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(hits[i], 60, "child %d: %d of 300", i, hits[i]);
+    cr_assert_gt(hits2[0], 100);
+    cr_assert_gt(hits2[1], 100);
     cr_assert_eq(repl_read_pick(0x6, 12345, 0), 1);
     cr_assert_eq(repl_read_pick(0, 1, 1), -1);
     for (uint32_t h = 0; h < 50; h++) {
-        int p = repl_read_pick(0x5, h, 1);
+        int p = repl_read_pick(0x5, h * 0x9e3779b9u, 1);
         cr_assert(p == 0 || p == 2);
     }
 

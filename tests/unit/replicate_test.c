@@ -1,0 +1,811 @@
+/*
+ * replicate_test.c — cluster/replicate over "test/mock" children: fan-out
+ * with the same args, failover on -ENOTCONN with pending marks and region
+ * tracking on the survivors, quorum, replies in any order, exactly-once
+ * completion, eager locking, contention, reads that avoid blamed copies and
+ * retry, split-brain, arbiter, lookup checks, fd reopen, CHILD_UP/DOWN.
+ */
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include "tests/unit/mock_child.h"
+#include "xlators/replicate.h"
+#include "lib/log.h"
+
+extern const kb_xlator_type_t kb_xl_replicate;
+
+static struct event_base *base;
+static kb_graph_t *g;
+static kb_xlator_t *top;
+static mock_child_t *m[4];
+static int nkids;
+static int top_events[8];
+
+typedef struct res {
+    int n;                 /* completions: must end at exactly 1 */
+    kb_reply_t r;
+} res_t;
+
+static void cbk(void *cookie, const kb_reply_t *r)
+{
+    res_t *x = cookie;
+    x->n++;
+    kb_reply_clear(&x->r);
+    cr_assert_eq(kb_reply_copy(&x->r, r), 0);
+}
+
+static void on_top_event(kb_graph_t *gr, int ev)
+{
+    if (ev >= 0 && ev < 8)
+        top_events[ev]++;
+}
+
+static void start(int n, const char *const *opts, bool up)
+{
+    kb_log_level = KB_LOG_ERROR;
+    base = event_base_new();
+    cr_assert_not_null(base);
+    g = mock_graph_new(&kb_xl_replicate, n, opts, base);
+    cr_assert_not_null(g);
+    g->on_event = on_top_event;
+    memset(top_events, 0, sizeof(top_events));
+    top = g->top;
+    nkids = n;
+    for (int i = 0; i < n; i++) {
+        m[i] = mock_of(g->all[i]);
+        if (up)
+            mock_up(m[i]);
+    }
+}
+
+static void stop(void)
+{
+    kb_graph_fini(g);
+    event_base_free(base);
+    g = NULL;
+}
+
+static void run_ms(int ms)
+{
+    struct timeval tv = { .tv_sec = 0, .tv_usec = ms * 1000 };
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+static const kb_cred_t cred = { .uid = 0, .gid = 0, .pid = 1 };
+
+static res_t call(kb_op_t op, const kb_args_t *a)
+{
+    res_t x = { 0 };
+    kb_wind(top, op, a, &cred, 7, cbk, &x);
+    return x;
+}
+
+static kb_gfid_t gf(uint8_t k)
+{
+    kb_gfid_t x = { { 0 } };
+    x.b[0] = 0x42;
+    x.b[15] = k;
+    return x;
+}
+
+static uint64_t open_fd(const kb_gfid_t *g1, uint32_t flags)
+{
+    kb_args_t a = { .gfid = *g1, .flags = flags };
+    res_t x = call(KB_FOP_OPEN, &a);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0, "open: %d", x.r.status);
+    uint64_t fd = x.r.fd;
+    kb_reply_clear(&x.r);
+    return fd;
+}
+
+static res_t do_write(const kb_gfid_t *g1, uint64_t fd, uint64_t off, kb_buf_t *b)
+{
+    kb_args_t a = { .gfid = *g1, .fd = fd, .off = off, .data = b };
+    return call(KB_FOP_WRITE, &a);
+}
+
+static kb_buf_t *pattern(size_t n, char c)
+{
+    kb_buf_t *b = kb_buf_new(n);
+    memset(b->data, c, n);
+    b->len = n;
+    return b;
+}
+
+static kb_cl_matrix_t *cl_of(int i, const kb_gfid_t *g1) { return mock_cl(m[i], g1); }
+
+/* ---------------- fan-out ---------------- */
+
+Test(replicate, write_fans_out_with_same_args)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(1);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(4096, 'x');
+    res_t x = do_write(&f, fd, 8192, b);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4096);
+    uint64_t seen[3];
+    for (int i = 0; i < 3; i++) {
+        const kb_args_t *w = mock_last(m[i], KB_FOP_WRITE);
+        cr_assert_not_null(w, "child %d got no write", i);
+        cr_assert_eq(w->off, 8192);
+        cr_assert(w->data == b, "payload shared, not copied");
+        cr_assert(kb_gfid_eq(&w->gfid, &f));
+        cr_assert_eq(w->flags & KB_WF_TRACK_REGIONS, 0, "all up: no region tracking");
+        seen[i] = w->fd;
+        cr_assert_eq(w->fd / 1000, (uint64_t)i, "child %d got its own fd", i);
+    }
+    cr_assert_neq(seen[0], seen[1]);
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, create_same_gfid_everywhere_and_fd_map)
+{
+    start(2, NULL, true);
+    kb_gfid_t dir = gf(2), nf = gf(3);
+    kb_args_t a = { .gfid = dir, .name = "img.raw", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    res_t x = call(KB_FOP_CREATE, &a);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert(kb_gfid_eq(&x.r.attr.gfid, &nf));
+    for (int i = 0; i < 2; i++) {
+        const kb_args_t *c = mock_last(m[i], KB_FOP_CREATE);
+        cr_assert(kb_gfid_eq(&c->newgfid, &nf));
+        cr_assert_str_eq(c->name, "img.raw");
+        /* entry transaction on the parent: entrylk on the name, marks on the dir */
+        const kb_args_t *l = mock_last(m[i], KB_FOP_ENTRYLK);
+        cr_assert_not_null(l);
+        cr_assert_str_eq(l->name2, "img.raw");
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0, "dirty cleared after the post-op");
+    }
+    uint64_t fd = x.r.fd;
+    kb_buf_t *b = pattern(512, 'q');
+    res_t w = do_write(&nf, fd, 0, b);
+    cr_assert_eq(w.r.status, 512);
+    cr_assert_eq(mock_last(m[0], KB_FOP_WRITE)->fd, 0u);
+    cr_assert_eq(mock_last(m[1], KB_FOP_WRITE)->fd, 1000u);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&w.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+/* ---------------- failover ---------------- */
+
+Test(replicate, enotconn_in_flight_still_succeeds_and_marks)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(4);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    mock_fail(m[1], KB_FOP_WRITE, -ENOTCONN, 1);
+    kb_buf_t *b = pattern(4096, 'y');
+    res_t x = do_write(&f, fd, 65536, b);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4096, "the application sees no error: %d", x.r.status);
+    /* survivor blames child 1 for data, before the ack */
+    cr_assert_geq(cl_of(0, &f)->v[1 + 1][KB_CL_DATA], 1);
+    cr_assert_eq(cl_of(1, &f)->v[1 + 0][KB_CL_DATA], 0);
+    /* and recorded the range: the write was re-sent with region tracking */
+    const kb_args_t *w = mock_last(m[0], KB_FOP_WRITE);
+    cr_assert(w->flags & KB_WF_TRACK_REGIONS);
+    cr_assert_eq(w->off, 65536);
+    cr_assert_eq(mock_count(m[0], KB_FOP_WRITE), 2);
+    /* later writes of the hold skip child 1, go tracked, and mark nothing more */
+    int adds = mock_count_xop(m[0], KB_XOP_ADD);
+    res_t y = do_write(&f, fd, 0, b);
+    cr_assert_eq(y.r.status, 4096);
+    cr_assert_eq(mock_count(m[1], KB_FOP_WRITE), 1);
+    cr_assert(mock_last(m[0], KB_FOP_WRITE)->flags & KB_WF_TRACK_REGIONS);
+    cr_assert_eq(mock_count_xop(m[0], KB_XOP_ADD), adds);
+    /* release: post-op clears dirty on the survivor only, pending stays */
+    run_ms(150);
+    cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 0);
+    cr_assert_eq(cl_of(0, &f)->v[2][KB_CL_DATA], 1);
+    cr_assert_eq(cl_of(1, &f)->v[0][KB_CL_DATA], 1, "the loser keeps its dirty mark");
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, child_down_before_write_marks_in_preop_and_tracks)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(5);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    mock_down(m[2]);
+    kb_buf_t *b = pattern(1024, 'z');
+    res_t x = do_write(&f, fd, 0, b);
+    cr_assert_eq(x.r.status, 1024);
+    for (int i = 0; i < 2; i++) {
+        cr_assert(mock_last(m[i], KB_FOP_WRITE)->flags & KB_WF_TRACK_REGIONS);
+        cr_assert_eq(cl_of(i, &f)->v[1 + 2][KB_CL_DATA], 1, "child %d blames 2", i);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 1, "one pre-op carries dirty and blame");
+    }
+    cr_assert_eq(mock_count(m[2], KB_FOP_WRITE), 0);
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, quorum_lost_gives_erofs_and_sends_nothing)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(6);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    mock_down(m[1]);
+    mock_down(m[2]);
+    mock_forget(m[0]);
+    kb_buf_t *b = pattern(100, 'e');
+    res_t x = do_write(&f, fd, 0, b);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, -EROFS);
+    cr_assert_eq(m[0]->nrec, 0, "nothing wound when quorum is known lost");
+    /* reads still work */
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 10 };
+    res_t y = call(KB_FOP_READ, &r);
+    cr_assert_eq(y.r.status, 10);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, replica2_first_down_is_erofs_second_down_is_fine)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(7);
+    kb_args_t sa = { .gfid = f, .flags = KB_SET_MODE, .attr = { .mode = 0600 } };
+    mock_down(m[1]);
+    res_t x = call(KB_FOP_SETATTR, &sa);
+    cr_assert_eq(x.r.status, 0, "both or the first: first alone is a quorum");
+    cr_assert_eq(cl_of(0, &f)->v[1 + 1][KB_CL_META], 1);
+    mock_up(m[1]);
+    mock_down(m[0]);
+    res_t y = call(KB_FOP_SETATTR, &sa);
+    cr_assert_eq(y.r.status, -EROFS);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
+Test(replicate, quorum_none_allows_one)
+{
+    const char *opts[] = { "quorum-type", "none", NULL };
+    start(2, opts, true);
+    kb_gfid_t f = gf(8);
+    kb_args_t sa = { .gfid = f, .flags = KB_SET_MODE, .attr = { .mode = 0600 } };
+    mock_down(m[0]);
+    res_t x = call(KB_FOP_SETATTR, &sa);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(cl_of(1, &f)->v[1 + 0][KB_CL_META], 1);
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+/* ---------------- ordering and exactly-once ---------------- */
+
+Test(replicate, replies_in_reverse_order_complete_once)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(9);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    for (int i = 0; i < 3; i++)
+        m[i]->hold[KB_FOP_WRITE] = true;
+    kb_buf_t *b = pattern(64, 'r');
+    res_t x = { 0 };
+    kb_args_t wa = { .gfid = f, .fd = fd, .off = 0, .data = b };
+    kb_wind(top, KB_FOP_WRITE, &wa, &cred, 7, cbk, &x);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_nheld(m[i]), 1);
+    mock_complete(m[2], 0, 0);
+    cr_assert_eq(x.n, 0);
+    mock_complete(m[1], 0, 0);
+    cr_assert_eq(x.n, 0, "not before every child answered");
+    mock_complete(m[0], 0, 0);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 64);
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, everything_held_and_answered_newest_first)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(10);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    for (int i = 0; i < 3; i++)
+        for (int op = 0; op < KB_FOP_MAX; op++)
+            m[i]->hold[op] = true;
+    kb_buf_t *b = pattern(64, 'h');
+    enum { N = 5 };
+    res_t x[N];
+    kb_args_t a[N];        /* borrowed by replicate until each completes */
+    memset(x, 0, sizeof(x));
+    for (int k = 0; k < N; k++) {
+        a[k] = (kb_args_t){ .gfid = f, .fd = fd, .off = (uint64_t)k * 64, .data = b };
+        kb_wind(top, KB_FOP_WRITE, &a[k], &cred, 7, cbk, &x[k]);
+    }
+    /* pump: answer whatever is held, newest first, until nothing is */
+    for (int round = 0; round < 100; round++) {
+        size_t n = 0;
+        for (int i = 2; i >= 0; i--)
+            n += mock_complete_all(m[i], true);
+        if (!n)
+            break;
+    }
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(x[k].n, 1, "write %d completed %d times", k, x[k].n);
+        cr_assert_eq(x[k].r.status, 64);
+        kb_reply_clear(&x[k].r);
+    }
+    for (int i = 0; i < 3; i++)
+        m[i]->hold[KB_FOP_INODELK] = m[i]->hold[KB_FOP_XATTROP] = false;
+    run_ms(150);
+    for (int i = 0; i < 3; i++)
+        mock_complete_all(m[i], false);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 0);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, mixed_errors_complete_once)
+{
+    start(3, NULL, true);
+    kb_gfid_t f = gf(11);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(64, 'm');
+    int errs[][3] = { { 0, -ENOTCONN, 0 }, { -ENOSPC, -ENOSPC, -ENOSPC }, { 0, -EIO, -EIO },
+                      { -ENOTCONN, -ENOTCONN, 0 } };
+    int want[] = { 64, -ENOSPC, -EIO, -EROFS };
+    for (size_t t = 0; t < 4; t++) {
+        for (int i = 0; i < 3; i++)
+            mock_fail(m[i], KB_FOP_WRITE, errs[t][i], errs[t][i] ? 1 : 0);
+        res_t x = do_write(&f, fd, 0, b);
+        cr_assert_eq(x.n, 1, "case %zu", t);
+        cr_assert_eq(x.r.status, want[t], "case %zu: %d", t, x.r.status);
+        kb_reply_clear(&x.r);
+        run_ms(120);          /* close the hold: every case starts fresh */
+    }
+    kb_buf_unref(b);
+    stop();
+}
+
+/* ---------------- eager lock ---------------- */
+
+Test(replicate, eager_lock_100_writes_one_lock_one_preop)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(12);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    for (int i = 0; i < 2; i++)
+        mock_forget(m[i]);
+    kb_buf_t *b = pattern(4096, 'w');
+    for (int k = 0; k < 100; k++) {
+        res_t x = do_write(&f, fd, (uint64_t)k * 4096, b);
+        cr_assert_eq(x.n, 1);
+        cr_assert_eq(x.r.status, 4096);
+        kb_reply_clear(&x.r);
+    }
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_WRITE), 100);
+        cr_assert_eq(mock_count_locks(m[i]), 1);
+        cr_assert_eq(mock_count(m[i], KB_FOP_INODELK), 1, "no unlock while writing");
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 1, "one pre-op");
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 1, "dirty while held");
+        cr_assert_str_eq(mock_last(m[i], KB_FOP_INODELK)->name, REPL_DOM_DATA);
+    }
+    run_ms(200);   /* idle: released */
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_INODELK), 2, "unlocked after idle");
+        cr_assert_eq(mock_last(m[i], KB_FOP_INODELK)->lock.type, KB_LK_UNLCK);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 2, "one post-op");
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 0);
+        cr_assert_eq(cl_of(i, &f)->v[1][KB_CL_DATA] + cl_of(i, &f)->v[2][KB_CL_DATA], 0);
+    }
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, contention_flag_releases_the_eager_lock)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(13);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(512, 'c');
+    res_t x = do_write(&f, fd, 0, b);
+    cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 1);
+    m[1]->rflags_once = KB_RF_CONTENDED;      /* another client waits */
+    res_t y = do_write(&f, fd, 512, b);
+    cr_assert_eq(y.r.status, 512);
+    cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2, "released at once, without idling");
+    cr_assert_eq(mock_last(m[0], KB_FOP_INODELK)->lock.type, KB_LK_UNLCK);
+    res_t z = do_write(&f, fd, 1024, b);
+    cr_assert_eq(z.r.status, 512);
+    cr_assert_eq(mock_count_locks(m[0]), 2, "the next write locks again");
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_reply_clear(&z.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, flush_releases_the_eager_lock)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(14);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(512, 'f');
+    res_t x = do_write(&f, fd, 0, b);
+    kb_args_t fa = { .gfid = f, .fd = fd };
+    res_t y = call(KB_FOP_FLUSH, &fa);
+    cr_assert_eq(y.r.status, 0);
+    cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2);
+    cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH), 1);
+    cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 0);
+    res_t z = call(KB_FOP_RELEASE, &fa);
+    cr_assert_eq(z.r.status, 0);
+    cr_assert_eq(mock_count(m[1], KB_FOP_RELEASE), 1);
+    cr_assert_eq(mock_last(m[1], KB_FOP_RELEASE)->fd, 1000u);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_reply_clear(&z.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, eager_lock_off_locks_every_write)
+{
+    const char *opts[] = { "eager-lock", "off", NULL };
+    start(2, opts, true);
+    kb_gfid_t f = gf(15);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(512, 'o');
+    for (int k = 0; k < 3; k++) {
+        res_t x = do_write(&f, fd, 0, b);
+        cr_assert_eq(x.r.status, 512);
+        kb_reply_clear(&x.r);
+    }
+    cr_assert_eq(mock_count_locks(m[0]), 3);
+    cr_assert_eq(mock_count_xop(m[0], KB_XOP_ADD), 6);
+    kb_buf_unref(b);
+    stop();
+}
+
+/* ---------------- reads ---------------- */
+
+Test(replicate, reads_avoid_a_blamed_copy_and_spread)
+{
+    start(3, NULL, true);
+    int hits[3] = { 0 };
+    for (int k = 0; k < 40; k++) {
+        kb_gfid_t f = gf((uint8_t)(100 + k));
+        f.b[7] = (uint8_t)(k * 37);
+        cl_of(0, &f)->v[1 + 1][KB_CL_DATA] = 1;     /* 0 blames 1 */
+        kb_args_t r = { .gfid = f, .fd = open_fd(&f, O_RDONLY), .size = 8 };
+        for (int i = 0; i < 3; i++)
+            mock_forget(m[i]);
+        res_t x = call(KB_FOP_READ, &r);
+        cr_assert_eq(x.n, 1);
+        cr_assert_eq(x.r.status, 8);
+        for (int i = 0; i < 3; i++)
+            hits[i] += mock_count(m[i], KB_FOP_READ);
+        cr_assert_eq(mock_count(m[1], KB_FOP_READ), 0, "blamed copy read");
+        kb_reply_clear(&x.r);
+    }
+    cr_assert_gt(hits[0], 0);
+    cr_assert_gt(hits[2], 0);
+    stop();
+}
+
+Test(replicate, read_retries_on_another_copy)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(16);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    mock_fail(m[0], KB_FOP_READ, -ENOTCONN, -1);
+    mock_fail(m[1], KB_FOP_READ, -ENOTCONN, -1);
+    /* whichever is chosen fails; make the other succeed */
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    int chosen = repl_read_pick(0x3, kb_gfid_hash(&f), 1);
+    mock_fail(m[1 - chosen], KB_FOP_READ, 0, 0);
+    res_t x = call(KB_FOP_READ, &r);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4);
+    cr_assert_eq(x.r.data->data[0], 'a' + (1 - chosen), "served by the other copy");
+    cr_assert_eq(mock_count(m[chosen], KB_FOP_READ), 1);
+    kb_reply_clear(&x.r);
+    /* both failing: the error comes through, once */
+    mock_fail(m[1 - chosen], KB_FOP_READ, -EIO, -1);
+    res_t y = call(KB_FOP_READ, &r);
+    cr_assert_eq(y.n, 1);
+    cr_assert_lt(y.r.status, 0);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
+Test(replicate, split_brain_is_eio)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(17);
+    cl_of(0, &f)->v[1 + 1][KB_CL_DATA] = 2;
+    cl_of(1, &f)->v[1 + 0][KB_CL_DATA] = 3;
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    res_t x = call(KB_FOP_READ, &r);
+    cr_assert_eq(x.r.status, -EIO);
+    cr_assert_eq(mock_count(m[0], KB_FOP_READ) + mock_count(m[1], KB_FOP_READ), 0);
+    kb_buf_t *b = pattern(4, 's');
+    res_t y = do_write(&f, fd, 0, b);
+    cr_assert_eq(y.n, 1);
+    cr_assert_eq(y.r.status, -EIO);
+    cr_assert_eq(mock_count(m[0], KB_FOP_WRITE) + mock_count(m[1], KB_FOP_WRITE), 0);
+    /* metadata split-brain: stat says EIO, data reads still work */
+    kb_gfid_t h = gf(18);
+    cl_of(0, &h)->v[1 + 1][KB_CL_META] = 1;
+    cl_of(1, &h)->v[1 + 0][KB_CL_META] = 1;
+    mock_add_entry(m[0], "d", &h, S_IFDIR | 0755);
+    mock_add_entry(m[1], "d", &h, S_IFDIR | 0755);
+    kb_args_t la = { .gfid = gf(19), .name = "d" };
+    res_t l = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(l.r.status, 0, "lookup still names it");
+    kb_args_t st = { .gfid = h };
+    res_t s = call(KB_FOP_STAT, &st);
+    cr_assert_eq(s.r.status, -EIO);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_reply_clear(&l.r);
+    kb_reply_clear(&s.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, arbiter_never_reads_never_gets_data)
+{
+    const char *opts[] = { "arbiter-count", "1", NULL };
+    start(3, opts, true);
+    for (int k = 0; k < 20; k++) {
+        kb_gfid_t f = gf((uint8_t)(150 + k));
+        f.b[3] = (uint8_t)(k * 91);
+        kb_args_t r = { .gfid = f, .fd = open_fd(&f, O_RDONLY), .size = 8 };
+        res_t x = call(KB_FOP_READ, &r);
+        cr_assert_eq(x.r.status, 8);
+        kb_reply_clear(&x.r);
+        kb_args_t st = { .gfid = f };
+        res_t y = call(KB_FOP_STAT, &st);
+        cr_assert_eq(y.r.status, 0);
+        kb_reply_clear(&y.r);
+    }
+    cr_assert_eq(mock_count(m[2], KB_FOP_READ) + mock_count(m[2], KB_FOP_STAT), 0);
+    kb_gfid_t f = gf(20);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(256, 'a');
+    res_t w = do_write(&f, fd, 0, b);
+    cr_assert_eq(w.r.status, 256);
+    cr_assert_eq(mock_count(m[2], KB_FOP_WRITE), 0, "no data to the arbiter");
+    cr_assert_eq(mock_count_locks(m[2]), 1, "but it holds the lock");
+    cr_assert_eq(cl_of(2, &f)->v[0][KB_CL_DATA], 1, "and the marks");
+    /* data brick 0 down: 1 + arbiter still a quorum; the arbiter blames 0 */
+    mock_down(m[0]);
+    res_t w2 = do_write(&f, fd, 0, b);
+    cr_assert_eq(w2.r.status, 256);
+    cr_assert_geq(cl_of(2, &f)->v[1 + 0][KB_CL_DATA], 1);
+    run_ms(150);
+    /* now 1 goes down and 0 comes back: 0 is blamed by the arbiter -> no write, no read */
+    mock_down(m[1]);
+    mock_up(m[0]);
+    res_t w3 = do_write(&f, fd, 0, b);
+    cr_assert_eq(w3.n, 1);
+    cr_assert_eq(w3.r.status, -ENOTCONN, "never write over the good copy's head: %d", w3.r.status);
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 8 };
+    res_t x = call(KB_FOP_READ, &r);
+    cr_assert_lt(x.r.status, 0, "the arbiter never serves data");
+    kb_reply_clear(&w.r);
+    kb_reply_clear(&w2.r);
+    kb_reply_clear(&w3.r);
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+/* ---------------- lookup ---------------- */
+
+Test(replicate, lookup_gfid_mismatch_is_eio)
+{
+    start(2, NULL, true);
+    kb_gfid_t a = gf(30), b = gf(31), dir = gf(32);
+    mock_add_entry(m[0], "vm.img", &a, S_IFREG | 0644);
+    mock_add_entry(m[1], "vm.img", &b, S_IFREG | 0644);
+    kb_args_t la = { .gfid = dir, .name = "vm.img" };
+    res_t x = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, -EIO);
+    mock_add_entry(m[1], "vm.img", &a, S_IFREG | 0644);
+    res_t y = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(y.r.status, 0);
+    cr_assert(kb_gfid_eq(&y.r.attr.gfid, &a));
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
+Test(replicate, lookup_missing_on_a_lagging_copy)
+{
+    start(2, NULL, true);
+    kb_gfid_t a = gf(33), dir = gf(34);
+    mock_add_entry(m[0], "new", &a, S_IFREG | 0644);
+    kb_args_t la = { .gfid = dir, .name = "new" };
+    cl_of(0, &dir)->v[1 + 1][KB_CL_ENTRY] = 1;   /* dir copy 0 holds names 1 missed */
+    res_t x = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert(kb_gfid_eq(&x.r.attr.gfid, &a));
+    /* entry split-brain on the dir: the conflicting name is EIO */
+    cl_of(1, &dir)->v[1 + 0][KB_CL_ENTRY] = 1;
+    res_t y = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(y.r.status, -EIO);
+    /* a name both agree on is fine */
+    mock_add_entry(m[0], "both", &dir, S_IFDIR | 0755);
+    mock_add_entry(m[1], "both", &dir, S_IFDIR | 0755);
+    kb_args_t lb = { .gfid = dir, .name = "both" };
+    res_t z = call(KB_FOP_LOOKUP, &lb);
+    cr_assert_eq(z.r.status, 0);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_reply_clear(&z.r);
+    stop();
+}
+
+/* ---------------- fds, entries, locks, events ---------------- */
+
+Test(replicate, fd_reopened_lazily_after_reconnect)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(40);
+    uint64_t fd = open_fd(&f, O_RDWR | O_TRUNC);
+    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 1);
+    cr_assert_eq(mock_last(m[1], KB_FOP_OPEN)->flags & O_TRUNC, 0, "O_TRUNC becomes a TRUNCATE");
+    cr_assert_eq(mock_count(m[1], KB_FOP_TRUNCATE), 1);
+    mock_down(m[1]);
+    mock_up(m[1]);
+    run_ms(20);
+    kb_buf_t *b = pattern(128, 'n');
+    res_t x = do_write(&f, fd, 0, b);
+    cr_assert_eq(x.r.status, 128);
+    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "reopened by gfid");
+    const kb_args_t *o = mock_last(m[1], KB_FOP_OPEN);
+    cr_assert(kb_gfid_eq(&o->gfid, &f));
+    cr_assert_eq(o->flags & (O_TRUNC | O_CREAT), 0);
+    cr_assert_eq(mock_last(m[1], KB_FOP_WRITE)->fd, 1001u, "the new child fd");
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, entry_op_failover_blames_on_the_parent)
+{
+    start(2, NULL, true);
+    kb_gfid_t dir = gf(41), d = gf(42);
+    mock_fail(m[1], KB_FOP_MKDIR, -ENOTCONN, 1);
+    kb_args_t a = { .gfid = dir, .name = "sub", .newgfid = d, .mode = 0755 };
+    res_t x = call(KB_FOP_MKDIR, &a);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(cl_of(0, &dir)->v[1 + 1][KB_CL_ENTRY], 1);
+    cr_assert_eq(cl_of(0, &dir)->v[0][KB_CL_ENTRY], 0);
+    cr_assert_eq(cl_of(1, &dir)->v[0][KB_CL_ENTRY], 1);
+    cr_assert_eq(mock_count(m[0], KB_FOP_ENTRYLK), 2, "lock + unlock");
+    /* healed; then an error both copies agree on is returned as it is, nobody blamed */
+    mock_add_entry(m[1], "sub", &d, S_IFDIR | 0755);
+    memset(cl_of(0, &dir), 0, sizeof(kb_cl_matrix_t));
+    memset(cl_of(1, &dir), 0, sizeof(kb_cl_matrix_t));
+    kb_args_t st = { .gfid = dir };
+    res_t s = call(KB_FOP_STATFS, &st);
+    mock_down(m[0]);        /* a CHILD_UP makes replicate forget its cached views */
+    mock_up(m[0]);
+    res_t z = call(KB_FOP_MKDIR, &a);
+    cr_assert_eq(z.r.status, -EEXIST);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(cl_of(i, &dir)->v[1 + (1 - i)][KB_CL_ENTRY], 0);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&s.r);
+    kb_reply_clear(&z.r);
+    stop();
+}
+
+Test(replicate, rename_locks_both_names_in_order)
+{
+    start(2, NULL, true);
+    kb_gfid_t d1 = gf(50), d2 = gf(49), f = gf(51);
+    mock_add_entry(m[0], "a", &f, S_IFREG | 0644);
+    mock_add_entry(m[1], "a", &f, S_IFREG | 0644);
+    kb_args_t a = { .gfid = d1, .name = "a", .gfid2 = d2, .name2 = "b" };
+    res_t x = call(KB_FOP_RENAME, &a);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(mock_count_locks(m[0]), 2);
+    /* d2 < d1: its name is locked first */
+    const mock_rec_t *first = NULL;
+    for (size_t i = 0; i < m[0]->nrec; i++)
+        if (m[0]->rec[i].op == KB_FOP_ENTRYLK) {
+            first = &m[0]->rec[i];
+            break;
+        }
+    cr_assert_str_eq(first->args.name2, "b");
+    cr_assert_eq(mock_count_xop(m[0], KB_XOP_ADD), 4, "pre-op + post-op on both dirs");
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+Test(replicate, posix_locks_on_all_children)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(60);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_args_t a = { .gfid = f, .fd = fd, .flags = KB_LK_SETLK,
+                    .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 10, .owner = 99 } };
+    res_t x = call(KB_FOP_LK, &a);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(mock_count(m[0], KB_FOP_LK), 1);
+    cr_assert_eq(mock_count(m[1], KB_FOP_LK), 1);
+    /* a conflict on one child: the granted one is released, -EAGAIN */
+    mock_fail(m[1], KB_FOP_LK, -EAGAIN, 1);
+    res_t y = call(KB_FOP_LK, &a);
+    cr_assert_eq(y.r.status, -EAGAIN);
+    cr_assert_eq(mock_last(m[0], KB_FOP_LK)->lock.type, KB_LK_UNLCK);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
+Test(replicate, child_up_down_reach_the_parent_by_quorum)
+{
+    start(3, NULL, false);
+    mock_up(m[2]);
+    cr_assert_eq(top_events[KB_EV_CHILD_UP], 0, "one of three is no quorum");
+    mock_up(m[0]);
+    cr_assert_eq(top_events[KB_EV_CHILD_UP], 1);
+    mock_up(m[1]);
+    cr_assert_eq(top_events[KB_EV_CHILD_UP], 1);
+    mock_down(m[0]);
+    mock_down(m[1]);
+    cr_assert_eq(top_events[KB_EV_CHILD_DOWN], 0, "reads still possible");
+    mock_down(m[2]);
+    cr_assert_eq(top_events[KB_EV_CHILD_DOWN], 1);
+    stop();
+}
+
+Test(replicate, statfs_and_readdir)
+{
+    start(2, NULL, true);
+    kb_gfid_t dir = gf(70);
+    kb_args_t s = { .gfid = dir };
+    res_t x = call(KB_FOP_STATFS, &s);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_geq(x.r.statfs.blocks, 1000);
+    kb_args_t o = { .gfid = dir };
+    res_t od = call(KB_FOP_OPENDIR, &o);
+    cr_assert_eq(od.r.status, 0);
+    kb_args_t rd = { .gfid = dir, .fd = od.r.fd, .size = 4096 };
+    res_t r = call(KB_FOP_READDIR, &rd);
+    cr_assert_eq(r.r.status, 0);
+    cr_assert_eq(r.r.ndirents, 1);
+    int child = r.r.dirents[0].name[1] - '0';
+    rd.off = 1;     /* continues on the same child */
+    for (int i = 0; i < 2; i++)
+        mock_forget(m[i]);
+    res_t r2 = call(KB_FOP_READDIR, &rd);
+    cr_assert_eq(r2.r.status, 0);
+    cr_assert_eq(mock_count(m[child], KB_FOP_READDIR), 1);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&od.r);
+    kb_reply_clear(&r.r);
+    kb_reply_clear(&r2.r);
+    stop();
+}
