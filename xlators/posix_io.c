@@ -118,6 +118,21 @@ static int pio_sync(struct pio *io)
     return n < 0 ? -errno : (int)n;
 }
 
+/* Hand IO to the kernel now; false when the ring has no room. */
+static bool ring_push(struct posix_ring *r, struct pio *io)
+{
+    struct io_uring_sqe *sqe = r->inflight < r->entries ? io_uring_get_sqe(&r->ring) : NULL;
+    if (!sqe)
+        return false;
+    pio_prep(sqe, io);
+    r->inflight++;
+    int rc = io_uring_submit(&r->ring);
+    if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
+        kb_warn(io->p->xl->name, "io_uring_submit: %s", strerror(-rc));
+    /* On EBUSY/EAGAIN the SQE stays queued and goes with the next submit. */
+    return true;
+}
+
 static void pio_submit(struct pio *io)
 {
     struct posix_ring *r = io->p->ring;
@@ -125,34 +140,22 @@ static void pio_submit(struct pio *io)
         pio_complete(io, pio_sync(io));
         return;
     }
-    struct io_uring_sqe *sqe = NULL;
-    if (!r->ovf_head && r->inflight < r->entries)
-        sqe = io_uring_get_sqe(&r->ring);
-    if (!sqe) {               /* ring full: wait in line, FIFO */
-        io->next = NULL;
-        if (r->ovf_tail)
-            r->ovf_tail->next = io;
-        else
-            r->ovf_head = io;
-        r->ovf_tail = io;
+    if (!r->ovf_head && ring_push(r, io))
         return;
-    }
-    pio_prep(sqe, io);
-    r->inflight++;
-    int rc = io_uring_submit(&r->ring);
-    if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
-        kb_warn(io->p->xl->name, "io_uring_submit: %s", strerror(-rc));
-    /* On EBUSY/EAGAIN the SQE stays queued and goes with the next submit. */
+    io->next = NULL;          /* ring full: wait in line, FIFO */
+    if (r->ovf_tail)
+        r->ovf_tail->next = io;
+    else
+        r->ovf_head = io;
+    r->ovf_tail = io;
 }
 
 static void ring_drain_overflow(struct posix_ring *r)
 {
-    while (r->ovf_head && r->inflight < r->entries) {
-        struct pio *io = r->ovf_head;
-        r->ovf_head = io->next;
+    while (r->ovf_head && ring_push(r, r->ovf_head)) {
+        r->ovf_head = r->ovf_head->next;
         if (!r->ovf_head)
             r->ovf_tail = NULL;
-        pio_submit(io);
     }
 }
 
