@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# compare.sh — kembar against GlusterFS (and the bare local disk) on this machine, side by side,
+# in one kembar-bench run; writes BENCHMARKS.md and bench/results.svg (DESIGN §9, issue 7).
+#
+#   bench/compare.sh [--quick] [--skip-kembar] [--skip-gluster] [--out FILE.md] [--svg FILE.svg]
+#
+# What it does, in order:
+#   1. measures the disk under /var/tmp: sequential 1 MiB O_DIRECT writes (fio, dd as fallback);
+#      "physical limit" = that bandwidth / replica count, since both bricks share the one disk;
+#   2. brings up a kembar replica-2 volume: two kembard on 127.0.0.1 (ports KB_BENCH_PORT and +1,
+#      state and bricks under $ROOT), `kembar volume create v replica 2 ... force`, `volume start`,
+#      mounted with kembar-fuse;
+#   3. brings up a GlusterFS replica-2 volume with the team's anchor script (virt profile; it
+#      installs GlusterFS itself), bricks under $ROOT too (same disk);
+#   4. runs kembar-bench once over gluster, kembar and a local directory (ratios are X / gluster),
+#      with the CPU time of each FUSE client process (--cpu-pid);
+#   5. runs a second, O_DIRECT sequential pass (the qemu cache=none pattern) for the record;
+#   6. writes the report; and always (trap) unmounts, stops what it started, removes $ROOT.
+#
+# Default run: ~5-10 minutes on 2 cores; --quick: ~2 minutes (fewer runs, shorter random tests).
+# --skip-kembar / --skip-gluster leave a system out (e.g. while it is being built); the report says so.
+# Environment: KB_BIN (binaries, default build/), KB_BENCH_ROOT (default /var/tmp/kembar-bench),
+# KB_BENCH_PORT (default 24961), GLUSTER_ANCHOR (default ../shared/anchor/glusterfs.sh).
+# Needs root (mounts, dropping caches). Exit status non-zero, with the reason, when a step fails.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${KB_BIN:-$REPO/build}
+ROOT=${KB_BENCH_ROOT:-/var/tmp/kembar-bench}
+PORT0=${KB_BENCH_PORT:-24961}
+ANCHOR=${GLUSTER_ANCHOR:-$REPO/../shared/anchor/glusterfs.sh}
+OUT=$REPO/BENCHMARKS.md
+SVG=$REPO/bench/results.svg
+QUICK=0 DO_KEMBAR=1 DO_GLUSTER=1
+GVOL=kbbench KVOL=v
+MNT_K=$ROOT/mnt-kembar MNT_G=$ROOT/mnt-gluster LOCAL=$ROOT/local
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --skip-kembar) DO_KEMBAR=0 ;;
+        --skip-gluster) DO_GLUSTER=0 ;;
+        --out) OUT=$2; shift ;;
+        --svg) SVG=$2; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+addr() { echo "127.0.0.1:$((PORT0 + $1 - 1))"; }
+cli() { timeout -k 5 60 "$BIN/kembar" --server "$(addr 1)" "$@" </dev/null; }
+mounted() { awk -v m="$1" '$2 == m {f=1} END {exit !f}' /proc/self/mounts; }
+cmdline_has() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$2"; }
+
+# The FUSE client process serving mount point $2 whose command line names $1.
+client_pid() {
+    local p
+    for p in $(pgrep -f -- "$2"); do
+        cmdline_has "$p" "$1" && cmdline_has "$p" "$2" && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+wait_for() {  # wait_for SECS CMD...
+    local end=$(( $(date +%s) + $1 )); shift
+    until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.2; done
+}
+
+# ------------------------------------------------------------------------------------ teardown
+
+GLUSTERD_WAS_UP=0
+pgrep -x glusterd >/dev/null && GLUSTERD_WAS_UP=1
+GLUSTER_UP=0
+
+force_umount() {
+    local mnt=$1 dev minor
+    mounted "$mnt" || return 0
+    timeout -k 2 15 fusermount3 -u "$mnt" 2>/dev/null || timeout -k 2 15 umount "$mnt" 2>/dev/null
+    mounted "$mnt" || return 0
+    dev=$(awk -v m="$mnt" '$5 == m {print $3}' /proc/self/mountinfo | head -n1); minor=${dev#*:}
+    [ -n "$minor" ] && [ -w "/sys/fs/fuse/connections/$minor/abort" ] && echo 1 >"/sys/fs/fuse/connections/$minor/abort"
+    timeout -k 2 5 umount -l "$mnt" 2>/dev/null || true
+}
+
+teardown() {
+    local rc=$? n p
+    trap - EXIT INT TERM HUP
+    say "tearing down"
+    force_umount "$MNT_K"
+    for n in 1 2; do
+        p=$(cat "$ROOT/node$n/kembard.pid" 2>/dev/null) || continue
+        cmdline_has "$p" "$ROOT/node$n/state" || continue      # only the kembard we started
+        kill -TERM "$p" 2>/dev/null
+        wait_for 10 sh -c "! kill -0 $p" || kill -9 "$p" 2>/dev/null
+    done
+    if [ "$GLUSTER_UP" = 1 ]; then
+        bash "$ANCHOR" down "$GVOL" "$MNT_G" >/dev/null 2>&1 || true
+        force_umount "$MNT_G"
+        if [ "$GLUSTERD_WAS_UP" = 0 ] && [ -r /run/glusterd-anchor.pid ]; then
+            p=$(cat /run/glusterd-anchor.pid)
+            cmdline_has "$p" glusterd && kill -TERM "$p" 2>/dev/null
+            # Brick and self-heal processes of our volume are gone with `down`; glusterd's own
+            # helpers exit with it.
+        fi
+    fi
+    case "$ROOT" in
+        /var/tmp/?*|/tmp/?*) mounted "$MNT_K" || mounted "$MNT_G" || rm -rf --one-file-system "$ROOT" ;;
+    esac
+    exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM HUP
+
+# ----------------------------------------------------------------------------------- bring-up
+
+[ "$(id -u)" = 0 ] || die "needs root (FUSE and GlusterFS mounts, dropping caches)"
+BENCH=${KB_BENCH:-$BIN/kembar-bench}
+[ -x "$BENCH" ] || die "$BENCH missing: run make"
+if [ "$DO_KEMBAR" = 1 ]; then
+    for b in kembard kembar kembar-fuse; do [ -x "$BIN/$b" ] || die "$BIN/$b missing: run make (or --skip-kembar)"; done
+fi
+[ "$DO_GLUSTER" = 0 ] || [ -r "$ANCHOR" ] || die "GlusterFS anchor script $ANCHOR not found"
+if [ -e "$ROOT" ]; then
+    mounted "$MNT_K" || mounted "$MNT_G" && die "$ROOT is in use (a mount is live); run its teardown first"
+    rm -rf --one-file-system "$ROOT"
+fi
+mkdir -p "$ROOT" "$LOCAL" || die "cannot create $ROOT"
+
+disk_bandwidth() {  # MiB/s of sequential 1 MiB O_DIRECT writes to the disk under $ROOT
+    local mib=$1 f=$ROOT/disk-probe
+    if command -v fio >/dev/null; then
+        fio --name=disk --filename="$f" --rw=write --bs=1M --size="${mib}M" --direct=1 \
+            --ioengine=libaio --iodepth=8 --end_fsync=1 --output-format=terse --terse-version=3 \
+            2>/dev/null | awk -F';' '{printf "%.1f\n", $48 / 1024}'   # field 48: write bandwidth KiB/s
+    else
+        local t0 t1
+        t0=$(date +%s.%N)
+        dd if=/dev/zero of="$f" bs=1M count="$mib" oflag=direct conv=fsync status=none
+        t1=$(date +%s.%N)
+        awk -v a="$t0" -v b="$t1" -v m="$mib" 'BEGIN {printf "%.1f\n", m / (b - a)}'
+    fi
+    rm -f "$f"
+}
+
+kembar_up() {
+    local n
+    for n in 1 2; do
+        mkdir -p "$ROOT/node$n/state" "$ROOT/node$n/brick"
+        "$BIN/kembard" --listen "$(addr "$n")" --state-dir "$ROOT/node$n/state" \
+            --log-file "$ROOT/node$n/kembard.log" --daemon --pid-file "$ROOT/node$n/kembard.pid" \
+            </dev/null >>"$ROOT/node$n/kembard.out" 2>&1 || die "kembard $n did not start: $(tail -n 3 "$ROOT/node$n/kembard.out")"
+        wait_for 15 timeout 3 "$BIN/kembar" --server "$(addr "$n")" volume list || die "kembard $n ($(addr "$n")) does not answer"
+    done
+    cli volume create "$KVOL" replica 2 "$(addr 1):$ROOT/node1/brick" "$(addr 2):$ROOT/node2/brick" force >&2 ||
+        die "kembar volume create failed"
+    cli volume start "$KVOL" >&2 || die "kembar volume start failed"
+    mkdir -p "$MNT_K"
+    timeout -k 5 30 "$BIN/kembar-fuse" "$(addr 1):/$KVOL" "$MNT_K" </dev/null >&2 || die "kembar-fuse mount failed"
+    mounted "$MNT_K" || die "$MNT_K is not mounted after kembar-fuse"
+    K_PID=$(client_pid kembar-fuse "$MNT_K") || die "no kembar-fuse process for $MNT_K"
+}
+
+gluster_up() {
+    GLUSTER_UP=1
+    GLUSTER_PROFILE=virt bash "$ANCHOR" up "$GVOL" 2 "$MNT_G" "$ROOT/gluster" >&2 || die "GlusterFS did not come up"
+    G_PID=$(client_pid "--process-name fuse" "$MNT_G") || die "no glusterfs client process for $MNT_G"
+}
+
+START=$(date +%s)
+say "disk bandwidth (sequential 1 MiB O_DIRECT writes under $ROOT)"
+DISK_MIB=$([ "$QUICK" = 1 ] && echo 512 || echo 1024)
+DISK_BW=$(disk_bandwidth "$DISK_MIB")
+if command -v fio >/dev/null; then
+    DISK_CMD="fio --name=disk --filename=$ROOT/disk-probe --rw=write --bs=1M --size=${DISK_MIB}M --direct=1 --ioengine=libaio --iodepth=8 --end_fsync=1"
+else
+    DISK_CMD="dd if=/dev/zero of=$ROOT/disk-probe bs=1M count=$DISK_MIB oflag=direct conv=fsync"
+fi
+[ -n "$DISK_BW" ] || die "could not measure the disk bandwidth"
+say "disk: $DISK_BW MiB/s, so at most $(awk -v b="$DISK_BW" 'BEGIN {printf "%.1f", b / 2}') MiB/s per replica-2 write"
+
+TARGETS=()
+if [ "$DO_GLUSTER" = 1 ]; then
+    say "GlusterFS replica 2 (virt profile) at $MNT_G"
+    gluster_up
+    TARGETS+=(--label gluster --cpu-pid "$G_PID" "$MNT_G")
+fi
+if [ "$DO_KEMBAR" = 1 ]; then
+    say "kembar replica 2 at $MNT_K"
+    kembar_up
+    TARGETS+=(--label kembar --cpu-pid "$K_PID" "$MNT_K")
+fi
+TARGETS+=(--label local "$LOCAL")
+
+# ------------------------------------------------------------------------------------- measure
+
+if [ "$QUICK" = 1 ]; then
+    RSIZE=128M
+    MAIN_ARGS=(-s "1M,10M,100M" -r 128k -n 2 -e --rand --qd 16 --rand-size "$RSIZE" --rand-time 4 --cpu)
+    DIRECT_ARGS=(-s 100M -r 1M -n 1 -I -e)
+else
+    RSIZE=256M
+    MAIN_ARGS=(-s "1M,10M,100M" -r 128k -n 5 -e --rand --qd 16 --rand-size "$RSIZE" --rand-time 10 --cpu)
+    DIRECT_ARGS=(-s 100M -r "128k,1M" -n 3 -I -e)
+fi
+CSV=$ROOT/results.csv
+run_bench() {  # run_bench OUTFILE ARGS...: exit 1 (some test failed on some target) still reports
+    local out=$1 rc=0; shift
+    timeout -k 10 1800 "$BENCH" "$@" >"$out" || rc=$?
+    cat "$out"
+    [ "$rc" -le 1 ] || die "kembar-bench failed (exit $rc): see the lines above"
+    [ "$rc" -eq 0 ] || BENCH_FAILURES=1
+}
+BENCH_FAILURES=0
+say "kembar-bench: sequential (fsync in timing) and random 4k QD16 on every target"
+run_bench "$ROOT/main.txt" "${MAIN_ARGS[@]}" "${TARGETS[@]}" --csv "$CSV" --svg "$ROOT/results.svg"
+say "kembar-bench: sequential O_DIRECT (qemu cache=none)"
+run_bench "$ROOT/direct.txt" "${DIRECT_ARGS[@]}" "${TARGETS[@]}"
+ELAPSED=$(( $(date +%s) - START ))
+
+# -------------------------------------------------------------------------------------- report
+
+# get TEST SIZE METRIC UNIT TARGET: the mean from the CSV (empty when absent or failed).
+get() {
+    awk -F, -v t="$1" -v s="$2" -v m="$3" -v u="$4" -v g="$5" \
+        '$1 == t && $2 == s && $5 == m && $6 == u && $7 == g && $9 == "ok" {print $11}' "$CSV"
+}
+fmt() { [ -n "$1" ] && awk -v v="$1" 'BEGIN {printf (v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f"), v}' || echo "n/a"; }
+# goal_row LABEL TEST SIZE METRIC UNIT GOAL(>=x or <=x)
+goal_row() {
+    local g k r met="n/a" op=${6:0:2} x=${6:2}
+    g=$(get "$2" "$3" "$4" "$5" gluster); k=$(get "$2" "$3" "$4" "$5" kembar)
+    if [ -n "$g" ] && [ -n "$k" ] && awk -v g="$g" 'BEGIN {exit !(g > 0)}'; then
+        r=$(awk -v g="$g" -v k="$k" 'BEGIN {printf "%.2f", k / g}')
+        if [ "$op" = ">=" ]; then met=$(awk -v r="$r" -v x="$x" 'BEGIN {print (r >= x ? "yes" : "**no**")}')
+        else met=$(awk -v r="$r" -v x="$x" 'BEGIN {print (r <= x ? "yes" : "**no**")}'); fi
+        r="${r}x"
+    else
+        r="n/a"
+    fi
+    printf '| %s | %s | %s | %s | %s %sx | %s |\n' "$1" "$(fmt "$g")" "$(fmt "$k")" "$r" "${op/>=/≥}" "$x" "$met" | sed 's/| <= /| ≤ /'
+}
+limit_row() {  # share of the physical limit reached by TARGET's 100M write
+    local v; v=$(get write 100M mean MB/s "$1")
+    [ -n "$v" ] || { echo "| $1 | n/a | n/a |"; return; }
+    awk -v v="$v" -v d="$DISK_BW" -v n="$1" 'BEGIN {printf "| %s | %.1f | %.0f%% |\n", n, v, 100 * v / (d / 2)}'
+}
+
+machine() {
+    local cpu mem dev
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+    dev=$(df --output=source "$ROOT" | tail -n1)
+    echo "- CPU: $(nproc) cores${cpu:+, $cpu}"
+    echo "- RAM: $mem"
+    echo "- disk: $dev ($(df --output=fstype "$ROOT" | tail -n1), $(lsblk -dno SIZE,ROTA,MODEL "$dev" 2>/dev/null | awk '{r = $2 == 1 ? "rotational" : "non-rotational"; $2 = r; print}' || echo '?'));" \
+         "sequential 1 MiB O_DIRECT write: **$DISK_BW MiB/s**"
+    echo "- kernel: $(uname -r) ($(uname -m)); $(fusermount3 -V 2>/dev/null | head -n1)"
+    echo "- kembar: $("$BENCH" -V | awk '{print $2}'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+    [ "$DO_GLUSTER" = 1 ] && echo "- GlusterFS: $(glusterfs --version 2>/dev/null | head -n1) (Debian package), profile virt"
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); whole comparison took ${ELAPSED} s"
+}
+
+# Hand-written analysis between the notes markers survives regeneration.
+NOTES=""
+if [ -r "$OUT" ]; then
+    NOTES=$(awk '/^<!-- notes -->$/ {on=1; next} /^<!-- \/notes -->$/ {on=0} on' "$OUT")
+fi
+
+SVG_REL=$(realpath --relative-to="$(dirname "$OUT")" "$SVG" 2>/dev/null || echo "$SVG")
+cp "$ROOT/results.svg" "$SVG" || die "cannot write $SVG"
+q() { printf '%q ' "$@" | sed 's/ $//'; }
+{
+    echo "# Benchmarks: kembar vs GlusterFS"
+    echo
+    echo "Generated by \`bench/compare.sh$([ "$QUICK" = 1 ] && echo ' --quick')\`: both systems as replica 2 on this one machine,"
+    echo "both bricks of each on the same local disk, measured in one \`kembar-bench\` run with the local"
+    echo "disk itself as a third column. Ratios are *target / GlusterFS*."
+    [ "$DO_KEMBAR" = 1 ] || echo "**kembar was not part of this run (--skip-kembar).**"
+    [ "$DO_GLUSTER" = 1 ] || echo "**GlusterFS was not part of this run (--skip-gluster).**"
+    [ "$BENCH_FAILURES" = 0 ] || echo "**Some tests failed on some target; they show as \"failed\" below.**"
+    echo
+    echo "## Goals (issue 7)"
+    echo
+    echo "| metric | GlusterFS | kembar | kembar/GlusterFS | goal | met |"
+    echo "|---|---|---|---|---|---|"
+    goal_row "write 100 MiB, MB/s (fsync in timing)" write 100M mean MB/s ">=2"
+    goal_row "re-write 100 MiB, MB/s (fsync in timing)" rewrite 100M mean MB/s ">=2"
+    goal_row "read 100 MiB, cold cache, MB/s" read 100M mean MB/s ">=1.5"
+    goal_row "4 KiB random write, O_DIRECT, QD 16, IOPS" randwrite "$RSIZE" mean IOPS ">=3"
+    goal_row "4 KiB random read, O_DIRECT, QD 16, IOPS" randread "$RSIZE" mean IOPS ">=2"
+    goal_row "client CPU s per GiB written (100 MiB write)" write 100M cpu "cpu s/GiB" "<=0.5"
+    echo
+    echo "Physical limit: the disk writes $DISK_BW MiB/s; with both replicas on it a replica-2 volume"
+    echo "can write at most **$(awk -v b="$DISK_BW" 'BEGIN {printf "%.1f", b / 2}') MiB/s**. Sequential 100 MiB write (fsync in timing):"
+    echo
+    echo "| target | MB/s | share of the limit |"
+    echo "|---|---|---|"
+    [ "$DO_GLUSTER" = 1 ] && limit_row gluster
+    [ "$DO_KEMBAR" = 1 ] && limit_row kembar
+    echo
+    echo "<!-- notes -->"
+    [ -n "$NOTES" ] && echo "$NOTES"
+    echo "<!-- /notes -->"
+    echo
+    echo "## All results"
+    echo
+    echo "![kembar-bench results]($SVG_REL)"
+    echo
+    echo "Sequential (buffered, fsync + close in the timing, caches dropped before the cold read) and"
+    echo "random 4 KiB O_DIRECT at QD 16; CPU is that of each FUSE client process (\`--cpu-pid\`;"
+    echo "\"self\" = the benchmark process, i.e. the kernel's own cost for the local disk):"
+    echo
+    echo '```'
+    cat "$ROOT/main.txt"
+    echo '```'
+    echo
+    echo "Sequential with O_DIRECT (how qemu with cache=none writes an image):"
+    echo
+    echo '```'
+    cat "$ROOT/direct.txt"
+    echo '```'
+    echo
+    echo "## Machine"
+    echo
+    machine
+    echo
+    echo "## Exact commands"
+    echo
+    echo '```sh'
+    echo "# disk"
+    echo "$DISK_CMD"
+    if [ "$DO_KEMBAR" = 1 ]; then
+        echo "# kembar"
+        for n in 1 2; do echo "kembard --listen $(addr "$n") --state-dir $ROOT/node$n/state --log-file $ROOT/node$n/kembard.log --daemon --pid-file $ROOT/node$n/kembard.pid"; done
+        echo "kembar --server $(addr 1) volume create $KVOL replica 2 $(addr 1):$ROOT/node1/brick $(addr 2):$ROOT/node2/brick force"
+        echo "kembar --server $(addr 1) volume start $KVOL"
+        echo "kembar-fuse $(addr 1):/$KVOL $MNT_K"
+    fi
+    if [ "$DO_GLUSTER" = 1 ]; then
+        echo "# GlusterFS"
+        echo "GLUSTER_PROFILE=virt glusterfs.sh up $GVOL 2 $MNT_G $ROOT/gluster"
+    fi
+    echo "# benchmark (pids are the FUSE client processes)"
+    echo "kembar-bench $(q "${MAIN_ARGS[@]}" "${TARGETS[@]}") --csv results.csv --svg results.svg"
+    echo "kembar-bench $(q "${DIRECT_ARGS[@]}" "${TARGETS[@]}")"
+    echo '```'
+} >"$OUT.tmp" && mv "$OUT.tmp" "$OUT" || die "cannot write $OUT"
+say "wrote $OUT and $SVG (${ELAPSED} s)"
