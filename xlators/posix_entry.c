@@ -269,10 +269,9 @@ void posix_op_unlink(kb_call_t *call)
         rc = -errno;
     /* nlink counted the handle: 2 means that was the last user link. Open
      * fds keep the inode; the object is gone for new lookups. */
-    if (!rc && !kb_gfid_is_null(&o.gfid) && o.st.st_nlink <= 2) {
-        posix_handle_unlink(p, &o.gfid, o.st.st_ino);
+    if (!rc && !kb_gfid_is_null(&o.gfid) && o.st.st_nlink <= 2 &&
+        posix_handle_unlink(p, &o.gfid, o.st.st_ino))
         posix_cl_forget(p, &o.gfid);
-    }
     posix_obj_put(p, &o);
     posix_unwind_status(call, rc);
 }
@@ -327,10 +326,8 @@ static void replaced(posix_priv_t *p, const posix_obj_t *dst)
     if (S_ISDIR(dst->st.st_mode)) {
         posix_handle_unlink(p, &dst->gfid, 0);
         posix_dir_forget(p, &dst->gfid);
-    } else if (dst->st.st_nlink <= 2) {
-        posix_handle_unlink(p, &dst->gfid, dst->st.st_ino);
-    } else {
-        return;
+    } else if (dst->st.st_nlink > 2 || !posix_handle_unlink(p, &dst->gfid, dst->st.st_ino)) {
+        return;               /* other links (or no handle) remain: the object lives on */
     }
     posix_cl_forget(p, &dst->gfid);
 }

@@ -573,15 +573,18 @@ int posix_handle_link(posix_priv_t *p, const kb_gfid_t *g, int dfd, const char *
     return -EEXIST;
 }
 
-void posix_handle_unlink(posix_priv_t *p, const kb_gfid_t *g, ino_t ino)
+bool posix_handle_unlink(posix_priv_t *p, const kb_gfid_t *g, ino_t ino)
 {
     char rel[POSIX_HANDLE_REL_LEN];
     posix_handle_rel(g, rel);
     if (ino) {
         struct stat st;
         if (fstatat(p->handles_fd, rel, &st, AT_SYMLINK_NOFOLLOW) || st.st_ino != ino)
-            return;
+            return false;
     }
-    if (unlinkat(p->handles_fd, rel, 0) && errno != ENOENT)
+    if (unlinkat(p->handles_fd, rel, 0) == 0)
+        return true;
+    if (errno != ENOENT)
         kb_warn(POSIX_XL, "removing handle %s: %s", rel, strerror(errno));
+    return false;
 }

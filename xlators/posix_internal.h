@@ -146,8 +146,9 @@ int posix_dirrec_write(posix_priv_t *p, const kb_gfid_t *g, const kb_gfid_t *par
 int posix_dirrec_read(posix_priv_t *p, const kb_gfid_t *g, kb_gfid_t *parent, char *name, size_t len);
 /* Hard-link handle of a non-directory: link DFD/NAME as the handle of G. */
 int posix_handle_link(posix_priv_t *p, const kb_gfid_t *g, int dfd, const char *name);
-/* Remove the handle of G (file link or directory record) if it is INO (0: any). */
-void posix_handle_unlink(posix_priv_t *p, const kb_gfid_t *g, ino_t ino);
+/* Remove the handle of G (file link or directory record) if it is INO (0:
+ * any). True when a handle was removed: the object is gone for good. */
+bool posix_handle_unlink(posix_priv_t *p, const kb_gfid_t *g, ino_t ino);
 /* attributes for a reply: the handle link is excluded from nlink */
 void posix_iatt(kb_iatt_t *ia, const struct stat *st, const kb_gfid_t *g);
 bool posix_is_internal_xattr(const char *name);
