@@ -75,17 +75,18 @@ static int call_attr(kbc_t *c, kb_op_t op, const kb_args_t *a, kb_iatt_t *out)
 
 static int name_ok(const char *name)
 {
-    if (!name || !*name || strlen(name) > KB_NAME_MAX || strchr(name, '/'))
+    if (!name || !*name || strchr(name, '/'))
         return -EINVAL;
-    return 0;
+    return strlen(name) > KB_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
 /* ---- inodes by gfid ---- */
 
 int kbc_lookup(kbc_t *c, const kb_gfid_t *parent, const char *name, kb_iatt_t *out)
 {
-    if (name && name_ok(name) < 0)
-        return -EINVAL;
+    int rc = name ? name_ok(name) : 0;
+    if (rc < 0)
+        return rc;
     kb_args_t a = { .gfid = *parent, .name = (char *)name };
     return call_attr(c, KB_FOP_LOOKUP, &a, out);
 }
@@ -98,8 +99,9 @@ int kbc_stat(kbc_t *c, const kb_gfid_t *gfid, kb_iatt_t *out)
 
 int kbc_mkdir(kbc_t *c, const kb_gfid_t *parent, const char *name, mode_t mode, kb_iatt_t *out)
 {
-    if (name_ok(name) < 0)
-        return -EINVAL;
+    int nrc = name_ok(name);
+    if (nrc < 0)
+        return nrc;
     kb_args_t a = { .gfid = *parent, .name = (char *)name, .mode = (mode & 07777) | S_IFDIR };
     kb_gfid_generate(&a.newgfid);
     return call_attr(c, KB_FOP_MKDIR, &a, out);
@@ -107,16 +109,18 @@ int kbc_mkdir(kbc_t *c, const kb_gfid_t *parent, const char *name, mode_t mode, 
 
 int kbc_rmdir(kbc_t *c, const kb_gfid_t *parent, const char *name)
 {
-    if (name_ok(name) < 0)
-        return -EINVAL;
+    int nrc = name_ok(name);
+    if (nrc < 0)
+        return nrc;
     kb_args_t a = { .gfid = *parent, .name = (char *)name };
     return call_attr(c, KB_FOP_RMDIR, &a, NULL);
 }
 
 int kbc_unlink(kbc_t *c, const kb_gfid_t *parent, const char *name)
 {
-    if (name_ok(name) < 0)
-        return -EINVAL;
+    int nrc = name_ok(name);
+    if (nrc < 0)
+        return nrc;
     kb_args_t a = { .gfid = *parent, .name = (char *)name };
     return call_attr(c, KB_FOP_UNLINK, &a, NULL);
 }
@@ -124,8 +128,11 @@ int kbc_unlink(kbc_t *c, const kb_gfid_t *parent, const char *name)
 int kbc_rename(kbc_t *c, const kb_gfid_t *oldparent, const char *oldname,
                const kb_gfid_t *newparent, const char *newname, unsigned flags)
 {
-    if (name_ok(oldname) < 0 || name_ok(newname) < 0)
-        return -EINVAL;
+    int nrc = name_ok(oldname);
+    if (nrc == 0)
+        nrc = name_ok(newname);
+    if (nrc < 0)
+        return nrc;
     kb_args_t a = { .gfid = *oldparent, .name = (char *)oldname, .gfid2 = *newparent,
                     .name2 = (char *)newname, .flags = flags };
     return call_attr(c, KB_FOP_RENAME, &a, NULL);
@@ -134,7 +141,10 @@ int kbc_rename(kbc_t *c, const kb_gfid_t *oldparent, const char *oldname,
 int kbc_symlink(kbc_t *c, const kb_gfid_t *parent, const char *name, const char *target,
                 kb_iatt_t *out)
 {
-    if (name_ok(name) < 0 || !target || !*target || strlen(target) >= KB_PATH_MAX)
+    int nrc = name_ok(name);
+    if (nrc < 0)
+        return nrc;
+    if (!target || !*target || strlen(target) >= KB_PATH_MAX)
         return -EINVAL;
     kb_args_t a = { .gfid = *parent, .name = (char *)name, .name2 = (char *)target };
     kb_gfid_generate(&a.newgfid);
@@ -238,8 +248,9 @@ int kbc_open(kbc_t *c, const kb_gfid_t *gfid, int flags, kbc_fd_t **out)
 int kbc_create(kbc_t *c, const kb_gfid_t *parent, const char *name, int flags, mode_t mode,
                kbc_fd_t **out, kb_iatt_t *attr)
 {
-    if (name_ok(name) < 0)
-        return -EINVAL;
+    int nrc = name_ok(name);
+    if (nrc < 0)
+        return nrc;
     kb_args_t a = { .gfid = *parent, .name = (char *)name, .mode = (mode & 07777) | S_IFREG,
                     .flags = (uint32_t)(flags | O_CREAT) };
     kb_gfid_generate(&a.newgfid);

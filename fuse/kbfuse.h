@@ -23,6 +23,7 @@ typedef struct kbf {
     double attr_timeout;         /* seconds the kernel may cache attributes */
     double entry_timeout;        /* ... and names */
     double negative_timeout;     /* ... and "no such name" (0: not cached) */
+    bool default_permissions;    /* the kernel checks permissions (mode bits) */
     bool security_xattrs;        /* pass security.* xattrs to the bricks */
     bool acl;                    /* pass system.posix_acl_* xattrs to the bricks */
     bool splice;                 /* splice read/write with /dev/fuse */

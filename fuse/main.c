@@ -407,6 +407,7 @@ int main(int argc, char **argv)
 
     kbf_t fs = { .attr_timeout = a.attr_timeout, .entry_timeout = a.entry_timeout,
                  .negative_timeout = a.negative_timeout, .security_xattrs = a.security_xattrs,
+                 .default_permissions = a.default_permissions,
                  .acl = a.acl, .splice = a.splice };
     pthread_mutex_init(&fs.mu, NULL);
     pthread_cond_init(&fs.cv, NULL);

@@ -81,7 +81,7 @@ static void cred_from_req(kb_cred_t *c, fuse_req_t req, bool groups)
     c->uid = ctx->uid;
     c->gid = ctx->gid;
     c->pid = (uint32_t)ctx->pid;
-    if (groups) {                 /* reads /proc/PID/status: not on the data path */
+    if (groups) {                 /* reads /proc/PID/status: only when it matters */
         gid_t g[16];
         int n = fuse_req_getgroups(req, 16, g);
         for (int i = 0; i < n && i < 16; i++)
@@ -101,7 +101,9 @@ static kbf_req_t *req_new(fuse_req_t req, fuse_ino_t ino, bool groups)
     }
     r->fs = fs;
     r->req = req;
-    cred_from_req(&r->cred, req, groups);
+    /* Supplementary groups matter only where the bricks judge permissions;
+     * with default_permissions the kernel already did, from the mode bits. */
+    cred_from_req(&r->cred, req, groups && !fs->default_permissions);
     if (ino)
         r->a.gfid = *kbf_itable_gfid(fs->it, ino);
     inflight_add(fs, 1);
@@ -157,6 +159,16 @@ static bool arg_str(kbf_req_t *r, char **dst, const char *s)
     if (*dst)
         return true;
     reply_err(r, -ENOMEM);
+    return false;
+}
+
+/* Names longer than a brick stores are refused here, as a local file
+ * system would (the kernel lets FUSE names reach 1024 bytes). */
+static bool name_fits(fuse_req_t req, const char *name)
+{
+    if (strlen(name) <= KB_NAME_MAX)
+        return true;
+    fuse_reply_err(req, ENAMETOOLONG);
     return false;
 }
 
@@ -243,6 +255,8 @@ static void done_attr(kbf_req_t *r, const kb_reply_t *rep)
 
 static void kbf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (!name_fits(req, name))
+        return;
     kbf_req_t *r = req_new(req, parent, false);
     if (r && arg_str(r, &r->a.name, name))
         req_submit(r, KB_FOP_LOOKUP, done_entry);
@@ -375,6 +389,8 @@ static void kbf_readlink(fuse_req_t req, fuse_ino_t ino)
 /* An entry-creating op: NAME in PARENT, with a client-chosen gfid. */
 static kbf_req_t *req_create_in(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (!name_fits(req, name))
+        return NULL;
     kbf_req_t *r = req_new(req, parent, true);
     if (!r || !arg_str(r, &r->a.name, name))
         return NULL;
@@ -403,6 +419,10 @@ static void kbf_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void kbf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+    if (strlen(link) >= KB_PATH_MAX) {
+        fuse_reply_err(req, ENAMETOOLONG);
+        return;
+    }
     kbf_req_t *r = req_create_in(req, parent, name);
     if (r && arg_str(r, &r->a.name2, link))
         req_submit(r, KB_FOP_SYMLINK, done_entry);
@@ -410,6 +430,8 @@ static void kbf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, con
 
 static void kbf_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (!name_fits(req, name))
+        return;
     kbf_req_t *r = req_new(req, parent, true);
     if (r && arg_str(r, &r->a.name, name))
         req_submit(r, KB_FOP_UNLINK, done_status);
@@ -417,6 +439,8 @@ static void kbf_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void kbf_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (!name_fits(req, name))
+        return;
     kbf_req_t *r = req_new(req, parent, true);
     if (r && arg_str(r, &r->a.name, name))
         req_submit(r, KB_FOP_RMDIR, done_status);
@@ -425,6 +449,8 @@ static void kbf_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void kbf_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                        const char *newname, unsigned int flags)
 {
+    if (!name_fits(req, name) || !name_fits(req, newname))
+        return;
     kbf_req_t *r = req_new(req, parent, true);
     if (!r || !arg_str(r, &r->a.name, name) || !arg_str(r, &r->a.name2, newname))
         return;
@@ -435,6 +461,8 @@ static void kbf_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 
 static void kbf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+    if (!name_fits(req, newname))
+        return;
     kbf_req_t *r = req_new(req, ino, true);
     if (!r || !arg_str(r, &r->a.name2, newname))
         return;
@@ -850,6 +878,8 @@ static void kbf_statfs(fuse_req_t req, fuse_ino_t ino)
  */
 static int xattr_local(const kbf_t *fs, const char *name, bool set)
 {
+    if (strlen(name) > KB_XATTR_NAME_MAX)
+        return -ERANGE;
     if (!fs->security_xattrs && strncmp(name, "security.", 9) == 0)
         return set ? -EOPNOTSUPP : -ENODATA;
     if (!fs->acl && strncmp(name, "system.posix_acl_", 17) == 0)

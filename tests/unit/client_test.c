@@ -237,6 +237,12 @@ Test(client_graph, up_at_once_and_sync_calls, .init = register_mock)
     cr_assert(S_ISREG(ia.mode));
     cr_assert_eq(ia.gfid.b[0], 0x77);
     cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "a/b", &ia), -EINVAL, "names with / are refused");
+    char longname[300];
+    memset(longname, 'n', 256);
+    longname[256] = 0;
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, longname, &ia), -ENAMETOOLONG);
+    longname[255] = 0;
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, longname, &ia), 0, "255 bytes is a valid name");
 
     kbc_fd_t *fd;
     cr_assert_eq(kbc_open(c, &ia.gfid, O_RDWR, &fd), 0);
