@@ -48,6 +48,12 @@ char *bench_fmt_size(uint64_t v, char *buf, size_t len);
  * 0.012345 -> "0.0123". NaN -> "n/a". */
 char *bench_fmt_num(double v, char *buf, size_t len);
 
+/* A libkembar target "kembar://H[:P][,H[:P]...]/VOL[/DIR]" -> the volume
+ * spec "H[:P],...:/VOL" and the directory "/DIR" ("/" when absent; trailing
+ * slashes dropped). Both malloc'ed. 0, -EINVAL (not that form) or -ENOMEM. */
+#define BENCH_LIB_PREFIX "kembar://"
+int bench_split_url(const char *url, char **spec, char **dir);
+
 /* Running statistics of one measurement over the runs. */
 typedef struct bench_stat {
     int n;                     /* samples so far; 0 = not measured */

@@ -631,9 +631,11 @@ int main(int argc, char **argv)
     for (int ti = 0; ti < c.ntgt; ti++) {   /* also after Ctrl-C or an error */
         bench_unlink(c.tgt[ti].t, c.seqname);
         bench_unlink(c.tgt[ti].t, c.randname);
-        bench_target_close(c.tgt[ti].t);
     }
+    /* Reports before closing: a library target's shutdown must not cost the results. */
     reports(&c, argc, argv);
+    for (int ti = 0; ti < c.ntgt; ti++)
+        bench_target_close(c.tgt[ti].t);
     bench_results_free(&c.res);
     if (bench_stop) {
         fprintf(stderr, "kembar-bench: interrupted; partial results above\n");

@@ -2,7 +2,9 @@
  * rand.c — random block I/O at a queue depth, the VM-image pattern: QD
  * requests of BS bytes (4 KiB) at uniformly random aligned offsets of one
  * preallocated file, O_DIRECT, kept in flight for a fixed time through
- * io_uring; IOPS and completion-latency percentiles.
+ * io_uring; IOPS and completion-latency percentiles. A libkembar target has
+ * no descriptor for io_uring: there QD threads each keep one blocking call
+ * in flight, which is the same queue depth as seen by the volume.
  *
  * Latency is measured per request from the moment its submission entry is
  * prepared to the moment its completion is reaped (what a guest sees).
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +38,7 @@ typedef struct rand_ctx {
     size_t nlat, caplat;
     uint64_t ops;
     int fd;
+    volatile int abort;          /* workers stop: a sibling could not start */
 } rand_ctx_t;
 
 static uint64_t next_rand(uint64_t *x)
@@ -143,14 +147,83 @@ static int run_loop(rand_ctx_t *c, uint64_t *elapsed)
     return rc ? rc : bench_stop ? -EINTR : 0;
 }
 
+/* ---- QD threads, for files without a descriptor (libkembar) ---- */
+
+typedef struct worker {
+    rand_ctx_t *c;
+    bench_file_t *f;
+    pthread_t th;
+    unsigned idx;
+    uint64_t rng, end, last, ops;
+    uint64_t *lat;
+    size_t nlat, caplat;
+    int rc;
+} worker_t;
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    const bench_rand_opts_t *o = w->c->o;
+    void *buf = w->c->slots[w->idx].buf;
+    for (;;) {
+        uint64_t t0 = bench_now_ns();
+        if (t0 >= w->end || bench_stop || w->c->abort)
+            break;
+        off_t off = (off_t)(next_rand(&w->rng) % w->c->nblocks * o->bs);
+        ssize_t r = o->write ? bench_pwrite(w->f, buf, o->bs, off) : bench_pread(w->f, buf, o->bs, off);
+        w->last = bench_now_ns();
+        if (r != (ssize_t)o->bs) {
+            w->rc = r < 0 ? (int)r : -EIO;
+            break;
+        }
+        w->ops++;
+        if (w->nlat < w->caplat)
+            w->lat[w->nlat++] = w->last - t0;
+    }
+    return NULL;
+}
+
+static int run_threads(rand_ctx_t *c, bench_file_t *f, uint64_t *elapsed)
+{
+    int qd = c->o->qd, started = 0, rc = 0;
+    worker_t *w = calloc((size_t)qd, sizeof(*w));
+    uint64_t start = bench_now_ns(), last = start;
+    if (!w)
+        return -ENOMEM;
+    for (int i = 0; i < qd; i++) {
+        w[i] = (worker_t){ .c = c, .f = f, .idx = (unsigned)i, .end = start + (uint64_t)(c->o->secs * 1e9),
+                           .rng = c->rng ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull),
+                           .caplat = SAMPLE_CAP / (size_t)qd };
+        w[i].lat = malloc(w[i].caplat * sizeof(uint64_t));
+        if (!w[i].lat || pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0) {
+            free(w[i].lat);
+            rc = -ENOMEM;
+            break;
+        }
+        started++;
+    }
+    if (rc < 0)
+        c->abort = 1;
+    for (int i = 0; i < started; i++) {
+        pthread_join(w[i].th, NULL);
+        rc = rc ? rc : w[i].rc;
+        last = w[i].last > last ? w[i].last : last;
+        for (size_t k = 0; k < w[i].nlat; k++)
+            record(c, w[i].lat[k]);
+        c->ops += w[i].ops - w[i].nlat;        /* record() counted the sampled ones */
+        free(w[i].lat);
+    }
+    free(w);
+    *elapsed = last - start;
+    return rc ? rc : bench_stop ? -EINTR : 0;
+}
+
 static int setup(rand_ctx_t *c, bench_target_t *t, const char *name, bench_file_t **f)
 {
     int rc = bench_open(t, name, O_RDWR | O_DIRECT, f);
     if (rc < 0)
         return rc;
     c->fd = bench_file_fd(*f);
-    if (c->fd < 0)
-        return -EOPNOTSUPP;
     c->slots = calloc((size_t)c->o->qd, sizeof(*c->slots));
     if (!c->slots)
         return -ENOMEM;
@@ -159,7 +232,7 @@ static int setup(rand_ctx_t *c, bench_target_t *t, const char *name, bench_file_
             return -ENOMEM;
         memset(c->slots[i].buf, 0xa5 ^ i, c->o->bs);
     }
-    return io_uring_queue_init((unsigned)c->o->qd, &c->ring, 0);
+    return c->fd < 0 ? 0 : io_uring_queue_init((unsigned)c->o->qd, &c->ring, 0);
 }
 
 int bench_rand_run(bench_target_t *t, const char *name, const bench_rand_opts_t *o,
@@ -172,7 +245,10 @@ int bench_rand_run(bench_target_t *t, const char *name, const bench_rand_opts_t 
     memset(res, 0, sizeof(*res));
     c.nblocks = o->size / o->bs;
     int rc = c.nblocks ? setup(&c, t, name, &f) : -EINVAL;
-    if (rc == 0) {
+    if (rc == 0 && c.fd < 0) {
+        stage = o->write ? "random write" : "random read";
+        rc = run_threads(&c, f, &elapsed);
+    } else if (rc == 0) {
         stage = o->write ? "random write" : "random read";
         rc = run_loop(&c, &elapsed);
         io_uring_queue_exit(&c.ring);

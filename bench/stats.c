@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,4 +228,32 @@ const char *bench_unit_name(const bench_row_t *row, bool kb)
 double bench_show(const bench_row_t *row, double v, bool kb)
 {
     return row->unit == BENCH_U_KBPS && !kb ? v / 1024.0 : v;
+}
+
+int bench_split_url(const char *url, char **spec, char **dir)
+{
+    *spec = NULL;
+    *dir = NULL;
+    if (strncmp(url, BENCH_LIB_PREFIX, strlen(BENCH_LIB_PREFIX)) != 0)
+        return -EINVAL;
+    const char *hosts = url + strlen(BENCH_LIB_PREFIX);
+    const char *slash = strchr(hosts, '/');
+    if (!slash || slash == hosts || !slash[1] || slash[1] == '/')
+        return -EINVAL;
+    const char *vol = slash + 1, *rest = strchr(vol, '/');
+    size_t vlen = rest ? (size_t)(rest - vol) : strlen(vol);
+    if (asprintf(spec, "%.*s:/%.*s", (int)(slash - hosts), hosts, (int)vlen, vol) < 0) {
+        *spec = NULL;
+        return -ENOMEM;
+    }
+    size_t dlen = rest ? strlen(rest) : 0;
+    while (dlen > 1 && rest[dlen - 1] == '/')
+        dlen--;
+    *dir = dlen > 1 ? strndup(rest, dlen) : strdup("/");
+    if (!*dir) {
+        free(*spec);
+        *spec = NULL;
+        return -ENOMEM;
+    }
+    return 0;
 }

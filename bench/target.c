@@ -4,12 +4,20 @@
  * through libkembar without FUSE ("kembar://host[:port]/volume[/dir]").
  *
  * Promises: every file the benchmark touches is a plain name inside the
- * target directory, opened relative to a directory descriptor taken once
- * (openat, O_NOFOLLOW), so a symlink or a rename of the path during the run
- * cannot make it write elsewhere. Writes are complete or fail (short writes
- * are continued here); reads are short only at end of file.
+ * target directory. POSIX files are opened relative to a directory
+ * descriptor taken once (openat, O_NOFOLLOW), so a symlink or a rename of
+ * the path during the run cannot make it write elsewhere; libkembar files
+ * are "DIR/NAME" paths resolved by the volume's own LOOKUPs. Writes are
+ * complete or fail (short writes are continued here); reads are short only
+ * at end of file.
+ *
+ * The libkembar target uses the sync API (client/kembar.h): every call
+ * blocks its thread while the library's loop thread runs the fop, so the
+ * random test runs QD threads to keep QD fops in flight.
  */
 #include "bench/bench.h"
+#include "client/kembar.h"
+#include "lib/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,16 +27,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LIB_PREFIX "kembar://"
 
 struct bench_target {
     int dirfd;          /* POSIX targets; -1 for libkembar */
-    void *lib;          /* libkembar client (when the lib target exists) */
+    kbc_t *kbc;         /* libkembar targets */
+    char *dir;          /* libkembar: "/" or "/DIR" inside the volume */
 };
 
 struct bench_file {
     bench_target_t *t;
-    int fd;
+    int fd;             /* POSIX, else -1 */
+    kbc_fd_t *kfd;      /* libkembar */
 };
 
 static bench_target_t *open_dir(const char *path, char *err, size_t errlen)
@@ -54,14 +63,45 @@ static bench_target_t *open_dir(const char *path, char *err, size_t errlen)
     return t;
 }
 
-bench_target_t *bench_target_open(const char *path, char *err, size_t errlen)
+static bench_target_t *open_lib(const char *url, char *err, size_t errlen)
 {
-    if (strncmp(path, LIB_PREFIX, strlen(LIB_PREFIX)) == 0) {
-        /* libkembar's public API (client/kembar.h) is not committed yet. */
-        snprintf(err, errlen, "%s: the libkembar target is not yet available in this build "
-                 "(benchmark the FUSE mount instead)", path);
+    char *spec, *dir, why[256] = "";
+    kb_iatt_t ia;
+    bench_target_t *t = NULL;
+    int rc = bench_split_url(url, &spec, &dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", url, rc == -EINVAL
+                 ? "expected kembar://HOST[:PORT][,HOST[:PORT]...]/VOLUME[/DIR]" : strerror(-rc));
         return NULL;
     }
+    if (kb_log_level > KB_LOG_WARN)
+        kb_log_level = KB_LOG_WARN;     /* the library's info lines would break the table */
+    kbc_t *c = kbc_new(spec, NULL, why, sizeof(why));
+    if (!c)
+        snprintf(err, errlen, "%s: %s", url, why[0] ? why : "cannot connect");
+    else if ((rc = kbc_resolve(c, dir, &ia)) < 0)
+        snprintf(err, errlen, "%s: %s: %s", url, dir, strerror(-rc));
+    else if (!S_ISDIR(ia.mode))
+        snprintf(err, errlen, "%s: %s: not a directory", url, dir);
+    else if (!(t = calloc(1, sizeof(*t))))
+        snprintf(err, errlen, "%s: %s", url, strerror(ENOMEM));
+    if (!t) {
+        kbc_free(c);
+        free(spec);
+        free(dir);
+        return NULL;
+    }
+    free(spec);
+    t->dirfd = -1;
+    t->kbc = c;
+    t->dir = dir;
+    return t;
+}
+
+bench_target_t *bench_target_open(const char *path, char *err, size_t errlen)
+{
+    if (strncmp(path, BENCH_LIB_PREFIX, strlen(BENCH_LIB_PREFIX)) == 0)
+        return open_lib(path, err, errlen);
     return open_dir(path, err, errlen);
 }
 
@@ -71,6 +111,8 @@ void bench_target_close(bench_target_t *t)
         return;
     if (t->dirfd >= 0)
         close(t->dirfd);
+    kbc_free(t->kbc);
+    free(t->dir);
     free(t);
 }
 
@@ -79,12 +121,32 @@ bool bench_target_is_lib(const bench_target_t *t)
     return t->dirfd < 0;
 }
 
+/* libkembar: "DIR/NAME" inside the volume. NULL on ENOMEM. */
+static char *lib_path(const bench_target_t *t, const char *name)
+{
+    char *p;
+    bool root = strcmp(t->dir, "/") == 0;
+    return asprintf(&p, "%s/%s", root ? "" : t->dir, name) < 0 ? NULL : p;
+}
+
 int bench_open(bench_target_t *t, const char *name, int flags, bench_file_t **out)
 {
     bench_file_t *f = calloc(1, sizeof(*f));
     if (!f)
         return -ENOMEM;
     f->t = t;
+    f->fd = -1;
+    if (t->kbc) {
+        char *path = lib_path(t, name);
+        int rc = path ? kbc_open_path(t->kbc, path, flags, 0644, &f->kfd) : -ENOMEM;
+        free(path);
+        if (rc < 0) {
+            free(f);
+            return rc;
+        }
+        *out = f;
+        return 0;
+    }
     f->fd = openat(t->dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (f->fd < 0) {
         int e = errno;
@@ -95,15 +157,31 @@ int bench_open(bench_target_t *t, const char *name, int flags, bench_file_t **ou
     return 0;
 }
 
+static ssize_t io_write(bench_file_t *f, const void *buf, size_t n, off_t off)
+{
+    if (f->kfd)
+        return kbc_pwrite(f->kfd, buf, n, off);
+    ssize_t w = pwrite(f->fd, buf, n, off);
+    return w < 0 ? -errno : w;
+}
+
+static ssize_t io_read(bench_file_t *f, void *buf, size_t n, off_t off)
+{
+    if (f->kfd)
+        return kbc_pread(f->kfd, buf, n, off);
+    ssize_t r = pread(f->fd, buf, n, off);
+    return r < 0 ? -errno : r;
+}
+
 ssize_t bench_pwrite(bench_file_t *f, const void *buf, size_t n, off_t off)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t w = pwrite(f->fd, (const char *)buf + done, n - done, off + (off_t)done);
-        if (w < 0 && errno == EINTR && !bench_stop)
+        ssize_t w = io_write(f, (const char *)buf + done, n - done, off + (off_t)done);
+        if (w == -EINTR && !bench_stop)
             continue;
         if (w < 0)
-            return -errno;
+            return w;
         if (w == 0)
             return -EIO;
         done += (size_t)w;
@@ -115,11 +193,11 @@ ssize_t bench_pread(bench_file_t *f, void *buf, size_t n, off_t off)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t r = pread(f->fd, (char *)buf + done, n - done, off + (off_t)done);
-        if (r < 0 && errno == EINTR && !bench_stop)
+        ssize_t r = io_read(f, (char *)buf + done, n - done, off + (off_t)done);
+        if (r == -EINTR && !bench_stop)
             continue;
         if (r < 0)
-            return -errno;
+            return r;
         if (r == 0)
             break;
         done += (size_t)r;
@@ -129,6 +207,8 @@ ssize_t bench_pread(bench_file_t *f, void *buf, size_t n, off_t off)
 
 int bench_fsync(bench_file_t *f)
 {
+    if (f->kfd)
+        return kbc_fsync(f->kfd, false);
     return fsync(f->fd) < 0 ? -errno : 0;
 }
 
@@ -136,16 +216,26 @@ int bench_close(bench_file_t *f)
 {
     if (!f)
         return 0;
-    int rc = close(f->fd) < 0 ? -errno : 0;
+    int rc;
+    if (f->kfd)
+        rc = kbc_close(f->kfd);
+    else
+        rc = close(f->fd) < 0 ? -errno : 0;
     free(f);
     return rc;
 }
 
 int bench_unlink(bench_target_t *t, const char *name)
 {
-    if (unlinkat(t->dirfd, name, 0) < 0 && errno != ENOENT)
-        return -errno;
-    return 0;
+    int rc = 0;
+    if (t->kbc) {
+        char *path = lib_path(t, name);
+        rc = path ? kbc_unlink_path(t->kbc, path) : -ENOMEM;
+        free(path);
+    } else if (unlinkat(t->dirfd, name, 0) < 0) {
+        rc = -errno;
+    }
+    return rc == -ENOENT ? 0 : rc;
 }
 
 int bench_file_fd(const bench_file_t *f)

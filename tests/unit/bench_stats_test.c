@@ -69,6 +69,33 @@ Test(bench_size, uints)
         cr_assert_eq(bench_parse_uint(bad[i], 100, &v), -EINVAL, "'%s'", bad[i]);
 }
 
+static void expect_url(const char *url, const char *spec, const char *dir)
+{
+    char *s = NULL, *d = NULL;
+    cr_assert_eq(bench_split_url(url, &s, &d), 0, "%s", url);
+    cr_assert_str_eq(s, spec, "%s", url);
+    cr_assert_str_eq(d, dir, "%s", url);
+    free(s);
+    free(d);
+}
+
+Test(bench_url, libkembar_targets)
+{
+    expect_url("kembar://n1/vm", "n1:/vm", "/");
+    expect_url("kembar://n1:24800/vm/", "n1:24800:/vm", "/");
+    expect_url("kembar://n1:1,n2:2/vm/a/b//", "n1:1,n2:2:/vm", "/a/b");
+    expect_url("kembar://[::1]:9000/v/x", "[::1]:9000:/v", "/x");
+    static const char *const bad[] = {
+        "kembar://", "kembar://h", "kembar://h/", "kembar:///v", "kembar://h//v", "/mnt/x",
+        "kembar:/h/v",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *s = (char *)1, *d = (char *)1;
+        cr_assert_eq(bench_split_url(bad[i], &s, &d), -EINVAL, "'%s'", bad[i]);
+        cr_assert(s == NULL && d == NULL, "'%s': outputs cleared", bad[i]);
+    }
+}
+
 Test(bench_format, sizes_and_numbers)
 {
     char b[32];
