@@ -1,0 +1,713 @@
+/*
+ * distribute_test.c — cluster/distribute against in-memory bricks
+ * (dist_mock): pass-through with one set, mkdir on every set with one gfid
+ * and a complete layout, files on their hashed set, the lookup fallback,
+ * directory heal, readdir merge across continuation calls, rename across
+ * sets, rmdir order and undo, fds, statfs, notify, deferred completion.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "lib/log.h"
+#include "tests/unit/dist_mock.h"
+#include "xlators/distribute.h"
+
+static kb_reply_t R;
+static int ncb;
+static const kb_cred_t cred = { .uid = 0 };
+
+static void cbk(void *cookie, const kb_reply_t *r)
+{
+    kb_reply_clear(&R);
+    cr_assert_eq(kb_reply_copy(&R, r), 0);
+    ncb++;
+}
+
+static void setup(void)
+{
+    kb_log_level = KB_LOG_ERROR;
+    dist_mock_register();
+    ncb = 0;
+}
+
+static void teardown(void) { kb_reply_clear(&R); }
+
+static kb_graph_t *graph(int nsets)
+{
+    char text[2048];
+    size_t len = 0;
+    for (int i = 0; i < nsets; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "volume s%d\n type test/dist_mock\nend-volume\n", i);
+    len += (size_t)snprintf(text + len, sizeof(text) - len, "volume dist\n type cluster/distribute\n subvolumes");
+    for (int i = 0; i < nsets; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, " s%d", i);
+    snprintf(text + len, sizeof(text) - len, "\nend-volume\n");
+    char err[256] = "";
+    kb_graph_t *g = kb_graph_parse(text, err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    cr_assert_eq(kb_graph_init(g, NULL, err, sizeof(err)), 0, "%s", err);
+    for (int i = 0; i < nsets; i++)
+        dist_mock_set_up(g->top->children[i], true);
+    cr_assert(g->top->up);
+    return g;
+}
+
+static dist_mock_t *mock(kb_graph_t *g, int i) { return dist_mock_of(g->top->children[i]); }
+
+static int call(kb_graph_t *g, kb_op_t op, const kb_args_t *a)
+{
+    int before = ncb;
+    kb_wind(g->top, op, a, &cred, 1, cbk, NULL);
+    cr_assert_eq(ncb, before + 1, "%s did not complete exactly once", kb_fop_name(op));
+    return R.status;
+}
+
+static int do_mkdir(kb_graph_t *g, const kb_gfid_t *parent, const char *name, kb_gfid_t *out)
+{
+    kb_args_t a = { .gfid = *parent, .name = (char *)name, .mode = 0755 };
+    kb_gfid_generate(&a.newgfid);
+    if (out)
+        *out = a.newgfid;
+    return call(g, KB_FOP_MKDIR, &a);
+}
+
+static int do_create(kb_graph_t *g, const kb_gfid_t *parent, const char *name, kb_gfid_t *out, uint64_t *fd)
+{
+    kb_args_t a = { .gfid = *parent, .name = (char *)name, .mode = 0644, .flags = 02 };
+    kb_gfid_generate(&a.newgfid);
+    if (out)
+        *out = a.newgfid;
+    int rc = call(g, KB_FOP_CREATE, &a);
+    if (fd)
+        *fd = R.fd;
+    else if (rc == 0) {
+        kb_args_t r = { .gfid = a.newgfid, .fd = R.fd };
+        cr_assert_eq(call(g, KB_FOP_RELEASE, &r), 0);
+    }
+    return rc;
+}
+
+static int do_lookup(kb_graph_t *g, const kb_gfid_t *parent, const char *name)
+{
+    kb_args_t a = { .gfid = *parent, .name = (char *)name };
+    return call(g, KB_FOP_LOOKUP, &a);
+}
+
+/* The layout of DIR as stored on the mocks. */
+static void stored_layout(kb_graph_t *g, const kb_gfid_t *dir, dist_layout_t *l)
+{
+    int n = g->top->nchildren;
+    dist_layout_clear(l, n);
+    for (int i = 0; i < n; i++) {
+        uint8_t v[64];
+        int len = dist_mock_layout(mock(g, i), dir, v, sizeof(v));
+        if (len > 0)
+            cr_assert_eq(dist_layout_decode(l, i, v, (size_t)len), 0);
+    }
+}
+
+static int hashed(kb_graph_t *g, const kb_gfid_t *dir, const char *name)
+{
+    dist_layout_t l;
+    stored_layout(g, dir, &l);
+    return dist_layout_search(&l, dist_hash_str(name));
+}
+
+/* Sets (bit mask) where PARENT/NAME exists. */
+static unsigned where(kb_graph_t *g, const kb_gfid_t *parent, const char *name, kb_gfid_t *gfid)
+{
+    unsigned m = 0;
+    for (int i = 0; i < g->top->nchildren; i++)
+        if (dist_mock_find(mock(g, i), parent, name, gfid, NULL) == 0)
+            m |= 1u << i;
+    return m;
+}
+
+/* A name that hashes to SET in DIR. */
+static void name_on(kb_graph_t *g, const kb_gfid_t *dir, int set, const char *prefix, char *out, size_t len)
+{
+    for (int k = 0;; k++) {
+        snprintf(out, len, "%s%d", prefix, k);
+        if (hashed(g, dir, out) == set)
+            return;
+    }
+}
+
+/* ---------------- tests ---------------- */
+
+Test(distribute, one_child_is_a_pass_through, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(1);
+    cr_assert_null(g->top->priv);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "d", &d), 0);
+    cr_assert_eq(where(g, &kb_gfid_root, "d", NULL), 1u);
+    cr_assert_eq(dist_mock_calls(mock(g, 0), KB_FOP_IPC), 0, "no layout work with one set");
+    cr_assert_eq(dist_mock_calls(mock(g, 0), KB_FOP_MKDIR), 1);
+    uint64_t fd;
+    cr_assert_eq(do_create(g, &d, "f", NULL, &fd), 0);
+    cr_assert_eq(fd, 1000, "the child's own fd number comes back untouched");
+    dist_mock_set_up(g->top->children[0], false);
+    cr_assert_not(g->top->up);
+    kb_graph_fini(g);
+}
+
+Test(distribute, mkdir_on_every_set_with_one_gfid_and_a_complete_layout, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t d, got;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "dir", &d), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &d));
+    cr_assert(S_ISDIR(R.attr.mode));
+    cr_assert_eq(where(g, &kb_gfid_root, "dir", &got), 7u);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(dist_mock_find(mock(g, i), &kb_gfid_root, "dir", &got, NULL), 0);
+        cr_assert(kb_gfid_eq(&got, &d), "set %d has another gfid", i);
+    }
+    dist_layout_t l;
+    stored_layout(g, &d, &l);
+    cr_assert_eq(dist_layout_check(&l), 0, "the new directory's layout covers the space");
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(dist_layout_share(&l, i), (UINT64_C(1) << 32) / 3 - 2);
+    /* the root had no layout: the first entry op healed it */
+    stored_layout(g, &kb_gfid_root, &l);
+    cr_assert_eq(dist_layout_check(&l), 0);
+    /* a second mkdir of the name fails on the hashed set and touches no other */
+    for (int i = 0; i < 3; i++)
+        dist_mock_reset_calls(mock(g, i));
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "dir", NULL), -EEXIST);
+    int h = hashed(g, &kb_gfid_root, "dir");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(dist_mock_calls(mock(g, i), KB_FOP_MKDIR), i == h ? 1u : 0u);
+    kb_graph_fini(g);
+}
+
+Test(distribute, mkdir_hashed_set_first_then_the_others, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "warm-up"), -ENOENT);   /* root layout in place */
+    int h = hashed(g, &kb_gfid_root, "late");
+    int o = 1 - h;
+    dist_mock_hold(mock(g, 0), true);
+    dist_mock_hold(mock(g, 1), true);
+    kb_args_t a = { .gfid = kb_gfid_root, .name = "late", .mode = 0700 };
+    kb_gfid_generate(&a.newgfid);
+    int before = ncb;
+    kb_wind(g->top, KB_FOP_MKDIR, &a, &cred, 1, cbk, NULL);
+    cr_assert_eq(dist_mock_calls(mock(g, h), KB_FOP_MKDIR), 1);
+    cr_assert_eq(dist_mock_calls(mock(g, o), KB_FOP_MKDIR), 0, "others wait for the hashed set");
+    cr_assert_eq(dist_mock_release(mock(g, h), false), 1);
+    cr_assert_eq(dist_mock_calls(mock(g, o), KB_FOP_MKDIR), 1);
+    cr_assert_eq(ncb, before);
+    /* complete the rest (mkdir, then the layout writes) in any order */
+    for (int round = 0; ncb == before && round < 10; round++) {
+        dist_mock_release(mock(g, o), true);
+        dist_mock_release(mock(g, h), true);
+    }
+    cr_assert_eq(ncb, before + 1);
+    cr_assert_eq(R.status, 0);
+    dist_layout_t l;
+    stored_layout(g, &a.newgfid, &l);
+    cr_assert_eq(dist_layout_check(&l), 0);
+    cr_assert_eq(g->ninflight, 0);
+    kb_graph_fini(g);
+}
+
+Test(distribute, files_live_on_their_hashed_set_and_spread, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "vms", &d), 0);
+    int count[2] = { 0 };
+    for (int k = 0; k < 1000; k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "file-%04d", k);
+        kb_gfid_t gf, got;
+        cr_assert_eq(do_create(g, &d, name, &gf, NULL), 0, "%s", name);
+        unsigned w = where(g, &d, name, &got);
+        int h = hashed(g, &d, name);
+        cr_assert_eq(w, 1u << h, "%s is on %x, hashed %d", name, w, h);
+        cr_assert(kb_gfid_eq(&got, &gf));
+        count[h]++;
+    }
+    cr_assert(count[0] >= 350 && count[0] <= 650, "set 0 holds %d of 1000", count[0]);
+    cr_assert_eq(dist_mock_open_fds(mock(g, 0)) + dist_mock_open_fds(mock(g, 1)), 0);
+    kb_graph_fini(g);
+}
+
+Test(distribute, lookup_falls_back_to_every_set_and_remembers, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "x"), -ENOENT);
+    char name[32];
+    name_on(g, &kb_gfid_root, 0, "stray", name, sizeof(name));
+    kb_gfid_t gf;
+    kb_gfid_generate(&gf);
+    cr_assert_eq(dist_mock_add(mock(g, 1), &kb_gfid_root, name, &gf, S_IFREG | 0644), 0);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, name), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &gf));
+    cr_assert(S_ISREG(R.attr.mode));
+    /* the second lookup goes straight to set 1 (hint) */
+    dist_mock_reset_calls(mock(g, 0));
+    dist_mock_reset_calls(mock(g, 1));
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, name), 0);
+    cr_assert_eq(dist_mock_calls(mock(g, 0), KB_FOP_LOOKUP), 0);
+    cr_assert_eq(dist_mock_calls(mock(g, 1), KB_FOP_LOOKUP), 1);
+    /* ops by gfid reach set 1 */
+    kb_args_t st = { .gfid = gf };
+    cr_assert_eq(call(g, KB_FOP_STAT, &st), 0);
+    cr_assert_eq(dist_mock_calls(mock(g, 1), KB_FOP_STAT), 1);
+    /* unlink finds it there too */
+    kb_args_t u = { .gfid = kb_gfid_root, .name = name };
+    cr_assert_eq(call(g, KB_FOP_UNLINK, &u), 0);
+    cr_assert_eq(where(g, &kb_gfid_root, name, NULL), 0u);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, name), -ENOENT);
+    kb_graph_fini(g);
+}
+
+Test(distribute, negative_lookup_with_a_set_down_is_not_enoent, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "nothing"), -ENOENT);
+    dist_mock_set_up(g->top->children[1], false);
+    cr_assert(g->top->up, "one set up keeps the volume up");
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "nothing"), -ENOTCONN);
+    /* creates that hash to the missing set fail; the others work */
+    char n0[32], n1[32];
+    name_on(g, &kb_gfid_root, 0, "a", n0, sizeof(n0));
+    name_on(g, &kb_gfid_root, 1, "b", n1, sizeof(n1));
+    cr_assert_eq(do_create(g, &kb_gfid_root, n0, NULL, NULL), 0);
+    cr_assert_eq(do_create(g, &kb_gfid_root, n1, NULL, NULL), -ENOTCONN);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, n0), 0);
+    dist_mock_set_up(g->top->children[0], false);
+    cr_assert_not(g->top->up);
+    kb_graph_fini(g);
+}
+
+Test(distribute, lookup_of_a_directory_heals_a_missing_copy, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "x"), -ENOENT);
+    dist_mock_set_up(g->top->children[1], false);
+    kb_gfid_t d, got;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "half", &d), 0);
+    cr_assert_eq(where(g, &kb_gfid_root, "half", NULL), 1u);
+    dist_layout_t l;
+    stored_layout(g, &d, &l);
+    cr_assert_eq(dist_layout_check(&l), 0, "the sets that have it share the space");
+    dist_mock_set_up(g->top->children[1], true);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "half"), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &d));
+    cr_assert_eq(where(g, &kb_gfid_root, "half", &got), 3u, "healed on set 1");
+    cr_assert_eq(dist_mock_find(mock(g, 1), &kb_gfid_root, "half", &got, NULL), 0);
+    cr_assert(kb_gfid_eq(&got, &d), "same gfid");
+    kb_iatt_t at;
+    cr_assert_eq(dist_mock_attr(mock(g, 1), &d, &at), 0);
+    cr_assert_eq(at.mode & 07777, 0755);
+    /* a mode that differs on one copy is put back */
+    kb_args_t sa = { .gfid = d, .flags = KB_SET_MODE, .attr = { .mode = 0700 } };
+    dist_mock_set_up(g->top->children[0], false);
+    cr_assert_eq(call(g, KB_FOP_SETATTR, &sa), 0);   /* only set 1 */
+    dist_mock_set_up(g->top->children[0], true);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "half"), 0);
+    cr_assert_eq(dist_mock_attr(mock(g, 0), &d, &at), 0);
+    kb_iatt_t at1;
+    cr_assert_eq(dist_mock_attr(mock(g, 1), &d, &at1), 0);
+    cr_assert_eq(at.mode & 07777, at1.mode & 07777, "copies agree after lookup");
+    /* files still go somewhere that has the directory */
+    for (int k = 0; k < 20; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "f%d", k);
+        cr_assert_eq(do_create(g, &d, name, NULL, NULL), 0);
+    }
+    kb_graph_fini(g);
+}
+
+/* Read DIR to its end, COUNT entries per call at most, checking each name
+ * once; continuation uses the last entry's offset. */
+static int read_all(kb_graph_t *g, const kb_gfid_t *dir, char names[][32], int max)
+{
+    kb_args_t o = { .gfid = *dir };
+    cr_assert_eq(call(g, KB_FOP_OPENDIR, &o), 0);
+    uint64_t fd = R.fd;
+    int n = 0;
+    uint64_t off = 0;
+    for (int round = 0; round < 10000; round++) {
+        kb_args_t rd = { .gfid = *dir, .fd = fd, .off = off, .size = 4096, .flags = (uint32_t)(round & 1) };
+        int rc = call(g, KB_FOP_READDIR, &rd);
+        cr_assert_geq(rc, 0);
+        if (R.ndirents == 0)
+            break;
+        for (uint32_t k = 0; k < R.ndirents; k++) {
+            for (int j = 0; j < n; j++)
+                cr_assert_str_neq(names[j], R.dirents[k].name, "%s listed twice", R.dirents[k].name);
+            cr_assert_lt(n, max);
+            snprintf(names[n++], 32, "%s", R.dirents[k].name);
+        }
+        off = R.dirents[R.ndirents - 1].off;
+    }
+    kb_args_t rel = { .gfid = *dir, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASEDIR, &rel), 0);
+    return n;
+}
+
+static void readdir_case(bool big)
+{
+    kb_graph_t *g = graph(3);
+    for (int i = 0; i < 3; i++) {
+        dist_mock_set_batch(mock(g, i), 3);
+        dist_mock_set_big_offsets(mock(g, i), big);
+    }
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "top", &d), 0);
+    for (int k = 0; k < 7; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "sub%d", k);
+        cr_assert_eq(do_mkdir(g, &d, name, NULL), 0);
+    }
+    for (int k = 0; k < 40; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "f%d", k);
+        cr_assert_eq(do_create(g, &d, name, NULL, NULL), 0);
+    }
+    static char names[100][32];
+    int n = read_all(g, &d, names, 100);
+    cr_assert_eq(n, 47, "7 dirs + 40 files, each once (got %d)", n);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(dist_mock_open_fds(mock(g, i)), 0);
+
+    /* resume from an offset in the middle: the rest comes again, exactly */
+    kb_args_t o = { .gfid = d };
+    cr_assert_eq(call(g, KB_FOP_OPENDIR, &o), 0);
+    uint64_t fd = R.fd, off = 0, mid = 0;
+    int seen = 0, tail = 0;
+    for (;;) {
+        kb_args_t rd = { .gfid = d, .fd = fd, .off = off };
+        cr_assert_geq(call(g, KB_FOP_READDIR, &rd), 0);
+        if (!R.ndirents)
+            break;
+        seen += (int)R.ndirents;
+        off = R.dirents[R.ndirents - 1].off;
+        if (!mid && seen >= 20) {
+            mid = off;
+            tail = 47 - seen;
+        }
+    }
+    cr_assert_eq(seen, 47);
+    int again = 0;
+    for (off = mid;;) {
+        kb_args_t rd = { .gfid = d, .fd = fd, .off = off };
+        cr_assert_geq(call(g, KB_FOP_READDIR, &rd), 0);
+        if (!R.ndirents)
+            break;
+        again += (int)R.ndirents;
+        off = R.dirents[R.ndirents - 1].off;
+    }
+    cr_assert_eq(again, tail);
+    kb_args_t bad = { .gfid = d, .fd = fd, .off = DIST_DOFF_COOKIE | 999999 };
+    cr_assert_eq(call(g, KB_FOP_READDIR, &bad), big ? -EINVAL : -EINVAL);
+    kb_args_t rel = { .gfid = d, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASEDIR, &rel), 0);
+    kb_graph_fini(g);
+}
+
+Test(distribute, readdir_merges_sets_without_duplicates, .init = setup, .fini = teardown)
+{
+    readdir_case(false);
+}
+
+Test(distribute, readdir_with_ext4_like_cookies, .init = setup, .fini = teardown)
+{
+    readdir_case(true);
+}
+
+Test(distribute, rename_across_sets_keeps_the_file_reachable_once, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "r", &d), 0);
+    char a[32], b[32];
+    name_on(g, &d, 0, "src", a, sizeof(a));
+    name_on(g, &d, 1, "dst", b, sizeof(b));
+    kb_gfid_t gf, got;
+    uint64_t fd;
+    cr_assert_eq(do_create(g, &d, a, &gf, &fd), 0);
+    kb_buf_t *data = kb_buf_copy("hello", 5);
+    kb_args_t w = { .gfid = gf, .fd = fd, .data = data };
+    cr_assert_eq(call(g, KB_FOP_WRITE, &w), 5);
+
+    kb_args_t rn = { .gfid = d, .name = a, .gfid2 = d, .name2 = b };
+    cr_assert_eq(call(g, KB_FOP_RENAME, &rn), 0);
+    cr_assert_eq(where(g, &d, a, NULL), 0u, "old name gone everywhere");
+    cr_assert_eq(where(g, &d, b, &got), 1u, "renamed in place on set 0, not copied");
+    cr_assert(kb_gfid_eq(&got, &gf));
+    cr_assert_eq(do_lookup(g, &d, b), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &gf));
+    cr_assert_eq(do_lookup(g, &d, a), -ENOENT);
+    /* the open fd still works, and the data is there */
+    kb_args_t rd = { .gfid = gf, .fd = fd, .off = 0, .size = 100 };
+    cr_assert_eq(call(g, KB_FOP_READ, &rd), 5);
+    cr_assert_eq(memcmp(R.data->data, "hello", 5), 0);
+    kb_args_t rel = { .gfid = gf, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+
+    /* listed once */
+    static char names[10][32];
+    cr_assert_eq(read_all(g, &d, names, 10), 1);
+    cr_assert_str_eq(names[0], b);
+
+    /* rename onto an existing file on the other set replaces it: one file remains */
+    char c[32];
+    name_on(g, &d, 1, "victim", c, sizeof(c));
+    kb_gfid_t gv;
+    cr_assert_eq(do_create(g, &d, c, &gv, NULL), 0);
+    cr_assert_eq(where(g, &d, c, NULL), 2u);
+    kb_args_t rn2 = { .gfid = d, .name = b, .gfid2 = d, .name2 = c };
+    cr_assert_eq(call(g, KB_FOP_RENAME, &rn2), 0);
+    cr_assert_eq(where(g, &d, c, &got), 1u, "the replaced file on set 1 is gone");
+    cr_assert(kb_gfid_eq(&got, &gf));
+    cr_assert_eq(do_lookup(g, &d, c), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &gf));
+    cr_assert_eq(read_all(g, &d, names, 10), 1);
+
+    /* NOREPLACE onto an existing name on another set */
+    char e[32];
+    name_on(g, &d, 1, "other", e, sizeof(e));
+    cr_assert_eq(do_create(g, &d, e, NULL, NULL), 0);
+    kb_args_t rn3 = { .gfid = d, .name = c, .gfid2 = d, .name2 = e, .flags = DIST_RENAME_NOREPLACE };
+    cr_assert_eq(call(g, KB_FOP_RENAME, &rn3), -EEXIST);
+    cr_assert_eq(where(g, &d, c, NULL), 1u);
+    kb_buf_unref(data);
+    kb_graph_fini(g);
+}
+
+Test(distribute, rename_of_a_directory_on_every_set, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t d, got;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "old", &d), 0);
+    cr_assert_eq(do_create(g, &d, "inside", NULL, NULL), 0);
+    kb_args_t rn = { .gfid = kb_gfid_root, .name = "old", .gfid2 = kb_gfid_root, .name2 = "new" };
+    cr_assert_eq(call(g, KB_FOP_RENAME, &rn), 0);
+    cr_assert_eq(where(g, &kb_gfid_root, "old", NULL), 0u);
+    cr_assert_eq(where(g, &kb_gfid_root, "new", &got), 7u);
+    cr_assert(kb_gfid_eq(&got, &d));
+    cr_assert_eq(do_lookup(g, &d, "inside"), 0);
+    /* refused by one set: undone on the others */
+    dist_mock_fail(mock(g, 2), KB_FOP_RENAME, -EIO);
+    kb_args_t rn2 = { .gfid = kb_gfid_root, .name = "new", .gfid2 = kb_gfid_root, .name2 = "newer" };
+    int rc = call(g, KB_FOP_RENAME, &rn2);
+    cr_assert_eq(rc, -EIO);
+    cr_assert_eq(where(g, &kb_gfid_root, "new", NULL), 7u);
+    cr_assert_eq(where(g, &kb_gfid_root, "newer", NULL), 0u);
+    kb_graph_fini(g);
+}
+
+Test(distribute, rmdir_others_first_and_undo_on_refusal, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "gone", &d), 0);
+    dist_layout_t before;
+    stored_layout(g, &d, &before);
+    char f[32];
+    int h = hashed(g, &kb_gfid_root, "gone");
+    name_on(g, &d, h, "f", f, sizeof(f));     /* a file on the hashed set only */
+    cr_assert_eq(do_create(g, &d, f, NULL, NULL), 0);
+    kb_args_t a = { .gfid = kb_gfid_root, .name = "gone" };
+    cr_assert_eq(call(g, KB_FOP_RMDIR, &a), -ENOTEMPTY);
+    cr_assert_eq(where(g, &kb_gfid_root, "gone", NULL), 3u, "still on both sets");
+    /* a file on the non-hashed set: that set refuses, the hashed one is untouched */
+    kb_args_t u = { .gfid = d, .name = f };
+    cr_assert_eq(call(g, KB_FOP_UNLINK, &u), 0);
+    name_on(g, &d, 1 - h, "g", f, sizeof(f));
+    cr_assert_eq(do_create(g, &d, f, NULL, NULL), 0);
+    cr_assert_eq(call(g, KB_FOP_RMDIR, &a), -ENOTEMPTY);
+    cr_assert_eq(where(g, &kb_gfid_root, "gone", NULL), 3u);
+    dist_layout_t after;
+    stored_layout(g, &d, &after);
+    cr_assert_eq(dist_layout_check(&after), 0, "layout intact");
+    /* empty: removed everywhere, hashed last */
+    kb_args_t u2 = { .gfid = d, .name = f };
+    cr_assert_eq(call(g, KB_FOP_UNLINK, &u2), 0);
+    dist_mock_reset_calls(mock(g, h));
+    dist_mock_hold(mock(g, h), true);
+    int before_cb = ncb;
+    kb_wind(g->top, KB_FOP_RMDIR, &a, &cred, 1, cbk, NULL);
+    for (int round = 0; ncb == before_cb && round < 10; round++) {
+        if (dist_mock_calls(mock(g, h), KB_FOP_RMDIR))
+            cr_assert_eq(where(g, &kb_gfid_root, "gone", NULL), 1u << h, "the other set went first");
+        dist_mock_release(mock(g, h), false);
+    }
+    dist_mock_hold(mock(g, h), false);
+    cr_assert_eq(R.status, 0);
+    cr_assert_eq(where(g, &kb_gfid_root, "gone", NULL), 0u);
+    /* with a set down rmdir refuses (a copy left behind would come back) */
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "keep", NULL), 0);
+    dist_mock_set_up(g->top->children[1], false);
+    kb_args_t k = { .gfid = kb_gfid_root, .name = "keep" };
+    cr_assert_eq(call(g, KB_FOP_RMDIR, &k), -ENOTCONN);
+    kb_graph_fini(g);
+}
+
+Test(distribute, fds_map_to_the_set_that_holds_the_file, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    char n1[32];
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "warm"), -ENOENT);
+    name_on(g, &kb_gfid_root, 1, "img", n1, sizeof(n1));
+    kb_gfid_t gf;
+    cr_assert_eq(do_create(g, &kb_gfid_root, n1, &gf, NULL), 0);
+    kb_args_t op = { .gfid = gf, .flags = 02 };
+    cr_assert_eq(call(g, KB_FOP_OPEN, &op), 0);
+    uint64_t fd = R.fd;
+    cr_assert_neq(fd, 1000, "our own fd, not the child's");
+    kb_buf_t *data = kb_buf_copy("0123456789", 10);
+    kb_args_t w = { .gfid = gf, .fd = fd, .off = 3, .data = data };
+    cr_assert_eq(call(g, KB_FOP_WRITE, &w), 10);
+    cr_assert_eq(dist_mock_calls(mock(g, 1), KB_FOP_WRITE), 1);
+    cr_assert_eq(dist_mock_calls(mock(g, 0), KB_FOP_WRITE), 0);
+    kb_args_t st = { .gfid = gf, .fd = fd, .fd_valid = 1 };
+    cr_assert_eq(call(g, KB_FOP_STAT, &st), 0);
+    cr_assert_eq(R.attr.size, 13);
+    kb_args_t bad = { .gfid = gf, .fd = 12345 };
+    cr_assert_eq(call(g, KB_FOP_READ, &bad), -EBADF);
+    kb_args_t rel = { .gfid = gf, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    cr_assert_eq(dist_mock_open_fds(mock(g, 1)), 0);
+    kb_buf_unref(data);
+    kb_graph_fini(g);
+}
+
+Test(distribute, unknown_gfid_is_discovered_and_cache_misses_retry, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t gf;
+    kb_gfid_generate(&gf);
+    cr_assert_eq(dist_mock_add(mock(g, 2), &kb_gfid_root, "made-elsewhere", &gf, S_IFREG | 0600), 0);
+    kb_args_t st = { .gfid = gf };
+    cr_assert_eq(call(g, KB_FOP_STAT, &st), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &gf));
+    kb_args_t nl = { .gfid = gf };
+    cr_assert_eq(call(g, KB_FOP_LOOKUP, &nl), 0);
+    cr_assert_eq(R.attr.mode, S_IFREG | 0600);
+    /* the file moves to set 0 behind our back (rebalance): a stale cache
+     * entry costs one retry, not an error */
+    kb_args_t u = { .gfid = kb_gfid_root, .name = "made-elsewhere" };
+    (void)u;
+    dist_mock_fail(mock(g, 2), KB_FOP_STAT, -ENOENT);
+    cr_assert_eq(dist_mock_add(mock(g, 0), &kb_gfid_root, "made-elsewhere", &gf, S_IFREG | 0600), 0);
+    cr_assert_eq(call(g, KB_FOP_STAT, &st), 0);
+    cr_assert_geq(dist_mock_calls(mock(g, 0), KB_FOP_STAT), 1);
+    kb_gfid_t nothing;
+    kb_gfid_generate(&nothing);
+    kb_args_t st2 = { .gfid = nothing };
+    cr_assert_lt(call(g, KB_FOP_STAT, &st2), 0);
+    kb_graph_fini(g);
+}
+
+Test(distribute, directory_metadata_goes_to_every_set, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "m", &d), 0);
+    kb_args_t sa = { .gfid = d, .flags = KB_SET_MODE | KB_SET_UID, .attr = { .mode = 0711, .uid = 42 } };
+    cr_assert_eq(call(g, KB_FOP_SETATTR, &sa), 0);
+    for (int i = 0; i < 3; i++) {
+        kb_iatt_t at;
+        cr_assert_eq(dist_mock_attr(mock(g, i), &d, &at), 0);
+        cr_assert_eq(at.mode & 07777, 0711, "set %d", i);
+        cr_assert_eq(at.uid, 42);
+    }
+    dist_mock_fail(mock(g, 1), KB_FOP_SETXATTR, -ENOSPC);
+    kb_args_t sx = { .gfid = d, .name = "user.x" };
+    cr_assert_eq(call(g, KB_FOP_SETXATTR, &sx), -ENOSPC, "a refusal on one set is reported");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(dist_mock_calls(mock(g, i), KB_FOP_SETXATTR), 1);
+    kb_graph_fini(g);
+}
+
+Test(distribute, statfs_sums_the_sets, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_args_t a = { .gfid = kb_gfid_root };
+    cr_assert_eq(call(g, KB_FOP_STATFS, &a), 0);
+    cr_assert_eq(R.statfs.blocks, 3000);
+    cr_assert_eq(R.statfs.bavail, 1500);
+    cr_assert_eq(R.statfs.files, 300);
+    cr_assert_eq(R.statfs.namemax, 255);
+    kb_graph_fini(g);
+}
+
+static int events[8];
+static void on_event(kb_graph_t *g, int ev) { events[ev]++; }
+
+Test(distribute, notify_up_when_every_set_reported, .init = setup, .fini = teardown)
+{
+    char err[256];
+    kb_graph_t *g = kb_graph_parse("volume a\n type test/dist_mock\nend-volume\n"
+                                   "volume b\n type test/dist_mock\nend-volume\n"
+                                   "volume d\n type cluster/distribute\n subvolumes a b\nend-volume\n",
+                                   err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    memset(events, 0, sizeof(events));
+    g->on_event = on_event;
+    cr_assert_eq(kb_graph_init(g, NULL, err, sizeof(err)), 0, "%s", err);
+    kb_xlator_t *a = kb_graph_find(g, "a"), *b = kb_graph_find(g, "b");
+    dist_mock_set_up(a, true);
+    cr_assert_not(g->top->up, "b has not said anything yet");
+    dist_mock_set_up(b, false);
+    cr_assert(g->top->up, "every set reported, one is up");
+    cr_assert_eq(events[KB_EV_CHILD_UP], 1);
+    dist_mock_set_up(b, true);
+    cr_assert_eq(events[KB_EV_CHILD_UP], 1, "no second UP");
+    dist_mock_set_up(a, false);
+    cr_assert(g->top->up);
+    dist_mock_set_up(b, false);
+    cr_assert_not(g->top->up);
+    cr_assert_eq(events[KB_EV_CHILD_DOWN], 1);
+    kb_graph_fini(g);
+}
+
+Test(distribute, readdir_offsets_pack_and_unpack)
+{
+    for (int n = 2; n <= 64; n++) {
+        int b = dist_doff_bits(n);
+        cr_assert((1 << b) >= n && (b == 1 || (1 << (b - 1)) < n), "n=%d bits=%d", n, b);
+        uint64_t limit = UINT64_C(1) << (63 - b);
+        for (int set = 0; set < n; set += 7) {
+            uint64_t offs[] = { 1, 2, 12345, limit - 1 };
+            for (size_t k = 0; k < KB_ARRAY_SIZE(offs); k++) {
+                cr_assert(dist_doff_fits(n, offs[k]));
+                uint64_t p = dist_doff_pack(n, set, offs[k]);
+                cr_assert_eq(p & DIST_DOFF_COOKIE, 0);
+                int s;
+                uint64_t o;
+                dist_doff_unpack(n, p, &s, &o);
+                cr_assert_eq(s, set);
+                cr_assert_eq(o, offs[k]);
+            }
+        }
+        cr_assert_not(dist_doff_fits(n, limit));
+    }
+    /* cookies that do not fit go through the fd's list, the oldest half dropped when full */
+    dist_fd_t fd = { .magic = DIST_FD_MAGIC, .is_dir = true };
+    uint64_t first = 0, last = 0;
+    for (uint32_t k = 0; k < DIST_COOKIES_MAX + 10; k++) {
+        uint64_t out;
+        cr_assert_eq(dist_doff_encode(&fd, 4, (int)(k % 4), (UINT64_C(1) << 62) + k, &out), 0);
+        cr_assert(out & DIST_DOFF_COOKIE);
+        if (!k)
+            first = out;
+        last = out;
+    }
+    int s;
+    uint64_t o;
+    cr_assert_eq(dist_doff_decode(&fd, 4, last, &s, &o), 0);
+    cr_assert_eq(o, (UINT64_C(1) << 62) + DIST_COOKIES_MAX + 9);
+    cr_assert_eq(s, (DIST_COOKIES_MAX + 9) % 4);
+    cr_assert_eq(dist_doff_decode(&fd, 4, first, &s, &o), -EINVAL, "dropped");
+    cr_assert_eq(dist_doff_decode(&fd, 4, last + 1, &s, &o), -EINVAL, "never given");
+    free(fd.ck.e);
+}
