@@ -276,6 +276,12 @@ static int cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_
                 strcmp(v->bricks[k].path, v->bricks[b].path) == 0)
                 rc = fail(out, -EINVAL, "brick %s is given twice", argv[i + b]);
     }
+    if (!rc) {
+        char *reply = NULL;
+        if (peer(c->self_host, c->self_port, &reply, 3, "peer", "get", (char *)name) == 0)
+            rc = fail(out, -EEXIST, "volume '%s' already exists", name);
+        free(reply);
+    }
     node_t *nodes = NULL;
     int nn = rc ? 0 : volume_nodes(v, &nodes);
     /* Every node reachable, and none knows the name yet. */
@@ -286,12 +292,6 @@ static int cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_
             rc = fail(out, -EEXIST, "volume '%s' already exists", name);
         else if (r != -ENOENT)
             rc = fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[k].host, nodes[k].port);
-        free(reply);
-    }
-    if (!rc) {
-        char *reply = NULL;
-        if (peer(c->self_host, c->self_port, &reply, 3, "peer", "get", (char *)name) == 0)
-            rc = fail(out, -EEXIST, "volume '%s' already exists", name);
         free(reply);
     }
     /* Prepare bricks node by node; roll back the prepared ones on failure. */

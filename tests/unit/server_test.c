@@ -1,0 +1,249 @@
+/*
+ * server_test.c — kembard's serving code end to end, in-process: the real
+ * listener, management thread and brick graph on an ephemeral port, a
+ * libkembar client over real TCP (rpc/conn.c + protocol/client), and hostile
+ * frames on other connections that must be refused without disturbing it.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "client/kembar.h"
+#include "lib/log.h"
+#include "rpc/sync.h"
+#include "server/kembard.h"
+
+static kbd_t d;
+static char root[256], brick[300];
+
+static void start_server(void)
+{
+    kb_log_level = KB_LOG_WARN;
+    snprintf(root, sizeof(root), "/var/tmp/kb-server-test-%d", getpid());
+    snprintf(brick, sizeof(brick), "%s/brick", root);
+    char state[300];
+    snprintf(state, sizeof(state), "%s/state", root);
+    cr_assert_eq(kb_mkdir_p(state, 0700), 0);
+    memset(&d, 0, sizeof(d));
+    d.listen_host = strdup("127.0.0.1");
+    d.self_host = strdup("127.0.0.1");
+    d.state_dir = strdup(state);
+    d.loop = kb_loop_new();
+    char err[256];
+    cr_assert_eq(kbd_serve_start(&d, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(kbd_mgmt_start(&d), 0);
+    cr_assert_eq(kbd_store_load(&d), 0);
+    cr_assert_eq(kb_loop_start_thread(d.loop), 0);
+}
+
+static void stop_server(void)
+{
+    kb_loop_stop(d.loop);
+    kbd_mgmt_stop(&d);
+    kbd_serve_stop(&d);
+    kbd_store_shutdown(&d);
+    kb_loop_free(d.loop);
+    free(d.listen_host);
+    free(d.self_host);
+    free(d.state_dir);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Run a CLI command against the in-process daemon, as the kembar CLI does. */
+static int cli(char **out, int argc, char **argv)
+{
+    char err[512] = "";
+    int rc = rpc_sync_argv("127.0.0.1", d.port, KB_PROC_CLI, argc, argv, 30000, out, err, sizeof(err));
+    if (rc && !*out)
+        *out = strdup(err);
+    return rc;
+}
+
+static kbc_t *create_and_mount(void)
+{
+    char spec[512], *out = NULL, bspec[400];
+    snprintf(bspec, sizeof(bspec), "127.0.0.1:%u:%s", d.port, brick);
+    char *create[] = { "volume", "create", "v", bspec, "force" };
+    cr_assert_eq(cli(&out, 5, create), 0, "create: %s", out);
+    free(out);
+    out = NULL;
+    char *start[] = { "volume", "start", "v" };
+    cr_assert_eq(cli(&out, 3, start), 0, "start: %s", out);
+    free(out);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%u:/v", d.port);
+    char err[256] = "";
+    kbc_t *c = kbc_new(spec, NULL, err, sizeof(err));
+    cr_assert_not_null(c, "kbc_new: %s", err);
+    return c;
+}
+
+static void sha(const void *p, size_t n, unsigned char out[32]) { SHA256(p, n, out); }
+
+Test(server, client_fops_over_tcp, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    kbc_t *c = create_and_mount();
+    size_t n = 3 << 20;
+    char *buf = malloc(n), *back = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)(i * 7 + (i >> 12));
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_open_path(c, "/img", O_CREAT | O_RDWR, 0644, &fd), 0);
+    cr_assert_eq(kbc_pwrite(fd, buf, n, 4096), (ssize_t)n);
+    cr_assert_eq(kbc_fsync(fd, false), 0);
+    cr_assert_eq(kbc_pread(fd, back, n, 4096), (ssize_t)n);
+    cr_assert_eq(memcmp(buf, back, n), 0);
+    cr_assert_eq(kbc_close(fd), 0);
+    /* the brick holds the same bytes at the same place */
+    char path[400];
+    snprintf(path, sizeof(path), "%s/img", brick);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 4096, SEEK_SET), 0);
+    cr_assert_eq(fread(back, 1, n, f), n);
+    fclose(f);
+    unsigned char h1[32], h2[32];
+    sha(buf, n, h1);
+    sha(back, n, h2);
+    cr_assert_eq(memcmp(h1, h2, 32), 0, "brick copy differs");
+    /* rename and unlink */
+    cr_assert_eq(kbc_mkdir_path(c, "/d", 0755), 0);
+    cr_assert_eq(kbc_rename_path(c, "/img", "/d/img2"), 0);
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_resolve(c, "/img", &ia), -ENOENT);
+    cr_assert_eq(kbc_resolve(c, "/d/img2", &ia), 0);
+    cr_assert_eq(ia.size, n + 4096);
+    snprintf(path, sizeof(path), "%s/d/img2", brick);
+    cr_assert_eq(access(path, F_OK), 0);
+    cr_assert_eq(kbc_unlink_path(c, "/d/img2"), 0);
+    cr_assert_eq(access(path, F_OK), -1);
+    kbc_free(c);
+    free(buf);
+    free(back);
+}
+
+static int raw_connect(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(d.port) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    return s;
+}
+
+/* The peer closed: a read returns 0 (or ECONNRESET) within 2 s. */
+static void assert_closed(int s)
+{
+    struct timeval tv = { 2, 0 };
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char b[64];
+    ssize_t r;
+    while ((r = read(s, b, sizeof(b))) > 0)
+        ;
+    cr_assert(r == 0 || errno == ECONNRESET, "connection not closed (r=%zd errno=%d)", r, errno);
+    close(s);
+}
+
+Test(server, hostile_frames_refused_others_served, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    kbc_t *c = create_and_mount();
+    /* 1. random garbage */
+    int s = raw_connect();
+    char junk[4096];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (char)(rand() & 0xff);
+    cr_assert_eq(write(s, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    assert_closed(s);
+    /* 2. a well-formed header claiming a 3 GiB payload */
+    s = raw_connect();
+    kb_wire_hdr_t h = { .magic = KB_WIRE_MAGIC, .version = KB_WIRE_VERSION, .type = KB_MSG_CALL,
+                        .xid = 1, .proc = KB_FOP_WRITE, .plen = 3u << 30, .blen = 0 };
+    uint8_t hb[KB_WIRE_HDR_LEN];
+    kb_wire_hdr_encode(hb, &h);
+    cr_assert_eq(write(s, hb, sizeof(hb)), (ssize_t)sizeof(hb));
+    assert_closed(s);
+    /* 3. a fop on a connection that never did the handshake: refused, not served */
+    rpc_sync_t *rs = rpc_sync_connect("127.0.0.1", d.port, 2000, junk, sizeof(junk));
+    cr_assert_not_null(rs);
+    rpc_msg_t r;
+    cr_assert_eq(rpc_sync_call(rs, KB_FOP_STATFS, "", 0, 2000, &r, junk, sizeof(junk)), 0);
+    cr_assert_lt(r.hdr.status, 0);
+    rpc_msg_free(&r);
+    /* 4. a malformed argument block after a real handshake is refused with an error */
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, "v");
+    kb_enc_str(&e, brick);
+    kb_enc_str(&e, "probe");
+    kb_enc_u32(&e, 0);
+    cr_assert_eq(rpc_sync_call(rs, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, 2000, &r, junk, sizeof(junk)), 0);
+    cr_assert_eq(r.hdr.status, 0);
+    rpc_msg_free(&r);
+    kb_enc_free(&e);
+    cr_assert_eq(rpc_sync_call(rs, KB_FOP_LOOKUP, "\x01\x02", 2, 2000, &r, junk, sizeof(junk)), 0);
+    cr_assert_eq(r.hdr.status, -EBADMSG);
+    rpc_msg_free(&r);
+    /* 5. an fd this connection never opened */
+    kb_enc_init(&e);
+    kb_cred_t cred = { 0 };
+    kb_cred_encode(&e, &cred);
+    kb_args_t a = { .fd = 12345, .size = 10 };
+    kb_args_encode(&e, KB_FOP_READ, &a);
+    cr_assert_eq(rpc_sync_call(rs, KB_FOP_READ, e.p, (uint32_t)e.len, 2000, &r, junk, sizeof(junk)), 0);
+    cr_assert_eq(r.hdr.status, -EBADF);
+    rpc_msg_free(&r);
+    kb_enc_free(&e);
+    rpc_sync_close(rs);
+    /* the real client still works */
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_open_path(c, "/after", O_CREAT | O_RDWR, 0644, &fd), 0);
+    cr_assert_eq(kbc_pwrite(fd, "still here", 10, 0), 10);
+    char back[16] = "";
+    cr_assert_eq(kbc_pread(fd, back, 10, 0), 10);
+    cr_assert_eq(memcmp(back, "still here", 10), 0);
+    cr_assert_eq(kbc_close(fd), 0);
+    kbc_free(c);
+}
+
+Test(server, cli_errors_are_one_line, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    kbc_t *c = create_and_mount();
+    kbc_free(c);
+    struct { int argc; char *argv[8]; const char *want; } cases[] = {
+        { 5, { "volume", "create", "v", "127.0.0.1:1:/x", "force" }, "already exists" },
+        { 3, { "volume", "start", "nope" }, "does not exist" },
+        { 3, { "volume", "start", "v" }, "already started" },
+        { 6, { "volume", "create", "w", "replica", "2", "127.0.0.1:1:/x" }, "replica sets" },
+        { 5, { "volume", "create", "bad/name", "127.0.0.1:1:/x", "force" }, "invalid volume name" },
+        { 5, { "volume", "set", "v", "network.ping-timeout", "lots" }, "not a time" },
+        { 5, { "volume", "set", "v", "no.such", "1" }, "unknown option" },
+        { 3, { "volume", "delete", "v" }, "stop it first" },
+        { 2, { "volume", "frobnicate" }, "unknown command" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *out = NULL;
+        int rc = cli(&out, cases[i].argc, cases[i].argv);
+        cr_assert_neq(rc, 0, "case %zu succeeded", i);
+        cr_assert_not_null(out);
+        cr_assert(strstr(out, cases[i].want), "case %zu: '%s' lacks '%s'", i, out, cases[i].want);
+        cr_assert_null(strchr(out, '\n'), "case %zu: more than one line: '%s'", i, out);
+        free(out);
+    }
+    /* a brick dir of this volume cannot be reused by another volume */
+    char bspec[400], *out = NULL;
+    snprintf(bspec, sizeof(bspec), "127.0.0.1:%u:%s", d.port, brick);
+    char *dup[] = { "volume", "create", "other", bspec, "force" };
+    cr_assert_neq(cli(&out, 5, dup), 0);
+    cr_assert(strstr(out, "already"), "%s", out);
+    free(out);
+    out = NULL;
+    char *list[] = { "volume", "list" };
+    cr_assert_eq(cli(&out, 2, list), 0);
+    cr_assert_str_eq(out, "v\n", "nothing half-created: %s", out);
+    free(out);
+}
