@@ -24,8 +24,9 @@
 #include <event2/event.h>
 #include "lib/log.h"
 #include "xlators/replicate.h"
+#include "xlators/heal.h"
 
-static const kb_option_def_t repl_options[] = {
+const kb_option_def_t repl_option_defs[] = {
     { "quorum-type", "cluster.quorum-type", KB_OPT_ENUM, "auto", 0, 0, "none|auto|fixed",
       "Successes a modification needs: auto = majority (replica 2: both, or the first), "
       "fixed = quorum-count, none = any one (replica 2 allowed to diverge: split-brain risk)" },
@@ -43,6 +44,15 @@ static const kb_option_def_t repl_options[] = {
       "How heal resolves a split-brain by itself (none: never, report it)" },
     { "read-hash-mode", "cluster.read-hash-mode", KB_OPT_INT, "1", 0, 1, NULL,
       "Read child: 0 = first readable copy, 1 = spread files over copies by gfid hash" },
+    /* self-heal daemon graphs (heal.h) */
+    { "self-heal-daemon", NULL, KB_OPT_BOOL, "off", 0, 0, NULL,
+      "This replicate is kembard's heal daemon: sweep the index, heal" },
+    { "heal-children", NULL, KB_OPT_STR, "", 0, 0, NULL,
+      "Comma list of child indices whose index this daemon sweeps (empty: all)" },
+    { "heal-interval", "cluster.heal-interval", KB_OPT_TIME, "60", 1000, 86400000, NULL,
+      "Seconds between periodic heal sweeps" },
+    { "heal-parallel", "cluster.heal-parallel", KB_OPT_INT, "4", 1, 64, NULL,
+      "Files healed at once by the heal daemon" },
     { NULL },
 };
 
@@ -430,7 +440,10 @@ static void repl_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
     int i = kb_xlator_child_index(xl, child);
     if (i < 0)
         return;
+    bool was_up = p->up & REPL_BIT(i);
     child_event(p, i, event);
+    if (!was_up && (p->up & REPL_BIT(i)))
+        repl_heal_child_up(p, i);
     bool serve = p->cfg.quorum_type == REPL_Q_NONE ? p->up != 0 : repl_quorum_met(&p->cfg, p->up);
     if (serve && !xl->up)
         kb_notify_parents(xl, KB_EV_CHILD_UP);
@@ -451,11 +464,28 @@ static int fav_of(const char *s)
          : !strcmp(s, "majority") ? REPL_FAV_MAJORITY : REPL_FAV_NONE;
 }
 
+/* "0,2" -> bits 0 and 2; empty or malformed entries: every child. */
+static repl_mask_t heal_children_of(const char *s, int n)
+{
+    repl_mask_t m = 0;
+    for (const char *c = s; c && *c;) {
+        char *end;
+        long i = strtol(c, &end, 10);
+        if (end == c || i < 0 || i >= n)
+            return (repl_mask_t)(REPL_BIT(n) - 1);
+        m |= REPL_BIT(i);
+        c = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return (repl_mask_t)(REPL_BIT(n) - 1);
+    }
+    return m ? m : (repl_mask_t)(REPL_BIT(n) - 1);
+}
+
 static int repl_init(kb_xlator_t *xl)
 {
     const kb_option_set_t *o = xl->opts;
     int n = xl->nchildren;
-    int arb = (int)kb_opt_int(o, repl_options, "arbiter-count");
+    int arb = (int)kb_opt_int(o, repl_option_defs, "arbiter-count");
     if (n < 1 || n > KB_CL_MAX_REPLICA || (arb && n < 3)) {
         kb_err(xl->name, "needs 1..%d subvolumes (an arbiter needs 2 more), has %d",
                KB_CL_MAX_REPLICA, n);
@@ -468,13 +498,17 @@ static int repl_init(kb_xlator_t *xl)
     p->n = n;
     p->cfg = (repl_cfg_t){
         .n = n, .arbiter = arb ? n - 1 : -1,
-        .quorum_type = quorum_type_of(kb_opt_str(o, repl_options, "quorum-type")),
-        .quorum_count = (int)kb_opt_int(o, repl_options, "quorum-count"),
+        .quorum_type = quorum_type_of(kb_opt_str(o, repl_option_defs, "quorum-type")),
+        .quorum_count = (int)kb_opt_int(o, repl_option_defs, "quorum-count"),
     };
-    p->eager = kb_opt_bool(o, repl_options, "eager-lock");
-    p->idle_ms = (uint32_t)kb_opt_int(o, repl_options, "eager-lock-idle-ms");
-    p->read_mode = (int)kb_opt_int(o, repl_options, "read-hash-mode");
-    p->fav_policy = fav_of(kb_opt_str(o, repl_options, "favorite-child-policy"));
+    p->eager = kb_opt_bool(o, repl_option_defs, "eager-lock");
+    p->idle_ms = (uint32_t)kb_opt_int(o, repl_option_defs, "eager-lock-idle-ms");
+    p->read_mode = (int)kb_opt_int(o, repl_option_defs, "read-hash-mode");
+    p->fav_policy = fav_of(kb_opt_str(o, repl_option_defs, "favorite-child-policy"));
+    p->shd = kb_opt_bool(o, repl_option_defs, "self-heal-daemon");
+    p->heal_interval_ms = (uint32_t)kb_opt_time_ms(o, repl_option_defs, "heal-interval");
+    p->heal_parallel = (int)kb_opt_int(o, repl_option_defs, "heal-parallel");
+    p->heal_children = heal_children_of(kb_opt_str(o, repl_option_defs, "heal-children"), n);
     p->state_gen = 1;
     p->nbuckets = 1024;
     p->buckets = calloc(p->nbuckets, sizeof(*p->buckets));
@@ -491,7 +525,14 @@ static int repl_init(kb_xlator_t *xl)
     memset(p->zero_cl->data, 0, KB_CL_MATRIX_BYTES);
     p->zero_cl->len = KB_CL_MATRIX_BYTES;
     xl->priv = p;
-    return 0;
+    int rc = repl_heal_init(p);
+    if (rc) {
+        xl->priv = NULL;
+        free(p->buckets);
+        kb_buf_unref(p->zero_cl);
+        free(p);
+    }
+    return rc;
 }
 
 static void repl_fini(kb_xlator_t *xl)
@@ -499,6 +540,7 @@ static void repl_fini(kb_xlator_t *xl)
     repl_priv_t *p = xl->priv;
     if (!p)
         return;
+    repl_heal_fini(p);
     repl_txn_fini(p);
     while (p->fds)
         repl_fd_free(p->fds);
@@ -517,7 +559,11 @@ static void repl_fini(kb_xlator_t *xl)
 static int repl_ctl(kb_xlator_t *xl, int code, void *arg)
 {
     repl_priv_t *p = xl->priv;
-    if (code != KB_CTL_STATUS || !p)
+    if (!p)
+        return -ENOSYS;
+    if (code >= KB_CTL_HEAL_SWEEP && code <= KB_CTL_HEAL_RESOLVE)
+        return repl_heal_ctl(p, code, arg);
+    if (code != KB_CTL_STATUS)
         return -ENOSYS;
     struct kb_ctl_status *st = arg;
     kb_ctl_printf(st, "%s: replicate %d%s, up 0x%x, quorum %s\n", xl->name, p->n,
@@ -576,6 +622,6 @@ const kb_xlator_type_t kb_xl_replicate = {
     .init = repl_init,
     .fini = repl_fini,
     .notify = repl_notify,
-    .options = repl_options,
+    .options = repl_option_defs,
     .ctl = repl_ctl,
 };

@@ -71,6 +71,12 @@ struct repl_priv {
     repl_inode_t *lru_head, *lru_tail;
     repl_fd_t *fds;                        /* open fds (for CHILD_DOWN) */
     repl_txn_t *txns;                      /* live transactions */
+    /* self-heal (heal.h): options parsed here, state owned by the heal code */
+    bool shd;                              /* self-heal-daemon on */
+    repl_mask_t heal_children;             /* indexes this daemon sweeps */
+    uint32_t heal_interval_ms;
+    int heal_parallel;
+    void *heal;                            /* repl_heal_* private state */
     struct repl_stats {                    /* for status and tests */
         uint64_t locks, preops, postops, marks, unlocks, resends, reopens, retries;
     } st;
@@ -284,6 +290,18 @@ struct repl_lk {
 void repl_lk_start(repl_lk_t *lk);
 /* Unlock MASK with LK's request, then CONT(lk). */
 void repl_lk_unlock(repl_lk_t *lk, repl_mask_t mask, repl_lk_fn cont);
+
+/* ---- self-heal hooks (heal.h) ----
+ * replicate.c calls these; the heal implementation (replicate_heal*.c)
+ * defines them. xlators/replicate_heal_stub.c is a placeholder that answers
+ * -ENOSYS until heal exists: delete it when adding the real one. */
+int repl_heal_init(repl_priv_t *p);                  /* end of init: 0 or -errno */
+void repl_heal_fini(repl_priv_t *p);                 /* start of fini */
+void repl_heal_child_up(repl_priv_t *p, int i);      /* after child i came up */
+int repl_heal_ctl(repl_priv_t *p, int code, void *arg); /* KB_CTL_HEAL_* */
+
+/* The option table (volfile keys, volume keys). */
+extern const kb_option_def_t repl_option_defs[];
 
 /* Column a modification marks. */
 int repl_op_col(kb_op_t op, const kb_args_t *a);

@@ -395,3 +395,58 @@ kb_graph_t *mock_graph_new(const kb_xlator_type_t *top_type, int n, const char *
     }
     return g;
 }
+
+/* ---------------- volfiles with test types ---------------- */
+
+static void top_notify(kb_xlator_t *xl, int event, kb_xlator_t *child) { }
+static const kb_xlator_type_t mock_top_type = { .name = "test/top", .notify = top_notify };
+
+kb_graph_t *mock_graph_parse(const char *volfile, struct event_base *base, char *err, size_t errlen)
+{
+    /* Swap test types for a registered one while parsing, remembering which
+     * stanza had which; put them back before init. */
+    const char *placeholder = NULL;
+    for (size_t i = 0; i < kb_xlator_ntypes && !placeholder; i++)
+        if (kb_xlator_types[i])
+            placeholder = kb_xlator_types[i]->name;
+    char *text = strdup(volfile), *names[KB_MAX_CHILDREN * 2];
+    const kb_xlator_type_t *types[KB_MAX_CHILDREN * 2];
+    int nfix = 0;
+    size_t cap = strlen(volfile) * 2 + 64, len = 0;
+    char *out = malloc(cap);
+    if (!text || !out || !placeholder)
+        abort();
+    char *cur = NULL, *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *l = line;
+        while (*l == ' ' || *l == '\t')
+            l++;
+        if (!strncmp(l, "volume ", 7))
+            cur = l + 7;
+        const kb_xlator_type_t *t = !strncmp(l, "type test/mock", 14) ? &mock_xl_type
+                                  : !strncmp(l, "type test/top", 13) ? &mock_top_type : NULL;
+        if (t && cur && nfix < (int)KB_ARRAY_SIZE(names)) {
+            names[nfix] = strdup(cur);
+            for (char *e = names[nfix] + strlen(names[nfix]); e > names[nfix] && (e[-1] == ' ' || e[-1] == '\t');)
+                *--e = 0;
+            types[nfix++] = t;
+            len += (size_t)snprintf(out + len, cap - len, "type %s\n", placeholder);
+        } else {
+            len += (size_t)snprintf(out + len, cap - len, "%s\n", line);
+        }
+    }
+    kb_graph_t *g = kb_graph_parse(out, err, errlen);
+    for (int i = 0; i < nfix; i++) {
+        kb_xlator_t *xl = g ? kb_graph_find(g, names[i]) : NULL;
+        if (xl)
+            xl->type = types[i];
+        free(names[i]);
+    }
+    free(text);
+    free(out);
+    if (g && kb_graph_init(g, base, err, errlen)) {
+        kb_graph_fini(g);
+        return NULL;
+    }
+    return g;
+}

@@ -57,6 +57,12 @@ kb_graph_t *mock_graph_new(const kb_xlator_type_t *top_type, int n, const char *
                            struct event_base *base);
 mock_child_t *mock_of(kb_xlator_t *xl);
 
+/* Parse VOLFILE, in which stanzas may use test types (not in the registry):
+ * "type test/mock" (mock_xl_type) and "type test/top" (a top with no ops of
+ * its own, for graphs where tests wind into several translators), then init
+ * on BASE. Other types come from the registry. NULL with a reason in err. */
+kb_graph_t *mock_graph_parse(const char *volfile, struct event_base *base, char *err, size_t errlen);
+
 void mock_up(mock_child_t *m);
 void mock_down(mock_child_t *m);
 void mock_fail(mock_child_t *m, kb_op_t op, int err, int count);
