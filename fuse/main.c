@@ -36,7 +36,7 @@ typedef struct kbf_args {
     const char *spec, *mountpoint, *volfile;
     double attr_timeout, entry_timeout, negative_timeout;
     bool allow_other, default_permissions, security_xattrs, acl, splice;
-    const char *log_file;
+    char *log_file;              /* owned */
     int log_level;
     unsigned max_threads, max_idle;
     char fuse_opts[2048];        /* mount options handed to libfuse as they are */
@@ -168,8 +168,11 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         a->entry_timeout = parse_secs("entry_timeout", v);
     else if ((v = opt_val(o, "negative_timeout", "negative-timeout")))
         a->negative_timeout = parse_secs("negative_timeout", v);
-    else if ((v = opt_val(o, "log-file", "log_file")))
-        a->log_file = v;
+    else if ((v = opt_val(o, "log-file", "log_file"))) {
+        free(a->log_file);
+        if (!(a->log_file = strdup(v)))
+            die(1, "out of memory");
+    }
     else if ((v = opt_val(o, "log-level", "log_level"))) {
         a->log_level = kb_log_parse_level(v);
         if (a->log_level < 0)
@@ -184,7 +187,6 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         die(2, "unknown mount option '%s'", o);
 }
 
-/* The copy is never freed: kept values (log-file) point into it. */
 static void parse_opts(kbf_args_t *a, const char *list)
 {
     char *copy = strdup(list);
@@ -193,6 +195,7 @@ static void parse_opts(kbf_args_t *a, const char *list)
     char *save = NULL;
     for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save))
         parse_one_opt(a, o);
+    free(copy);
 }
 
 static void parse_args(kbf_args_t *a, int argc, char **argv)
@@ -398,9 +401,10 @@ int main(int argc, char **argv)
 
     int ready_fd = a.foreground ? -1 : daemon_fork();
     kb_log_level = a.log_level;
-    const char *log_path = a.log_file ? a.log_file : a.foreground ? NULL : default_log_path(mnt);
-    if (log_path && kb_log_open(log_path) < 0)
-        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", log_path);
+    if (!a.log_file && !a.foreground)
+        a.log_file = default_log_path(mnt);
+    if (a.log_file && kb_log_open(a.log_file) < 0)
+        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", a.log_file);
     kb_log_set_ident("kembar-fuse");
     fuse_set_log_func(fuse_log_to_kb);
     signal(SIGPIPE, SIG_IGN);
@@ -442,5 +446,6 @@ int main(int argc, char **argv)
     fuse_session_destroy(fs.se);
     kbc_free(fs.kbc);
     kbf_itable_free(fs.it);
+    free(a.log_file);
     return 0;
 }
