@@ -62,7 +62,6 @@
 #define LOG_CTX "rpc"
 #define CALL_TBL_MIN 64
 #define IO_CHUNK (4u << 20)        /* max bytes per read/write syscall on a socket */
-#define SMALL_REPLY 512            /* reply payloads up to this size stay on the stack */
 
 enum conn_state { CS_IDLE, CS_CONNECTING, CS_UP, CS_CLOSED };
 
@@ -113,9 +112,16 @@ struct rpc_conn {
     struct pcall *oldest, *newest;
     uint64_t next_xid;
 
-    /* input framing */
+    /* input: a frame under assembly (process_input) */
+    struct evbuffer *in;          /* plain TCP: what was read, not yet parsed */
+    struct event *rd_ev;          /* plain TCP: our own reader; NULL for TLS */
     kb_wire_hdr_t hdr;
-    bool have_hdr;
+    enum { RX_HDR, RX_PAYLOAD, RX_BULK, RX_SKIP } rx;
+    uint8_t *rx_payload;
+    kb_buf_t *rx_bulk;
+    size_t rx_got;                /* bulk bytes filled / bytes skipped */
+    size_t rx_skip;
+    int rx_err;
 
     char peer[INET6_ADDRSTRLEN];
 };
@@ -158,7 +164,7 @@ static void conn_hold(rpc_conn_t *c)
 
 static void conn_free(rpc_conn_t *c)
 {
-    assert(!c->bev && c->ncalls == 0);
+    assert(!c->bev && !c->rd_ev && c->ncalls == 0);
     if (c->tick_ev)
         event_free(c->tick_ev);
     if (c->retry_ev)
@@ -167,6 +173,10 @@ static void conn_free(rpc_conn_t *c)
         event_free(c->call_ev);
     if (c->scratch)
         evbuffer_free(c->scratch);
+    if (c->in)
+        evbuffer_free(c->in);
+    free(c->rx_payload);
+    kb_buf_unref(c->rx_bulk);
     free(c->tbl);
     free(c->host);
     free(c);
@@ -191,9 +201,10 @@ static rpc_conn_t *conn_alloc(struct event_base *base, bool server)
     c->tbl = calloc(CALL_TBL_MIN, sizeof(*c->tbl));
     c->tbl_mask = CALL_TBL_MIN - 1;
     c->scratch = evbuffer_new();
+    c->in = evbuffer_new();
     c->call_ev = evtimer_new(base, on_call_timer, c);
     c->call_timeout_ms = 120000;
-    if (!c->tbl || !c->scratch || !c->call_ev) {
+    if (!c->tbl || !c->scratch || !c->in || !c->call_ev) {
         conn_free(c);
         return NULL;
     }
@@ -363,98 +374,101 @@ static int send_frame(rpc_conn_t *c, uint8_t type, uint64_t xid, uint32_t proc, 
 /* ------------------------------------------------------------------ */
 /* input                                                                */
 
-/* Copy the frame body (c->hdr, wholly buffered) out of the input: payload
- * into PAYLOAD (plen + 1 bytes, NUL-terminated), bulk into a fresh kb_buf. */
-static int take_body(rpc_conn_t *c, struct evbuffer *in, uint8_t *payload, kb_buf_t **bulk)
+/* The buffer frames are parsed from: our own for plain TCP, the
+ * bufferevent's for TLS (OpenSSL decrypts into it). */
+static struct evbuffer *input_of(rpc_conn_t *c)
 {
-    uint32_t plen = c->hdr.plen, blen = c->hdr.blen;
-    *bulk = NULL;
-    if (plen)
-        evbuffer_remove(in, payload, plen);
-    payload[plen] = '\0';
-    if (!blen)
-        return 0;
-    kb_buf_t *b = kb_buf_new(blen);
-    if (!b) {
-        evbuffer_drain(in, blen);
-        return -ENOMEM;
-    }
-    evbuffer_remove(in, b->data, blen);
-    b->len = blen;
-    *bulk = b;
-    return 0;
+    return c->rd_ev ? c->in : bufferevent_get_input(c->bev);
 }
 
-static void handle_reply(rpc_conn_t *c, struct evbuffer *in)
+/* TLS: have libevent call back only when N more bytes are there, so a big
+ * frame costs one callback. Plain TCP reads by itself (on_sock_read). */
+static void want(rpc_conn_t *c, size_t n)
 {
-    struct pcall *p = pcall_take(c, c->hdr.xid);
+    if (!c->rd_ev)
+        bufferevent_setwatermark(c->bev, EV_READ, n, 0);
+}
+
+static void rx_reset(rpc_conn_t *c)
+{
+    free(c->rx_payload);
+    kb_buf_unref(c->rx_bulk);
+    c->rx_payload = NULL;
+    c->rx_bulk = NULL;
+    c->rx = RX_HDR;
+    c->rx_got = 0;
+    c->rx_err = 0;
+}
+
+static void dispatch_reply(rpc_conn_t *c, rpc_msg_t *m)
+{
+    struct pcall *p = pcall_take(c, m->hdr.xid);
     if (!p) {          /* timed out earlier, or a confused peer: skip it */
         kb_debug(LOG_CTX, "reply xid %llu from %s matches no call",
-                 (unsigned long long)c->hdr.xid, c->peer);
-        evbuffer_drain(in, (size_t)c->hdr.plen + c->hdr.blen);
+                 (unsigned long long)m->hdr.xid, c->peer);
         return;
     }
-    uint8_t small[SMALL_REPLY + 1];
-    uint8_t *payload = c->hdr.plen <= SMALL_REPLY ? small : malloc((size_t)c->hdr.plen + 1);
-    rpc_msg_t m = { .hdr = c->hdr, .payload = payload };
-    int rc = payload ? take_body(c, in, payload, &m.bulk) : -ENOMEM;
-    if (!payload)
-        evbuffer_drain(in, (size_t)c->hdr.plen + c->hdr.blen);
     rpc_reply_fn fn = p->fn;
     void *cookie = p->cookie;
     free(p);
-    if (rc == 0)
-        fn(cookie, m.hdr.status, &m);    /* borrowed: freed below */
-    else
-        fn(cookie, rc, NULL);
-    if (payload != small)
-        free(payload);
-    kb_buf_unref(m.bulk);
+    fn(cookie, m->hdr.status, m);      /* borrowed: the caller frees it after */
 }
 
-static void handle_call(rpc_conn_t *c, struct evbuffer *in)
+static void dispatch_call(rpc_conn_t *c, rpc_msg_t *in)
 {
-    rpc_msg_t *m = malloc(sizeof(*m));
-    uint8_t *payload = malloc((size_t)c->hdr.plen + 1);
-    int rc = (m && payload) ? take_body(c, in, payload, &m->bulk) : -ENOMEM;
-    if (rc < 0) {
-        if (!m || !payload)
-            evbuffer_drain(in, (size_t)c->hdr.plen + c->hdr.blen);
-        free(m);
-        free(payload);
-        send_frame(c, KB_MSG_REPLY, c->hdr.xid, c->hdr.proc, rc, NULL, 0, NULL);
-        return;
-    }
-    m->hdr = c->hdr;
-    m->payload = payload;
     if (!c->req_fn) {
-        rpc_msg_free(m);
-        free(m);
-        send_frame(c, KB_MSG_REPLY, c->hdr.xid, c->hdr.proc, -EOPNOTSUPP, NULL, 0, NULL);
+        send_frame(c, KB_MSG_REPLY, in->hdr.xid, in->hdr.proc, -EOPNOTSUPP, NULL, 0, NULL);
         return;
     }
-    c->req_fn(c->cb_arg, c, m);       /* the handler owns m now */
+    rpc_msg_t *m = malloc(sizeof(*m));
+    if (!m) {
+        send_frame(c, KB_MSG_REPLY, in->hdr.xid, in->hdr.proc, -ENOMEM, NULL, 0, NULL);
+        return;
+    }
+    *m = *in;
+    in->payload = NULL;                /* moved: the handler owns m now */
+    in->bulk = NULL;
+    c->req_fn(c->cb_arg, c, m);
 }
 
-/* One whole frame (header consumed, body buffered). */
-static void handle_frame(rpc_conn_t *c, struct evbuffer *in)
+/* A whole frame is in c->rx_*: detach it from the connection first (the
+ * handlers may close c), then act on it. */
+static void frame_done(rpc_conn_t *c)
 {
-    switch (c->hdr.type) {
-    case KB_MSG_PING:
+    rpc_msg_t m = { .hdr = c->hdr, .payload = c->rx_payload, .bulk = c->rx_bulk };
+    int err = c->rx_err;
+    c->rx_payload = NULL;
+    c->rx_bulk = NULL;
+    rx_reset(c);
+    if (err) {                         /* no memory for it: it was skipped */
+        if (m.hdr.type == KB_MSG_CALL) {
+            send_frame(c, KB_MSG_REPLY, m.hdr.xid, m.hdr.proc, err, NULL, 0, NULL);
+        } else if (m.hdr.type == KB_MSG_REPLY) {
+            struct pcall *p = pcall_take(c, m.hdr.xid);
+            if (p)
+                pcall_fail(p, err);
+        }
+    } else if (m.hdr.type == KB_MSG_PING) {
         /* Answered here, before any request behind it is looked at. */
-        evbuffer_drain(in, (size_t)c->hdr.plen + c->hdr.blen);
-        send_frame(c, KB_MSG_PONG, c->hdr.xid, 0, 0, NULL, 0, NULL);
-        break;
-    case KB_MSG_PONG:
-        evbuffer_drain(in, (size_t)c->hdr.plen + c->hdr.blen);
-        break;
-    case KB_MSG_REPLY:
-        handle_reply(c, in);
-        break;
-    default:
-        handle_call(c, in);
-        break;
-    }
+        send_frame(c, KB_MSG_PONG, m.hdr.xid, 0, 0, NULL, 0, NULL);
+    } else if (m.hdr.type == KB_MSG_REPLY) {
+        dispatch_reply(c, &m);
+    } else if (m.hdr.type == KB_MSG_CALL) {
+        dispatch_call(c, &m);
+    }                                  /* PONG: its arrival was the point */
+    rpc_msg_free(&m);
+}
+
+/* Out of memory for a frame body: consume its remaining N bytes unread,
+ * then answer it with -ENOMEM (frame_done). The connection lives on. */
+static void rx_skip(rpc_conn_t *c, size_t n)
+{
+    free(c->rx_payload);
+    c->rx_payload = NULL;
+    c->rx_err = -ENOMEM;
+    c->rx = RX_SKIP;
+    c->rx_got = 0;
+    c->rx_skip = n;
 }
 
 /* A protocol violation: log why and drop only this connection. */
@@ -465,19 +479,22 @@ static void conn_kill(rpc_conn_t *c, const char *why)
 }
 
 /*
- * Take every complete frame out of the input. The low watermark is kept at
- * exactly what the next step needs (a header, or the rest of a frame), so
- * libevent calls back once per frame however many reads it took.
+ * Advance the frame state machine over what is buffered. Allocation happens
+ * only after the header passed its limit checks: the payload when all of it
+ * is buffered, the bulk buffer when the payload is done. Bulk bytes are
+ * copied once, into the kb_buf (plain TCP then reads the rest of the bulk
+ * straight from the socket into it: on_sock_read).
  */
 static void process_input(rpc_conn_t *c)
 {
     while (c->bev && c->state == CS_UP) {
-        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer *in = input_of(c);
         size_t avail = evbuffer_get_length(in);
-        if (!c->have_hdr) {
+        switch (c->rx) {
+        case RX_HDR: {
             if (avail < KB_WIRE_HDR_LEN) {
-                bufferevent_setwatermark(c->bev, EV_READ, KB_WIRE_HDR_LEN, 0);
-                break;
+                want(c, KB_WIRE_HDR_LEN);
+                return;
             }
             uint8_t hb[KB_WIRE_HDR_LEN];
             const char *why;
@@ -486,28 +503,160 @@ static void process_input(rpc_conn_t *c)
                 conn_kill(c, why);
                 return;
             }
-            c->have_hdr = true;
-            avail -= KB_WIRE_HDR_LEN;
-        }
-        size_t need = (size_t)c->hdr.plen + c->hdr.blen;
-        if (avail < need) {
-            bufferevent_setwatermark(c->bev, EV_READ, need, 0);
+            c->rx = RX_PAYLOAD;
             break;
         }
-        c->have_hdr = false;
-        handle_frame(c, in);       /* may close c: the loop re-checks */
+        case RX_PAYLOAD: {
+            uint32_t plen = c->hdr.plen, blen = c->hdr.blen;
+            if (avail < plen) {
+                want(c, plen);
+                return;
+            }
+            c->rx_payload = malloc((size_t)plen + 1);
+            if (!c->rx_payload) {
+                rx_skip(c, (size_t)plen + blen);
+                break;
+            }
+            evbuffer_remove(in, c->rx_payload, plen);
+            c->rx_payload[plen] = '\0';
+            if (blen == 0) {
+                frame_done(c);
+                break;
+            }
+            c->rx_bulk = kb_buf_new(blen);
+            if (!c->rx_bulk) {
+                rx_skip(c, blen);
+                break;
+            }
+            c->rx = RX_BULK;
+            c->rx_got = 0;
+            break;
+        }
+        case RX_BULK: {
+            size_t left = c->hdr.blen - c->rx_got;
+            size_t n = KB_MIN(avail, left);
+            if (n)
+                evbuffer_remove(in, c->rx_bulk->data + c->rx_got, n);
+            c->rx_got += n;
+            c->rx_bulk->len = c->rx_got;
+            if (n < left) {
+                want(c, left - n);
+                return;
+            }
+            frame_done(c);
+            break;
+        }
+        case RX_SKIP: {
+            size_t n = KB_MIN(avail, c->rx_skip - c->rx_got);
+            evbuffer_drain(in, n);
+            c->rx_got += n;
+            if (c->rx_got < c->rx_skip) {
+                want(c, c->rx_skip - c->rx_got);
+                return;
+            }
+            frame_done(c);
+            break;
+        }
+        }
     }
-    if (c->bev)
-        c->last_inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
 }
 
+/* TLS: OpenSSL has put plaintext into the bufferevent's input. */
 static void on_read(struct bufferevent *bev, void *arg)
 {
     rpc_conn_t *c = arg;
     conn_hold(c);
     c->last_rx_ms = kb_now_ms();
     process_input(c);
+    if (c->bev && !c->rd_ev)
+        c->last_inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
     conn_release(c);
+}
+
+/* Read up to N bytes from FD into the end of IN. */
+static ssize_t read_into(struct evbuffer *in, evutil_socket_t fd, size_t n)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)n, v, 2);
+    if (nv <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct iovec iov[2];
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    ssize_t r = readv(fd, iov, nv);
+    size_t left = r > 0 ? (size_t)r : 0;
+    for (int i = 0; i < nv; i++) {
+        v[i].iov_len = KB_MIN(v[i].iov_len, left);
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    return r;
+}
+
+/*
+ * Plain TCP reader. libevent 2.1's bufferevent reads at most 4 KiB per
+ * event-loop pass (EVBUFFER_MAX_READ), which caps a connection at a few
+ * hundred MB/s; we read ourselves instead: headers and payloads in 64 KiB
+ * gulps into c->in, and the rest of a bulk body straight into its kb_buf
+ * (no copy at all). A pass stops after RD_BUDGET bytes so one busy
+ * connection cannot starve the others on the loop.
+ */
+#define RD_CHUNK (64u << 10)
+#define RD_BUDGET (16u << 20)
+
+static void on_sock_read(evutil_socket_t fd, short what, void *arg)
+{
+    rpc_conn_t *c = arg;
+    conn_hold(c);
+    size_t budget = RD_BUDGET;
+    while (c->rd_ev && budget) {
+        ssize_t n;
+        if (c->rx == RX_BULK && evbuffer_get_length(c->in) == 0) {
+            n = read(fd, c->rx_bulk->data + c->rx_got, c->hdr.blen - c->rx_got);
+            if (n > 0) {
+                c->rx_got += (size_t)n;
+                c->rx_bulk->len = c->rx_got;
+            }
+        } else {
+            n = read_into(c->in, fd, RD_CHUNK);
+        }
+        if (n > 0) {
+            c->last_rx_ms = kb_now_ms();
+            budget -= KB_MIN(budget, (size_t)n);
+            process_input(c);
+            continue;
+        }
+        if (n == 0) {
+            conn_down(c, KB_LOG_INFO, "closed by peer");
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            char why[128];
+            snprintf(why, sizeof(why), "read: %s", strerror(errno));
+            conn_down(c, c->state == CS_UP ? KB_LOG_WARN : KB_LOG_INFO, why);
+        }
+        break;
+    }
+    conn_release(c);
+}
+
+/* Plain TCP: take reading over from the bufferevent (which keeps writing). */
+static int own_reader(rpc_conn_t *c)
+{
+    if (c->tls)
+        return 0;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    bufferevent_disable(c->bev, EV_READ);
+    c->rd_ev = event_new(c->base, fd, EV_READ | EV_PERSIST, on_sock_read, c);
+    if (!c->rd_ev || event_add(c->rd_ev, NULL) < 0)
+        return -ENOMEM;
+    /* Anything the bufferevent read already comes first. */
+    evbuffer_add_buffer(c->in, bufferevent_get_input(c->bev));
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -545,7 +694,12 @@ static void drop_socket(rpc_conn_t *c)
         bufferevent_free(c->bev);     /* safe inside its own callbacks */
         c->bev = NULL;
     }
-    c->have_hdr = false;
+    if (c->rd_ev) {
+        event_free(c->rd_ev);         /* likewise */
+        c->rd_ev = NULL;
+    }
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    rx_reset(c);
     if (c->tick_ev)
         evtimer_del(c->tick_ev);
     if (c->retry_ev)
@@ -625,10 +779,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         return;
     conn_hold(c);
     uint64_t now = kb_now_ms();
-    size_t inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
-    if (inlen != c->last_inlen) {      /* part of a frame arrived */
-        c->last_inlen = inlen;
-        c->last_rx_ms = now;
+    if (!c->rd_ev) {                   /* TLS: part of a frame arrived? */
+        size_t inlen = evbuffer_get_length(bufferevent_get_input(c->bev));
+        if (inlen != c->last_inlen) {
+            c->last_inlen = inlen;
+            c->last_rx_ms = now;
+        }
     }
     if (now - c->last_rx_ms >= c->ping_timeout_ms) {
         char why[96];
@@ -669,6 +825,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         if (!c->server && c->state == CS_CONNECTING) {
             evtimer_del(c->retry_ev);
             set_sockopts(bufferevent_getfd(bev), false);
+            if (own_reader(c) < 0) {
+                conn_down(c, KB_LOG_WARN, "out of memory");
+                conn_release(c);
+                return;
+            }
             c->state = CS_UP;
             c->backoff_ms = c->backoff_min_ms;
             c->last_rx_ms = c->last_ping_ms = kb_now_ms();
@@ -769,6 +930,10 @@ static struct bufferevent *bev_new(rpc_conn_t *c, evutil_socket_t fd, bool accep
         SSL *ssl = SSL_new(c->tls);
         if (!ssl)
             return NULL;
+        /* libevent 2.1 continues with the next chunk after a partial
+         * SSL_write, reordering the stream: never allow partial writes,
+         * whoever built the context. */
+        SSL_clear_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
         bev = bufferevent_openssl_socket_new(c->base, fd, ssl,
                                              accepting ? BUFFEREVENT_SSL_ACCEPTING
                                                        : BUFFEREVENT_SSL_CONNECTING,
@@ -808,7 +973,8 @@ static int connect_now(rpc_conn_t *c)
     }
     if (rc == 0) {
         c->state = CS_CONNECTING;
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        /* Plain TCP reads with its own event once connected (own_reader). */
+        bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_WRITE);
         uint32_t ms = c->connect_timeout_ms;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
         evtimer_add(c->retry_ev, &tv);
@@ -921,7 +1087,11 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         kb_info(LOG_CTX, "connection from %s refused: %s", c->peer, strerror(-rc));
         rpc_conn_close(c);
     } else if (c->bev) {
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_WRITE);
+        if (own_reader(c) < 0) {
+            kb_warn(LOG_CTX, "dropping connection from %s: out of memory", c->peer);
+            rpc_conn_close(c);
+        }
     }
     conn_release(c);
 }

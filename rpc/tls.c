@@ -59,7 +59,9 @@ struct ssl_ctx_st *rpc_tls_ctx_new(bool server, const char *cert, const char *ke
             SSL_CTX_set_client_CA_list(ctx, names);
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    /* Not SSL_MODE_ENABLE_PARTIAL_WRITE: libevent 2.1 moves on to the next
+     * chunk after a partial SSL_write, which reorders the stream. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
     /* A peer that vanished without close_notify is a plain EOF for us (the
      * frames say where messages end), not a TLS error to log as one. */

@@ -96,3 +96,46 @@ Test(buf, refcount_atomic_across_threads)
     cr_assert_eq(freed_count, 1);
     free(data);
 }
+
+Test(buf, big_buffers_are_cached_and_reused)
+{
+    kb_buf_t *a = kb_buf_new(1 << 20);
+    cr_assert_eq(a->cap, 1u << 20);
+    char *mem = a->data;
+    memset(a->data, 1, a->cap);
+    kb_buf_unref(a);
+    kb_buf_t *b = kb_buf_new((1 << 20) - 5000);
+    cr_assert_eq(b->data, mem, "the cached area is handed out again");
+    cr_assert_eq(b->cap, 1u << 20, "rounded up to its class");
+    cr_assert_eq(b->len, 0);
+    kb_buf_t *c = kb_buf_new(1 << 20);
+    cr_assert_neq(c->data, mem);
+    cr_assert_eq((uintptr_t)c->data % 4096, 0);
+    kb_buf_unref(b);
+    kb_buf_unref(c);
+
+    kb_buf_t *odd = kb_buf_new((4u << 20) + 1);   /* above the classes: exact, not cached */
+    cr_assert_eq(odd->cap, (4u << 20) + 4096);
+    memset(odd->data, 2, odd->cap);
+    kb_buf_unref(odd);
+}
+
+static void *churn(void *arg)
+{
+    for (int i = 0; i < 2000; i++) {
+        kb_buf_t *b = kb_buf_new((size_t)(64 << 10) << (i % 4));
+        b->data[0] = (char)i;
+        b->data[b->cap - 1] = (char)i;
+        kb_buf_unref(b);
+    }
+    return NULL;
+}
+
+Test(buf, cache_is_thread_safe)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, churn, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+}

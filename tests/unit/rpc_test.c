@@ -630,6 +630,35 @@ Test(rpc, close_from_inside_a_reply, .init = setup, .fini = teardown)
     srv_stop(&s);
 }
 
+/* Both ends can call: the server asks the client something. */
+static void client_side_request(void *arg, rpc_conn_t *c, rpc_msg_t *m)
+{
+    (*(int *)arg)++;
+    rpc_reply(c, m->hdr.xid, m->hdr.proc, -EROFS, "no", 2, NULL);
+    rpc_msg_free(m);
+    free(m);
+}
+
+Test(rpc, server_calls_client, .init = setup, .fini = teardown)
+{
+    struct srv s = { 0 };
+    srv_start_on(&s, "127.0.0.1", 0, NULL);
+    struct cli k = { 0 };
+    cli_open(&k, rpc_listener_port(s.l), NULL);
+    cr_assert(RUN_UNTIL(k.ups == 1 && s.last, 1000));
+    int asked = 0;
+    rpc_conn_set_handlers(k.c, client_side_request, cli_event, &k);
+    rpc_conn_set_handlers(k.c, client_side_request, NULL, &asked);
+    struct res r = { 0 };
+    rpc_call(s.last, 77, "q", 1, NULL, on_reply, &r);
+    cr_assert(RUN_UNTIL(r.calls == 1, 1000));
+    cr_assert_eq(asked, 1);
+    cr_assert_eq(r.status, -EROFS);
+    cr_assert_arr_eq(r.payload, "no", 2);
+    rpc_conn_close(k.c);
+    srv_stop(&s);
+}
+
 static int refuse_accept(void *arg, rpc_conn_t *c)
 {
     (*(int *)arg)++;
@@ -748,15 +777,22 @@ Test(tls, mutual_round_trip_with_bulk, .init = tls_setup, .fini = tls_teardown)
     for (size_t i = 0; i < (1u << 20); i++)
         b->data[i] = (char)(i * 31 + 7);
     b->len = 1 << 20;
-    struct res r = { 0 };
-    rpc_call(k.c, 8, "tls", 3, b, on_reply, &r);
-    cr_assert(RUN_UNTIL(r.calls == 1, 3000));
-    cr_assert_eq(r.status, 0);
-    cr_assert_arr_eq(r.payload, "R8:tls", 6);
-    cr_assert_not_null(r.bulk);
-    cr_assert_eq(r.bulk->len, b->len);
-    cr_assert_arr_eq(r.bulk->data, b->data, b->len);
-    kb_buf_unref(r.bulk);
+    /* Several in flight: libevent must not reorder TLS writes (it does
+     * with SSL_MODE_ENABLE_PARTIAL_WRITE; this caught it). */
+    enum { N = 6 };
+    struct res r[N];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < N; i++)
+        rpc_call(k.c, 8, "tls", 3, b, on_reply, &r[i]);
+    cr_assert(RUN_UNTIL(({ int d = 0; for (int i = 0; i < N; i++) d += r[i].calls; d == N; }), 5000));
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(r[i].status, 0);
+        cr_assert_arr_eq(r[i].payload, "R8:tls", 6);
+        cr_assert_not_null(r[i].bulk);
+        cr_assert_eq(r[i].bulk->len, b->len);
+        cr_assert_arr_eq(r[i].bulk->data, b->data, b->len);
+        kb_buf_unref(r[i].bulk);
+    }
     kb_buf_unref(b);
     rpc_conn_close(k.c);
     cr_assert(RUN_UNTIL(s.downs == 1, 1000));
