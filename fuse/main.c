@@ -242,17 +242,47 @@ static void parse_args(kbf_args_t *a, int argc, char **argv)
 
 /* ---------------- logging ---------------- */
 
+/*
+ * libfuse writes one message in several pieces; they are joined into a line
+ * before it goes to the log, and the last complete line is kept so a failed
+ * mount can say why on its one stderr line.
+ */
+static pthread_mutex_t fuse_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char fuse_log_line[1024];         /* (fuse_log_mu) the line being built */
+static char fuse_log_last[1024];         /* (fuse_log_mu) the last full line */
+
 static void fuse_log_to_kb(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-    char line[1024];
-    vsnprintf(line, sizeof(line), fmt, ap);
-    size_t n = strlen(line);
-    while (n && line[n - 1] == '\n')
-        line[--n] = 0;
+    char piece[1024];
+    vsnprintf(piece, sizeof(piece), fmt, ap);
     int l = level <= FUSE_LOG_ERR ? KB_LOG_ERROR : level <= FUSE_LOG_WARNING ? KB_LOG_WARN
           : level <= FUSE_LOG_INFO ? KB_LOG_INFO : KB_LOG_DEBUG;
-    if (l <= kb_log_level)
-        kb_log_write(l, "fuse", 0, "%s", line);
+    pthread_mutex_lock(&fuse_log_mu);
+    size_t used = strlen(fuse_log_line);
+    snprintf(fuse_log_line + used, sizeof(fuse_log_line) - used, "%s", piece);
+    used = strlen(fuse_log_line);
+    if (used && fuse_log_line[used - 1] == '\n') {
+        fuse_log_line[used - 1] = 0;
+        for (char *p = fuse_log_line; *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+        if (l <= kb_log_level)
+            kb_log_write(l, "fuse", 0, "%s", fuse_log_line);
+        snprintf(fuse_log_last, sizeof(fuse_log_last), "%s", fuse_log_line);
+        fuse_log_line[0] = 0;
+    }
+    pthread_mutex_unlock(&fuse_log_mu);
+}
+
+/* The last line libfuse logged, "fuse: " stripped ("" if none). */
+static const char *fuse_last_error(void)
+{
+    pthread_mutex_lock(&fuse_log_mu);
+    const char *s = fuse_log_last;
+    if (strncmp(s, "fuse: ", 6) == 0)
+        s += 6;
+    pthread_mutex_unlock(&fuse_log_mu);
+    return s;   /* only read by the main thread on its way out */
 }
 
 /* /var/log/kembar/mnt-x.log for the mount point /mnt/x. */
@@ -351,11 +381,24 @@ static kbc_t *connect_volume(const kbf_args_t *a)
     return c;
 }
 
+/* libfuse splits -o at commas; a spec with backup hosts has commas. */
+static void opt_escape(char *out, size_t len, const char *in)
+{
+    size_t j = 0;
+    for (; *in && j + 2 < len; in++) {
+        if (*in == ',' || *in == '\\')
+            out[j++] = '\\';
+        out[j++] = *in;
+    }
+    out[j] = 0;
+}
+
 static struct fuse_session *session_new(kbf_t *fs, const kbf_args_t *a)
 {
-    char opts[4096];
+    char opts[4096], fsname[1024];
+    opt_escape(fsname, sizeof(fsname), a->volfile ? a->volfile : a->spec);
     snprintf(opts, sizeof(opts), "fsname=%s,subtype=kembar%s%s%s%s",
-             a->volfile ? a->volfile : a->spec, a->allow_other ? ",allow_other" : "",
+             fsname, a->allow_other ? ",allow_other" : "",
              a->default_permissions ? ",default_permissions" : "", a->fuse_opts[0] ? "," : "",
              a->fuse_opts);
     char *argv[] = { "kembar-fuse", "-o", opts, a->debug ? "-d" : NULL, NULL };
@@ -422,11 +465,11 @@ int main(int argc, char **argv)
 
     fs.se = session_new(&fs, &a);
     if (!fs.se)
-        die(1, "cannot start a FUSE session (bad mount option?)");
+        die(1, "cannot start a FUSE session: %s", fuse_last_error());
     if (fuse_set_signal_handlers(fs.se) < 0)
         die(1, "cannot install signal handlers");
     if (fuse_session_mount(fs.se, mnt) < 0)
-        die(1, "cannot mount on '%s' (see the messages above; is it already mounted?)", mnt);
+        die(1, "cannot mount on '%s': %s", mnt, fuse_last_error());
     kb_info("fuse", "mounted %s on %s", a.volfile ? a.volfile : a.spec, mnt);
     daemon_ready(ready_fd);
 
