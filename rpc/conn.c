@@ -11,8 +11,10 @@
  *    frame; a bad frame closes only that connection, with a logged reason.
  *  - Bulk data is never copied into the output: the kb_buf is referenced by
  *    the output evbuffer and unreferenced when the kernel has taken it.
- *    Received bulk is copied once, from the input evbuffer into a fresh
- *    aligned kb_buf, when the whole frame is buffered.
+ *    Received bulk lands in a fresh aligned kb_buf, allocated once the
+ *    header passed its checks and the payload is in: whatever of it was
+ *    already buffered is copied in once, the rest is read from the socket
+ *    straight into it (plain TCP; TLS copies once out of OpenSSL's output).
  *  - A connection touched by one of its own callbacks cannot vanish under
  *    it: every entry from libevent holds a reference (conn_hold/release), and
  *    rpc_conn_close from inside a callback only tears the socket down and
@@ -29,12 +31,23 @@
  * connection, so issue order is deadline order: one timer aimed at the
  * oldest call covers them all, and nothing scans the pending set per reply.
  *
+ * Reading. Plain TCP reads with its own event (on_sock_read): libevent
+ * 2.1's bufferevent reads 4 KiB per loop pass, which capped a connection at
+ * ~500 MB/s. The bufferevent still connects and writes (writev of the output
+ * chains, bulk by reference). TLS keeps the bufferevent's reading, with the
+ * low watermark set to what the next step needs, so a frame costs one
+ * callback however many records it took.
+ *
  * Liveness (client side): a tick every min(ping_interval, ping_timeout/4)
  * sends a PING when ping_interval has passed and declares the peer dead when
- * no byte at all arrived for ping_timeout. Bytes that arrived but do not yet
- * make a whole frame count too: the tick sees the input buffer grow. That
- * matters because the read callback fires only at the low watermark (a whole
- * frame), and a 4 MiB reply on a slow link must not look like silence.
+ * no byte at all arrived for ping_timeout. Bytes that do not yet make a whole
+ * frame count too (every read stamps last_rx_ms; for TLS the tick sees the
+ * input buffer grow), so a 4 MiB reply on a slow link does not look like
+ * silence.
+ *
+ * SIGPIPE: writing to a socket the peer reset raises it, and libevent uses
+ * writev. The first connection or listener sets SIGPIPE to ignored when it
+ * is still at its default (a process that installed a handler keeps it).
  *
  * Threading: a connection and its callbacks belong to the thread running
  * its event_base; nothing here may be called from another thread.
@@ -55,6 +68,8 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -136,6 +151,14 @@ struct rpc_listener {
 };
 
 static uint64_t conn_ids;
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
 
 static void conn_down(rpc_conn_t *c, int level, const char *why);
 static void start_connect(rpc_conn_t *c);
@@ -191,6 +214,7 @@ static void conn_release(rpc_conn_t *c)
 
 static rpc_conn_t *conn_alloc(struct event_base *base, bool server)
 {
+    pthread_once(&sigpipe_once, ignore_sigpipe);
     rpc_conn_t *c = kb_zalloc(sizeof(*c));
     if (!c)
         return NULL;
@@ -1156,6 +1180,7 @@ rpc_listener_t *rpc_listen(struct event_base *base, const char *host, uint16_t p
         err = dummy;
         errlen = sizeof(dummy);
     }
+    pthread_once(&sigpipe_once, ignore_sigpipe);
     rpc_listener_t *l = kb_zalloc(sizeof(*l));
     if (!l) {
         snprintf(err, errlen, "out of memory");

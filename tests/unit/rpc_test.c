@@ -591,6 +591,43 @@ Test(rpc, connect_refused_without_reconnect_reports_down, .init = setup, .fini =
     rpc_conn_close(k.c);
 }
 
+Test(rpc, connect_timeout, .init = setup, .fini = teardown)
+{
+    /* A listener whose accept queue is full drops SYNs: connect hangs. */
+    uint16_t port = 0;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 0), 0);
+    socklen_t l = sizeof(a);
+    getsockname(lfd, (struct sockaddr *)&a, &l);
+    port = ntohs(a.sin_port);
+    int fill[8], nfill = 0;
+    for (; nfill < 8; nfill++) {
+        fill[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[nfill], (struct sockaddr *)&a, sizeof(a));
+        struct pollfd p = { fill[nfill], POLLOUT, 0 };
+        if (poll(&p, 1, 100) == 0) {      /* this one hangs: the queue is full */
+            nfill++;
+            break;
+        }
+    }
+    struct cli k = { 0 };
+    rpc_client_opts_t o = { .reconnect = false, .connect_timeout_ms = 200 };
+    uint64_t t0 = kb_now_ms();
+    cli_open(&k, port, &o);
+    cr_assert(RUN_UNTIL(k.downs == 1, 1500));
+    uint64_t took = kb_now_ms() - t0;
+    cr_assert_eq(k.ups, 0);
+    cr_assert_geq(took, 180);
+    cr_assert_leq(took, 600, "gave up after the connect timeout (%llu ms)", (unsigned long long)took);
+    rpc_conn_close(k.c);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
 /* ---------------- re-entrancy ---------------- */
 
 struct closer { rpc_conn_t *c; int calls; int status; };
