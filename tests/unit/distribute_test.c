@@ -6,6 +6,7 @@
  * sets, rmdir order and undo, fds, statfs, notify, deferred completion.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -710,4 +711,159 @@ Test(distribute, readdir_offsets_pack_and_unpack)
     cr_assert_eq(dist_doff_decode(&fd, 4, first, &s, &o), -EINVAL, "dropped");
     cr_assert_eq(dist_doff_decode(&fd, 4, last + 1, &s, &o), -EINVAL, "never given");
     free(fd.ck.e);
+}
+
+/* ================= over real storage/posix bricks ================= */
+
+#include <sys/xattr.h>
+#include "tests/unit/brick_harness.h"
+
+typedef struct real {
+    bh_t *h;
+    char *dir[2];
+} real_t;
+
+static void real_start(real_t *r)
+{
+    if (!kb_xlator_type_find("storage/posix"))
+        cr_skip_test("storage/posix is not linked in");
+    kb_log_level = KB_LOG_ERROR;
+    char vf[1024], err[256] = "";
+    for (int i = 0; i < 2; i++)
+        cr_assert_not_null(r->dir[i] = bh_tmpdir("dist"));
+    snprintf(vf, sizeof(vf),
+             "volume b0\n type storage/posix\n option directory %s\nend-volume\n"
+             "volume b1\n type storage/posix\n option directory %s\nend-volume\n"
+             "volume dist\n type cluster/distribute\n subvolumes b0 b1\nend-volume\n",
+             r->dir[0], r->dir[1]);
+    cr_assert_not_null(r->h = bh_start(vf, err, sizeof(err)), "%s", err);
+    bh_pump(r->h, 10);
+    cr_assert(r->h->graph->top->up);
+}
+
+static void real_stop(real_t *r)
+{
+    bh_stop(r->h);
+    for (int i = 0; i < 2; i++) {
+        bh_rmrf(r->dir[i]);
+        free(r->dir[i]);
+    }
+}
+
+/* Bricks (bit mask) whose directory holds REL; the gfid xattr of the first. */
+static unsigned on_disk(real_t *r, const char *rel, kb_gfid_t *gfid)
+{
+    unsigned m = 0;
+    for (int i = 1; i >= 0; i--) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", r->dir[i], rel);
+        struct stat st;
+        if (lstat(p, &st) == 0) {
+            m |= 1u << i;
+            if (gfid)
+                cr_assert_eq(lgetxattr(p, "trusted.kembar.gfid", gfid->b, 16), 16, "%s", p);
+        }
+    }
+    return m;
+}
+
+static int real_readdir_all(real_t *r, const kb_gfid_t *dir, uint32_t plus)
+{
+    kb_args_t o = { .gfid = *dir };
+    kb_reply_t rep;
+    cr_assert_eq(bh_call(r->h, KB_FOP_OPENDIR, &o, &rep), 0);
+    uint64_t fd = rep.fd, off = 0;
+    kb_reply_clear(&rep);
+    static char seen[400][32];
+    int n = 0;
+    for (;;) {
+        kb_args_t rd = { .gfid = *dir, .fd = fd, .off = off, .size = 1024, .flags = plus };
+        cr_assert_geq(bh_call(r->h, KB_FOP_READDIR, &rd, &rep), 0);
+        if (!rep.ndirents) {
+            kb_reply_clear(&rep);
+            break;
+        }
+        for (uint32_t k = 0; k < rep.ndirents; k++) {
+            for (int j = 0; j < n; j++)
+                cr_assert_str_neq(seen[j], rep.dirents[k].name, "%s twice", seen[j]);
+            cr_assert_lt(n, 400);
+            snprintf(seen[n++], 32, "%s", rep.dirents[k].name);
+        }
+        off = rep.dirents[rep.ndirents - 1].off;
+        kb_reply_clear(&rep);
+    }
+    kb_args_t rel = { .gfid = *dir, .fd = fd };
+    cr_assert_eq(bh_call(r->h, KB_FOP_RELEASEDIR, &rel, NULL), 0);
+    return n;
+}
+
+Test(distribute_posix, files_spread_listed_once_renamed_in_place)
+{
+    real_t r = { 0 };
+    real_start(&r);
+    kb_gfid_t d, g0, g1;
+    cr_assert_eq(bh_mkdir(r.h, &kb_gfid_root, "vms", 0755, &d), 0);
+    cr_assert_eq(on_disk(&r, "vms", &g0), 3u, "the directory is on both bricks");
+    cr_assert(kb_gfid_eq(&g0, &d));
+    cr_assert_eq(on_disk(&r, "vms", &g1), 3u);
+    int count[2] = { 0 };
+    for (int k = 0; k < 200; k++) {
+        char name[32], rel[64];
+        snprintf(name, sizeof(name), "disk-%03d.raw", k);
+        kb_gfid_t gf, got;
+        uint64_t fd;
+        cr_assert_eq(bh_create(r.h, &d, name, 0644, O_RDWR, &gf, &fd), 0, "%s", name);
+        cr_assert_eq(bh_write(r.h, &gf, fd, 0, name, strlen(name), 0), (int)strlen(name));
+        cr_assert_eq(bh_release(r.h, &gf, fd), 0);
+        snprintf(rel, sizeof(rel), "vms/%s", name);
+        unsigned m = on_disk(&r, rel, &got);
+        cr_assert(m == 1 || m == 2, "%s on bricks %x", name, m);
+        cr_assert(kb_gfid_eq(&got, &gf));
+        count[m == 2]++;
+    }
+    cr_assert(count[0] >= 70 && count[0] <= 130, "brick 0 holds %d of 200", count[0]);
+    cr_assert_eq(bh_mkdir(r.h, &d, "sub", 0755, NULL), 0);
+    cr_assert_eq(real_readdir_all(&r, &d, 0), 201);
+    cr_assert_eq(real_readdir_all(&r, &d, 1), 201);
+
+    /* rename every file to a new name: half of them now hash elsewhere */
+    for (int k = 0; k < 200; k++) {
+        char a[32], b[32], ra[64], rb[64];
+        snprintf(a, sizeof(a), "disk-%03d.raw", k);
+        snprintf(b, sizeof(b), "renamed-%03d", k);
+        snprintf(ra, sizeof(ra), "vms/%s", a);
+        snprintf(rb, sizeof(rb), "vms/%s", b);
+        unsigned before = on_disk(&r, ra, NULL);
+        kb_args_t rn = { .gfid = d, .name = a, .gfid2 = d, .name2 = b };
+        cr_assert_eq(bh_call(r.h, KB_FOP_RENAME, &rn, NULL), 0, "%s", a);
+        cr_assert_eq(on_disk(&r, ra, NULL), 0u);
+        cr_assert_eq(on_disk(&r, rb, NULL), before, "%s renamed in place", b);
+    }
+    cr_assert_eq(real_readdir_all(&r, &d, 1), 201);
+    for (int k = 0; k < 200; k++) {
+        char b[32];
+        snprintf(b, sizeof(b), "renamed-%03d", k);
+        kb_iatt_t at;
+        cr_assert_eq(bh_lookup(r.h, &d, b, &at), 0, "%s", b);
+        uint64_t fd;
+        cr_assert_eq(bh_open(r.h, &at.gfid, O_RDONLY, &fd), 0);
+        char buf[64] = "", want[32];
+        snprintf(want, sizeof(want), "disk-%03d.raw", k);
+        cr_assert_eq(bh_read(r.h, &at.gfid, fd, 0, sizeof(buf), buf), (int)strlen(want));
+        cr_assert_eq(memcmp(buf, want, strlen(want)), 0);
+        cr_assert_eq(bh_release(r.h, &at.gfid, fd), 0);
+        kb_args_t u = { .gfid = d, .name = b };
+        cr_assert_eq(bh_call(r.h, KB_FOP_UNLINK, &u, NULL), 0);
+    }
+    kb_args_t rd = { .gfid = d, .name = "sub" };
+    cr_assert_eq(bh_call(r.h, KB_FOP_RMDIR, &rd, NULL), 0);
+    kb_args_t rd2 = { .gfid = kb_gfid_root, .name = "vms" };
+    cr_assert_eq(bh_call(r.h, KB_FOP_RMDIR, &rd2, NULL), 0);
+    cr_assert_eq(on_disk(&r, "vms", NULL), 0u);
+    kb_args_t sf = { .gfid = kb_gfid_root };
+    kb_reply_t rep;
+    cr_assert_eq(bh_call(r.h, KB_FOP_STATFS, &sf, &rep), 0);
+    cr_assert_gt(rep.statfs.blocks, 0);
+    kb_reply_clear(&rep);
+    real_stop(&r);
 }
