@@ -39,6 +39,7 @@ typedef struct kbf_args {
     char *log_file;              /* owned */
     int log_level;
     unsigned max_threads, max_idle;
+    unsigned read_ahead_kb;      /* 0: leave the kernel's default (128) */
     char fuse_opts[2048];        /* mount options handed to libfuse as they are */
 } kbf_args_t;
 
@@ -55,6 +56,7 @@ static const char *const usage_text =
     "  -o security_xattrs, acl  pass security.* / POSIX ACL xattrs to the bricks\n"
     "  -o splice          splice data through /dev/fuse\n"
     "  -o max_threads=N   FUSE worker threads (default 32)\n"
+    "  -o read_ahead_kb=N kernel readahead for buffered reads (default 1024, 0: kernel's)\n"
     "  -o ro,nosuid,nodev,noexec,noatime,... mount flags; auto_unmount\n"
     "mount(8)-only options (_netdev, defaults, auto, noauto, user, nofail, x-*) are ignored.\n";
 
@@ -181,6 +183,8 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         a->max_threads = parse_count("max_threads", v, 1024);
     else if ((v = opt_val(o, "max_idle_threads", NULL)))
         a->max_idle = parse_count("max_idle_threads", v, 1024);
+    else if ((v = opt_val(o, "read_ahead_kb", NULL)))
+        a->read_ahead_kb = strcmp(v, "0") ? parse_count("read_ahead_kb", v, 65536) : 0;
     else if (fuse_flag(o))
         add_fuse_opt(a, o);
     else
@@ -202,7 +206,7 @@ static void parse_args(kbf_args_t *a, int argc, char **argv)
 {
     *a = (kbf_args_t){ .attr_timeout = 1.0, .entry_timeout = 1.0, .allow_other = true,
                        .default_permissions = true, .log_level = KB_LOG_INFO,
-                       .max_threads = 32, .max_idle = 16 };
+                       .max_threads = 32, .max_idle = 16, .read_ahead_kb = 1024 };
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
@@ -353,6 +357,55 @@ static void daemon_ready(int fd)
     close(fd);
 }
 
+/* ---------------- readahead ---------------- */
+
+/* "MAJ:MIN" of the mount at MNT from /proc/self/mountinfo (the last, i.e.
+ * topmost, one). Never stat()s the mount: its INIT is not answered yet. */
+static bool mount_devno(const char *mnt, char *dev, size_t len)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    if (!f)
+        return false;
+    char line[4096], esc[PATH_MAX * 4];
+    size_t j = 0;
+    for (const char *p = mnt; *p && j + 5 < sizeof(esc); p++) {  /* mountinfo escapes */
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
+            j += (size_t)snprintf(esc + j, sizeof(esc) - j, "\\%03o", (unsigned char)*p);
+        else
+            esc[j++] = *p;
+    }
+    esc[j] = 0;
+    bool found = false;
+    while (fgets(line, sizeof(line), f)) {
+        char d[32], point[sizeof(line)];
+        if (sscanf(line, "%*s %*s %31s %*s %4095s", d, point) == 2 && strcmp(point, esc) == 0) {
+            snprintf(dev, len, "%s", d);
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/*
+ * The kernel caps a FUSE mount's readahead at 128 KiB (its bdi default),
+ * whatever max_readahead says; sequential buffered reads (cp of an image)
+ * run at about twice the speed with 1 MiB. Best effort: a failure is logged.
+ */
+static void set_read_ahead(const char *mnt, unsigned kb)
+{
+    char dev[32], path[96], val[16];
+    if (!kb || !mount_devno(mnt, dev, sizeof(dev)))
+        return;
+    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+    int n = snprintf(val, sizeof(val), "%u", kb);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, val, (size_t)n) != n)
+        kb_warn("fuse", "cannot set %s to %u: %s", path, kb, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 /* ---------------- main ---------------- */
 
 static kbc_t *connect_volume(const kbf_args_t *a)
@@ -471,6 +524,7 @@ int main(int argc, char **argv)
     if (fuse_session_mount(fs.se, mnt) < 0)
         die(1, "cannot mount on '%s': %s", mnt, fuse_last_error());
     kb_info("fuse", "mounted %s on %s", a.volfile ? a.volfile : a.spec, mnt);
+    set_read_ahead(mnt, a.read_ahead_kb);
     daemon_ready(ready_fd);
 
     int rc = run_loop(fs.se, &a);
