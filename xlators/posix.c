@@ -301,6 +301,37 @@ static void posix_fini(kb_xlator_t *xl)
     xl->priv = NULL;
 }
 
+/* ---------------- distribute's layout IPC ----------------
+ * KB_IPC_LAYOUT_GET / KB_IPC_LAYOUT_SET (changelog.h section 4), added by
+ * cluster/distribute: the directory's KB_LAYOUT_XATTR value, opaque here
+ * (its format belongs to xlators/dist_layout.h). Clients cannot reach
+ * trusted.kembar.* through the xattr fops; this is the only way in. */
+int posix_layout_ipc(posix_priv_t *p, const kb_args_t *a, kb_reply_t *r)
+{
+    posix_obj_t o;
+    int rc = posix_resolve(p, &a->gfid, &o);
+    if (rc)
+        return rc;
+    if (!S_ISDIR(o.st.st_mode)) {
+        rc = -ENOTDIR;
+    } else if (a->flags == KB_IPC_LAYOUT_SET) {
+        rc = !a->data || a->data->len != KB_LAYOUT_DISK_BYTES
+                 ? -EINVAL
+                 : posix_obj_setxattr(&o, KB_LAYOUT_XATTR, a->data->data, a->data->len, 0);
+    } else {
+        uint8_t v[KB_LAYOUT_DISK_BYTES];
+        ssize_t n = posix_obj_getxattr(&o, KB_LAYOUT_XATTR, v, sizeof(v));
+        if (n == -ENODATA)
+            n = 0;                    /* none stored: an empty value */
+        if (n < 0)
+            rc = n == -ERANGE ? -EINVAL : (int)n;
+        else if (!(r->data = kb_buf_copy(v, (size_t)n)))
+            rc = -ENOMEM;
+    }
+    posix_obj_put(p, &o);
+    return rc;
+}
+
 /* The brick is up as soon as its parent is: there is nothing to connect. */
 static void posix_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
 {

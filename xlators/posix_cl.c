@@ -497,6 +497,8 @@ void posix_op_ipc(kb_call_t *call)
     case KB_IPC_REGIONS_CLEAR: rc = regions_clear(p, &a->gfid, a->data); break;
     case KB_IPC_GFID_PATH: rc = gfid_path(p, &a->gfid, &r); break;
     case KB_IPC_BRICK_INFO: rc = brick_info(p, &r); break;
+    case KB_IPC_LAYOUT_GET: /* fall through */
+    case KB_IPC_LAYOUT_SET: rc = posix_layout_ipc(p, a, &r); break;   /* posix.c */
     default: rc = -EINVAL; break;
     }
     r.status = rc;

@@ -205,6 +205,8 @@ void posix_op_rchecksum(kb_call_t *call);
 /* ---- posix_cl.c ---- */
 void posix_op_xattrop(kb_call_t *call);
 void posix_op_ipc(kb_call_t *call);
+/* KB_IPC_LAYOUT_GET/SET for cluster/distribute (posix.c). */
+int posix_layout_ipc(posix_priv_t *p, const kb_args_t *a, kb_reply_t *r);
 /* Durably set the region bits of [off, off+len) before a tracked op. */
 int posix_regions_track(posix_priv_t *p, const kb_gfid_t *g, uint64_t off, uint64_t len);
 /* The object is gone: drop its index entry and region map. */

@@ -806,6 +806,18 @@ Test(distribute_posix, files_spread_listed_once_renamed_in_place)
     cr_assert_eq(on_disk(&r, "vms", &g0), 3u, "the directory is on both bricks");
     cr_assert(kb_gfid_eq(&g0, &d));
     cr_assert_eq(on_disk(&r, "vms", &g1), 3u);
+    /* each brick's copy carries its own range (KB_IPC_LAYOUT_SET), together complete */
+    dist_layout_t l;
+    dist_layout_clear(&l, 2);
+    for (int i = 0; i < 2; i++) {
+        char p[512];
+        uint8_t v[64];
+        snprintf(p, sizeof(p), "%s/vms", r.dir[i]);
+        ssize_t n = lgetxattr(p, KB_LAYOUT_XATTR, v, sizeof(v));
+        cr_assert_eq(n, KB_LAYOUT_DISK_BYTES, "brick %d has no layout", i);
+        cr_assert_eq(dist_layout_decode(&l, i, v, (size_t)n), 0);
+    }
+    cr_assert_eq(dist_layout_check(&l), 0);
     int count[2] = { 0 };
     for (int k = 0; k < 200; k++) {
         char name[32], rel[64];
@@ -817,7 +829,7 @@ Test(distribute_posix, files_spread_listed_once_renamed_in_place)
         cr_assert_eq(bh_release(r.h, &gf, fd), 0);
         snprintf(rel, sizeof(rel), "vms/%s", name);
         unsigned m = on_disk(&r, rel, &got);
-        cr_assert(m == 1 || m == 2, "%s on bricks %x", name, m);
+        cr_assert_eq(m, 1u << dist_layout_search(&l, dist_hash_str(name)), "%s on bricks %x", name, m);
         cr_assert(kb_gfid_eq(&got, &gf));
         count[m == 2]++;
     }
