@@ -358,9 +358,12 @@ static void bulk_cleanup(const void *data, size_t len, void *arg)
 }
 
 /*
- * Queue one frame. It is assembled in c->scratch and moved to the output in
- * one step, so a failure never leaves half a frame in the stream. The
- * payload is copied; BULK is referenced until libevent has written it.
+ * Queue one frame, all or nothing: a failure never leaves half a frame in
+ * the stream. Without bulk, header and payload are written into one
+ * contiguous reservation at the end of the output (usually no allocation at
+ * all). With bulk, the frame is assembled in c->scratch — header and payload
+ * copied, BULK referenced until libevent has written it — and moved to the
+ * output in one step.
  */
 static int send_frame(rpc_conn_t *c, uint8_t type, uint64_t xid, uint32_t proc, int32_t status,
                       const void *payload, uint32_t plen, kb_buf_t *bulk)
@@ -374,20 +377,31 @@ static int send_frame(rpc_conn_t *c, uint8_t type, uint64_t xid, uint32_t proc, 
         .magic = KB_WIRE_MAGIC, .version = KB_WIRE_VERSION, .type = type,
         .xid = xid, .proc = proc, .status = status, .plen = plen, .blen = (uint32_t)blen,
     };
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!blen) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, KB_WIRE_HDR_LEN + (ev_ssize_t)plen, &v, 1) != 1)
+            return -ENOMEM;
+        kb_wire_hdr_encode(v.iov_base, &h);
+        if (plen)
+            memcpy((uint8_t *)v.iov_base + KB_WIRE_HDR_LEN, payload, plen);
+        v.iov_len = KB_WIRE_HDR_LEN + (size_t)plen;
+        return evbuffer_commit_space(out, &v, 1) == 0 ? 0 : -ENOMEM;
+    }
     uint8_t hb[KB_WIRE_HDR_LEN];
     kb_wire_hdr_encode(hb, &h);
     struct evbuffer *s = c->scratch;
     int rc = evbuffer_add(s, hb, sizeof(hb));
     if (rc == 0 && plen)
         rc = evbuffer_add(s, payload, plen);
-    if (rc == 0 && blen) {
+    if (rc == 0) {
         kb_buf_ref(bulk);
         rc = evbuffer_add_reference(s, bulk->data, blen, bulk_cleanup, bulk);
         if (rc != 0)
             kb_buf_unref(bulk);
     }
     if (rc == 0)
-        rc = evbuffer_add_buffer(bufferevent_get_output(c->bev), s);
+        rc = evbuffer_add_buffer(out, s);
     if (rc != 0) {
         evbuffer_drain(s, evbuffer_get_length(s));   /* runs bulk_cleanup if queued */
         return -ENOMEM;
