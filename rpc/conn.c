@@ -725,16 +725,16 @@ static void tune_bev(struct bufferevent *bev)
 /* Free the socket; forget partial input. Timers of the socket stop. */
 static void drop_socket(rpc_conn_t *c)
 {
+    if (c->rd_ev) {                   /* before the bufferevent closes the fd */
+        event_free(c->rd_ev);         /* safe inside its own callback */
+        c->rd_ev = NULL;
+    }
     if (c->bev) {
         SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
         if (ssl && c->state == CS_UP)
             SSL_shutdown(ssl);        /* best effort close_notify: a clean EOF for the peer */
-        bufferevent_free(c->bev);     /* safe inside its own callbacks */
+        bufferevent_free(c->bev);     /* likewise */
         c->bev = NULL;
-    }
-    if (c->rd_ev) {
-        event_free(c->rd_ev);         /* likewise */
-        c->rd_ev = NULL;
     }
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
     rx_reset(c);
