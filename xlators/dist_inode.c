@@ -267,9 +267,74 @@ void dist_inode_modify(kb_call_t *call)
         dist_by_gfid(call, DK_MODIFY);
 }
 
+/* KB_IPC_INDEX_LIST (replicate stacked over distribute: its heal asks for
+ * the index of a whole distributed volume): every set's listing, in set
+ * order, sliced as one listing; reply.off = the sum of the totals. */
+static void index_list_done(dist_frame_t *f)
+{
+    uint64_t total = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < f->n; i++) {
+        const kb_reply_t *r = &f->sub[i].reply;
+        if (!(f->mask & dist_bit(i)))
+            continue;
+        if (r->status < 0) {
+            dist_frame_unwind(f, r);
+            return;
+        }
+        total += r->off;
+        bytes += r->data ? r->data->len : 0;
+    }
+    kb_buf_t *all = kb_buf_new(bytes ? bytes : 1);
+    if (!all) {
+        dist_frame_fail(f, -ENOMEM);
+        return;
+    }
+    for (int i = 0; i < f->n; i++) {
+        const kb_buf_t *d = f->sub[i].reply.data;
+        if ((f->mask & dist_bit(i)) && d && d->len) {
+            memcpy(all->data + all->len, d->data, d->len);
+            all->len += d->len;
+        }
+    }
+    size_t n = all->len / 16, from = (size_t)KB_MIN(f->args.off, (uint64_t)n);
+    size_t cnt = f->args.size ? (size_t)KB_MIN(f->args.size, (uint64_t)(n - from)) : n - from;
+    kb_reply_t out = { .status = 0, .off = total, .data = cnt ? kb_buf_copy(all->data + from * 16, cnt * 16) : NULL };
+    kb_buf_unref(all);
+    if (cnt && !out.data) {
+        dist_frame_fail(f, -ENOMEM);
+        return;
+    }
+    dist_frame_unwind(f, &out);
+    kb_buf_unref(out.data);
+}
+
+static void index_list(kb_call_t *call)
+{
+    dist_frame_t *f = dist_frame_new(call);
+    if (!f) {
+        kb_unwind_err(call, -ENOMEM);
+        return;
+    }
+    uint64_t up = dist_up_mask(f->p);
+    if (up != f->p->all) {
+        dist_frame_fail(f, -ENOTCONN);  /* a partial index would look complete */
+        return;
+    }
+    kb_args_t a = f->args;
+    a.off = 0;
+    a.size = f->args.size ? f->args.off + f->args.size : 0;
+    f->mask = up;
+    dist_sub_args(f, up, &a);
+    dist_fan(f, KB_FOP_IPC, up, index_list_done);
+}
+
 void dist_inode_lock(kb_call_t *call)
 {
-    dist_by_gfid(call, DK_LOCK);
+    if (call->op == KB_FOP_IPC && call->args->flags == KB_IPC_INDEX_LIST)
+        index_list(call);
+    else
+        dist_by_gfid(call, DK_LOCK);
 }
 
 void dist_fd_op(kb_call_t *call)

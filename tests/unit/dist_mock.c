@@ -45,6 +45,8 @@ struct dist_mock {
     unsigned batch;
     kb_call_t **held;
     size_t nheld, capheld;
+    kb_gfid_t *index;         /* KB_IPC_INDEX_LIST answer, sorted by the test */
+    size_t nindex;
 };
 
 /* ---------------- namespace ---------------- */
@@ -378,6 +380,14 @@ static int op_io(dist_mock_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r)
 static int op_ipc(dist_mock_t *m, const kb_args_t *a, kb_reply_t *r)
 {
     mobj_t *o = obj_get(m, &a->gfid);
+    if (a->flags == KB_IPC_INDEX_LIST) {
+        size_t from = (size_t)KB_MIN(a->off, (uint64_t)m->nindex);
+        size_t cnt = a->size ? (size_t)KB_MIN(a->size, (uint64_t)(m->nindex - from)) : m->nindex - from;
+        r->off = m->nindex;
+        if (cnt && !(r->data = kb_buf_copy(m->index + from, cnt * 16)))
+            return -ENOMEM;
+        return 0;
+    }
     if (a->flags != KB_IPC_LAYOUT_GET && a->flags != KB_IPC_LAYOUT_SET)
         return -ENOSYS;
     if (!o)
@@ -508,6 +518,7 @@ static void mock_fini(kb_xlator_t *xl)
     free(m->objs);
     free(m->ents);
     free(m->held);
+    free(m->index);
     free(m);
     xl->priv = NULL;
 }
@@ -604,4 +615,17 @@ unsigned dist_mock_open_fds(const dist_mock_t *m)
     for (size_t i = 0; i < KB_ARRAY_SIZE(m->fds); i++)
         n += m->fds[i].used;
     return n;
+}
+
+int dist_mock_set_index(dist_mock_t *m, const kb_gfid_t *g, size_t n)
+{
+    kb_gfid_t *c = n ? malloc(n * sizeof(*c)) : NULL;
+    if (n && !c)
+        return -ENOMEM;
+    if (n)
+        memcpy(c, g, n * sizeof(*c));
+    free(m->index);
+    m->index = c;
+    m->nindex = n;
+    return 0;
 }

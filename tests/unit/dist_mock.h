@@ -46,5 +46,7 @@ size_t dist_mock_count(const dist_mock_t *m, const kb_gfid_t *dir);
 /* Attributes of an object; -ENOENT. */
 int dist_mock_attr(const dist_mock_t *m, const kb_gfid_t *g, kb_iatt_t *out);
 unsigned dist_mock_open_fds(const dist_mock_t *m);
+/* The gfids KB_IPC_INDEX_LIST answers with (copied). */
+int dist_mock_set_index(dist_mock_t *m, const kb_gfid_t *g, size_t n);
 
 #endif

@@ -641,6 +641,32 @@ Test(distribute, statfs_sums_the_sets, .init = setup, .fini = teardown)
     kb_graph_fini(g);
 }
 
+Test(distribute, index_list_joins_the_sets, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t a[3], b[2];
+    for (int i = 0; i < 3; i++)
+        kb_gfid_generate(&a[i]);
+    for (int i = 0; i < 2; i++)
+        kb_gfid_generate(&b[i]);
+    cr_assert_eq(dist_mock_set_index(mock(g, 0), a, 3), 0);
+    cr_assert_eq(dist_mock_set_index(mock(g, 1), b, 2), 0);
+    kb_args_t q = { .flags = KB_IPC_INDEX_LIST };
+    cr_assert_eq(call(g, KB_FOP_IPC, &q), 0);
+    cr_assert_eq(R.off, 5);
+    cr_assert_eq(R.data->len, 5 * 16);
+    cr_assert_eq(memcmp(R.data->data + 3 * 16, &b[0], 16), 0);
+    kb_args_t page = { .flags = KB_IPC_INDEX_LIST, .off = 2, .size = 2 };
+    cr_assert_eq(call(g, KB_FOP_IPC, &page), 0);
+    cr_assert_eq(R.off, 5);
+    cr_assert_eq(R.data->len, 2 * 16);
+    cr_assert_eq(memcmp(R.data->data, &a[2], 16), 0);
+    cr_assert_eq(memcmp(R.data->data + 16, &b[0], 16), 0);
+    dist_mock_set_up(g->top->children[1], false);
+    cr_assert_eq(call(g, KB_FOP_IPC, &q), -ENOTCONN, "a partial index is not complete");
+    kb_graph_fini(g);
+}
+
 static int events[8];
 static void on_event(kb_graph_t *g, int ev) { events[ev]++; }
 
