@@ -51,6 +51,10 @@ typedef struct rpc_msg {
 } rpc_msg_t;
 void rpc_msg_free(rpc_msg_t *m);
 
+/* RPC_EV_DOWN, client side: after the connection had been up, or after a
+ * failed attempt when `reconnect` is off. Server side: the peer left or was
+ * dropped; the transport frees the rpc_conn right after the handler returns
+ * (do not use it afterwards; no rpc_conn_close needed). */
 enum rpc_event { RPC_EV_UP = 1, RPC_EV_DOWN = 2 };
 
 /* status: hdr.status of the reply, or a transport error (-ENOTCONN,
@@ -78,7 +82,9 @@ typedef struct rpc_client_opts {
 
 rpc_conn_t *rpc_client_new(struct event_base *base, const rpc_client_opts_t *o,
                            rpc_event_fn ev, void *ev_arg);
-int rpc_client_connect(rpc_conn_t *c);   /* starts connecting; RPC_EV_UP when done */
+/* Starts connecting; RPC_EV_UP when done. 0, or -errno (no event) only when
+ * `reconnect` is off and the attempt could not even start (unresolvable host). */
+int rpc_client_connect(rpc_conn_t *c);
 bool rpc_conn_is_up(const rpc_conn_t *c);
 /* Issue a call. PAYLOAD is copied; BULK is referenced (the caller keeps its own ref). */
 void rpc_call(rpc_conn_t *c, uint32_t proc, const void *payload, uint32_t plen,
