@@ -2,7 +2,7 @@
 # compare.sh — kembar against GlusterFS (and the bare local disk) on this machine, side by side,
 # in one kembar-bench run; writes BENCHMARKS.md and bench/results.svg (DESIGN §9, issue 7).
 #
-#   bench/compare.sh [--quick] [--skip-kembar] [--skip-gluster] [--out FILE.md] [--svg FILE.svg]
+#   bench/compare.sh [--quick] [--lib] [--skip-kembar] [--skip-gluster] [--out FILE.md] [--svg FILE.svg]
 #
 # What it does, in order:
 #   1. measures the disk under /var/tmp: sequential 1 MiB O_DIRECT writes (fio, dd as fallback);
@@ -13,8 +13,10 @@
 #   3. brings up a GlusterFS replica-2 volume with the team's anchor script (virt profile; it
 #      installs GlusterFS itself), bricks under $ROOT too (same disk);
 #   4. runs kembar-bench once over gluster, kembar and a local directory (ratios are X / gluster),
-#      with the CPU time of each FUSE client process (--cpu-pid);
-#   5. runs a second, O_DIRECT sequential pass (the qemu cache=none pattern) for the record;
+#      with the CPU time of each FUSE client process (--cpu-pid); with --lib also over the kembar
+#      volume through libkembar without FUSE (column kembar-lib; its CPU is kembar-bench's own);
+#   5. runs a second, O_DIRECT sequential pass (the qemu cache=none pattern), counting the CPU of
+#      the client and both brick processes of each system;
 #   6. writes the report; and always (trap) unmounts, stops what it started, removes $ROOT.
 #
 # Default run: ~5-10 minutes on 2 cores; --quick: ~2 minutes (fewer runs, shorter random tests).
@@ -31,18 +33,19 @@ PORT0=${KB_BENCH_PORT:-24961}
 ANCHOR=${GLUSTER_ANCHOR:-$REPO/../shared/anchor/glusterfs.sh}
 OUT=$REPO/BENCHMARKS.md
 SVG=$REPO/bench/results.svg
-QUICK=0 DO_KEMBAR=1 DO_GLUSTER=1
+QUICK=0 DO_KEMBAR=1 DO_GLUSTER=1 DO_LIB=0
 GVOL=kbbench KVOL=v
 MNT_K=$ROOT/mnt-kembar MNT_G=$ROOT/mnt-gluster LOCAL=$ROOT/local
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --lib) DO_LIB=1 ;;
         --skip-kembar) DO_KEMBAR=0 ;;
         --skip-gluster) DO_GLUSTER=0 ;;
         --out) OUT=$2; shift ;;
         --svg) SVG=$2; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -127,7 +130,14 @@ if [ -e "$ROOT" ]; then
     mounted "$MNT_K" || mounted "$MNT_G" && die "$ROOT is in use (a mount is live); run its teardown first"
     rm -rf --one-file-system "$ROOT"
 fi
-mkdir -p "$ROOT" "$LOCAL" || die "cannot create $ROOT"
+mkdir -p "$ROOT/bin" "$LOCAL" || die "cannot create $ROOT"
+# A snapshot of the binaries: a rebuild during the run must not mix versions.
+cp "$BENCH" "$ROOT/bin/kembar-bench" || die "cannot copy $BENCH"
+BENCH=$ROOT/bin/kembar-bench
+if [ "$DO_KEMBAR" = 1 ]; then
+    for b in kembard kembar kembar-fuse; do cp "$BIN/$b" "$ROOT/bin/" || die "cannot copy $BIN/$b"; done
+    BIN=$ROOT/bin
+fi
 
 disk_bandwidth() {  # MiB/s of sequential 1 MiB O_DIRECT writes to the disk under $ROOT
     local mib=$1 f=$ROOT/disk-probe
@@ -161,15 +171,19 @@ kembar_up() {
     timeout -k 5 30 "$BIN/kembar-fuse" "$(addr 1):/$KVOL" "$MNT_K" </dev/null >&2 || die "kembar-fuse mount failed"
     mounted "$MNT_K" || die "$MNT_K is not mounted after kembar-fuse"
     K_PID=$(client_pid kembar-fuse "$MNT_K") || die "no kembar-fuse process for $MNT_K"
+    K_BRICKS=$(cat "$ROOT/node1/kembard.pid"),$(cat "$ROOT/node2/kembard.pid")
 }
 
 gluster_up() {
     GLUSTER_UP=1
     GLUSTER_PROFILE=virt bash "$ANCHOR" up "$GVOL" 2 "$MNT_G" "$ROOT/gluster" >&2 || die "GlusterFS did not come up"
     G_PID=$(client_pid "--process-name fuse" "$MNT_G") || die "no glusterfs client process for $MNT_G"
+    G_BRICKS=$(pgrep -f -- "glusterfsd .*--volfile-id $GVOL\\." | paste -sd,)
+    [ -n "$G_BRICKS" ] || die "no glusterfsd brick processes for $GVOL"
 }
 
 START=$(date +%s)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 say "disk bandwidth (sequential 1 MiB O_DIRECT writes under $ROOT)"
 DISK_MIB=$([ "$QUICK" = 1 ] && echo 512 || echo 1024)
 DISK_BW=$(disk_bandwidth "$DISK_MIB")
@@ -181,18 +195,28 @@ fi
 [ -n "$DISK_BW" ] || die "could not measure the disk bandwidth"
 say "disk: $DISK_BW MiB/s, so at most $(awk -v b="$DISK_BW" 'BEGIN {printf "%.1f", b / 2}') MiB/s per replica-2 write"
 
-TARGETS=()
+# TARGETS: CPU of each FUSE client (the goal's "client CPU"); TARGETS_ALL: of the client and
+# both brick processes (what the whole system spends per GiB).
+TARGETS=() TARGETS_ALL=()
 if [ "$DO_GLUSTER" = 1 ]; then
     say "GlusterFS replica 2 (virt profile) at $MNT_G"
     gluster_up
     TARGETS+=(--label gluster --cpu-pid "$G_PID" "$MNT_G")
+    TARGETS_ALL+=(--label gluster --cpu-pid "$G_PID,$G_BRICKS" "$MNT_G")
 fi
 if [ "$DO_KEMBAR" = 1 ]; then
     say "kembar replica 2 at $MNT_K"
     kembar_up
     TARGETS+=(--label kembar --cpu-pid "$K_PID" "$MNT_K")
+    TARGETS_ALL+=(--label kembar --cpu-pid "$K_PID,$K_BRICKS" "$MNT_K")
+    if [ "$DO_LIB" = 1 ]; then
+        mkdir "$MNT_K/lib" || die "cannot create $MNT_K/lib"
+        TARGETS+=(--label kembar-lib "kembar://$(addr 1)/$KVOL/lib")
+        TARGETS_ALL+=(--label kembar-lib --cpu-pid "self,$K_BRICKS" "kembar://$(addr 1)/$KVOL/lib")
+    fi
 fi
 TARGETS+=(--label local "$LOCAL")
+TARGETS_ALL+=(--label local "$LOCAL")
 
 # ------------------------------------------------------------------------------------- measure
 
@@ -202,7 +226,7 @@ if [ "$QUICK" = 1 ]; then
     DIRECT_ARGS=(-s 100M -r 1M -n 1 -I -e)
 else
     RSIZE=256M
-    MAIN_ARGS=(-s "1M,10M,100M" -r 128k -n 5 -e --rand --qd 16 --rand-size "$RSIZE" --rand-time 10 --cpu)
+    MAIN_ARGS=(-s "1M,10M,100M" -r 128k -n 5 -e --rand --qd 16 --rand-size "$RSIZE" --rand-time 10 --rand-runs 3 --cpu)
     DIRECT_ARGS=(-s 100M -r "128k,1M" -n 3 -I -e)
 fi
 CSV=$ROOT/results.csv
@@ -217,8 +241,9 @@ BENCH_FAILURES=0
 say "kembar-bench: sequential (fsync in timing) and random 4k QD16 on every target"
 run_bench "$ROOT/main.txt" "${MAIN_ARGS[@]}" "${TARGETS[@]}" --csv "$CSV" --svg "$ROOT/results.svg"
 say "kembar-bench: sequential O_DIRECT (qemu cache=none)"
-run_bench "$ROOT/direct.txt" "${DIRECT_ARGS[@]}" "${TARGETS[@]}"
+run_bench "$ROOT/direct.txt" "${DIRECT_ARGS[@]}" "${TARGETS_ALL[@]}"
 ELAPSED=$(( $(date +%s) - START ))
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # -------------------------------------------------------------------------------------- report
 
@@ -261,6 +286,8 @@ machine() {
     echo "- kembar: $("$BENCH" -V | awk '{print $2}'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     [ "$DO_GLUSTER" = 1 ] && echo "- GlusterFS: $(glusterfs --version 2>/dev/null | head -n1) (Debian package), profile virt"
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); whole comparison took ${ELAPSED} s"
+    echo "- load average (1, 5, 15 min) before: $LOAD0; after: $LOAD1 (anything above the core count means"
+    echo "  other work shared the machine; targets are interleaved run by run so it spreads over all of them)"
 }
 
 # Hand-written analysis between the notes markers survives regeneration.
@@ -271,7 +298,13 @@ fi
 
 SVG_REL=$(realpath --relative-to="$(dirname "$OUT")" "$SVG" 2>/dev/null || echo "$SVG")
 cp "$ROOT/results.svg" "$SVG" || die "cannot write $SVG"
-q() { printf '%q ' "$@" | sed 's/ $//'; }
+q() {  # the arguments as a shell would need them typed
+    local a out=()
+    for a in "$@"; do
+        if [[ "$a" =~ ^[A-Za-z0-9_./:,=+@-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+    done
+    echo "${out[*]}"
+}
 {
     echo "# Benchmarks: kembar vs GlusterFS"
     echo
@@ -317,7 +350,8 @@ q() { printf '%q ' "$@" | sed 's/ $//'; }
     cat "$ROOT/main.txt"
     echo '```'
     echo
-    echo "Sequential with O_DIRECT (how qemu with cache=none writes an image):"
+    echo "Sequential with O_DIRECT (how qemu with cache=none writes an image); here CPU is that of the"
+    echo "client *and both brick processes*, i.e. what the whole system spends per GiB:"
     echo
     echo '```'
     cat "$ROOT/direct.txt"
@@ -345,7 +379,7 @@ q() { printf '%q ' "$@" | sed 's/ $//'; }
     fi
     echo "# benchmark (pids are the FUSE client processes)"
     echo "kembar-bench $(q "${MAIN_ARGS[@]}" "${TARGETS[@]}") --csv results.csv --svg results.svg"
-    echo "kembar-bench $(q "${DIRECT_ARGS[@]}" "${TARGETS[@]}")"
+    echo "kembar-bench $(q "${DIRECT_ARGS[@]}" "${TARGETS_ALL[@]}")"
     echo '```'
 } >"$OUT.tmp" && mv "$OUT.tmp" "$OUT" || die "cannot write $OUT"
 say "wrote $OUT and $SVG (${ELAPSED} s)"

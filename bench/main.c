@@ -98,7 +98,8 @@ static void usage(FILE *f)
 "CPU:\n"
 "      --cpu             report CPU seconds per GiB moved: of the --cpu-pid set of\n"
 "                        each target (e.g. its FUSE client), else of this process\n"
-"      --cpu-pid LIST    pids for the next TARGET (implies --cpu)\n"
+"      --cpu-pid LIST    pids for the next TARGET, \"self\" for this process\n"
+"                        (implies --cpu)\n"
 "output:\n"
 "      --csv FILE, --json FILE, --svg FILE    also write these\n"
 "  -k, --kb              table in KB/s instead of MB/s\n"
@@ -159,7 +160,8 @@ static void arg_pids(tgt_t *t, const char *s)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (t->npids == BENCH_MAX_PIDS)
             die("--cpu-pid: at most %d pids per target", BENCH_MAX_PIDS);
-        t->pids[t->npids++] = (pid_t)arg_uint("--cpu-pid", tok, 4194304);
+        /* "self": this process, i.e. the client when the target is libkembar. */
+        t->pids[t->npids++] = strcmp(tok, "self") == 0 ? 0 : (pid_t)arg_uint("--cpu-pid", tok, 4194304);
     }
     free(copy);
     if (t->npids == 0)
@@ -331,8 +333,10 @@ static void open_targets(cfg_t *c)
         } else {
             int n = snprintf(t->cpu_what, sizeof(t->cpu_what), "pid");
             for (int k = 0; k < t->npids && n < (int)sizeof(t->cpu_what); k++)
-                n += snprintf(t->cpu_what + n, sizeof(t->cpu_what) - (size_t)n, "%s%ld",
-                              k ? "," : " ", (long)t->pids[k]);
+                n += t->pids[k] ? snprintf(t->cpu_what + n, sizeof(t->cpu_what) - (size_t)n, "%s%ld",
+                                           k ? "," : " ", (long)t->pids[k])
+                                : snprintf(t->cpu_what + n, sizeof(t->cpu_what) - (size_t)n, "%sself",
+                                           k ? "," : " ");
         }
         c->res.target[i].cpu_what = t->cpu_what;
     }

@@ -372,8 +372,21 @@ typedef struct panel {
     const char *metric;         /* rows with this metric */
     const char *title;
     const char *axis;
-    double scale;
+    double scale;               /* stored value -> shown value */
 } panel_t;
+
+/* The vertical scale of a panel. Linear from 0 with 1/2/5 steps, or, when
+ * the values span more than LOG_SPAN (a local disk next to two network file
+ * systems), logarithmic over whole decades, so that equal ratios are equal
+ * distances and the small bars stay readable. */
+typedef struct vscale {
+    bool log;
+    double step, top;           /* linear */
+    int ticks;
+    double lo_exp, hi_exp;      /* log: decades 10^lo_exp .. 10^hi_exp */
+} vscale_t;
+
+#define LOG_SPAN 30.0
 
 enum { SVG_LEFT = 78, SVG_RIGHT = 20, SVG_TOP = 58, SVG_PLOT = 240, SVG_BOTTOM = 64 };
 
@@ -382,45 +395,84 @@ static bool panel_has(const bench_row_t *row, const panel_t *p)
     return row->unit == p->unit && strcmp(row->metric, p->metric) == 0;
 }
 
-static double panel_max(const bench_results_t *r, const panel_t *p)
+static vscale_t panel_scale(const bench_results_t *r, const panel_t *p)
 {
-    double max = 0;
+    double max = 0, minpos = INFINITY;
+    vscale_t v = { 0 };
     for (size_t i = 0; i < r->nrows; i++) {
         if (!panel_has(&r->rows[i], p))
             continue;
-        for (int t = 0; t < r->ntargets; t++)
-            if (cell_ok(&r->rows[i].cell[t]))
-                max = fmax(max, r->rows[i].cell[t].max * p->scale);
+        for (int t = 0; t < r->ntargets; t++) {
+            const bench_stat_t *s = &r->rows[i].cell[t];
+            if (!cell_ok(s))
+                continue;
+            max = fmax(max, s->max * p->scale);
+            if (s->min > 0)
+                minpos = fmin(minpos, s->min * p->scale);
+        }
     }
-    return max * 1.15;      /* headroom for the value written above the tallest bar */
+    if (max > 0 && isfinite(minpos) && max / minpos > LOG_SPAN) {
+        v.log = true;
+        v.lo_exp = floor(log10(minpos));
+        v.hi_exp = ceil(log10(max * 3));       /* headroom for the value above the bar */
+        return v;
+    }
+    bench_axis(max * 1.15, &v.step, &v.top, &v.ticks);
+    return v;
 }
 
-static void svg_axis(FILE *f, const panel_t *p, double y0, double max, double width)
+/* Height in pixels of value X (already scaled) above the axis, clamped to the plot. */
+static double vscale_h(const vscale_t *v, double x)
 {
-    double step, top;
-    int ticks;
-    bench_axis(max, &step, &top, &ticks);
-    /* As many decimals as the step needs: 0.2 -> 1, 0.05 -> 2, 200 -> 0. */
-    int decimals = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-    for (int k = 0; k <= ticks; k++) {
-        double y = y0 + SVG_PLOT - SVG_PLOT * k / (double)ticks;
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n",
-                SVG_LEFT, y, width - SVG_RIGHT, y);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"10\">%.*f</text>\n",
-                SVG_LEFT - 6, y + 3, decimals, step * k);
+    double h;
+    if (v->log)
+        h = x > 0 ? SVG_PLOT * (log10(x) - v->lo_exp) / (v->hi_exp - v->lo_exp) : 0;
+    else
+        h = SVG_PLOT * x / v->top;
+    return fmin(fmax(h, 0), SVG_PLOT);
+}
+
+static void svg_tick(FILE *f, double y, double width, const char *label, const char *color)
+{
+    fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n",
+            SVG_LEFT, y, width - SVG_RIGHT, y, color);
+    if (label)
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"10\">%s</text>\n",
+                SVG_LEFT - 6, y + 3, label);
+}
+
+static void svg_axis(FILE *f, const panel_t *p, const vscale_t *v, double y0, double width)
+{
+    char num[32];
+    double base = y0 + SVG_PLOT;
+    if (v->log) {
+        for (double e = v->lo_exp; e <= v->hi_exp + 1e-9; e++) {
+            double d = pow(10, e);
+            snprintf(num, sizeof(num), "%.*f", e < 0 ? (int)-e : 0, d);
+            svg_tick(f, base - vscale_h(v, d), width, num, "#ccc");
+            for (int m = 2; m < 10 && e < v->hi_exp - 1e-9; m++)   /* minor: 2..9 x 10^e */
+                svg_tick(f, base - vscale_h(v, m * d), width, NULL, "#f0f0f0");
+        }
+    } else {
+        /* As many decimals as the step needs: 0.2 -> 1, 0.05 -> 2, 200 -> 0. */
+        int decimals = v->step >= 1 ? 0 : (int)ceil(-log10(v->step) - 1e-9);
+        for (int k = 0; k <= v->ticks; k++) {
+            snprintf(num, sizeof(num), "%.*f", decimals, v->step * k);
+            svg_tick(f, base - vscale_h(v, v->step * k), width, num, "#ddd");
+        }
     }
     fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#333\"/>\n",
-            SVG_LEFT, y0, SVG_LEFT, y0 + SVG_PLOT);
+            SVG_LEFT, y0, SVG_LEFT, base);
     fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n",
-            SVG_LEFT, y0 + SVG_PLOT, width - SVG_RIGHT, y0 + SVG_PLOT);
+            SVG_LEFT, base, width - SVG_RIGHT, base);
     fprintf(f, "<text transform=\"translate(18,%.1f) rotate(-90)\" text-anchor=\"middle\" "
                "font-size=\"12\">", y0 + SVG_PLOT / 2);
     bench_xml_str(f, p->axis);
-    fprintf(f, "</text>\n");
+    fprintf(f, "%s</text>\n", v->log ? ", log scale" : "");
 }
 
 static void svg_bar(FILE *f, const bench_stat_t *s, double x, double bw, double y0,
-                    double top, double scale, const char *color)
+                    const vscale_t *v, double scale, const char *color)
 {
     char num[24];
     double base = y0 + SVG_PLOT;
@@ -430,14 +482,14 @@ static void svg_bar(FILE *f, const bench_stat_t *s, double x, double bw, double 
         return;
     }
     double mean = bench_stat_mean(s) * scale;
-    double h = SVG_PLOT * mean / top;
+    double h = vscale_h(v, mean);
     fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">"
                "<title>%s</title></rect>\n",
             x, base - h, bw, h, color, bench_fmt_num(mean, num, sizeof(num)));
     double label_y = base - h;
     if (s->n > 1) {
-        double ylo = base - SVG_PLOT * s->min * scale / top;
-        double yhi = base - SVG_PLOT * s->max * scale / top;
+        double ylo = base - vscale_h(v, s->min * scale);
+        double yhi = base - vscale_h(v, s->max * scale);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n",
                 x + bw / 2, ylo, x + bw / 2, yhi);
         label_y = fmin(label_y, yhi);
@@ -450,15 +502,14 @@ static void svg_bar(FILE *f, const bench_stat_t *s, double x, double bw, double 
 static double svg_panel(FILE *f, const bench_results_t *r, const panel_t *p, double y0,
                         double gw, double width)
 {
-    double max = panel_max(r, p), step, top;
-    int ticks, nt = r->ntargets, g = 0;
+    vscale_t v = panel_scale(r, p);
+    int nt = r->ntargets, g = 0;
     char sz[24], rec[40];
-    bench_axis(max, &step, &top, &ticks);
     fprintf(f, "<text x=\"%d\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">",
             SVG_LEFT, y0 - 12);
     bench_xml_str(f, p->title);
     fprintf(f, "</text>\n");
-    svg_axis(f, p, y0, max, width);
+    svg_axis(f, p, &v, y0, width);
     double bw = (gw - 16) / nt;
     for (size_t i = 0; i < r->nrows; i++) {
         const bench_row_t *row = &r->rows[i];
@@ -466,7 +517,7 @@ static double svg_panel(FILE *f, const bench_results_t *r, const panel_t *p, dou
             continue;
         double gx = SVG_LEFT + 8 + g * gw;
         for (int t = 0; t < nt; t++)
-            svg_bar(f, &row->cell[t], gx + t * bw, bw - 2, y0, top, p->scale, palette[t]);
+            svg_bar(f, &row->cell[t], gx + t * bw, bw - 2, y0, &v, p->scale, palette[t]);
         fmt_rec(row, rec, sizeof(rec));
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%s</text>\n",
                 gx + (gw - 16) / 2, y0 + SVG_PLOT + 14, row->test);

@@ -394,3 +394,26 @@ Test(bench_report, svg)
     cr_assert_eq(count(t, "<text") , count(t, "</text>"));
     free(t);
 }
+
+Test(bench_report, svg_log_scale_for_wide_ranges)
+{
+    bench_results_t r;
+    bench_meta_t m;
+    char *buf = NULL;
+    size_t len = 0;
+    sample(&r, &m);
+    char *lin = run_report(bench_report_svg);
+    cr_assert_null(strstr(lin, "log scale"), "2 vs 4 MB/s: linear");
+    free(lin);
+    r.rows[0].cell[2].failed = false;
+    bench_stat_add(&r.rows[0].cell[2], 1024.0 * 1000);   /* 1000 MB/s next to 1 MB/s */
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(bench_report_svg(f, &r, &m), 0);
+    fclose(f);
+    cr_assert(strstr(buf, "MB/s (2^20 bytes/s), log scale"), "%s", buf);
+    cr_assert(strstr(buf, ">1<") && strstr(buf, ">10<") && strstr(buf, ">1000<"), "decade ticks");
+    cr_assert_null(strstr(buf, "IOPS, log scale"), "each panel decides alone");
+    cr_assert_null(strstr(buf, "nan"), "no NaN coordinates");
+    free(buf);
+    bench_results_free(&r);
+}
