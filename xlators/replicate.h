@@ -25,6 +25,22 @@
  *               has been answered by every child it was sent to.
  *   repl_txn    owned by its inode slot (data) or by its one op (meta,
  *               entry); freed when unlocked with nothing queued.
+ *
+ * The marks replicate leaves for heal (changelog.h formats)
+ *   - dirty (row 0) > 0 on a copy: a modification was in flight there. Set
+ *     by the pre-op, cleared by the post-op on copies that got every op of
+ *     the hold. Still set when nobody holds the lock (heal's own lock was
+ *     granted) means: a writer died mid-hold, the copy missed an op (it is
+ *     then also blamed), or a size change could not be region-tracked — in
+ *     all three the dirty-region map may be INCOMPLETE: compare checksums.
+ *   - pending (row 1+i) > 0 on copy j: j holds modifications copy i missed.
+ *     Written on the survivors BEFORE the modification is acknowledged
+ *     (in the pre-op for children already absent, else by an extra XATTROP).
+ *   - dirty-region map on copy j (data): every byte range written while a
+ *     data child was absent, written by the brick before the write itself.
+ *     Complete whenever j's data dirty counter is 0 (see above).
+ *   Entry ops mark the parent directory (both parents for a rename), never
+ *   the object itself; metadata and data ops mark the object.
  */
 #ifndef KB_REPLICATE_H
 #define KB_REPLICATE_H
@@ -242,6 +258,9 @@ void repl_refresh(repl_op_t *op, repl_inode_t *ino, repl_mask_t mask, repl_op_fn
 void repl_txn_submit(repl_op_t *op);
 /* The op's fan-out is done (op->out filled): mark, unwind, maybe close. */
 void repl_txn_op_done(repl_op_t *op);
+/* A reply said another client waits for our lock: close as soon as the ops
+ * in flight are done; new ops wait for the next hold. */
+void repl_txn_contended(repl_txn_t *t);
 /* Children the op goes to (members of its transaction that are up). */
 repl_mask_t repl_txn_members(const repl_txn_t *t);
 /* Ask INO's data transaction to close as soon as it is idle (flush, release). */

@@ -90,6 +90,7 @@ struct repl_txn {
 static void tx_acquire(repl_txn_t *t);
 static void tx_close(repl_txn_t *t);
 static void tx_run(repl_txn_t *t, repl_op_t *op);
+static void tx_settle(repl_txn_t *t);
 
 int repl_op_col(kb_op_t op, const kb_args_t *a)
 {
@@ -395,6 +396,11 @@ void repl_txn_submit(repl_op_t *op)
         tx_acquire(t);
 }
 
+void repl_txn_contended(repl_txn_t *t)
+{
+    t->close_wanted = true;     /* later ops queue for the next hold */
+}
+
 repl_mask_t repl_txn_members(const repl_txn_t *t)
 {
     return t->members & t->priv->up;
@@ -565,8 +571,7 @@ static void tx_open(repl_txn_t *t)
             tx_run(t, q);
             q = next;
         }
-        if (t->state == TX_OPEN && !t->active && (t->close_wanted || !t->eager))
-            tx_close(t);
+        tx_settle(t);          /* e.g. every op was refused by tx_run */
     }
     t->pin--;
     tx_maybe_free(t);
@@ -612,12 +617,19 @@ static void tx_run(repl_txn_t *t, repl_op_t *op)
     repl_mod_wind(op);
 }
 
-static void tx_op_end(repl_txn_t *t)
+/* Nothing running under an open T: close it, or (eager) let it idle. */
+static void tx_settle(repl_txn_t *t)
 {
-    if (--t->active > 0 || t->state != TX_OPEN)
+    if (t->active || t->state != TX_OPEN)
         return;
     if (t->close_wanted || !t->eager || !t->priv->idle_ms || !tx_arm_idle(t, t->priv->idle_ms))
         tx_close(t);           /* without a timer an eager lock behaves as a plain one */
+}
+
+static void tx_op_end(repl_txn_t *t)
+{
+    t->active--;
+    tx_settle(t);
 }
 
 static void tx_finish_op(repl_op_t *op)
@@ -814,8 +826,10 @@ static void tx_unlock_target(repl_txn_t *t)
         t->state = TX_IDLE;
         t->members = 0;
         t->lk_mask[0] = t->lk_mask[1] = 0;
+        t->pin++;                  /* tx_acquire may run a whole hold synchronously */
         if (t->q_head)
             tx_acquire(t);         /* ops arrived while closing: next hold */
+        t->pin--;
         tx_maybe_free(t);
         return;
     }

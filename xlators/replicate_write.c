@@ -39,6 +39,8 @@ static void mod_reply(repl_fan_t *f, int slot, const kb_reply_t *r)
 {
     repl_op_t *op = f->ctx;
     repl_op_keep(op, slot, r);
+    if (r->rflags & KB_RF_CONTENDED)
+        repl_txn_contended(op->txn);
     if (op->newfd && r->status >= 0) {
         op->newfd->cfd[slot] = r->fd;
         op->newfd->opened |= REPL_BIT(slot);

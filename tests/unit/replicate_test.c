@@ -289,6 +289,39 @@ Test(replicate, quorum_none_allows_one)
     stop();
 }
 
+Test(replicate, size_changes_are_tracked_or_leave_dirty)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(19);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    mock_down(m[1]);
+    kb_args_t t = { .gfid = f, .fd = fd, .fd_valid = 1, .off = 4096 };
+    res_t x = call(KB_FOP_TRUNCATE, &t);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert(mock_last(m[0], KB_FOP_TRUNCATE)->flags & KB_WF_TRACK_REGIONS);
+    kb_args_t fa = { .gfid = f, .fd = fd, .off = 0, .size = 1 << 20 };
+    res_t y = call(KB_FOP_FALLOCATE, &fa);
+    cr_assert_eq(y.r.status, 0);
+    cr_assert(mock_last(m[0], KB_FOP_FALLOCATE)->flags & KB_WF_TRACK_REGIONS);
+    run_ms(150);
+    cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 0, "tracked: the map is complete");
+    /* a size change that cannot be tracked (SETATTR) and loses a child in
+     * flight: the survivor keeps its dirty mark, so heal compares checksums */
+    mock_up(m[1]);
+    run_ms(10);
+    mock_fail(m[1], KB_FOP_SETATTR, -ENOTCONN, 1);
+    kb_args_t sa = { .gfid = f, .flags = KB_SET_SIZE, .attr = { .size = 10 } };
+    res_t z = call(KB_FOP_SETATTR, &sa);
+    cr_assert_eq(z.r.status, 0);
+    run_ms(150);
+    cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 1);
+    cr_assert_geq(cl_of(0, &f)->v[1 + 1][KB_CL_DATA], 1);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    kb_reply_clear(&z.r);
+    stop();
+}
+
 /* ---------------- ordering and exactly-once ---------------- */
 
 Test(replicate, replies_in_reverse_order_complete_once)
@@ -434,6 +467,45 @@ Test(replicate, contention_flag_releases_the_eager_lock)
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
     kb_reply_clear(&z.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, ops_queued_behind_a_closing_hold_get_the_next_holds_verdict)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(21);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    kb_buf_t *b = pattern(512, 'k');
+    res_t a = do_write(&f, fd, 0, b);
+    cr_assert_eq(a.r.status, 512);
+    m[0]->hold[KB_FOP_WRITE] = true;
+    m[1]->rflags_once = KB_RF_CONTENDED;
+    res_t rb = { 0 }, rc = { 0 };
+    kb_args_t wb = { .gfid = f, .fd = fd, .off = 512, .data = b };
+    kb_args_t wc = { .gfid = f, .fd = fd, .off = 1024, .data = b };
+    kb_wind(top, KB_FOP_WRITE, &wb, &cred, 8, cbk, &rb);
+    kb_wind(top, KB_FOP_WRITE, &wc, &cred, 9, cbk, &rc);
+    cr_assert_eq(rb.n + rc.n, 0);
+    cr_assert_eq(mock_count(m[1], KB_FOP_WRITE), 2, "C waits for the next hold");
+    m[1]->hold[KB_FOP_INODELK] = true;   /* the unlock answers later, from "the loop" */
+    mock_down(m[0]);           /* B fails on 0: quorum lost; C's new hold is refused */
+    cr_assert_eq(rb.n, 1);
+    cr_assert_eq(rc.n, 0);
+    m[1]->hold[KB_FOP_INODELK] = false;
+    cr_assert_eq(mock_complete_all(m[1], false), 1);
+    cr_assert_eq(rb.r.status, -EROFS);
+    cr_assert_eq(rc.n, 1);
+    cr_assert_eq(rc.r.status, -EROFS);
+    for (size_t i = 0; i < m[1]->nrec; i++)
+        cr_assert(m[1]->rec[i].op != KB_FOP_WRITE || m[1]->rec[i].args.off != 1024, "C never sent");
+    /* B reached child 1 only: re-sent there with region tracking, 0 blamed */
+    cr_assert(mock_last(m[1], KB_FOP_WRITE)->flags & KB_WF_TRACK_REGIONS);
+    cr_assert_eq(mock_last(m[1], KB_FOP_WRITE)->off, 512);
+    cr_assert_geq(cl_of(1, &f)->v[1 + 0][KB_CL_DATA], 1);
+    kb_reply_clear(&a.r);
+    kb_reply_clear(&rb.r);
+    kb_reply_clear(&rc.r);
     kb_buf_unref(b);
     stop();
 }
