@@ -24,9 +24,16 @@ it_root=${KB_IT_ROOT:-/var/tmp/kembar-it}
 limit=${KB_TEST_TIMEOUT:-300}
 export KB_IT_ROOT="$it_root" KB_LONG="${KB_LONG:-0}"
 
-mkdir -p "$it_root/logs" || exit 2
-# Roots left by runs that were killed outright (their owner pid is gone).
+# Outputs of this run: $it_root/logs/run-<pid>/ (logs/latest points to it); several runs may go
+# on at once on one machine (each test also takes its own port range, see lib.sh).
+run_logs=$it_root/logs/run-$$
+mkdir -p "$run_logs" || exit 2
+ln -sfn "run-$$" "$it_root/logs/latest"
+# Roots left by runs that were killed outright (their owner pid is gone), and old outputs.
 bash "$lib" --sweep-stale
+for d in $(ls -dt "$it_root"/logs/run-* 2>/dev/null | tail -n +6); do
+    kill -0 "${d##*-}" 2>/dev/null || rm -rf "$d"
+done
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.1fs", ms / 1000 }'; }
@@ -83,14 +90,13 @@ for t in tests/integration/*.t.sh; do
     fi
 
     root=$it_root/$name-$$
-    logdir=$it_root/logs/$name
-    out=$it_root/logs/$name.out
-    rm -rf "$logdir"
+    logdir=$run_logs/$name
+    out=$run_logs/$name.out
     t0=$(now_ms)
     # timeout makes itself the leader of a new process group holding the test and every daemon
     # it did not detach; after the test that group is ended by its id, whatever happened.
     KB_TEST="$name" KB_TMP="$root" KB_LOGDIR="$logdir" \
-        timeout -k 20 "$limit" bash -eu "$repo/$t" </dev/null >"$out" 2>&1 &
+        timeout -k 20 "$limit" bash -eu "$repo/$t" </dev/null >"$out" 2>&1 9>&- &
     tpid=$!
     wait "$tpid"
     rc=$?
@@ -125,7 +131,7 @@ for t in tests/integration/*.t.sh; do
     fi
 done
 
-[ "$failed" -gt 0 ] && echo "failed:$failed_names (outputs in $it_root/logs/)"
+[ "$failed" -gt 0 ] && echo "failed:$failed_names (outputs in $run_logs/)"
 if [ "$skipped" -gt 0 ]; then
     echo "integration: $passed passed, $failed failed, $skipped skipped"
 else

@@ -175,13 +175,15 @@ long_names() {
     kb_assert_eq "$n255" "$(ls "$p")" "readdir returns the 255-byte name"
     [ -f "${full/#$MNT/$BRICK}" ] || kb_fail "brick lacks the long-path file"
     kb_t 10 "$KB_PY" - "$p/$n256" <<'EOF'
-import errno, sys
-try:
-    open(sys.argv[1], "w")
-except OSError as e:
-    assert e.errno == errno.ENAMETOOLONG, e
-else:
-    raise SystemExit("a 256-byte name was accepted")
+import errno, os, sys
+for mode in ("create", "lookup"):
+    try:
+        open(sys.argv[1], "w") if mode == "create" else os.stat(sys.argv[1])
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise SystemExit("%s of a 256-byte name: %s, want ENAMETOOLONG" % (mode, os.strerror(e.errno)))
+    else:
+        raise SystemExit("%s of a 256-byte name succeeded" % mode)
 EOF
     mv "$full" "$p/short"
     mv "$p/short" "$full"

@@ -37,10 +37,17 @@ def read(p):
         return f.read()
 
 def converge(what, fn, want, limit=2.0):
-    """fn() must return want within limit seconds; returns the delay."""
+    """fn() must return want within limit seconds; returns the delay. Stale answers are allowed
+    for that long (attribute and name caches), errors never: every name used here exists all
+    the time, rename(2) being atomic (a stale cached inode must give ESTALE inside, so that the
+    kernel looks the name up again, never ENOENT to the application)."""
     t0 = time.time()
     while True:
-        got = fn()
+        try:
+            got = fn()
+        except OSError as e:
+            raise SystemExit("%s: %s after %.2fs, but the name exists throughout (atomic rename)"
+                             % (what, os.strerror(e.errno), time.time() - t0))
         if got == want:
             return time.time() - t0
         if time.time() - t0 > limit:
@@ -54,8 +61,10 @@ def case(M1, M2, tag):
     os.link(os.path.join(M1, v), os.path.join(M1, l1))
     os.link(os.path.join(M1, v), os.path.join(M1, l2))
     write(os.path.join(M1, src), "new inode\n")
-    # Both mounts look first, so both kernels hold the attributes in their caches.
+    # Both mounts look first (at the link and at the name to be replaced), so both kernels hold
+    # the names and attributes in their caches.
     converge("%s: %s nlink on the other mount before rename" % (tag, l1), lambda: st(M2, l1)[0], 3)
+    converge("%s: %s nlink on the other mount before rename" % (tag, v), lambda: st(M2, v)[0], 3)
     n1, c1, ino1 = st(M1, l1)
     n2, c2, ino2 = st(M2, l1)
     assert (n1, n2) == (3, 3), "%s: link counts before rename %d/%d, want 3" % (tag, n1, n2)
@@ -76,6 +85,7 @@ def case(M1, M2, tag):
     d1 = converge("%s: %s nlink via the other mount" % (tag, l1), lambda: st(M2, l1)[0], 2)
     d2 = converge("%s: %s ctime via the other mount" % (tag, l1), lambda: st(M2, l1)[1], c)
     d3 = converge("%s: %s content via the other mount" % (tag, v), lambda: read(os.path.join(M2, v)), "new inode\n")
+    converge("%s: %s nlink via the other mount" % (tag, v), lambda: st(M2, v)[0], 1)
     d4 = converge("%s: %s gone via the other mount" % (tag, src), lambda: os.path.exists(os.path.join(M2, src)), False)
     log("%s: other mount saw nlink after %.2fs, ctime after %.2fs, content after %.2fs, old name gone after %.2fs"
         % (tag, d1, d2, d3, d4))

@@ -25,7 +25,6 @@
 
 KB_REPO=${KB_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 KB_BIN=${KB_BIN:-$KB_REPO/build}
-KB_PORT_BASE=${KB_PORT_BASE:-24900}
 KB_IT_ROOT=${KB_IT_ROOT:-/var/tmp/kembar-it}
 KB_TIMEOUT=${KB_TIMEOUT:-30}       # default limit for one blocking command, seconds
 KB_LONG=${KB_LONG:-0}
@@ -161,6 +160,24 @@ KB_T0=$(date +%s%N)
 
 set -E -o pipefail
 mkdir -p "$KB_TMP/pids" "$KB_TMP/mounts" "$KB_TMP/paused" "$KB_TMP/sections"
+
+# Ports: node N listens on KB_PORT_BASE+N (N < 100). The base is 24900 unless another test on this
+# machine (a concurrent `make test`) holds it: each base is a lock file held (fd 9) for the life of
+# the test, and taken only if none of its ports has a listener. Daemons are started without fd 9.
+kb__ports_free() {
+    ss -Hltn 2>/dev/null | awk -v lo="$(($1 + 1))" -v hi="$(($1 + 99))" '
+        { n = split($4, a, ":"); p = a[n] + 0; if (p >= lo && p <= hi) busy = 1 }
+        END { exit busy }'
+}
+if [ -z "${KB_PORT_BASE:-}" ]; then
+    mkdir -p "$KB_IT_ROOT/ports"
+    for KB_PORT_BASE in $(seq 24900 100 26900) ""; do
+        [ -n "$KB_PORT_BASE" ] || { echo "FAIL $KB_TEST: no free port range in 24900-26999" >&2; exit 1; }
+        exec 9>"$KB_IT_ROOT/ports/$KB_PORT_BASE.lock"
+        if flock -n 9 && kb__ports_free "$KB_PORT_BASE"; then break; fi
+        exec 9>&-
+    done
+fi
 echo "$KB_TMP" >"$KB_TMP/.root"
 cd "$KB_TMP"   # whatever a tool drops in its working directory is cleaned up with the root
 
@@ -169,12 +186,17 @@ kb__elapsed() { echo "$(( ($(date +%s%N) - KB_T0) / 1000000 ))" | awk '{printf "
 
 kb__on_err() {  # ERR trap: say which command failed, where (set -e exits right after)
     local rc=$1 line=$2 cmd=$3 i where=""
+    # Inside a command substitution or a pipeline element: the enclosing command fails too (set
+    # -e, pipefail) and is reported there; inside, -e is off and every failure would be noise.
+    [ "$BASH_SUBSHELL" -gt "${KB_SUBSHELL_BASE:-0}" ] && return 0
+    cmd=${cmd%%$'\n'*}
+    [ "${#cmd}" -gt 200 ] && cmd="${cmd:0:200}..."
     # Call chain, innermost first: file:line(function) of each caller.
     for ((i = 1; i < ${#FUNCNAME[@]} - 1; i++)); do
         where+=" <- ${BASH_SOURCE[i+1]##*/}:${BASH_LINENO[i]}(${FUNCNAME[i+1]})"
     done
-    printf 'FAIL %s: %s:%s: command failed (exit %s): %s%s\n' "$KB_TEST" \
-        "${BASH_SOURCE[1]##*/}" "$line" "$rc" "$cmd" "$where" >&2
+    printf 'FAIL %s: %s:%s(%s): command failed (exit %s): %s%s\n' "$KB_TEST" \
+        "${BASH_SOURCE[1]##*/}" "$line" "${FUNCNAME[1]:-main}" "$rc" "$cmd" "$where" >&2
 }
 trap 'kb__on_err $? $LINENO "$BASH_COMMAND"' ERR
 
@@ -297,7 +319,8 @@ kb_wait_until() {
 }
 
 # kb_expect_fail SECS WHAT CMD...: CMD must exit non-zero (not by timeout) within SECS with
-# exactly one non-empty line on stderr. Prints that line; sets KB_FAIL_SECS to the time taken.
+# exactly one non-empty line on stderr, which matches KB_EXPECT_RE (case-insensitive) when that is
+# set. Prints that line; sets KB_FAIL_SECS to the time taken.
 kb_expect_fail() {
     local secs=$1 what=$2 rc=0 t0 n; shift 2
     local err=$KB_TMP/expect.err out=$KB_TMP/expect.out
@@ -309,6 +332,10 @@ kb_expect_fail() {
     [ "$rc" -ne 0 ] || kb_fail "$what: '$*' succeeded (exit 0), expected failure; stdout: $(head -c 300 "$out")"
     n=$(grep -c . "$err" || true)
     [ "$n" -eq 1 ] || kb_fail "$what: '$*' exit $rc but stderr has $n lines, want 1: $(head -c 600 "$err")"
+    # KB_EXPECT_RE (set for this call): the reason must say why, not fail for another cause.
+    if [ -n "${KB_EXPECT_RE:-}" ] && ! grep -Eiq -- "$KB_EXPECT_RE" "$err"; then
+        kb_fail "$what: failed for another reason (want /$KB_EXPECT_RE/): $(cat "$err")"
+    fi
     kb_log "  expected failure ok ($what): exit $rc: $(cat "$err")"
 }
 
@@ -322,7 +349,7 @@ kb_section() {
     # subshell (its failure is reported here) and on again inside it (to name the failing line).
     trap - ERR
     set +e
-    ( trap 'kb__on_err $? $LINENO "$BASH_COMMAND"' ERR; set -e; "$@" )
+    ( KB_SUBSHELL_BASE=$BASH_SUBSHELL; trap 'kb__on_err $? $LINENO "$BASH_COMMAND"' ERR; set -e; "$@" )
     rc=$?
     set -e
     trap 'kb__on_err $? $LINENO "$BASH_COMMAND"' ERR
@@ -387,7 +414,7 @@ kb_node_start() {  # kb_node_start N [EXTRA KEMBARD ARGS...]
     kb__port_busy "$port" && kb_fail "port $port is already in use by another process (ss -ltnp 'sport = :$port')"
     mkdir -p "$dir/state"
     "$KB_BIN/kembard" --listen "127.0.0.1:$port" --state-dir "$dir/state" \
-        --log-file "$dir/kembard.log" --log-level debug "$@" </dev/null >>"$dir/kembard.out" 2>&1 &
+        --log-file "$dir/kembard.log" --log-level debug "$@" </dev/null >>"$dir/kembard.out" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$KB_TMP/pids/node$n"
     if ! kb_wait_until 15 kb__node_ready "$n"; then
@@ -426,7 +453,9 @@ kb_node_stop() {  # SIGTERM; the daemon must exit within 10 s (else KILL and fai
         rm -f "$KB_TMP/pids/node$n"
         kb_fail "node $n (pid $pid) did not exit within 10 s of SIGTERM"
     fi
+    # 127: started by another (sub)shell of this test, its status is not ours to collect.
     wait "$pid" 2>/dev/null || rc=$?
+    [ "$rc" = 127 ] && rc="?"
     rm -f "$KB_TMP/pids/node$n"
     kb_log "node $n stopped (pid $pid, exit $rc)"
 }
@@ -503,11 +532,12 @@ kb_mount() {
     kb__need_bin kembar-fuse
     case "$mnt" in /*) ;; *) mnt=$PWD/$mnt ;; esac
     mkdir -p "$mnt"
-    [ -n "$opts" ] && o=(-o "$opts")
     key=$(echo "$mnt" | md5sum | cut -c1-12)
+    # The client's own log lands in $KB_TMP (kept with the daemon logs when the test fails).
+    o=(-o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=${KB_FUSE_LOG_LEVEL:-info}${opts:+,$opts}")
     echo "$mnt" >"$KB_TMP/mounts/$key"   # recorded before mounting: cleanup must find it
     timeout -k 5 30 "$KB_BIN/kembar-fuse" "${o[@]}" "$(kb_addr "$KB_MOUNT_NODE"):/$vol" "$mnt" \
-        </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" || rc=$?
+        </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" 9>&- || rc=$?
     if [ "$rc" -ne 0 ]; then
         kb__log_tail "$KB_TMP/mount-$key.err"
         kb_fail "kembar-fuse ${o[*]} $(kb_addr "$KB_MOUNT_NODE"):/$vol $mnt: exit $rc"
