@@ -43,6 +43,7 @@ struct kbf_req {
     size_t size;                 /* readdir buffer / xattr size asked */
     bool plus;                   /* readdirplus */
     bool release_after;          /* release: flock unlock first, then RELEASE */
+    bool by_inode;               /* names its object by node id: ENOENT means stale */
     /* SETLKW / blocking flock only: the kernel may interrupt the wait. */
     bool intr_armed;
     pthread_mutex_t imu;
@@ -110,6 +111,15 @@ static kbf_req_t *req_new(fuse_req_t req, fuse_ino_t ino, bool groups)
     return r;
 }
 
+/* A request on the object INO itself (not on a name in it). */
+static kbf_req_t *req_inode(fuse_req_t req, fuse_ino_t ino, bool groups)
+{
+    kbf_req_t *r = req_new(req, ino, groups);
+    if (r)
+        r->by_inode = true;
+    return r;
+}
+
 /* An internal follow-up (release of an fd the kernel never got, unlock of a
  * lock nobody waits for): no FUSE request to answer. */
 static kbf_req_t *req_internal(kbf_t *fs, const kb_gfid_t *gfid)
@@ -145,8 +155,16 @@ static void req_submit(kbf_req_t *r, kb_op_t op, kbf_done_fn done)
     kbc_submit(r->fs->kbc, op, &r->a, &r->cred, req_cbk, r);
 }
 
+/*
+ * An op on a node id whose object is gone answers ESTALE, not ENOENT: the
+ * kernel then drops its cached dentry and looks the name up again (another
+ * client renamed over it or removed it); ENOENT would reach the application
+ * although the name exists. Ops by name keep ENOENT ("no such name").
+ */
 static void reply_err(kbf_req_t *r, int status)
 {
+    if (r->by_inode && status == -ENOENT)
+        status = -ESTALE;
     if (r->req)
         fuse_reply_err(r->req, status < 0 ? -status : 0);
     req_free(r);
@@ -287,7 +305,7 @@ static void use_fd(kbf_req_t *r, struct fuse_file_info *fi)
 
 static void kbf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     use_fd(r, fi);
@@ -336,7 +354,7 @@ static void done_truncate(kbf_req_t *r, const kb_reply_t *rep)
 static void kbf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                         struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r)
         return;
     use_fd(r, fi);
@@ -379,7 +397,7 @@ static void done_readlink(kbf_req_t *r, const kb_reply_t *rep)
 
 static void kbf_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (r)
         req_submit(r, KB_FOP_READLINK, done_readlink);
 }
@@ -463,7 +481,7 @@ static void kbf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 {
     if (!name_fits(req, newname))
         return;
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r || !arg_str(r, &r->a.name2, newname))
         return;
     r->a.gfid2 = *kbf_itable_gfid(r->fs->it, newparent);
@@ -497,7 +515,7 @@ static void done_open(kbf_req_t *r, const kb_reply_t *rep)
 
 static void kbf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r)
         return;
     r->fi = *fi;
@@ -558,7 +576,7 @@ static void done_read(kbf_req_t *r, const kb_reply_t *rep)
 static void kbf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -590,7 +608,7 @@ static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
         fuse_reply_err(req, EINVAL);
         return;
     }
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     /* The one copy: libfuse reuses its request buffer once we return. */
@@ -617,7 +635,7 @@ static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
 
 static void kbf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     /* close() of any fd drops the POSIX locks of its owner (fcntl rules). */
@@ -639,7 +657,7 @@ static void done_release(kbf_req_t *r, const kb_reply_t *rep)
 
 static void kbf_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -656,7 +674,7 @@ static void kbf_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 static void kbf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -667,7 +685,7 @@ static void kbf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 static void kbf_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                           struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -690,7 +708,7 @@ static void done_lseek(kbf_req_t *r, const kb_reply_t *rep)
 static void kbf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
                       struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -716,7 +734,7 @@ static void done_opendir(kbf_req_t *r, const kb_reply_t *rep)
 
 static void kbf_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r)
         return;
     r->fi = *fi;
@@ -797,7 +815,7 @@ static void done_readdir(kbf_req_t *r, const kb_reply_t *rep)
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi, bool plus)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -823,7 +841,7 @@ static void kbf_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 
 static void kbf_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -832,7 +850,7 @@ static void kbf_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 
 static void kbf_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
     r->a.fd = fi->fh;
@@ -896,7 +914,7 @@ static void kbf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
         fuse_reply_err(req, rc < 0 ? -rc : E2BIG);
         return;
     }
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r || !arg_str(r, &r->a.name, name))
         return;
     r->a.data = kb_buf_copy(value, size);
@@ -936,7 +954,7 @@ static void kbf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
         fuse_reply_err(req, -rc);
         return;
     }
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r || !arg_str(r, &r->a.name, name))
         return;
     r->a.size = r->size = size;
@@ -945,7 +963,7 @@ static void kbf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 
 static void kbf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (!r)
         return;
     r->a.size = r->size = size;
@@ -960,7 +978,7 @@ static void kbf_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
         fuse_reply_err(req, -rc);
         return;
     }
-    kbf_req_t *r = req_new(req, ino, true);
+    kbf_req_t *r = req_inode(req, ino, true);
     if (r && arg_str(r, &r->a.name, name))
         req_submit(r, KB_FOP_REMOVEXATTR, done_status);
 }
@@ -974,7 +992,7 @@ static uint32_t lk_type(short t)
 
 static kbf_req_t *req_lock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    kbf_req_t *r = req_new(req, ino, false);
+    kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return NULL;
     r->a.fd = fi->fh;
