@@ -80,12 +80,18 @@ node_restart() {
 }
 
 node_kill() {
-    # The same after SIGKILL (no clean shutdown).
+    # The same after SIGKILL (no clean shutdown); KB_LONG=1: ten rounds, alternating nodes.
+    local rounds=1 i n
+    [ "$KB_LONG" = 1 ] && rounds=10
     kb__node_alive 2 || kb_node_start 2
-    kb_node_kill 2
-    kb_node_start 2
-    kb_wait_until 15 both_online 1 ||
-        kb_fail "brick 2 not back online 15 s after node 2 was killed and restarted: $(bricks_state 1 vol1)"
+    for i in $(seq 1 "$rounds"); do
+        n=$(( (i % 2) + 1 ))
+        [ "$rounds" = 1 ] && n=2
+        kb_node_kill "$n"
+        kb_node_start "$n"
+        kb_wait_until 15 both_online 1 ||
+            kb_fail "round $i: brick $n not back online 15 s after node $n was killed and restarted: $(bricks_state 1 vol1)"
+    done
 }
 
 stop_delete() {

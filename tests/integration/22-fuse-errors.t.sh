@@ -50,6 +50,19 @@ paused_server() {
     kb_node_resume 1
 }
 
+backup_servers() {
+    # DESIGN §2: the extra hosts of HOST[:PORT],HOST[:PORT]:/VOLUME are backups for fetching the
+    # volfile. The first one has no listener: the second hands out the volume.
+    local b dead=127.0.0.1:$((KB_PORT_BASE + 98)) m2=$KB_TMP/mnt-backup
+    b=$(kb_volume_up backup 1)
+    kb_mount_spec "$dead,$(kb_addr 1):/backup" "$m2"
+    echo ok >"$m2/new"
+    kb_assert_eq ok "$(cat "$m2/new")" "read back through a mount made via the backup server"
+    kb_assert_eq ok "$(cat "$b/new")" "the brick holds the file"
+    kb_umount "$m2"
+    kb_mount_fails "every listed server down" "$dead,127.0.0.1:$((KB_PORT_BASE + 97)):/backup"
+}
+
 bad_spec() {
     kb_mount_fails "spec without a volume" "$(kb_addr 1)"
 }
@@ -58,5 +71,6 @@ kb_section "volume does not exist" no_such_volume
 kb_section "unreachable server" no_listener
 kb_section "stopped volume" stopped_volume
 kb_section "malformed spec" bad_spec
+kb_section "backup volfile servers" backup_servers
 kb_section "server not answering" paused_server
 kb_done

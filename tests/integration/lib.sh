@@ -72,8 +72,8 @@ kb__force_umount() {  # unmount $1 without ever blocking: fusermount, else abort
 kb__cmdline_has() {  # does process $1's command line contain the string $2?
     local -a args=()
     local a
-    [ -r "/proc/$1/cmdline" ] || return 1
-    mapfile -d '' args <"/proc/$1/cmdline" 2>/dev/null || return 1
+    # The process may exit at any moment: stderr first, so a vanished file stays quiet.
+    mapfile -d '' args 2>/dev/null <"/proc/$1/cmdline" || return 1
     for a in "${args[@]}"; do
         case "$a" in *"$2"*) return 0 ;; esac
     done
@@ -526,8 +526,11 @@ kb__fuse_pid_for() {  # the kembar-fuse process serving mount point $1
 
 # kb_mount VOL MNT [OPTS]: mount VOL (volfile from node $KB_MOUNT_NODE) on MNT via kembar-fuse in
 # its default background mode; the parent must exit 0 once the mount is live.
-kb_mount() {
-    local vol=$1 mnt=$2 opts=${3:-} rc=0 key pid
+kb_mount() { kb_mount_spec "$(kb_addr "$KB_MOUNT_NODE"):/$1" "$2" "${3:-}"; }
+
+# kb_mount_spec SPEC MNT [OPTS]: the same with a full HOST[:PORT][,HOST[:PORT]...]:/VOLUME spec.
+kb_mount_spec() {
+    local spec=$1 mnt=$2 opts=${3:-} rc=0 key pid
     local -a o=()
     kb__need_bin kembar-fuse
     case "$mnt" in /*) ;; *) mnt=$PWD/$mnt ;; esac
@@ -536,15 +539,15 @@ kb_mount() {
     # The client's own log lands in $KB_TMP (kept with the daemon logs when the test fails).
     o=(-o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=${KB_FUSE_LOG_LEVEL:-info}${opts:+,$opts}")
     echo "$mnt" >"$KB_TMP/mounts/$key"   # recorded before mounting: cleanup must find it
-    timeout -k 5 30 "$KB_BIN/kembar-fuse" "${o[@]}" "$(kb_addr "$KB_MOUNT_NODE"):/$vol" "$mnt" \
+    timeout -k 5 30 "$KB_BIN/kembar-fuse" "${o[@]}" "$spec" "$mnt" \
         </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" 9>&- || rc=$?
     if [ "$rc" -ne 0 ]; then
         kb__log_tail "$KB_TMP/mount-$key.err"
-        kb_fail "kembar-fuse ${o[*]} $(kb_addr "$KB_MOUNT_NODE"):/$vol $mnt: exit $rc"
+        kb_fail "kembar-fuse ${o[*]} $spec $mnt: exit $rc"
     fi
     kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
     pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
-    kb_log "mounted $vol on $mnt (kembar-fuse pid ${pid:-?})"
+    kb_log "mounted $spec on $mnt (kembar-fuse pid ${pid:-?})"
 }
 
 kb_umount() {  # kb_umount MNT: clean unmount; the FUSE client must then exit within 10 s
