@@ -419,12 +419,20 @@ static struct evbuffer *input_of(rpc_conn_t *c)
     return c->rd_ev ? c->in : bufferevent_get_input(c->bev);
 }
 
-/* TLS: have libevent call back only when N more bytes are there, so a big
- * frame costs one callback. Plain TCP reads by itself (on_sock_read). */
-static void want(rpc_conn_t *c, size_t n)
+/*
+ * TLS: tell libevent when to call back. NEED bytes must be buffered before
+ * the frame can advance; USEFUL (<= NEED) is when a callback is worth it
+ * (bulk is consumed piecemeal). The high watermark matters too: libevent's
+ * TLS reader asks OpenSSL for (high - buffered) bytes per pass, 4 KiB when
+ * there is none. Plain TCP reads by itself (on_sock_read) and ignores this.
+ */
+#define TLS_RD_USEFUL (256u << 10)
+#define TLS_RD_HIGH (1u << 20)
+
+static void want(rpc_conn_t *c, size_t need, size_t useful)
 {
     if (!c->rd_ev)
-        bufferevent_setwatermark(c->bev, EV_READ, n, 0);
+        bufferevent_setwatermark(c->bev, EV_READ, useful, KB_MAX(need, (size_t)TLS_RD_HIGH));
 }
 
 static void rx_reset(rpc_conn_t *c)
@@ -531,7 +539,7 @@ static void process_input(rpc_conn_t *c)
         switch (c->rx) {
         case RX_HDR: {
             if (avail < KB_WIRE_HDR_LEN) {
-                want(c, KB_WIRE_HDR_LEN);
+                want(c, KB_WIRE_HDR_LEN, KB_WIRE_HDR_LEN);
                 return;
             }
             uint8_t hb[KB_WIRE_HDR_LEN];
@@ -547,7 +555,7 @@ static void process_input(rpc_conn_t *c)
         case RX_PAYLOAD: {
             uint32_t plen = c->hdr.plen, blen = c->hdr.blen;
             if (avail < plen) {
-                want(c, plen);
+                want(c, plen, plen);
                 return;
             }
             c->rx_payload = malloc((size_t)plen + 1);
@@ -578,7 +586,7 @@ static void process_input(rpc_conn_t *c)
             c->rx_got += n;
             c->rx_bulk->len = c->rx_got;
             if (n < left) {
-                want(c, left - n);
+                want(c, left - n, KB_MIN(left - n, (size_t)TLS_RD_USEFUL));
                 return;
             }
             frame_done(c);
@@ -589,7 +597,8 @@ static void process_input(rpc_conn_t *c)
             evbuffer_drain(in, n);
             c->rx_got += n;
             if (c->rx_got < c->rx_skip) {
-                want(c, c->rx_skip - c->rx_got);
+                size_t rest = c->rx_skip - c->rx_got;
+                want(c, rest, KB_MIN(rest, (size_t)TLS_RD_USEFUL));
                 return;
             }
             frame_done(c);
@@ -719,7 +728,7 @@ static void tune_bev(struct bufferevent *bev)
 {
     bufferevent_set_max_single_read(bev, IO_CHUNK);
     bufferevent_set_max_single_write(bev, IO_CHUNK);
-    bufferevent_setwatermark(bev, EV_READ, KB_WIRE_HDR_LEN, 0);
+    bufferevent_setwatermark(bev, EV_READ, KB_WIRE_HDR_LEN, TLS_RD_HIGH);
 }
 
 /* Free the socket; forget partial input. Timers of the socket stop. */
