@@ -132,8 +132,12 @@ static int fsync_parent(const char *path)
 
 int kb_write_file_atomic(const char *path, const void *data, size_t len)
 {
+    /* pid + a counter: concurrent writers (threads, processes) never share
+     * a temporary file; the last rename wins whole. */
+    static unsigned seq;
     char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%u", path, (long)getpid(),
+                     __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
     if (n < 0 || (size_t)n >= sizeof(tmp))
         return -ENAMETOOLONG;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

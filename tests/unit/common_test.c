@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include "lib/common.h"
 #include "lib/gfid.h"
@@ -114,4 +115,40 @@ Test(gfid, constants_and_text)
     cr_assert_eq(kb_gfid_parse("00000000-0000-0000-0000-0000000000011", &c), -EINVAL);
     cr_assert_eq(kb_gfid_parse("0000000g-0000-0000-0000-000000000001", &c), -EINVAL);
     cr_assert_eq(kb_gfid_parse(NULL, &c), -EINVAL);
+}
+
+struct writer { const char *path; char c; };
+
+static void *write_many(void *arg)
+{
+    struct writer *w = arg;
+    char data[8192];
+    memset(data, w->c, sizeof(data));
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(kb_write_file_atomic(w->path, data, sizeof(data)), 0);
+    return NULL;
+}
+
+Test(common, concurrent_atomic_writes_never_tear)
+{
+    char base[] = "/var/tmp/kb_common_XXXXXX";
+    cr_assert_not_null(mkdtemp(base));
+    char file[300];
+    snprintf(file, sizeof(file), "%s/f", base);
+    pthread_t t[3];
+    struct writer w[3] = { { file, 'a' }, { file, 'b' }, { file, 'c' } };
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, write_many, &w[i]);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    char *d;
+    size_t n;
+    cr_assert_eq(kb_read_file(file, &d, &n), 0);
+    cr_assert_eq(n, 8192);
+    for (size_t i = 1; i < n; i++)
+        cr_assert_eq(d[i], d[0], "one writer's content, whole");
+    free(d);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
+    cr_assert_eq(system(cmd), 0);
 }
