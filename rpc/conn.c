@@ -34,9 +34,15 @@
  * Reading. Plain TCP reads with its own event (on_sock_read): libevent
  * 2.1's bufferevent reads 4 KiB per loop pass, which capped a connection at
  * ~500 MB/s. The bufferevent still connects and writes (writev of the output
- * chains, bulk by reference). TLS keeps the bufferevent's reading, with the
- * low watermark set to what the next step needs, so a frame costs one
- * callback however many records it took.
+ * chains, bulk by reference). TLS keeps the bufferevent's reading, with
+ * watermarks set to what the next step needs (want()), so a header or
+ * payload costs one callback however many records it took and bulk is taken
+ * in 256 KiB pieces. TLS measured ~300 MB/s on loopback against ~1.3 GB/s
+ * plain: OpenSSL writes one 16 KiB record per write(2) through libevent's
+ * socket BIO.
+ *
+ * Name resolution is getaddrinfo on the loop thread: instant for numeric
+ * addresses and /etc/hosts, but a dead DNS server would stall the loop.
  *
  * Liveness (client side): a tick every min(ping_interval, ping_timeout/4)
  * sends a PING when ping_interval has passed and declares the peer dead when
