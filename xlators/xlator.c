@@ -360,6 +360,13 @@ kb_xlator_t *kb_graph_find(kb_graph_t *g, const char *name)
 
 uint64_t kb_graph_next_req_id(kb_graph_t *g) { return ++g->next_req_id; }
 
+static void xlator_fini(kb_xlator_t *xl)
+{
+    if (xl->inited && xl->type->fini)
+        xl->type->fini(xl);
+    xl->inited = false;
+}
+
 int kb_graph_init(kb_graph_t *g, struct event_base *base, char *err, size_t errlen)
 {
     g->base = base;
@@ -373,13 +380,16 @@ int kb_graph_init(kb_graph_t *g, struct event_base *base, char *err, size_t errl
         }
         if (xl->type->init && (rc = xl->type->init(xl))) {
             snprintf(err, errlen, "%s (%s): init failed: %s", xl->name, xl->type->name, strerror(-rc));
+            /* a failed init may have left partial state: its fini cleans it */
+            if (xl->type->fini)
+                xl->type->fini(xl);
             break;
         }
+        xl->inited = true;
     }
     if (rc) {
         while (--i >= 0)
-            if (g->all[i]->type->fini)
-                g->all[i]->type->fini(g->all[i]);
+            xlator_fini(g->all[i]);
         return rc;
     }
     /* PARENT_UP top-down: protocol/client starts connecting on it. */
@@ -394,8 +404,7 @@ void kb_graph_fini(kb_graph_t *g)
     if (!g)
         return;
     for (int i = g->nall - 1; i >= 0; i--)
-        if (g->all[i]->type->fini)
-            g->all[i]->type->fini(g->all[i]);
+        xlator_fini(g->all[i]);
     graph_free_partial(g);
 }
 

@@ -96,6 +96,7 @@ struct kb_xlator {
     kb_option_set_t *opts;     /* parsed options */
     void *priv;                /* instance state */
     bool up;                   /* last CHILD_UP/DOWN this xl sent upward */
+    bool inited;               /* init succeeded and fini has not run: fini runs at most once */
 };
 
 /* Events leaving the top of the graph (CHILD_UP / CHILD_DOWN of the top). */
