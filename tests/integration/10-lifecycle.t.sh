@@ -5,6 +5,7 @@
 # error case answers one line on stderr with a non-zero exit.
 # kb-requires: root
 set -eu
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 kb_node_start 1

@@ -7,6 +7,7 @@
 # trusted.kembar.*) is visible through the mount.
 # kb-requires: fuse
 set -eu
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 kb_node_start 1
@@ -68,7 +69,7 @@ rename_over() {
     kb_t 10 "$KB_PY" -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$MNT/ra" "$MNT/rb"
     kb_assert_eq "content A" "$(cat "$MNT/rb")" "content of the replaced name"
     [ ! -e "$MNT/ra" ] || kb_fail "old name ra still exists after rename"
-    kb_assert_eq "rb" "$(cd "$MNT" && ls -1 | grep -E '^r[ab]$' | tr '\n' ' ' | sed 's/ $//')" "names after rename"
+    kb_assert_eq "rb" "$(cd "$MNT" && find . -maxdepth 1 -name 'r[ab]' -printf '%f ' | sed 's/ $//')" "names after rename"
     kb_assert_eq "content A" "$(cat "$BRICK/rb")" "brick content of the replaced name"
     [ ! -e "$BRICK/ra" ] || kb_fail "old name ra still on the brick"
     # Into another directory, over an existing file there.

@@ -5,6 +5,7 @@
 # verification, flock/fcntl locks, two mounts seeing each other's writes, and df.
 # kb-requires: fuse
 set -eu
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 kb_node_start 1

@@ -5,6 +5,7 @@
 # mounted and no kembar-fuse process behind.
 # kb-requires: fuse
 set -eu
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 kb_node_start 1

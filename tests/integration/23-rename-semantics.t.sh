@@ -8,6 +8,7 @@
 # last name of an inode that is still open, and on a one-brick and a replica-2 volume.
 # kb-requires: fuse
 set -eu
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 kb_node_start 1
@@ -105,6 +106,25 @@ def case_open_last_link(M1, M2, tag):
     assert got == b"held open\n", "%s: open fd of the replaced inode reads %r" % (tag, got)
     os.close(fd)
 
+def same_attrs_everywhere(M1, M2, tag, n=40):
+    """Both mounts report one ctime and link count per file. On a replicated volume every brick
+    has its own ctime (the kernel sets it); the client must answer from one replica for both
+    mounts. Many files, because two bricks' ctimes differ only when their ops straddle a clock
+    tick."""
+    for i in range(n):
+        p = os.path.join(M1, "%sf%02d" % (tag, i))
+        write(p, "x")
+        os.link(p, p + ".l")
+    time.sleep(0.1)
+    bad = []
+    for i in range(n):
+        name = "%sf%02d.l" % (tag, i)
+        a, b = st(M1, name), st(M2, name)
+        if a[:2] != b[:2]:
+            bad.append("%s: nlink/ctime %s via one mount, %s via the other" % (name, a[:2], b[:2]))
+    assert not bad, "%d of %d files differ between the mounts, e.g. %s" % (len(bad), n, bad[0])
+
+same_attrs_everywhere(A, B, "attr-")
 case(A, B, "ab-")     # rename through A, watch B
 case(B, A, "ba-")     # and the other way round
 case_open_last_link(A, B, "open-")

@@ -36,13 +36,13 @@ if [ -x /usr/bin/python3 ]; then KB_PY=${KB_PY:-/usr/bin/python3}; else KB_PY=${
 
 kb__mounts_under() {  # mount points under $1, deepest first (from /proc/self/mountinfo: no stat)
     local dir=$1 line f
-    local -a out=()
+    local -a found=()
     while IFS= read -r line; do
         read -r _ _ _ _ f _ <<<"$line"
-        case "$f" in "$dir"|"$dir"/*) out+=("$f") ;; esac
+        case "$f" in "$dir"|"$dir"/*) found+=("$f") ;; esac
     done </proc/self/mountinfo
-    [ ${#out[@]} -eq 0 ] && return 0
-    printf '%s\n' "${out[@]}" | sort -r
+    [ ${#found[@]} -eq 0 ] && return 0
+    printf '%s\n' "${found[@]}" | sort -r
 }
 
 kb__mount_minor() {  # device minor of the mount at $1 (FUSE connection id), from mountinfo
