@@ -151,6 +151,7 @@ struct rpc_listener {
     struct evconnlistener *lev;
     struct event_base *base;
     struct ssl_ctx_st *tls;
+    struct sniff *sniffs;         /* TLS listeners: accepted, first byte not seen yet */
     rpc_accept_fn accept_fn;
     void *arg;
     uint16_t port;
@@ -1115,15 +1116,13 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t n)
     }
 }
 
-static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int socklen, void *arg)
+/* An accepted socket becomes a connection; TLS = the listener's context or NULL. */
+static void accept_ready(rpc_listener_t *l, evutil_socket_t fd, const char *peer, struct ssl_ctx_st *tls)
 {
-    rpc_listener_t *l = arg;
-    set_sockopts(fd, true);
     rpc_conn_t *c = conn_alloc(l->base, true);
     if (c) {
-        c->tls = l->tls;
-        format_peer(sa, c->peer, sizeof(c->peer));
+        c->tls = tls;
+        snprintf(c->peer, sizeof(c->peer), "%s", peer);
         c->bev = bev_new(c, fd, true);
     }
     if (!c || !c->bev) {
@@ -1147,6 +1146,78 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         }
     }
     conn_release(c);
+}
+
+/* A listener with a TLS context serves TLS and plain TCP on one port: the
+ * first byte tells them apart (a TLS record starts with 0x16 "handshake", a
+ * kembar frame with 'K'), so volumes with and without transport.tls share a
+ * node. Which volumes demand TLS is the server's business (rpc_conn_is_tls).
+ * A client that sends nothing within SNIFF_TIMEOUT_S is dropped. */
+#define SNIFF_TIMEOUT_S 10
+struct sniff {
+    rpc_listener_t *l;
+    evutil_socket_t fd;
+    struct event *ev;
+    char peer[INET6_ADDRSTRLEN];
+    struct sniff *next;
+};
+
+static void sniff_unlink(struct sniff *s)
+{
+    for (struct sniff **pp = &s->l->sniffs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    event_free(s->ev);
+}
+
+static void sniff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sniff *s = arg;
+    unsigned char b = 0;
+    ssize_t n = (what & EV_READ) ? recv(fd, &b, 1, MSG_PEEK) : -1;
+    if (n < 0 && (what & EV_READ) && (errno == EAGAIN || errno == EINTR)) {
+        struct timeval tv = { SNIFF_TIMEOUT_S, 0 };
+        event_add(s->ev, &tv);
+        return;
+    }
+    rpc_listener_t *l = s->l;
+    sniff_unlink(s);
+    if (n == 1)
+        accept_ready(l, fd, s->peer, b == 0x16 ? l->tls : NULL);
+    else
+        close(fd);
+    free(s);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    rpc_listener_t *l = arg;
+    set_sockopts(fd, true);
+    char peer[INET6_ADDRSTRLEN];
+    format_peer(sa, peer, sizeof(peer));
+    if (!l->tls) {
+        accept_ready(l, fd, peer, NULL);
+        return;
+    }
+    struct sniff *s = kb_zalloc(sizeof(*s));
+    if (s && !(s->ev = event_new(l->base, fd, EV_READ, sniff_cb, s))) {
+        free(s);
+        s = NULL;
+    }
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->l = l;
+    s->fd = fd;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    s->next = l->sniffs;
+    l->sniffs = s;
+    struct timeval tv = { SNIFF_TIMEOUT_S, 0 };
+    event_add(s->ev, &tv);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)
@@ -1246,6 +1317,12 @@ void rpc_listener_free(rpc_listener_t *l)
 {
     if (!l)
         return;
+    while (l->sniffs) {
+        struct sniff *s = l->sniffs;
+        sniff_unlink(s);
+        close(s->fd);
+        free(s);
+    }
     evconnlistener_free(l->lev);
     free(l);
 }
@@ -1272,6 +1349,11 @@ int rpc_reply(rpc_conn_t *c, uint64_t xid, uint32_t proc, int32_t status,
 
 /* ------------------------------------------------------------------ */
 /* both                                                                 */
+
+bool rpc_conn_is_tls(const rpc_conn_t *c)
+{
+    return c->tls != NULL;
+}
 
 const char *rpc_conn_peer(const rpc_conn_t *c)
 {

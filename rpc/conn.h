@@ -92,6 +92,7 @@ void rpc_call(rpc_conn_t *c, uint32_t proc, const void *payload, uint32_t plen,
 /* Change the ping timeout at run time (volume set network.ping-timeout). */
 void rpc_conn_set_ping_timeout(rpc_conn_t *c, uint32_t ms);
 
+/* With TLS set, the listener serves TLS AND plain TCP on the same port. */
 rpc_listener_t *rpc_listen(struct event_base *base, const char *host, uint16_t port,
                            struct ssl_ctx_st *tls, rpc_accept_fn fn, void *arg,
                            char *err, size_t errlen);
@@ -103,6 +104,9 @@ void rpc_conn_set_handlers(rpc_conn_t *c, rpc_request_fn req, rpc_event_fn ev, v
  * (-ENOTCONN if the connection is gone: the reply is dropped silently then). */
 int rpc_reply(rpc_conn_t *c, uint64_t xid, uint32_t proc, int32_t status,
               const void *payload, uint32_t plen, kb_buf_t *bulk);
+/* Whether this connection runs TLS (a TLS listener also accepts plain TCP:
+ * the first byte tells; the server decides what each side may reach). */
+bool rpc_conn_is_tls(const rpc_conn_t *c);
 /* The peer's address, "1.2.3.4" or "::1" (no port). */
 const char *rpc_conn_peer(const rpc_conn_t *c);
 uint64_t rpc_conn_id(const rpc_conn_t *c);      /* unique per process */
