@@ -100,6 +100,18 @@ enum kb_ipc_code {
     KB_IPC_LAYOUT_SET = 7,     /* args.gfid = a directory, args.data = the new value, exactly
                                   KB_LAYOUT_DISK_BYTES (else -EINVAL), stored as is in
                                   KB_LAYOUT_XATTR, replacing any previous value */
+    /* Rebalance, answered by cluster/distribute itself (never reach a brick);
+     * wind them to the distribute translator of a client graph. */
+    KB_IPC_DIST_FIX_LAYOUT = 8, /* args.gfid = a directory (looked up first, so it exists
+                                   on every set), args.size = mask of sets to drain (bit i =
+                                   set i gets no range; 0 = none): re-lay it out over the
+                                   other sets keeping names in place; reply.off = 1 when the
+                                   layout changed. -ENOTCONN unless every set is up */
+    KB_IPC_DIST_MIGRATE = 9,    /* args.gfid = parent directory, args.name = entry: move a
+                                   regular file that is not on its hashed set there, online
+                                   (xlators/dist_migrate.c); reply.off = bytes copied (0:
+                                   nothing to do). -EMLINK hard links, -EBUSY marked file,
+                                   left in place */
 };
 
 /*

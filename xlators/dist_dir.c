@@ -4,8 +4,10 @@
  * opendir opens the directory on every up set; our fd holds one child fd
  * per set. readdir walks the sets in index order, each to its end: files
  * come from whichever set holds them, subdirectories (present on every
- * set) only from the first set of the fd, linkto files (a migration in
- * progress) never. Each entry's offset names (set, that set's offset)
+ * set) only from the first set of the fd, migration targets and the hidden
+ * name of a migrating source (dist_layout.h section 5) never. To tell
+ * those apart the sets are always asked for attributes (readdirplus); they
+ * are dropped again when the caller did not ask. Each entry's offset names (set, that set's offset)
  * (distribute.h), so a continuation resumes exactly where the caller
  * stopped, in the middle of a set or at the next one. A reply is empty
  * only at the true end: a batch whose entries were all filtered out is
@@ -87,7 +89,7 @@ static void readdir_done(dist_frame_t *f)
         readdir_from(f, set + 1, 0);
         return;
     }
-    bool first = set == dist_first(fd->mask);
+    bool first = set == dist_first(fd->mask), plus = f->args.flags & 1;
     kb_dirent_t *out = calloc(r->ndirents, sizeof(*out));
     if (!out) {
         dist_frame_fail(f, -ENOMEM);
@@ -97,9 +99,14 @@ static void readdir_done(dist_frame_t *f)
     for (uint32_t k = 0; k < r->ndirents; k++) {
         const kb_dirent_t *e = &r->dirents[k];
         bool dir = is_dir_entry(e);
-        if ((dir && !first) || (e->has_attr && dist_is_linkto(&e->attr)))
+        if ((dir && !first) || (e->has_attr && dist_is_linkto(&e->attr)) ||
+            (e->name && strncmp(e->name, DIST_MIG_PREFIX, strlen(DIST_MIG_PREFIX)) == 0))
             continue;
         out[kept] = *e;                  /* borrows the name: r lives until F is freed */
+        if (!plus) {
+            out[kept].has_attr = 0;
+            memset(&out[kept].attr, 0, sizeof(out[kept].attr));
+        }
         if (dist_doff_encode(fd, f->n, set, e->off, &out[kept].off) < 0) {
             free(out);
             dist_frame_fail(f, -ENOMEM);
@@ -138,6 +145,7 @@ static void readdir_from(dist_frame_t *f, int set, uint64_t coff)
     s->args = f->args;
     s->args.fd = fd->cfds[set];
     s->args.off = coff;
+    s->args.flags |= 1;                  /* attributes: see the file header */
     dist_fan(f, KB_FOP_READDIR, dist_bit(set), readdir_done);
 }
 

@@ -13,6 +13,7 @@
  * (missing copies are made with the same gfid, mode and owner); a miss
  * finds files that were renamed in place or placed under an older layout.
  */
+#include <fcntl.h>
 #include <stdio.h>
 
 #include "lib/log.h"
@@ -177,11 +178,21 @@ static void locate_merge_dir(dist_frame_t *f, uint64_t dirs, uint64_t files, uin
         f->loc_then(f);
 }
 
+/* Only a migration target answered: the file is between its two homes
+ * (dist_migrate.c step 5). Wait for the migrator's lock, then look again. */
+static void locate_rewait(dist_frame_t *f)
+{
+    dist_mig_release(f);
+    dist_loc_t *l = cur_loc(f);
+    kb_gfid_t parent = l->parent;
+    dist_locate(f, f->cur, &parent, l->name, f->loc_then);
+}
+
 static void locate_merge(dist_frame_t *f)
 {
     dist_priv_t *p = f->p;
     dist_loc_t *l = cur_loc(f);
-    uint64_t dirs = 0, files = 0, missing = 0, unreach = p->all & ~l->asked;
+    uint64_t dirs = 0, files = 0, marked = 0, links = 0, missing = 0, unreach = p->all & ~l->asked;
     int err = 0;
     for (int i = 0; i < f->n; i++) {
         if (!(l->asked & dist_bit(i)))
@@ -189,19 +200,29 @@ static void locate_merge(dist_frame_t *f)
         const kb_reply_t *r = &f->sub[i].reply;
         if (r->status == 0 && S_ISDIR(r->attr.mode))
             dirs |= dist_bit(i);
-        else if (r->status == 0 && !dist_is_linkto(&r->attr))
-            files |= dist_bit(i);
-        else if (r->status == 0 || is_miss(r->status))
-            missing |= dist_bit(i);   /* a lone linkto is a migration target, not the file */
+        else if (r->status == 0 && dist_is_linkto(&r->attr))
+            links |= dist_bit(i);     /* a migration target is not the file */
+        else if (r->status == 0)
+            *(dist_is_migrating(&r->attr) ? &marked : &files) |= dist_bit(i);
+        else if (is_miss(r->status))
+            missing |= dist_bit(i);
         else if (r->status == -ENOTCONN)
             unreach |= dist_bit(i);
         else if (!err)
             err = r->status;
     }
     if (dirs) {
-        locate_merge_dir(f, dirs, files, missing);
+        locate_merge_dir(f, dirs, files | marked, missing | links);
         return;
     }
+    if (!files && !marked && links && !f->linkto_waits++) {
+        int t = dist_first(links);
+        kb_gfid_t g = f->sub[t].reply.attr.gfid;
+        dist_mig_wait(f, t, &g, locate_rewait);
+        return;
+    }
+    if (!files)
+        files = marked;               /* a source being migrated is still the file */
     if (files) {
         int s = pick(files, l->hashed);
         if (files != dist_bit(s))
@@ -351,6 +372,7 @@ static void create_done(dist_frame_t *f)
     f->fd->set = f->set;
     f->fd->cfd = r->fd;
     f->fd->gfid = *g;
+    f->fd->flags = f->args.flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC);
     kb_reply_t out = *r;                 /* shares r's buffers: r is freed once, with F */
     out.fd = (uint64_t)(uintptr_t)f->fd;
     dist_frame_unwind(f, &out);

@@ -14,6 +14,8 @@
  * Forwarded ops use the call's local block (no frame, no reply copy): the
  * child's reply is unwound as it is, with our fd in place of the child's.
  */
+#include <fcntl.h>
+
 #include "lib/log.h"
 #include "xlators/distribute.h"
 
@@ -36,6 +38,10 @@ static void fwd_cbk(void *cookie, const kb_reply_t *r)
     kb_call_t *call = cookie;
     dist_local_t *l = call->local;
     dist_priv_t *p = call->xl->priv;
+    if (l->locked) {
+        l->locked = 0;
+        dist_mig_unlock_async(call->xl, l->set, &l->args.gfid, l->lk_owner);
+    }
     if (is_miss(r->status) && l->from_cache && !l->retried) {
         l->retried = 1;
         l->from_cache = 0;
@@ -43,11 +49,14 @@ static void fwd_cbk(void *cookie, const kb_reply_t *r)
         discover(call);
         return;
     }
+    if (dist_mig_check(call, r))
+        return;
     switch (call->op) {
     case KB_FOP_OPEN:
         if (r->status >= 0) {
             l->fd->set = l->set;
             l->fd->cfd = r->fd;
+            l->fd->flags = l->args.flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC);
             kb_reply_t out = *r;
             out.fd = (uint64_t)(uintptr_t)l->fd;
             kb_unwind(call, &out);
@@ -70,7 +79,7 @@ static void fwd_cbk(void *cookie, const kb_reply_t *r)
     kb_unwind(call, r);
 }
 
-static void forward(kb_call_t *call, int set)
+void dist_forward(kb_call_t *call, int set)
 {
     dist_local_t *l = call->local;
     if (!dist_is_up(call->xl->priv, set)) {
@@ -81,19 +90,29 @@ static void forward(kb_call_t *call, int set)
     kb_wind_from(call, call->xl->children[set], &l->args, fwd_cbk, call);
 }
 
+/* A file's op: a chmod runs under the migration lock (dist_migrate.c). */
+static void forward_file(kb_call_t *call, int set)
+{
+    dist_local_t *l = call->local;
+    if (call->op == KB_FOP_SETATTR && (l->args.flags & KB_SET_MODE) && !l->mig_retry)
+        dist_mig_modelock(call, set);
+    else
+        dist_forward(call, set);
+}
+
 static void route(kb_call_t *call, int set, bool is_dir)
 {
     dist_local_t *l = call->local;
     if (!is_dir) {
-        forward(call, set);
+        forward_file(call, set);
         return;
     }
     switch (l->kind) {
     case DK_READ:
-        forward(call, dist_first(dist_up_mask(call->xl->priv)));
+        dist_forward(call, dist_first(dist_up_mask(call->xl->priv)));
         break;
     case DK_LOCK:
-        forward(call, 0);
+        dist_forward(call, 0);
         break;
     case DK_MODIFY:
         dir_modify(call, NULL);
@@ -105,14 +124,17 @@ static void route(kb_call_t *call, int set, bool is_dir)
 
 static void discover_done(dist_frame_t *f)
 {
-    uint64_t dirs = 0, files = 0, links = 0, unreach = f->p->all & ~f->mask;
+    uint64_t dirs = 0, files = 0, marked = 0, links = 0, unreach = f->p->all & ~f->mask;
     int miss = 0, err = 0;
     for (int i = 0; i < f->n; i++) {
         if (!(f->mask & dist_bit(i)))
             continue;
         const kb_reply_t *r = &f->sub[i].reply;
         if (r->status == 0)
-            *(S_ISDIR(r->attr.mode) ? &dirs : dist_is_linkto(&r->attr) ? &links : &files) |= dist_bit(i);
+            *(S_ISDIR(r->attr.mode)             ? &dirs
+              : dist_is_linkto(&r->attr)         ? &links
+              : dist_is_migrating(&r->attr)      ? &marked
+                                                 : &files) |= dist_bit(i);
         else if (r->status == -ENOTCONN)
             unreach |= dist_bit(i);
         else if (is_miss(r->status))
@@ -120,7 +142,9 @@ static void discover_done(dist_frame_t *f)
         else
             err = err ? err : r->status;
     }
-    uint64_t found = dirs ? dirs : files ? files : links;
+    /* A migration target under construction is never the file. */
+    uint64_t found = dirs ? dirs : files ? files : marked;
+    (void)links;
     kb_call_t *call = f->call;
     if (!found) {
         dist_frame_drop(f);
@@ -206,7 +230,7 @@ void dist_by_gfid(kb_call_t *call, enum dist_kind kind)
     if (kb_gfid_is_root(&l->args.gfid)) {
         route(call, 0, true);
     } else if (kb_gfid_is_null(&l->args.gfid)) {
-        forward(call, 0);               /* not about an object (IPC listings) */
+        dist_forward(call, 0);               /* not about an object (IPC listings) */
     } else if (dist_ictx_get(p, &l->args.gfid, &set, &is_dir)) {
         l->from_cache = 1;
         route(call, set, is_dir);
@@ -235,7 +259,7 @@ static void by_fd(kb_call_t *call, enum dist_kind kind)
     if (!fd->is_dir) {
         l->fd = fd;
         l->args.fd = fd->cfd;
-        forward(call, fd->set);
+        forward_file(call, fd->set);
         return;
     }
     if (kind == DK_MODIFY) {
@@ -248,7 +272,7 @@ static void by_fd(kb_call_t *call, enum dist_kind kind)
         return;
     }
     l->args.fd = fd->cfds[set];
-    forward(call, set);
+    dist_forward(call, set);
 }
 
 void dist_inode_read(kb_call_t *call)
@@ -331,8 +355,13 @@ static void index_list(kb_call_t *call)
 
 void dist_inode_lock(kb_call_t *call)
 {
-    if (call->op == KB_FOP_IPC && call->args->flags == KB_IPC_INDEX_LIST)
+    uint32_t code = call->op == KB_FOP_IPC ? call->args->flags : 0;
+    if (code == KB_IPC_INDEX_LIST)
         index_list(call);
+    else if (code == KB_IPC_DIST_FIX_LAYOUT)
+        dist_fix_layout(call);
+    else if (code == KB_IPC_DIST_MIGRATE)
+        dist_migrate(call);
     else
         dist_by_gfid(call, DK_LOCK);
 }
@@ -369,5 +398,5 @@ void dist_release(kb_call_t *call)
     l->args = *call->args;
     l->fd = fd;
     l->args.fd = fd->cfd;
-    forward(call, fd->set);
+    dist_forward(call, fd->set);
 }

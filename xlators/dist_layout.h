@@ -54,6 +54,22 @@
  *    more than the minimum (3 -> 4: 1/3 instead of 1/4). Non-contiguous
  *    ranges would reach the minimum always, but need a variable-size format
  *    and make every lookup a search; rejected.
+ *
+ * 5. Migration marks (rebalance, xlators/dist_migrate.c), in the mode bits of
+ *    regular files because every reply carries them for free:
+ *      DIST_MIG_BITS (S_ISGID | S_ISVTX) and no rwx bit: a migration TARGET
+ *        under construction on the new set ("linkto"): invisible to lookup,
+ *        readdir and ops by gfid.
+ *      DIST_MIG_BITS plus the file's own rwx bits: a migration SOURCE in its
+ *        final phase: a client whose write (truncate, fallocate, setattr)
+ *        reply shows it waits for the migration lock, then sends the op again
+ *        to wherever the file now lives.
+ *    The migration lock is an INODELK in domain DIST_MIG_DOMAIN over the
+ *    whole file, held (write) by the migrator on both copies from before the
+ *    source is marked until the target is the file. Files whose own mode
+ *    already has both bits are never migrated. The source is renamed to
+ *    DIST_MIG_PREFIX<gfid> in its directory just before the target becomes
+ *    visible, and unlinked after; readdir hides that name.
  */
 #ifndef KB_DIST_LAYOUT_H
 #define KB_DIST_LAYOUT_H
@@ -61,6 +77,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "xlators/changelog.h"
 #include "xlators/xlator.h"
@@ -70,6 +87,9 @@
 #define DIST_HASH_KB1       1u
 #define DIST_LF_EMPTY       1u
 #define DIST_MAX_SETS       KB_MAX_CHILDREN
+#define DIST_MIG_BITS       (S_ISGID | S_ISVTX)
+#define DIST_MIG_DOMAIN     "kembar.dist.migrate"
+#define DIST_MIG_PREFIX     ".kembar-mig-"
 _Static_assert(KB_LAYOUT_DISK_BYTES == 32, "distribute layout xattr size is on disk");
 
 enum dist_range_state {

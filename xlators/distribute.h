@@ -78,6 +78,7 @@ struct dist_fd {
     kb_gfid_t gfid;
     int set;                 /* file: the set holding it */
     uint64_t cfd;            /* file: that set's fd */
+    uint32_t flags;          /* file: open flags, to open it again where it moved */
     uint64_t mask;           /* dir: sets where OPENDIR succeeded */
     uint64_t *cfds;          /* dir: fd per set (n entries) */
     dist_cookies_t ck;       /* dir */
@@ -149,6 +150,12 @@ struct dist_frame {
     int set;
     uint64_t mask, mask2;
     dist_fd_t *fd;
+    uint8_t linkto_waits;    /* locate waited for a migration already */
+    /* dist_mig_wait */
+    int mig_set;
+    bool mig_held;
+    kb_gfid_t mig_gfid;
+    dist_step_fn mig_next;
     kb_reply_t out;          /* owned */
     void (*done)(dist_frame_t *f, const kb_reply_t *r); /* internal frames */
     void *opaque;
@@ -168,7 +175,15 @@ uint64_t dist_up_mask(const dist_priv_t *p);
 static inline int dist_first(uint64_t mask) { return mask ? __builtin_ctzll(mask) : -1; }
 static inline uint64_t dist_bit(int i) { return UINT64_C(1) << i; }
 static inline bool dist_is_up(const dist_priv_t *p, int i) { return i >= 0 && i < p->n && p->xl->children[i]->up; }
-static inline bool dist_is_linkto(const kb_iatt_t *a) { return a->mode == (S_IFREG | S_ISVTX) && a->size == 0; }
+/* Migration marks (dist_layout.h section 5). */
+static inline bool dist_is_linkto(const kb_iatt_t *a)
+{
+    return S_ISREG(a->mode) && (a->mode & 07777) == DIST_MIG_BITS;
+}
+static inline bool dist_is_migrating(const kb_iatt_t *a)
+{
+    return S_ISREG(a->mode) && (a->mode & DIST_MIG_BITS) == DIST_MIG_BITS && (a->mode & 0777);
+}
 
 bool dist_ictx_get(dist_priv_t *p, const kb_gfid_t *g, int *set, bool *is_dir);
 void dist_ictx_put(dist_priv_t *p, const kb_gfid_t *g, int set, bool is_dir);
@@ -208,7 +223,12 @@ typedef struct dist_local {  /* per-call local block (forwarded ops) */
     dist_fd_t *fd;
     int set;
     uint8_t kind, from_cache, retried;
+    uint8_t mig_retry;       /* already sent again after a migration */
+    uint8_t locked;          /* holds the migration lock (read) on SET ... */
+    uint64_t lk_owner;       /* ... as this owner */
 } dist_local_t;
+/* Send CALL (l->args) to SET; its reply goes through the migration check. */
+void dist_forward(kb_call_t *call, int set);
 void dist_by_gfid(kb_call_t *call, enum dist_kind kind);
 void dist_nameless_lookup(kb_call_t *call);
 void dist_inode_read(kb_call_t *call);   /* STAT/READLINK/GETXATTR/LISTXATTR, fd or gfid */
@@ -218,6 +238,21 @@ void dist_open(kb_call_t *call);
 void dist_link(kb_call_t *call);
 void dist_fd_op(kb_call_t *call);        /* READ/WRITE/FLUSH/FSYNC/FALLOCATE/LSEEK/RCHECKSUM/LK */
 void dist_release(kb_call_t *call);
+
+/* dist_migrate.c */
+void dist_fix_layout(kb_call_t *call);   /* IPC KB_IPC_DIST_FIX_LAYOUT */
+void dist_migrate(kb_call_t *call);      /* IPC KB_IPC_DIST_MIGRATE */
+/* A reply R of CALL shows its file being migrated: wait for the migration
+ * and send the op again where the file lives. True when CALL was taken over. */
+bool dist_mig_check(kb_call_t *call, const kb_reply_t *r);
+/* SETATTR of a mode on a file: under the migration lock (read), where the
+ * file lives once any migration is over, so it never clears a migration
+ * mark nor lands on a copy being dropped. */
+void dist_mig_modelock(kb_call_t *call, int set);
+void dist_mig_unlock_async(kb_xlator_t *xl, int set, const kb_gfid_t *g, uint64_t owner);
+/* Wait (read lock) for a migration holding G on SET, then run NEXT(f). */
+void dist_mig_wait(dist_frame_t *f, int set, const kb_gfid_t *g, dist_step_fn next);
+void dist_mig_release(dist_frame_t *f);   /* drop what dist_mig_wait got, if anything */
 
 /* dist_dir.c */
 void dist_opendir(kb_call_t *call);

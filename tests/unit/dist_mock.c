@@ -7,6 +7,7 @@
  * namespace in the order they are completed.
  */
 #include <dirent.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 #include "tests/unit/dist_mock.h"
@@ -32,6 +33,16 @@ typedef struct ment {
 
 typedef struct mfd { kb_gfid_t gfid; bool used, is_dir; } mfd_t;
 
+/* INODELK: whole-file locks per (gfid, domain), owner = args.lock.owner. */
+typedef struct mlock {
+    kb_gfid_t gfid;
+    char domain[64];
+    uint64_t owner;
+    uint32_t type;
+    kb_call_t *waiter;        /* NULL: granted */
+    struct mlock *next;
+} mlock_t;
+
 struct dist_mock {
     mobj_t *objs;
     size_t nobjs;
@@ -47,6 +58,9 @@ struct dist_mock {
     size_t nheld, capheld;
     kb_gfid_t *index;         /* KB_IPC_INDEX_LIST answer, sorted by the test */
     size_t nindex;
+    mlock_t *locks;           /* granted first-come, then waiters, in order */
+    dist_mock_hook_fn hook;
+    void *hook_arg;
 };
 
 /* ---------------- namespace ---------------- */
@@ -405,6 +419,140 @@ static int op_ipc(dist_mock_t *m, const kb_args_t *a, kb_reply_t *r)
     return 0;
 }
 
+static bool lock_conflicts(const dist_mock_t *m, const mlock_t *req, const mlock_t *upto)
+{
+    for (const mlock_t *k = m->locks; k && k != upto; k = k->next)
+        if (kb_gfid_eq(&k->gfid, &req->gfid) && strcmp(k->domain, req->domain) == 0 && k->owner != req->owner &&
+            (k->type == KB_LK_WRLCK || req->type == KB_LK_WRLCK))
+            return true;
+    return false;
+}
+
+static void answer_with(kb_call_t *call, int status)
+{
+    kb_reply_t r = { .status = status };
+    kb_unwind(call, &r);
+}
+
+/* After an unlock: grant the waiters that no longer conflict, in order. */
+static void locks_wake(dist_mock_t *m)
+{
+    for (bool again = true; again;) {
+        again = false;
+        for (mlock_t *k = m->locks; k; k = k->next)
+            if (k->waiter && !lock_conflicts(m, k, k)) {
+                kb_call_t *c = k->waiter;
+                k->waiter = NULL;
+                answer_with(c, 0);
+                again = true;
+                break;                 /* the callback may have changed the list */
+            }
+    }
+}
+
+/* Returns 1 when CALL now waits (answered later). */
+static int op_inodelk(dist_mock_t *m, kb_call_t *call, int *status)
+{
+    const kb_args_t *a = call->args;
+    const char *dom = a->name ? a->name : "";
+    if (a->lock.type == KB_LK_UNLCK) {
+        for (mlock_t **pp = &m->locks; *pp;) {
+            mlock_t *k = *pp;
+            if (!k->waiter && kb_gfid_eq(&k->gfid, &a->gfid) && strcmp(k->domain, dom) == 0 &&
+                k->owner == a->lock.owner) {
+                *pp = k->next;
+                free(k);
+            } else {
+                pp = &k->next;
+            }
+        }
+        *status = 0;
+        locks_wake(m);
+        return 0;
+    }
+    mlock_t *req = kb_zalloc(sizeof(*req));
+    if (!req) {
+        *status = -ENOMEM;
+        return 0;
+    }
+    req->gfid = a->gfid;
+    snprintf(req->domain, sizeof(req->domain), "%s", dom);
+    req->owner = a->lock.owner;
+    req->type = a->lock.type;
+    bool busy = lock_conflicts(m, req, NULL);
+    if (busy && a->flags != KB_LK_SETLKW) {
+        free(req);
+        *status = -EAGAIN;
+        return 0;
+    }
+    mlock_t **pp = &m->locks;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = req;
+    if (busy) {
+        req->waiter = call;
+        return 1;
+    }
+    *status = 0;
+    return 0;
+}
+
+static uint64_t fnv64(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* One 8-byte digest per block of args.flags bytes; reply.off = bytes covered. */
+static int op_rchecksum(dist_mock_t *m, const kb_args_t *a, kb_reply_t *r)
+{
+    mfd_t *f = fd_get(m, a->fd);
+    mobj_t *o = f ? obj_get(m, &f->gfid) : NULL;
+    if (!o)
+        return -EBADF;
+    if (!a->flags)
+        return -EINVAL;
+    uint64_t cover = a->off >= o->size ? 0 : KB_MIN(a->size, o->size - a->off);
+    size_t nb = (size_t)((cover + a->flags - 1) / a->flags);
+    r->data = kb_buf_new(nb ? nb * 8 : 1);
+    if (!r->data)
+        return -ENOMEM;
+    for (size_t i = 0; i < nb; i++) {
+        uint64_t at = a->off + i * a->flags, len = KB_MIN((uint64_t)a->flags, a->off + cover - at);
+        uint64_t h = fnv64(o->data + at, (size_t)len);
+        memcpy(r->data->data + i * 8, &h, 8);
+    }
+    r->data->len = nb * 8;
+    r->off = cover;
+    return 0;
+}
+
+static int op_truncate(dist_mock_t *m, const kb_args_t *a, kb_reply_t *r)
+{
+    kb_gfid_t g = a->gfid;
+    if (a->fd_valid) {
+        mfd_t *f = fd_get(m, a->fd);
+        if (!f)
+            return -EBADF;
+        g = f->gfid;
+    }
+    mobj_t *o = obj_get(m, &g);
+    if (!o)
+        return -ENOENT;
+    if (a->off > o->size) {
+        uint8_t *d = realloc(o->data, a->off);
+        if (!d)
+            return -ENOMEM;
+        memset(d + o->size, 0, a->off - o->size);
+        o->data = d;
+    }
+    o->size = a->off;
+    fill_attr(o, &r->attr);
+    return 0;
+}
+
 static int run_op(dist_mock_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r)
 {
     switch (op) {
@@ -416,6 +564,8 @@ static int run_op(dist_mock_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r)
         return f ? reply_attr(m, &f->gfid, r) : -EBADF;
     }
     case KB_FOP_SETATTR: return op_setattr(m, a, r);
+    case KB_FOP_TRUNCATE: return op_truncate(m, a, r);
+    case KB_FOP_RCHECKSUM: return op_rchecksum(m, a, r);
     case KB_FOP_MKDIR: case KB_FOP_CREATE: case KB_FOP_MKNOD: case KB_FOP_SYMLINK:
         return op_make(m, op, a, r);
     case KB_FOP_UNLINK: return op_unlink(m, a, false);
@@ -446,7 +596,7 @@ static int run_op(dist_mock_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r)
                                    .files = 100, .ffree = 90, .favail = 90, .namemax = 255 };
         return 0;
     case KB_FOP_IPC: return op_ipc(m, a, r);
-    case KB_FOP_SETXATTR: case KB_FOP_REMOVEXATTR: case KB_FOP_INODELK: case KB_FOP_ENTRYLK:
+    case KB_FOP_SETXATTR: case KB_FOP_REMOVEXATTR: case KB_FOP_ENTRYLK:
         return obj_get(m, &a->gfid) ? 0 : -ENOENT;
     case KB_FOP_GETXATTR:
         return obj_get(m, &a->gfid) ? -ENODATA : -ENOENT;
@@ -458,7 +608,16 @@ static int run_op(dist_mock_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r)
 static void answer(dist_mock_t *m, kb_call_t *call)
 {
     kb_reply_t r = { 0 };
-    int rc = m->down ? -ENOTCONN : m->fail[call->op] ? m->fail[call->op] : run_op(m, call->op, call->args, &r);
+    int rc;
+    if (m->down || m->fail[call->op])
+        rc = m->down ? -ENOTCONN : m->fail[call->op];
+    else if (call->op == KB_FOP_INODELK) {
+        if (op_inodelk(m, call, &rc))
+            return;                   /* answered when granted */
+    } else
+        rc = run_op(m, call->op, call->args, &r);
+    if (m->hook)
+        m->hook(m, m->hook_arg, call->op, call->args, rc < 0 ? rc : 0);
     if (rc < 0) {
         kb_reply_clear(&r);
         r.status = rc;
@@ -517,6 +676,11 @@ static void mock_fini(kb_xlator_t *xl)
         ent_del(&m->ents[i]);
     free(m->objs);
     free(m->ents);
+    while (m->locks) {
+        mlock_t *k = m->locks;
+        m->locks = k->next;
+        free(k);
+    }
     free(m->held);
     free(m->index);
     free(m);
@@ -628,4 +792,28 @@ int dist_mock_set_index(dist_mock_t *m, const kb_gfid_t *g, size_t n)
     m->index = c;
     m->nindex = n;
     return 0;
+}
+
+void dist_mock_set_hook(dist_mock_t *m, dist_mock_hook_fn fn, void *arg)
+{
+    m->hook = fn;
+    m->hook_arg = arg;
+}
+
+int dist_mock_data(const dist_mock_t *m, const kb_gfid_t *g, const uint8_t **data, uint64_t *size)
+{
+    const mobj_t *o = obj_get(m, g);
+    if (!o)
+        return -ENOENT;
+    *data = o->data;
+    *size = o->size;
+    return 0;
+}
+
+unsigned dist_mock_locks(const dist_mock_t *m)
+{
+    unsigned n = 0;
+    for (const mlock_t *k = m->locks; k; k = k->next)
+        n++;
+    return n;
 }

@@ -14,6 +14,8 @@
 #include "xlators/xlator.h"
 
 typedef struct dist_mock dist_mock_t;
+/* Called after the mock ran an op (STATUS: its result), before the reply. */
+typedef void (*dist_mock_hook_fn)(dist_mock_t *m, void *arg, kb_op_t op, const kb_args_t *a, int status);
 
 extern const kb_xlator_type_t dist_mock_type;   /* "test/dist_mock" */
 void dist_mock_register(void);
@@ -46,6 +48,11 @@ size_t dist_mock_count(const dist_mock_t *m, const kb_gfid_t *dir);
 /* Attributes of an object; -ENOENT. */
 int dist_mock_attr(const dist_mock_t *m, const kb_gfid_t *g, kb_iatt_t *out);
 unsigned dist_mock_open_fds(const dist_mock_t *m);
+void dist_mock_set_hook(dist_mock_t *m, dist_mock_hook_fn fn, void *arg);
+/* The content of a regular file (borrowed; valid until the next op). */
+int dist_mock_data(const dist_mock_t *m, const kb_gfid_t *g, const uint8_t **data, uint64_t *size);
+/* INODELK locks held or waited for. */
+unsigned dist_mock_locks(const dist_mock_t *m);
 /* The gfids KB_IPC_INDEX_LIST answers with (copied). */
 int dist_mock_set_index(dist_mock_t *m, const kb_gfid_t *g, size_t n);
 

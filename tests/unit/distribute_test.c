@@ -739,9 +739,298 @@ Test(distribute, readdir_offsets_pack_and_unpack)
     free(fd.ck.e);
 }
 
+/* ================= rebalance: fix-layout and migration ================= */
+
+static int ipc(kb_graph_t *g, const kb_gfid_t *gfid, const char *name, uint32_t code, uint64_t size)
+{
+    kb_args_t a = { .gfid = *gfid, .name = (char *)name, .flags = code, .size = size };
+    return call(g, KB_FOP_IPC, &a);
+}
+
+static void write_file(kb_graph_t *g, const kb_gfid_t *gf, uint64_t fd, uint64_t off, const void *p, size_t n)
+{
+    kb_buf_t *b = kb_buf_copy(p, n);
+    kb_args_t w = { .gfid = *gf, .fd = fd, .off = off, .data = b };
+    cr_assert_eq(call(g, KB_FOP_WRITE, &w), (int)n);
+    kb_buf_unref(b);
+}
+
+Test(distribute, fix_layout_and_migrate_move_files_home, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t d;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "grow", &d), 0);
+    /* as if set 2 were just added: drain it first */
+    cr_assert_eq(ipc(g, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 4), 0);
+    cr_assert_eq(R.off, 1);
+    dist_layout_t l;
+    stored_layout(g, &d, &l);
+    cr_assert_eq(dist_layout_check(&l), 0);
+    cr_assert_eq(l.r[2].state, DIST_RS_EMPTY);
+    cr_assert_eq(ipc(g, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 4), 0);
+    cr_assert_eq(R.off, 0, "nothing to change the second time");
+    kb_gfid_t gf[60];
+    for (int k = 0; k < 60; k++) {
+        char name[16], body[32];
+        snprintf(name, sizeof(name), "f%d", k);
+        snprintf(body, sizeof(body), "content-%d", k);
+        uint64_t fd;
+        cr_assert_eq(do_create(g, &d, name, &gf[k], &fd), 0);
+        write_file(g, &gf[k], fd, 0, body, strlen(body));
+        kb_args_t rel = { .gfid = gf[k], .fd = fd };
+        cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+        cr_assert_eq(where(g, &d, name, NULL) & 4u, 0u);
+    }
+    cr_assert_eq(ipc(g, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 0), 0);
+    cr_assert_eq(R.off, 1);
+    stored_layout(g, &d, &l);
+    cr_assert_eq(dist_layout_check(&l), 0);
+    cr_assert_gt(dist_layout_share(&l, 2), 0);
+    int moved = 0;
+    uint64_t bytes = 0;
+    for (int k = 0; k < 60; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "f%d", k);
+        cr_assert_eq(ipc(g, &d, name, KB_IPC_DIST_MIGRATE, 0), 0, "%s", name);
+        moved += R.off > 0;
+        bytes += R.off;
+    }
+    cr_assert(moved >= 10 && moved <= 35, "moved %d of 60", moved);
+    cr_assert_gt(bytes, 0);
+    for (int k = 0; k < 60; k++) {
+        char name[16], body[32];
+        snprintf(name, sizeof(name), "f%d", k);
+        snprintf(body, sizeof(body), "content-%d", k);
+        int h = dist_layout_search(&l, dist_hash_str(name));
+        kb_gfid_t got;
+        cr_assert_eq(where(g, &d, name, &got), 1u << h, "%s not on its hashed set %d", name, h);
+        cr_assert(kb_gfid_eq(&got, &gf[k]), "same gfid after the move");
+        const uint8_t *data;
+        uint64_t size;
+        cr_assert_eq(dist_mock_data(mock(g, h), &gf[k], &data, &size), 0);
+        cr_assert_eq(size, strlen(body));
+        cr_assert_eq(memcmp(data, body, size), 0);
+        kb_iatt_t at;
+        cr_assert_eq(dist_mock_attr(mock(g, h), &gf[k], &at), 0);
+        cr_assert_eq(at.mode, S_IFREG | 0644, "mode restored, no mark left");
+        cr_assert_eq(ipc(g, &d, name, KB_IPC_DIST_MIGRATE, 0), 0);
+        cr_assert_eq(R.off, 0, "home already");
+    }
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(dist_mock_locks(mock(g, i)), 0);
+        cr_assert_eq(dist_mock_open_fds(mock(g, i)), 0);
+    }
+    cr_assert_eq(dist_mock_count(mock(g, 0), &d) + dist_mock_count(mock(g, 1), &d) + dist_mock_count(mock(g, 2), &d), 60,
+                 "no copies or hidden names left");
+    static char names[70][32];
+    cr_assert_eq(read_all(g, &d, names, 70), 60);
+    kb_graph_fini(g);
+}
+
+/* ---- a migration while a client writes ---- */
+
+static struct mig_case {
+    kb_graph_t *g;
+    int s;
+    kb_gfid_t gf, d;
+    uint64_t fd;
+    const char *name;
+    bool bulk_done, mark_done, rename_now, chmod_now;
+    kb_args_t w[3];
+    kb_buf_t *b[3];
+    int done[3], status[3];
+    kb_args_t ren, chm;
+    int ren_status, chm_status, ren_done, chm_done;
+} mc;
+
+static void mc_cbk(void *cookie, const kb_reply_t *r)
+{
+    int i = (int)(intptr_t)cookie;
+    mc.done[i]++;
+    mc.status[i] = r->status;
+}
+
+static void mc_misc_cbk(void *cookie, const kb_reply_t *r)
+{
+    if (cookie == &mc.ren) {
+        mc.ren_done++;
+        mc.ren_status = r->status;
+    } else {
+        mc.chm_done++;
+        mc.chm_status = r->status;
+    }
+}
+
+static void mc_write(int i, uint64_t off, const char *text)
+{
+    mc.b[i] = kb_buf_copy(text, strlen(text));
+    mc.w[i] = (kb_args_t){ .gfid = mc.gf, .fd = mc.fd, .off = off, .data = mc.b[i] };
+    kb_wind(mc.g->top, KB_FOP_WRITE, &mc.w[i], &cred, 100 + (uint64_t)i, mc_cbk, (void *)(intptr_t)i);
+}
+
+static bool is_source_mark(kb_op_t op, const kb_args_t *a)
+{
+    return op == KB_FOP_SETATTR && (a->flags & KB_SET_MODE) && (a->attr.mode & DIST_MIG_BITS) == DIST_MIG_BITS &&
+           (a->attr.mode & 0777);
+}
+
+static void mc_hook(dist_mock_t *m, void *arg, kb_op_t op, const kb_args_t *a, int status)
+{
+    if (op == KB_FOP_READ && !mc.bulk_done && a->fd != mc.fd) {
+        mc.bulk_done = true;             /* the migrator read chunk 0: change it behind it */
+        mc_write(0, 0, "BULKPHASE");
+    }
+    if (is_source_mark(op, a) && !mc.mark_done) {
+        mc.mark_done = true;             /* the source is marked: these must wait and follow */
+        mc_write(1, 2 * 1024 * 1024 + 5, "FINALPHASE");
+        mc_write(2, 3 * 1024 * 1024, "APPENDED");
+        if (mc.rename_now) {
+            mc.ren = (kb_args_t){ .gfid = mc.d, .name = (char *)mc.name, .gfid2 = mc.d, .name2 = "renamed-away" };
+            kb_wind(mc.g->top, KB_FOP_RENAME, &mc.ren, &cred, 200, mc_misc_cbk, &mc.ren);
+        }
+        if (mc.chmod_now) {
+            mc.chm = (kb_args_t){ .gfid = mc.gf, .flags = KB_SET_MODE, .attr = { .mode = 0640 } };
+            kb_wind(mc.g->top, KB_FOP_SETATTR, &mc.chm, &cred, 201, mc_misc_cbk, &mc.chm);
+        }
+    }
+}
+
+/* A file of 3 MiB of a pattern, misplaced on set S of a 2-set graph, open. */
+static void mc_setup(bool rename_now, bool chmod_now)
+{
+    memset(&mc, 0, sizeof(mc));
+    mc.rename_now = rename_now;
+    mc.chmod_now = chmod_now;
+    mc.g = graph(2);
+    cr_assert_eq(do_mkdir(mc.g, &kb_gfid_root, "img", &mc.d), 0);
+    static char a[32], b[32];
+    name_on(mc.g, &mc.d, 0, "tmp", a, sizeof(a));
+    name_on(mc.g, &mc.d, 1, "vm", b, sizeof(b));
+    mc.name = b;
+    cr_assert_eq(do_create(mc.g, &mc.d, a, &mc.gf, &mc.fd), 0);
+    static char pat[3 * 1024 * 1024];
+    for (size_t i = 0; i < sizeof(pat); i++)
+        pat[i] = (char)('a' + i % 23);
+    write_file(mc.g, &mc.gf, mc.fd, 0, pat, sizeof(pat));
+    kb_args_t rn = { .gfid = mc.d, .name = a, .gfid2 = mc.d, .name2 = b };
+    cr_assert_eq(call(mc.g, KB_FOP_RENAME, &rn), 0);
+    cr_assert_eq(where(mc.g, &mc.d, b, NULL), 1u, "misplaced on set 0");
+    mc.s = 0;
+    dist_mock_set_hook(mock(mc.g, 0), mc_hook, NULL);
+}
+
+static void mc_teardown(void)
+{
+    for (int i = 0; i < 3; i++)
+        kb_buf_unref(mc.b[i]);
+    kb_graph_fini(mc.g);
+}
+
+Test(distribute, migration_keeps_writes_made_while_it_runs, .init = setup, .fini = teardown)
+{
+    mc_setup(false, false);
+    kb_graph_t *g = mc.g;
+    cr_assert_eq(ipc(g, &mc.d, mc.name, KB_IPC_DIST_MIGRATE, 0), 0);
+    cr_assert_geq(R.off, 3 * 1024 * 1024 - 1024 * 1024, "bytes copied %llu", (unsigned long long)R.off);
+    cr_assert(mc.bulk_done && mc.mark_done);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(mc.done[i], 1, "write %d completed exactly once", i);
+        cr_assert_gt(mc.status[i], 0, "write %d: %d", i, mc.status[i]);
+    }
+    cr_assert_eq(where(g, &mc.d, mc.name, NULL), 2u, "home on set 1, gone from set 0");
+    cr_assert_eq(dist_mock_count(mock(g, 0), &mc.d), 0, "no hidden copy left");
+    const uint8_t *data;
+    uint64_t size;
+    cr_assert_eq(dist_mock_data(mock(g, 1), &mc.gf, &data, &size), 0);
+    cr_assert_eq(size, 3 * 1024 * 1024 + 8);
+    cr_assert_eq(memcmp(data, "BULKPHASE", 9), 0, "a write behind the bulk copy reached the new copy");
+    cr_assert_eq(memcmp(data + 2 * 1024 * 1024 + 5, "FINALPHASE", 10), 0, "a write during the final phase too");
+    cr_assert_eq(memcmp(data + 3 * 1024 * 1024, "APPENDED", 8), 0);
+    cr_assert_eq(data[1024 * 1024], (char)('a' + (1024 * 1024) % 23), "the pattern is intact");
+    kb_iatt_t at;
+    cr_assert_eq(dist_mock_attr(mock(g, 1), &mc.gf, &at), 0);
+    cr_assert_eq(at.mode, S_IFREG | 0644);
+    /* the open fd follows the file */
+    unsigned before = dist_mock_calls(mock(g, 1), KB_FOP_WRITE);
+    write_file(g, &mc.gf, mc.fd, 10, "after", 5);
+    cr_assert_eq(dist_mock_calls(mock(g, 1), KB_FOP_WRITE), before + 1);
+    kb_args_t rd = { .gfid = mc.gf, .fd = mc.fd, .off = 0, .size = 16 };
+    cr_assert_eq(call(g, KB_FOP_READ, &rd), 16);
+    cr_assert_eq(memcmp(R.data->data, "BULKPHASEjafter", 15), 0);
+    kb_args_t rel = { .gfid = mc.gf, .fd = mc.fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(dist_mock_open_fds(mock(g, i)), 0, "set %d", i);
+        cr_assert_eq(dist_mock_locks(mock(g, i)), 0, "set %d", i);
+    }
+    cr_assert_eq(do_lookup(g, &mc.d, mc.name), 0);
+    cr_assert(kb_gfid_eq(&R.attr.gfid, &mc.gf));
+    mc_teardown();
+}
+
+Test(distribute, migration_is_undone_when_the_file_is_renamed_meanwhile, .init = setup, .fini = teardown)
+{
+    mc_setup(true, false);
+    kb_graph_t *g = mc.g;
+    cr_assert_lt(ipc(g, &mc.d, mc.name, KB_IPC_DIST_MIGRATE, 0), 0);
+    cr_assert_eq(mc.ren_done, 1);
+    cr_assert_eq(mc.ren_status, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(mc.status[i], 0);
+    cr_assert_eq(where(g, &mc.d, mc.name, NULL), 0u, "the old name is gone everywhere (no target left)");
+    cr_assert_eq(where(g, &mc.d, "renamed-away", NULL), 1u, "the file stays on set 0 under its new name");
+    kb_iatt_t at;
+    cr_assert_eq(dist_mock_attr(mock(g, 0), &mc.gf, &at), 0);
+    cr_assert_eq(at.mode, S_IFREG | 0644, "the mark is off");
+    const uint8_t *data;
+    uint64_t size;
+    cr_assert_eq(dist_mock_data(mock(g, 0), &mc.gf, &data, &size), 0);
+    cr_assert_eq(memcmp(data + 2 * 1024 * 1024 + 5, "FINALPHASE", 10), 0);
+    cr_assert_eq(dist_mock_locks(mock(g, 0)) + dist_mock_locks(mock(g, 1)), 0);
+    kb_args_t rel = { .gfid = mc.gf, .fd = mc.fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    mc_teardown();
+}
+
+Test(distribute, chmod_during_a_migration_waits_and_lands_on_the_new_copy, .init = setup, .fini = teardown)
+{
+    mc_setup(false, true);
+    kb_graph_t *g = mc.g;
+    cr_assert_eq(ipc(g, &mc.d, mc.name, KB_IPC_DIST_MIGRATE, 0), 0);
+    cr_assert_eq(mc.chm_done, 1);
+    cr_assert_eq(mc.chm_status, 0);
+    kb_iatt_t at;
+    cr_assert_eq(dist_mock_attr(mock(g, 1), &mc.gf, &at), 0);
+    cr_assert_eq(at.mode, S_IFREG | 0640);
+    kb_args_t rel = { .gfid = mc.gf, .fd = mc.fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    mc_teardown();
+}
+
+Test(distribute, a_mark_left_by_a_dead_migrator_is_cleared_by_the_next_write, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t gf;
+    uint64_t fd;
+    cr_assert_eq(do_create(g, &kb_gfid_root, "orphan", &gf, &fd), 0);
+    int s = hashed(g, &kb_gfid_root, "orphan");
+    kb_args_t sa = { .gfid = gf, .flags = KB_SET_MODE, .attr = { .mode = 0644 | DIST_MIG_BITS } };
+    cr_assert_eq(call(g, KB_FOP_SETATTR, &sa), 0);
+    write_file(g, &gf, fd, 0, "still-here", 10);
+    kb_iatt_t at;
+    cr_assert_eq(dist_mock_attr(mock(g, s), &gf, &at), 0);
+    cr_assert_eq(at.mode, S_IFREG | 0644);
+    cr_assert_eq(at.size, 10);
+    kb_args_t rel = { .gfid = gf, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    cr_assert_eq(dist_mock_locks(mock(g, s)), 0);
+    kb_graph_fini(g);
+}
+
 /* ================= over real storage/posix bricks ================= */
 
 #include <sys/xattr.h>
+#include <unistd.h>
 #include "tests/unit/brick_harness.h"
 
 typedef struct real {
@@ -903,5 +1192,88 @@ Test(distribute_posix, files_spread_listed_once_renamed_in_place)
     cr_assert_eq(bh_call(r.h, KB_FOP_STATFS, &sf, &rep), 0);
     cr_assert_gt(rep.statfs.blocks, 0);
     kb_reply_clear(&rep);
+    real_stop(&r);
+}
+
+Test(distribute_posix, migrate_over_real_bricks_with_locks)
+{
+    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks"))
+        cr_skip_test("storage/posix or features/locks is not linked in");
+    kb_log_level = KB_LOG_ERROR;
+    real_t r = { 0 };
+    char vf[1024], err[256] = "";
+    for (int i = 0; i < 2; i++)
+        cr_assert_not_null(r.dir[i] = bh_tmpdir("distmig"));
+    snprintf(vf, sizeof(vf),
+             "volume p0\n type storage/posix\n option directory %s\nend-volume\n"
+             "volume b0\n type features/locks\n subvolumes p0\nend-volume\n"
+             "volume p1\n type storage/posix\n option directory %s\nend-volume\n"
+             "volume b1\n type features/locks\n subvolumes p1\nend-volume\n"
+             "volume dist\n type cluster/distribute\n subvolumes b0 b1\nend-volume\n",
+             r.dir[0], r.dir[1]);
+    cr_assert_not_null(r.h = bh_start(vf, err, sizeof(err)), "%s", err);
+    bh_pump(r.h, 10);
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(r.h, &kb_gfid_root, "m", 0755, &d), 0);
+    /* a file renamed so that its name hashes to the other brick */
+    kb_gfid_t gf;
+    uint64_t fd;
+    cr_assert_eq(bh_create(r.h, &d, "seed", 0640, O_RDWR, &gf, &fd), 0);
+    unsigned ma = on_disk(&r, "m/seed", NULL);
+    dist_layout_t l;
+    dist_layout_clear(&l, 2);
+    for (int i = 0; i < 2; i++) {
+        char p[512];
+        uint8_t v[64];
+        snprintf(p, sizeof(p), "%s/m", r.dir[i]);
+        ssize_t n = lgetxattr(p, KB_LAYOUT_XATTR, v, sizeof(v));
+        cr_assert_eq(dist_layout_decode(&l, i, v, (size_t)n), 0);
+    }
+    char b[32];
+    for (int k = 0;; k++) {
+        snprintf(b, sizeof(b), "vm-%d.img", k);
+        if (1u << dist_layout_search(&l, dist_hash_str(b)) != ma)
+            break;
+    }
+    kb_args_t rn = { .gfid = d, .name = "seed", .gfid2 = d, .name2 = b };
+    cr_assert_eq(bh_call(r.h, KB_FOP_RENAME, &rn, NULL), 0);
+    char rel[64];
+    snprintf(rel, sizeof(rel), "m/%s", b);
+    cr_assert_eq(on_disk(&r, rel, NULL), ma, "renamed in place: misplaced");
+    static char data[5 * 1024 * 1024 + 123];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 7 + i / 4096);
+    memset(data + 1024 * 1024, 0, 2 * 1024 * 1024);     /* a hole-worthy middle */
+    for (size_t off = 0; off < sizeof(data); off += 1024 * 1024)
+        cr_assert_gt(bh_write(r.h, &gf, fd, off, data + off, KB_MIN(sizeof(data) - off, (size_t)1024 * 1024), 0), 0);
+    kb_args_t mg = { .gfid = d, .name = b, .flags = KB_IPC_DIST_MIGRATE };
+    kb_reply_t rep;
+    cr_assert_eq(bh_call(r.h, KB_FOP_IPC, &mg, &rep), 0);
+    cr_assert_eq(rep.off, sizeof(data) - 2 * 1024 * 1024, "the zero middle was not copied (%llu)", (unsigned long long)rep.off);
+    kb_reply_clear(&rep);
+    kb_gfid_t got;
+    cr_assert_eq(on_disk(&r, rel, &got), 3u - ma, "on the other brick now");
+    cr_assert(kb_gfid_eq(&got, &gf));
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", r.dir[ma == 1 ? 1 : 0], rel);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0640);
+    cr_assert_eq((size_t)st.st_size, sizeof(data));
+    cr_assert_lt((size_t)st.st_blocks * 512, sizeof(data) - 1024 * 1024, "the hole stayed a hole");
+    /* the old fd follows: a write through it lands on the new brick */
+    cr_assert_eq(bh_write(r.h, &gf, fd, 0, "NEW", 3, 0), 3);
+    char buf[8] = "";
+    cr_assert_eq(bh_read(r.h, &gf, fd, 0, 3, buf), 3);
+    cr_assert_eq(memcmp(buf, "NEW", 3), 0);
+    int fdd = open(p, O_RDONLY);
+    cr_assert_geq(fdd, 0);
+    static char back[sizeof(data)];
+    cr_assert_eq(pread(fdd, back, sizeof(back), 0), (ssize_t)sizeof(back));
+    close(fdd);
+    cr_assert_eq(memcmp(back, "NEW", 3), 0);
+    cr_assert_eq(memcmp(back + 3, data + 3, sizeof(data) - 3), 0, "content identical");
+    cr_assert_eq(bh_release(r.h, &gf, fd), 0);
+    real_readdir_all(&r, &d, 0);
     real_stop(&r);
 }
