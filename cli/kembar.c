@@ -11,11 +11,12 @@
 #include <unistd.h>
 #include "lib/common.h"
 #include "rpc/sync.h"
+#include "rpc/tls.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: kembar [--server HOST[:PORT]] [--json] volume <verb> ...\n"
+        "usage: kembar [--server HOST[:PORT]] [--tls-dir DIR] [--json] volume <verb> ...\n"
         "  volume create NAME [replica N [arbiter 1]] HOST[:PORT]:/PATH... [force]\n"
         "  volume start|stop NAME [force]      volume delete NAME\n"
         "  volume info [NAME]   volume list   volume status [NAME]\n"
@@ -85,7 +86,7 @@ static int heal_watch(const char *host, uint16_t port, const char *vol)
 
 int main(int argc, char **argv)
 {
-    const char *server = getenv("KEMBAR_SERVER");
+    const char *server = getenv("KEMBAR_SERVER"), *tlsdir = getenv("KEMBAR_TLS_DIR");
     bool json = false, watch = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
             server = argv[i] + 9;
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;
+        } else if (strcmp(argv[i], "--tls-dir") == 0 && i + 1 < argc) {
+            tlsdir = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -127,6 +130,18 @@ int main(int argc, char **argv)
         memmove(av + 1, av, (size_t)ac * sizeof(char *));
         av[0] = "--json";
         ac++;
+    }
+    if (tlsdir) {
+        char cert[4096], key[4096], ca[4096], err[256] = "";
+        snprintf(cert, sizeof(cert), "%s/cert.pem", tlsdir);
+        snprintf(key, sizeof(key), "%s/key.pem", tlsdir);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", tlsdir);
+        struct ssl_ctx_st *ctx = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        if (!ctx) {
+            fprintf(stderr, "kembar: TLS: %s\n", err);
+            return 2;
+        }
+        rpc_sync_set_tls(ctx);
     }
     char *host = NULL;
     uint16_t port;

@@ -14,7 +14,9 @@
  * client through kb_graph.on_event, on the loop thread, and are mirrored
  * into c->up for waiters on other threads.
  */
+#include <openssl/ssl.h>
 #include "client/internal.h"
+#include "rpc/tls.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -105,6 +107,21 @@ static kbc_t *kbc_alloc(const kbc_opts_t *o, const char *volume)
     if (!c->opts.up_timeout_ms)
         c->opts.up_timeout_ms = KBC_UP_TIMEOUT_MS;
     kbc_cred_self(&c->cred);
+    if (c->opts.tls_dir) {
+        char cert[4096], key[4096], ca[4096], err[256] = "";
+        snprintf(cert, sizeof(cert), "%s/cert.pem", c->opts.tls_dir);
+        snprintf(key, sizeof(key), "%s/key.pem", c->opts.tls_dir);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", c->opts.tls_dir);
+        c->tls_dir = strdup(c->opts.tls_dir);
+        c->tls = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        if (!c->tls) {
+            kb_err("client", "TLS: %s", err);
+            free(c->tls_dir);
+            free(c);
+            return NULL;
+        }
+        c->opts.tls_dir = c->tls_dir;
+    }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->volume = strdup(volume ? volume : "");
@@ -182,6 +199,10 @@ static kbc_t *build(kbc_t *c, const char *volfile, const char *what, char *err, 
         kbc_free(c);
         return NULL;
     }
+    /* This client's certificates, for volumes with transport.tls on. */
+    for (int i = 0; c->tls_dir && i < g->nall; i++)
+        if (strcmp(g->all[i]->type->name, "protocol/client") == 0)
+            kb_opts_set(g->all[i]->opts, "tls-dir", c->tls_dir);
     struct loop_job j = { .c = c, .fn = init_fn, .arg = g };
     if (job_sync(&j) < 0) {
         set_err(err, errlen, "%s: cannot start the client graph: %s", what, j.err);
@@ -366,6 +387,7 @@ static void gs_try(struct getspec *gs)
             .host = sv->host, .port = sv->port, .reconnect = false,
             .connect_timeout_ms = gs->c->opts.connect_timeout_ms,
             .call_timeout_ms = gs->c->opts.connect_timeout_ms,
+            .tls = gs->c->tls,
         };
         gs->conn = rpc_client_new(kb_loop_base(gs->c->loop), &o, gs_event, a);
         if (gs->conn) {
@@ -427,7 +449,10 @@ kbc_t *kbc_new(const char *specstr, const kbc_opts_t *o, char *err, size_t errle
         return NULL;
     kbc_t *c = kbc_alloc(o, spec.volume);
     if (!c) {
-        set_err(err, errlen, "cannot start the client: out of memory");
+        if (o && o->tls_dir)
+            set_err(err, errlen, "cannot load the TLS files (cert.pem, key.pem, ca.pem) of %s", o->tls_dir);
+        else
+            set_err(err, errlen, "cannot start the client: out of memory");
         kbc_spec_clear(&spec);
         return NULL;
     }
@@ -470,6 +495,9 @@ void kbc_free(kbc_t *c)
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->volume);
+    free(c->tls_dir);
+    if (c->tls)
+        SSL_CTX_free(c->tls);
     free(c);
 }
 

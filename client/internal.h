@@ -17,6 +17,8 @@ struct kbc {
     kb_graph_t *graph;           /* loop thread; NULL until init succeeded */
     char *volume;                /* "" when built from a volfile text */
     kbc_opts_t opts;
+    char *tls_dir;               /* owned copy of opts.tls_dir */
+    struct ssl_ctx_st *tls;      /* volfile fetch over TLS; NULL = plain */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* signalled on up changes and inflight == 0 */

@@ -66,6 +66,9 @@ typedef struct kbc_opts {
     uint32_t connect_timeout_ms; /* per server, for the volfile fetch; 0 = 3000 */
     uint32_t up_timeout_ms;      /* wait for CHILD_UP of the graph top; 0 = 10000 */
     bool no_wait_up;             /* return once the graph is initialised */
+    const char *tls_dir;         /* cert.pem/key.pem/ca.pem: fetch the volfile over TLS and
+                                    give protocol/client these files (volumes with
+                                    transport.tls on need it); NULL = plain TCP */
 } kbc_opts_t;
 
 /* Fetch the client volfile of SPEC's volume from the first reachable server

@@ -39,6 +39,7 @@ typedef struct kbf_args {
     double attr_timeout, entry_timeout, negative_timeout;
     bool allow_other, default_permissions, security_xattrs, acl, splice;
     char *log_file;              /* owned */
+    char *tls_dir;               /* owned: -o tls-dir=DIR */
     int log_level;
     unsigned max_threads, max_idle;
     unsigned read_ahead_kb;      /* 0: leave the kernel's default (128) */
@@ -59,6 +60,7 @@ static const char *const usage_text =
     "  -o splice          splice data through /dev/fuse\n"
     "  -o max_threads=N   FUSE worker threads (default 32)\n"
     "  -o read_ahead_kb=N kernel readahead for buffered reads (default 1024, 0: kernel's)\n"
+    "  -o tls-dir=DIR     cert.pem, key.pem, ca.pem for volumes with transport.tls on\n"
     "  -o ro,nosuid,nodev,noexec,noatime,... mount flags; auto_unmount\n"
     "mount(8)-only options (_netdev, defaults, auto, noauto, user, nofail, x-*) are ignored.\n";
 
@@ -187,6 +189,10 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         a->max_idle = parse_count("max_idle_threads", v, 1024);
     else if ((v = opt_val(o, "read_ahead_kb", NULL)))
         a->read_ahead_kb = strcmp(v, "0") ? parse_count("read_ahead_kb", v, 65536) : 0;
+    else if ((v = opt_val(o, "tls-dir", "tls_dir"))) {
+        free(a->tls_dir);
+        a->tls_dir = strdup(v);
+    }
     else if (fuse_flag(o))
         add_fuse_opt(a, o);
     else
@@ -454,7 +460,8 @@ static kbc_t *connect_volume(const kbf_args_t *a)
         c = kbc_new_from_volfile(text, NULL, err, sizeof(err));
         free(text);
     } else {
-        c = kbc_new(a->spec, NULL, err, sizeof(err));
+        kbc_opts_t ko = { .tls_dir = a->tls_dir };
+        c = kbc_new(a->spec, &ko, err, sizeof(err));
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!c)

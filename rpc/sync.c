@@ -12,11 +12,19 @@
 #include "lib/common.h"
 #include "lib/codec.h"
 #include "rpc/sync.h"
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 struct rpc_sync {
     int fd;
+    SSL *ssl;                 /* NULL: plain TCP */
     uint64_t next_xid;
 };
+
+/* Process-wide TLS context for blocking calls (CLI, management thread). */
+static SSL_CTX *sync_tls;
+
+void rpc_sync_set_tls(struct ssl_ctx_st *ctx) { sync_tls = ctx; }
 
 static int wait_fd(int fd, short ev, uint64_t deadline_ms)
 {
@@ -30,6 +38,30 @@ static int wait_fd(int fd, short ev, uint64_t deadline_ms)
             return 0;
         if (n < 0 && errno != EINTR)
             return -errno;
+    }
+}
+
+static int tls_handshake(rpc_sync_t *s, uint64_t deadline, char *err, size_t errlen)
+{
+    s->ssl = SSL_new(sync_tls);
+    if (!s->ssl || !SSL_set_fd(s->ssl, s->fd)) {
+        snprintf(err, errlen, "TLS: out of memory");
+        return -ENOMEM;
+    }
+    for (;;) {
+        int n = SSL_connect(s->ssl);
+        if (n == 1)
+            return 0;
+        int e = SSL_get_error(s->ssl, n);
+        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        if (!ev || wait_fd(s->fd, ev, deadline)) {
+            char why[200] = "handshake failed";
+            unsigned long le = ERR_get_error();
+            if (le)
+                ERR_error_string_n(le, why, sizeof(why));
+            snprintf(err, errlen, "TLS: %s", ev ? "handshake timed out" : why);
+            return -ECONNREFUSED;
+        }
     }
 }
 
@@ -79,13 +111,48 @@ rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_m
     }
     s->fd = fd;
     s->next_xid = 1;
+    if (sync_tls && tls_handshake(s, deadline, err, errlen)) {
+        rpc_sync_close(s);
+        return NULL;
+    }
     return s;
 }
 
-static int io_all(int fd, void *buf, size_t len, bool wr, uint64_t deadline)
+/* One TLS read/write step: >0 bytes, 0 EOF, -EAGAIN with *ev set to the
+ * poll event to wait for, or -errno. */
+static ssize_t ssl_io(SSL *ssl, void *p, size_t len, bool wr, short *ev)
 {
+    int n = wr ? SSL_write(ssl, p, (int)KB_MIN(len, (size_t)INT32_MAX)) : SSL_read(ssl, p, (int)KB_MIN(len, (size_t)INT32_MAX));
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(ssl, n)) {
+    case SSL_ERROR_WANT_READ: *ev = POLLIN; return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE: *ev = POLLOUT; return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: return -ECONNRESET;
+    }
+}
+
+static int io_all(rpc_sync_t *s, void *buf, size_t len, bool wr, uint64_t deadline)
+{
+    int fd = s->fd;
     char *p = buf;
     while (len) {
+        if (s->ssl) {
+            short ev = 0;
+            ssize_t n = ssl_io(s->ssl, p, len, wr, &ev);
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+            } else if (n == -EAGAIN) {
+                int rc = wait_fd(fd, ev, deadline);
+                if (rc)
+                    return rc;
+            } else {
+                return n == 0 ? -ECONNRESET : (int)n;
+            }
+            continue;
+        }
         ssize_t n = wr ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
         if (n > 0) {
             p += n;
@@ -114,12 +181,12 @@ int rpc_sync_call(rpc_sync_t *s, uint32_t proc, const void *payload, uint32_t pl
                         .xid = s->next_xid++, .proc = proc, .plen = plen };
     uint8_t hb[KB_WIRE_HDR_LEN];
     kb_wire_hdr_encode(hb, &h);
-    int rc = io_all(s->fd, hb, sizeof(hb), true, deadline);
+    int rc = io_all(s, hb, sizeof(hb), true, deadline);
     if (!rc && plen)
-        rc = io_all(s->fd, (void *)payload, plen, true, deadline);
+        rc = io_all(s, (void *)payload, plen, true, deadline);
     for (;;) {
         if (!rc)
-            rc = io_all(s->fd, hb, sizeof(hb), false, deadline);
+            rc = io_all(s, hb, sizeof(hb), false, deadline);
         const char *why = "";
         if (!rc && (rc = kb_wire_hdr_decode(hb, &reply->hdr, &why))) {
             snprintf(err, errlen, "bad reply frame: %s", why);
@@ -137,10 +204,10 @@ int rpc_sync_call(rpc_sync_t *s, uint32_t proc, const void *payload, uint32_t pl
             snprintf(err, errlen, "out of memory");
             return -ENOMEM;
         }
-        rc = io_all(s->fd, reply->payload, pl, false, deadline);
+        rc = io_all(s, reply->payload, pl, false, deadline);
         reply->payload[pl] = 0;
         if (!rc && bl) {
-            rc = io_all(s->fd, reply->bulk->data, bl, false, deadline);
+            rc = io_all(s, reply->bulk->data, bl, false, deadline);
             reply->bulk->len = bl;
         }
         if (rc) {
@@ -158,6 +225,10 @@ void rpc_sync_close(rpc_sync_t *s)
 {
     if (!s)
         return;
+    if (s->ssl) {
+        SSL_shutdown(s->ssl);
+        SSL_free(s->ssl);
+    }
     close(s->fd);
     free(s);
 }

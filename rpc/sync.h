@@ -14,6 +14,11 @@
 #include "rpc/conn.h"
 
 typedef struct rpc_sync rpc_sync_t;
+struct ssl_ctx_st;
+
+/* Use TLS (this client context, rpc/tls.h) for every later connection of
+ * the process; NULL = plain TCP. */
+void rpc_sync_set_tls(struct ssl_ctx_st *ctx);
 
 /* Connect within timeout_ms. NULL with a one-line reason in err. */
 rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_ms,

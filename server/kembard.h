@@ -75,7 +75,17 @@ typedef struct kbd {
     struct kbd_conn *conns;        /* live server connections */
     struct kbd_mgmt *mgmt;
     uint64_t started_ms;
+    struct ssl_ctx_st *tls_server; /* --tls-dir: listener accepts TLS (and plain) */
+    struct ssl_ctx_st *tls_client; /* --tls-dir: this node's peer calls use TLS */
+    bool tls_mgmt;                 /* --tls-mgmt: CLI and peer calls must come over TLS */
 } kbd_t;
+
+/* Certificate files inside a --tls-dir / tls-dir: */
+#define KB_TLS_CERT "cert.pem"
+#define KB_TLS_KEY  "key.pem"
+#define KB_TLS_CA   "ca.pem"
+/* Does VOLUME demand TLS (volume set transport.tls on)? */
+bool kbd_volume_wants_tls(kbd_t *d, const char *volume);
 
 /* serve.c */
 int kbd_serve_start(kbd_t *d, char *err, size_t errlen);

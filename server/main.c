@@ -18,12 +18,16 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include "lib/log.h"
+#include "rpc/sync.h"
+#include "rpc/tls.h"
 #include "server/kembard.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: kembard [--listen ADDR[:PORT]] [--state-dir DIR] [--log-file F] [--log-level L]\n"
-               "               [--daemon --pid-file F]\n"
+               "               [--daemon --pid-file F] [--tls-dir DIR [--tls-mgmt]]\n"
+               "  --tls-dir DIR  cert.pem, key.pem, ca.pem: accept TLS (volumes with transport.tls on demand it)\n"
+               "  --tls-mgmt     accept CLI and node-to-node commands over TLS only\n"
                "  default: --listen 0.0.0.0:%d --state-dir %s, foreground, log to stderr\n",
             KB_DEFAULT_PORT, KB_DEFAULT_STATE_DIR);
 }
@@ -84,9 +88,11 @@ int main(int argc, char **argv)
         { "listen", required_argument, NULL, 'l' }, { "state-dir", required_argument, NULL, 's' },
         { "log-file", required_argument, NULL, 'L' }, { "log-level", required_argument, NULL, 'v' },
         { "daemon", no_argument, NULL, 'd' }, { "pid-file", required_argument, NULL, 'p' },
+        { "tls-dir", required_argument, NULL, 't' }, { "tls-mgmt", no_argument, NULL, 'T' },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
-    const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL;
+    const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL, *tlsdir = NULL;
+    bool tls_mgmt = false;
     bool daemon_mode = false;
     int c, level = KB_LOG_INFO;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -102,6 +108,8 @@ int main(int argc, char **argv)
             break;
         case 'd': daemon_mode = true; break;
         case 'p': pidf = optarg; break;
+        case 't': tlsdir = optarg; break;
+        case 'T': tls_mgmt = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kembard %s\n", KB_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -120,6 +128,24 @@ int main(int argc, char **argv)
     d.self_host = strdup(wildcard ? "127.0.0.1" : d.listen_host);
     d.state_dir = strdup(state);
     kb_log_level = level;
+    if (tls_mgmt && !tlsdir) {
+        fprintf(stderr, "kembard: --tls-mgmt needs --tls-dir\n");
+        return 2;
+    }
+    if (tlsdir) {
+        char cert[4096], key[4096], ca[4096], err[256] = "";
+        snprintf(cert, sizeof(cert), "%s/%s", tlsdir, KB_TLS_CERT);
+        snprintf(key, sizeof(key), "%s/%s", tlsdir, KB_TLS_KEY);
+        snprintf(ca, sizeof(ca), "%s/%s", tlsdir, KB_TLS_CA);
+        d.tls_server = rpc_tls_ctx_new(true, cert, key, ca, err, sizeof(err));
+        d.tls_client = d.tls_server ? rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err)) : NULL;
+        if (!d.tls_client) {
+            fprintf(stderr, "kembard: TLS: %s\n", err);
+            return 1;
+        }
+        d.tls_mgmt = tls_mgmt;
+        rpc_sync_set_tls(d.tls_client);   /* management peer calls */
+    }
     if (logf && kb_log_open(logf)) {
         fprintf(stderr, "kembard: cannot open log file %s: %s\n", logf, strerror(errno));
         return 1;

@@ -290,6 +290,8 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
         reply_text(c, m, -EBADMSG, "malformed handshake");
     } else if (c->brick) {
         reply_text(c, m, -EISCONN, "connection already bound to a brick");
+    } else if (kbd_volume_wants_tls(c->d, vol) && !rpc_conn_is_tls(c->rc)) {
+        reply_text(c, m, -EACCES, "this volume requires TLS (transport.tls on)");
     } else if (kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc)) == -EACCES) {
         kb_warn("serve", "client %s refused for volume %s by auth.allow/auth.reject", rpc_conn_peer(c->rc), vol);
         reply_text(c, m, -EACCES, "access to this volume is not allowed from this address");
@@ -358,12 +360,17 @@ static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
         kb_dec_init(&dec, m->payload, m->hdr.plen);
         kb_dec_str(&dec, &vol, 64);
         int st = dec.err || !vol ? -EBADMSG : kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc));
+        if (st == 0 && kbd_volume_wants_tls(c->d, vol) && !rpc_conn_is_tls(c->rc))
+            st = -EPROTO;
         if (st == 0)
             st = kbd_getspec(c->d, vol, &out);
         reply_text(c, m, st, st == 0 ? out : st == -ENOENT ? "no such volume"
                              : st == -EAGAIN ? "volume is not started"
-                             : st == -EACCES ? "access to this volume is not allowed from this address" : "bad request");
+                             : st == -EACCES ? "access to this volume is not allowed from this address"
+                             : st == -EPROTO ? "this volume requires TLS (transport.tls on)" : "bad request");
         free(vol);
+    } else if ((proc == KB_PROC_PEER || proc == KB_PROC_CLI) && c->d->tls_mgmt && !rpc_conn_is_tls(rc)) {
+        reply_text(c, m, -EACCES, "this node accepts management commands over TLS only (kembar --tls-dir)");
     } else if (proc == KB_PROC_PEER || proc == KB_PROC_CLI) {
         int st = decode_argv(m, &argc, &argv);
         if (st) {
@@ -404,7 +411,8 @@ static int on_accept(void *arg, rpc_conn_t *rc)
 
 int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
 {
-    d->listener = rpc_listen(kb_loop_base(d->loop), d->listen_host, d->port, NULL, on_accept, d, err, errlen);
+    d->listener = rpc_listen(kb_loop_base(d->loop), d->listen_host, d->port, d->tls_server, on_accept, d,
+                             err, errlen);
     if (!d->listener)
         return -EADDRINUSE;
     d->port = rpc_listener_port(d->listener);

@@ -600,6 +600,14 @@ static bool list_match(const char *list, const char *addr)
     return hit;
 }
 
+bool kbd_volume_wants_tls(kbd_t *d, const char *volume)
+{
+    struct kbd_vol_entry *e = vol_find(d, volume);
+    const char *v = e ? kb_opts_raw(e->v->opts, "transport.tls") : NULL;
+    bool on = false;
+    return v && kb_parse_bool(v, &on) == 0 && on;
+}
+
 int kbd_auth_check(kbd_t *d, const char *volume, const char *addr)
 {
     struct kbd_vol_entry *e = vol_find(d, volume);

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <event2/event.h>
 #include "lib/log.h"
+#include <openssl/ssl.h>
 #include "rpc/conn.h"
+#include "rpc/tls.h"
 #include "xlators/xlator.h"
 
 #define FD_GEN_SHIFT 48
@@ -34,6 +36,11 @@ static const kb_option_def_t client_options[] = {
       "(keep well under guest disk timeouts of 30 s)" },
     { "call-timeout", "network.frame-timeout", KB_OPT_TIME, "120", 1000, 3600000, NULL,
       "Seconds after which a single call is failed with ETIMEDOUT" },
+    { "tls", "transport.tls", KB_OPT_BOOL, "off", 0, 0, NULL,
+      "Encrypt client-brick traffic with TLS and check certificates both ways; bricks refuse "
+      "plain connections to the volume" },
+    { "tls-dir", NULL, KB_OPT_PATH, "/etc/kembar/tls", 0, 0, NULL,
+      "Directory holding this client's cert.pem, key.pem and the CA's ca.pem" },
     { NULL },
 };
 
@@ -47,6 +54,7 @@ typedef struct client_priv {
     char *host, *brick, *volume;
     uint16_t port;
     struct kb_ratelimit rl;
+    struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
 
 typedef struct client_local {
@@ -216,6 +224,19 @@ static int client_init(kb_xlator_t *xl)
         .call_timeout_ms = (uint32_t)kb_opt_time_ms(xl->opts, client_options, "call-timeout"),
     };
     o.ping_interval_ms = KB_MAX(o.ping_timeout_ms / 4, 100u);
+    if (kb_opt_bool(xl->opts, client_options, "tls")) {
+        const char *dir = kb_opt_str(xl->opts, client_options, "tls-dir");
+        char cert[4096], key[4096], ca[4096], err[256] = "";
+        snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+        snprintf(key, sizeof(key), "%s/key.pem", dir);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+        p->tls = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        if (!p->tls) {
+            kb_err(xl->name, "TLS: %s", err);
+            return -EINVAL;
+        }
+        o.tls = p->tls;
+    }
     p->conn = rpc_client_new(xl->graph->base, &o, conn_event, p);
     p->retry = evtimer_new(xl->graph->base, retry_cb, p);
     if (!p->conn || !p->retry)
@@ -236,6 +257,8 @@ static void client_fini(kb_xlator_t *xl)
     free(p->host);
     free(p->brick);
     free(p->volume);
+    if (p->tls)
+        SSL_CTX_free(p->tls);   /* the connection is closed: nothing uses it any more */
     free(p);
     xl->priv = NULL;
 }
