@@ -113,6 +113,10 @@ struct repl_inode {
 };
 
 #define REPL_FD_MAGIC 0x52504c46u  /* "RPLF" */
+/* A child where an fd could not be (re)opened is left out of that fd's ops
+ * for this long (or until it comes up again), so a copy that lacks the file
+ * does not cost every op an extra round trip. */
+#define REPL_REOPEN_BACKOFF_MS 1000
 struct repl_fd {
     uint32_t magic;
     repl_priv_t *priv;
@@ -123,7 +127,8 @@ struct repl_fd {
     repl_mask_t reopening;      /* reopen in flight */
     repl_op_t *reopen_wait;     /* ops waiting for it */
     uint64_t cfd[KB_CL_MAX_REPLICA];
-    uint32_t fail_gen[KB_CL_MAX_REPLICA]; /* child_gen+1 of the last failed (re)open */
+    uint64_t retry_ms[KB_CL_MAX_REPLICA]; /* after a failed (re)open: not before this */
+    uint32_t fail_gen[KB_CL_MAX_REPLICA]; /* ... unless child_gen moved past this */
     int rd_child;               /* READDIR continues on the child that gave the cookies */
     repl_fd_t *next, *prev;
 };

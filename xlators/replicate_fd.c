@@ -8,8 +8,8 @@
  * that was down, or lost its fds in a reconnect (CHILD_DOWN clears them), is
  * reopened lazily — OPEN by gfid with the saved flags, without O_CREAT /
  * O_EXCL / O_TRUNC — by the first op that needs it there. Concurrent ops
- * share one reopen; a reopen that fails is not retried before that child's
- * next CHILD_UP. O_TRUNC on open becomes a TRUNCATE to 0 inside a data
+ * share one reopen; a reopen that fails is retried after
+ * REPL_REOPEN_BACKOFF_MS, or at once after that child's next CHILD_UP. O_TRUNC on open becomes a TRUNCATE to 0 inside a data
  * transaction, so it is marked like any other write.
  *
  * FLUSH, FSYNC: every up child holding the fd (FSYNC: data children);
@@ -36,7 +36,8 @@ static void reopen_reply(repl_fan_t *f, int slot, const kb_reply_t *r)
         fd->cfd[slot] = r->fd;
         fd->opened |= REPL_BIT(slot);
     } else {
-        fd->fail_gen[slot] = p->child_gen[slot] + 1;
+        fd->fail_gen[slot] = p->child_gen[slot];
+        fd->retry_ms[slot] = kb_now_ms() + REPL_REOPEN_BACKOFF_MS;
     }
 }
 
@@ -59,9 +60,10 @@ void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn c
 {
     repl_priv_t *p = fd->priv;
     repl_mask_t need = want & p->up & ~fd->opened;
+    uint64_t now = need ? kb_now_ms() : 0;
     for (int i = 0; i < p->n; i++)
-        if (fd->fail_gen[i] == p->child_gen[i] + 1)
-            need &= ~REPL_BIT(i);       /* failed since its last CHILD_UP */
+        if (fd->retry_ms[i] > now && fd->fail_gen[i] == p->child_gen[i])
+            need &= ~REPL_BIT(i);       /* failed lately, and it has not come back since */
     if (!need) {
         cont(op);
         return;
@@ -78,8 +80,10 @@ void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn c
                                  op->req, reopen_done, fd);
     if (!f) {
         for (int i = 0; i < p->n; i++)
-            if (start & REPL_BIT(i))
-                fd->fail_gen[i] = p->child_gen[i] + 1;
+            if (start & REPL_BIT(i)) {
+                fd->fail_gen[i] = p->child_gen[i];
+                fd->retry_ms[i] = kb_now_ms() + REPL_REOPEN_BACKOFF_MS;
+            }
         if (!fd->reopening) {
             fd->reopen_wait = op->fd_next;   /* nothing else to wait for */
             op->fd_next = NULL;
