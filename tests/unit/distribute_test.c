@@ -1277,3 +1277,76 @@ Test(distribute_posix, migrate_over_real_bricks_with_locks)
     real_readdir_all(&r, &d, 0);
     real_stop(&r);
 }
+
+/* The volume the CLI builds: distribute over replica sets (2 x 2 bricks). */
+Test(distribute_posix, over_replicate_sets)
+{
+    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
+        !kb_xlator_type_find("cluster/replicate"))
+        cr_skip_test("posix, locks or replicate is not linked in");
+    kb_log_level = KB_LOG_ERROR;
+    char *dir[4], vf[4096], err[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(dir[i] = bh_tmpdir("distrep"));
+        n += (size_t)snprintf(vf + n, sizeof(vf) - n,
+                              "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
+                              "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
+                              i, dir[i], i, i);
+    }
+    snprintf(vf + n, sizeof(vf) - n,
+             "volume r0\n type cluster/replicate\n subvolumes l0 l1\nend-volume\n"
+             "volume r1\n type cluster/replicate\n subvolumes l2 l3\nend-volume\n"
+             "volume dist\n type cluster/distribute\n subvolumes r0 r1\nend-volume\n");
+    bh_t *h = bh_start(vf, err, sizeof(err));
+    cr_assert_not_null(h, "%s", err);
+    bh_pump(h, 50);
+    cr_assert(h->graph->top->up);
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
+    int per_set[2] = { 0 };
+    for (int k = 0; k < 100; k++) {
+        char name[32], rel[600];
+        snprintf(name, sizeof(name), "img-%d", k);
+        kb_gfid_t gf;
+        uint64_t fd;
+        cr_assert_eq(bh_create(h, &d, name, 0644, O_RDWR, &gf, &fd), 0, "%s", name);
+        cr_assert_eq(bh_write(h, &gf, fd, 0, name, strlen(name), 0), (int)strlen(name));
+        cr_assert_eq(bh_release(h, &gf, fd), 0);
+        unsigned m = 0;
+        for (int i = 0; i < 4; i++) {
+            struct stat st;
+            snprintf(rel, sizeof(rel), "%s/vms/%s", dir[i], name);
+            if (lstat(rel, &st) == 0)
+                m |= 1u << i;
+        }
+        cr_assert(m == 3u || m == 12u, "%s on bricks %x: one replica set, both replicas", name, m);
+        per_set[m == 12u]++;
+    }
+    cr_assert(per_set[0] >= 35 && per_set[0] <= 65, "set 0 holds %d of 100", per_set[0]);
+    /* every brick has the directory */
+    for (int i = 0; i < 4; i++) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/vms", dir[i]);
+        cr_assert_eq(stat(p, &st), 0, "brick %d lacks the directory", i);
+    }
+    /* a rename across sets, then a migration home */
+    kb_args_t rn = { .gfid = d, .name = "img-0", .gfid2 = d, .name2 = "img-0-renamed" };
+    cr_assert_eq(bh_call(h, KB_FOP_RENAME, &rn, NULL), 0);
+    kb_iatt_t at;
+    cr_assert_eq(bh_lookup(h, &d, "img-0-renamed", &at), 0);
+    kb_args_t mg = { .gfid = d, .name = "img-0-renamed", .flags = KB_IPC_DIST_MIGRATE };
+    cr_assert_eq(bh_call(h, KB_FOP_IPC, &mg, NULL), 0);
+    uint64_t fd;
+    char buf[16] = "";
+    cr_assert_eq(bh_open(h, &at.gfid, O_RDONLY, &fd), 0);
+    cr_assert_eq(bh_read(h, &at.gfid, fd, 0, sizeof(buf), buf), 5);
+    cr_assert_eq(memcmp(buf, "img-0", 5), 0);
+    cr_assert_eq(bh_release(h, &at.gfid, fd), 0);
+    bh_stop(h);
+    for (int i = 0; i < 4; i++) {
+        bh_rmrf(dir[i]);
+        free(dir[i]);
+    }
+}
