@@ -181,9 +181,17 @@ int rpc_sync_call(rpc_sync_t *s, uint32_t proc, const void *payload, uint32_t pl
                         .xid = s->next_xid++, .proc = proc, .plen = plen };
     uint8_t hb[KB_WIRE_HDR_LEN];
     kb_wire_hdr_encode(hb, &h);
-    int rc = io_all(s, hb, sizeof(hb), true, deadline);
-    if (!rc && plen)
-        rc = io_all(s, (void *)payload, plen, true, deadline);
+    /* header and payload in one write: one TCP segment, one TLS record */
+    uint8_t *frame = malloc(sizeof(hb) + plen);
+    if (!frame) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(frame, hb, sizeof(hb));
+    if (plen)
+        memcpy(frame + sizeof(hb), payload, plen);
+    int rc = io_all(s, frame, sizeof(hb) + plen, true, deadline);
+    free(frame);
     for (;;) {
         if (!rc)
             rc = io_all(s, hb, sizeof(hb), false, deadline);

@@ -62,10 +62,14 @@ struct ssl_ctx_st *rpc_tls_ctx_new(bool server, const char *cert, const char *ke
     /* Not SSL_MODE_ENABLE_PARTIAL_WRITE: libevent 2.1 moves on to the next
      * chunk after a partial SSL_write, which reorders the stream. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* Read ahead: one read(2) takes in many records instead of two reads
-     * (header, body) per 16 KiB record. Safe with libevent, whose reader
-     * loops until SSL_read wants more from the socket. */
-    SSL_CTX_set_read_ahead(ctx, 1);
+    /* No read-ahead: with it OpenSSL pulls several records off the socket at
+     * once, and libevent 2.1's TLS reader can leave a whole record buffered
+     * inside OpenSSL with the socket no longer readable, so nobody asks for
+     * it: a frame sent as two records (header, then payload) stalled for
+     * good. Without read-ahead whatever was not decrypted stays in the
+     * socket and wakes the loop again. Costs some throughput (two reads per
+     * record); correctness first. */
+    SSL_CTX_set_read_ahead(ctx, 0);
     SSL_CTX_set_default_read_buffer_len(ctx, 256 << 10);
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
     /* A peer that vanished without close_notify is a plain EOF for us (the
