@@ -1350,3 +1350,79 @@ Test(distribute_posix, over_replicate_sets)
         free(dir[i]);
     }
 }
+
+/* The other stacking (DESIGN §1): replicate over two distributed halves. */
+Test(distribute_posix, under_replicate)
+{
+    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
+        !kb_xlator_type_find("cluster/replicate"))
+        cr_skip_test("posix, locks or replicate is not linked in");
+    kb_log_level = KB_LOG_ERROR;
+    char *dir[4], vf[4096], err[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(dir[i] = bh_tmpdir("repdist"));
+        n += (size_t)snprintf(vf + n, sizeof(vf) - n,
+                              "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
+                              "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
+                              i, dir[i], i, i);
+    }
+    snprintf(vf + n, sizeof(vf) - n,
+             "volume d0\n type cluster/distribute\n subvolumes l0 l1\nend-volume\n"
+             "volume d1\n type cluster/distribute\n subvolumes l2 l3\nend-volume\n"
+             "volume top\n type cluster/replicate\n subvolumes d0 d1\nend-volume\n");
+    bh_t *h = bh_start(vf, err, sizeof(err));
+    cr_assert_not_null(h, "%s", err);
+    bh_pump(h, 50);
+    cr_assert(h->graph->top->up);
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "data", 0755, &d), 0);
+    for (int k = 0; k < 40; k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "f-%d", k);
+        kb_gfid_t gf;
+        uint64_t fd;
+        cr_assert_eq(bh_create(h, &d, name, 0644, O_RDWR, &gf, &fd), 0, "%s", name);
+        cr_assert_eq(bh_write(h, &gf, fd, 0, name, strlen(name), 0), (int)strlen(name));
+        cr_assert_eq(bh_release(h, &gf, fd), 0);
+        /* each half (bricks 0+1, bricks 2+3) holds it exactly once */
+        for (int half = 0; half < 2; half++) {
+            int copies = 0;
+            for (int i = 2 * half; i < 2 * half + 2; i++) {
+                char p[600];
+                struct stat st;
+                snprintf(p, sizeof(p), "%s/data/%s", dir[i], name);
+                if (stat(p, &st) == 0) {
+                    copies++;
+                    cr_assert_eq((size_t)st.st_size, strlen(name));
+                }
+            }
+            cr_assert_eq(copies, 1, "%s: %d copies in half %d", name, copies, half);
+        }
+    }
+    kb_args_t o = { .gfid = d };
+    kb_reply_t rep;
+    cr_assert_eq(bh_call(h, KB_FOP_OPENDIR, &o, &rep), 0);
+    uint64_t fd = rep.fd, off = 0;
+    kb_reply_clear(&rep);
+    int listed = 0;
+    for (;;) {
+        kb_args_t rd = { .gfid = d, .fd = fd, .off = off, .size = 2048 };
+        cr_assert_geq(bh_call(h, KB_FOP_READDIR, &rd, &rep), 0);
+        if (!rep.ndirents) {
+            kb_reply_clear(&rep);
+            break;
+        }
+        listed += (int)rep.ndirents;
+        off = rep.dirents[rep.ndirents - 1].off;
+        kb_reply_clear(&rep);
+    }
+    cr_assert_eq(listed, 40);
+    kb_args_t rel = { .gfid = d, .fd = fd };
+    cr_assert_eq(bh_call(h, KB_FOP_RELEASEDIR, &rel, NULL), 0);
+    bh_stop(h);
+    for (int i = 0; i < 4; i++) {
+        bh_rmrf(dir[i]);
+        free(dir[i]);
+    }
+}
