@@ -5,12 +5,12 @@
  * GlusterFS mount, a local directory, libkembar without FUSE) and reports
  * them as one table whose columns are the targets. The modules:
  *
- *   stats.c   pure: size strings, lists, running mean/min/max, percentiles,
- *             number formatting, the results table (rows x targets)
+ *   stats.c   pure: size strings, lists, kembar:// URLs, running mean/min/max,
+ *             percentiles, number formatting, the results table (rows x targets)
  *   report.c  pure: terminal table, CSV, JSON and SVG writers over the table
  *   target.c  where the bytes go: a POSIX directory or a libkembar volume
  *   seq.c     write / re-write / read / re-read of one file (iozone's tests)
- *   rand.c    random block I/O at a queue depth (io_uring; threads for lib)
+ *   rand.c    random block I/O at a queue depth (io_uring; QD threads for lib)
  *   sys.c     drop caches, CPU time of a process set, the progress line
  *   main.c    options and the order in which everything runs
  *

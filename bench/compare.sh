@@ -20,7 +20,7 @@
 #      the client and both brick processes of each system;
 #   6. writes the report; and always (trap) unmounts, stops what it started, removes $ROOT.
 #
-# Default run: ~5-10 minutes on 2 cores; --quick: ~2 minutes (fewer runs, shorter random tests).
+# Default run: ~6 minutes on 2 cores (5 runs, 3 x 10 s random); --quick: ~1 minute (2 runs, 4 s).
 # --skip-kembar / --skip-gluster leave a system out (e.g. while it is being built); the report says so.
 # Environment: KB_BIN (binaries, default build/), KB_BENCH_ROOT (default /var/tmp/kembar-bench),
 # KB_BENCH_PORT (default 24961), GLUSTER_ANCHOR (default ../shared/anchor/glusterfs.sh).
