@@ -120,12 +120,12 @@ static void locate_heal_made(dist_frame_t *f)
         if (st == 0 || st == -EEXIST)
             made |= dist_bit(i);
         else
-            kb_warn(f->xl->name, "cannot heal directory '%s' on set %d: %s", l->name, i, strerror(-st));
+            dist_flog(f, KB_LOG_WARN, "cannot heal directory '%s' on set %d: %s", l->name, i, strerror(-st));
         if (st == 0)
             f->p->n_dir_heals++;
     }
     if (made)
-        kb_info(f->xl->name, "healed directory '%s' on sets %llx", l->name, (unsigned long long)made);
+        dist_flog(f, KB_LOG_INFO, "healed directory '%s' on sets %llx", l->name, (unsigned long long)made);
     l->have |= made;
     uint64_t fix = made | l->heal_fix;
     const kb_iatt_t *ref = &l->reply.attr;
@@ -140,7 +140,7 @@ static void locate_heal_done(dist_frame_t *f)
     dist_loc_t *l = cur_loc(f);
     for (int i = 0; i < f->n; i++)
         if ((f->mask & dist_bit(i)) && f->sub[i].reply.status < 0)
-            kb_warn(f->xl->name, "cannot fix mode/owner of directory '%s' on set %d: %s", l->name, i,
+            dist_flog(f, KB_LOG_WARN, "cannot fix mode/owner of directory '%s' on set %d: %s", l->name, i,
                     strerror(-f->sub[i].reply.status));
     /* The new copies have no layout range: the next entry op re-reads it. */
     dist_lcache_del(f->p, &l->reply.attr.gfid);
@@ -164,13 +164,13 @@ static void locate_merge_dir(dist_frame_t *f, uint64_t dirs, uint64_t files, uin
         if (!(dirs & dist_bit(i)) || i == l->set)
             continue;
         if (!kb_gfid_eq(&r->attr.gfid, &ref->gfid))
-            kb_err(f->xl->name, "directory '%s' has another gfid on set %d than on set %d", l->name, i, l->set);
+            dist_flog(f, KB_LOG_ERROR, "directory '%s' has another gfid on set %d than on set %d", l->name, i, l->set);
         else if ((r->attr.mode & 07777) != (ref->mode & 07777) || r->attr.uid != ref->uid ||
                  r->attr.gid != ref->gid)
             l->heal_fix |= dist_bit(i);
     }
     if (files)
-        kb_err(f->xl->name, "'%s' is a directory on sets %llx but a file on sets %llx", l->name,
+        dist_flog(f, KB_LOG_ERROR, "'%s' is a directory on sets %llx but a file on sets %llx", l->name,
                (unsigned long long)dirs, (unsigned long long)files);
     if (missing || l->heal_fix)
         locate_heal(f, missing);
@@ -226,7 +226,7 @@ static void locate_merge(dist_frame_t *f)
     if (files) {
         int s = pick(files, l->hashed);
         if (files != dist_bit(s))
-            kb_err(f->xl->name, "file '%s' exists on several sets (%llx); using set %d", l->name,
+            dist_flog(f, KB_LOG_ERROR, "file '%s' exists on several sets (%llx); using set %d", l->name,
                    (unsigned long long)files, s);
         if (s != l->hashed)
             p->n_found_elsewhere++;
@@ -319,7 +319,7 @@ static void mkdir_others_done(dist_frame_t *f)
         if (st == 0)
             made |= dist_bit(i);
         else
-            kb_warn(f->xl->name, "mkdir '%s' on set %d: %s; that set gets no range there", f->args.name, i,
+            dist_flog(f, KB_LOG_WARN, "mkdir '%s' on set %d: %s; that set gets no range there", f->args.name, i,
                     strerror(-st));
     }
     f->mask2 = made;
@@ -332,7 +332,7 @@ static void mkdir_layout_done(dist_frame_t *f)
     bool ok = f->lay_mask == f->mask2;
     for (int i = 0; i < f->n; i++)
         if ((f->lay_mask & dist_bit(i)) && f->sub[i].reply.status < 0) {
-            kb_warn(f->xl->name, "cannot store the layout of '%s' on set %d: %s", f->args.name, i,
+            dist_flog(f, KB_LOG_WARN, "cannot store the layout of '%s' on set %d: %s", f->args.name, i,
                     strerror(-f->sub[i].reply.status));
             ok = false;
         }
@@ -525,7 +525,7 @@ static void rmdir_restore_layout(dist_frame_t *f)
 
 static void rmdir_restored(dist_frame_t *f)
 {
-    kb_warn(f->xl->name, "rmdir '%s' refused on a set (%s); restored it on sets %llx", f->args.name,
+    dist_flog(f, KB_LOG_WARN, "rmdir '%s' refused on a set (%s); restored it on sets %llx", f->args.name,
             strerror(-f->status), (unsigned long long)f->mask2);
     dist_frame_fail(f, f->status);
 }
@@ -642,7 +642,7 @@ static void rdir_reverted(dist_frame_t *f)
 {
     for (int i = 0; i < f->n; i++)
         if ((f->mask2 & dist_bit(i)) && f->sub[i].reply.status < 0)
-            kb_err(f->xl->name, "rename of directory '%s' failed on a set (%s) and cannot be undone on set %d: %s",
+            dist_flog(f, KB_LOG_ERROR, "rename of directory '%s' failed on a set (%s) and cannot be undone on set %d: %s",
                    f->args.name, strerror(-f->status), i, strerror(-f->sub[i].reply.status));
     dist_frame_fail(f, f->status);
 }
@@ -697,7 +697,7 @@ static void rfile_unlinked(dist_frame_t *f)
 {
     int t = dist_first(f->mask), st = f->sub[t].reply.status;
     if (st < 0 && st != -ENOENT)
-        kb_err(f->xl->name, "rename onto '%s' left the replaced file on set %d: %s", f->args.name2, t,
+        dist_flog(f, KB_LOG_ERROR, "rename onto '%s' left the replaced file on set %d: %s", f->args.name2, t,
                strerror(-st));
     dist_frame_unwind(f, &f->out);
 }

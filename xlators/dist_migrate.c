@@ -288,14 +288,14 @@ static void chk_found(dist_frame_t *f)
         dist_frame_unwind(f, &f->out);
     } else if ((marked & dist_bit(s)) && f->mig_held) {
         /* Marked, yet nobody holds the lock: its migrator died. Unmark. */
-        kb_warn(f->xl->name, "clearing the migration mark left on a file by a dead migrator (set %d)", s);
+        dist_flog(f, KB_LOG_WARN, "clearing the migration mark left on a file by a dead migrator (set %d)", s);
         kb_args_t a = { .gfid = f->args.gfid, .flags = KB_SET_MODE,
                         .attr = { .mode = f->sub[s].reply.attr.mode & ~(uint32_t)DIST_MIG_BITS } };
         f->sub[s].args = a;
         dist_fan_root(f, KB_FOP_SETATTR, dist_bit(s), chk_cleared);
     } else {
         dist_mig_release(f);
-        kb_err(f->xl->name, "a write met a migration and the file is found nowhere after it");
+        dist_flog(f, KB_LOG_ERROR, "a write met a migration and the file is found nowhere after it");
         dist_frame_fail(f, -EIO);
     }
 }
@@ -353,7 +353,7 @@ static void fix_have_layout(dist_frame_t *f)
         return;
     }
     f->lay = nl;
-    kb_info(f->xl->name, "fix-layout: directory laid out again over sets %llx (epoch %u)",
+    dist_flog(f, KB_LOG_INFO, "fix-layout: directory laid out again over sets %llx (epoch %u)",
             (unsigned long long)active, nl.epoch);
     dist_layout_store(f, &f->args.gfid, &f->lay, f->p->all, fix_stored);
 }
@@ -438,7 +438,7 @@ static void ab_unlock(dist_frame_t *f)
         dist_mig_unlock_async(f->xl, m->s, &m->g, (uint64_t)(uintptr_t)m);
         dist_mig_unlock_async(f->xl, m->t, &m->g, (uint64_t)(uintptr_t)m);
     }
-    kb_warn(f->xl->name, "migration of '%s' from set %d to %d undone: %s", m->name, m->s, m->t,
+    dist_flog(f, KB_LOG_WARN, "migration of '%s' from set %d to %d undone: %s", m->name, m->s, m->t,
             strerror(-m->err));
     mg_finish(f, m->err);
 }
@@ -484,7 +484,7 @@ static void mg_unlinked(dist_frame_t *f)
     mig_t *m = M(f);
     int st = f->sub[m->s].reply.status;
     if (st < 0)
-        kb_warn(f->xl->name, "migrated '%s', but its old copy %s stays on set %d: %s", m->name, m->hidden,
+        dist_flog(f, KB_LOG_WARN, "migrated '%s', but its old copy %s stays on set %d: %s", m->name, m->hidden,
                 m->s, strerror(-st));
     mg_finish(f, 0);
 }

@@ -312,7 +312,7 @@ static void layout_fetched(dist_frame_t *f)
          * stored", so a heal computes the same even layout on every client. */
         if (r->status >= 0 && r->data &&
             dist_layout_decode(&f->lay, i, (const uint8_t *)r->data->data, r->data->len) < 0)
-            kb_warn(f->xl->name, "set %d: unreadable layout on a directory; will rewrite", i);
+            dist_flog(f, KB_LOG_WARN, "set %d: unreadable layout on a directory; will rewrite", i);
     }
     if (!answered) {
         f->lay_status = first_err ? first_err : -ENOTCONN;
@@ -342,7 +342,7 @@ static void layout_fetched(dist_frame_t *f)
     dist_layout_t old = f->lay;
     dist_layout_rebuild(&old, f->n, active, old.epoch + 1, &f->lay);
     p->n_layout_heals++;
-    kb_info(f->xl->name, "healing an incomplete directory layout (anomalies %d, epoch %u)",
+    dist_flog(f, KB_LOG_INFO, "healing an incomplete directory layout (anomalies %d, epoch %u)",
             dist_layout_check(&old), f->lay.epoch);
     dist_layout_store(f, &f->lay_gfid, &f->lay, p->all, layout_healed);
 }
@@ -534,6 +534,7 @@ static int dist_init(kb_xlator_t *xl)
     p->n = xl->nchildren;
     p->all = p->n >= 64 ? ~UINT64_C(0) : dist_bit(p->n) - 1;
     p->up_wait_ms = kb_opt_time_ms(xl->opts, dist_options, "up-wait");
+    p->rl.interval_ms = 1000;
     p->nictx = ICTX_SLOTS;
     p->nlc = LCACHE_SLOTS;
     p->nhints = HINT_SLOTS;

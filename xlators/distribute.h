@@ -21,6 +21,7 @@
 
 #include <sys/stat.h>
 
+#include "lib/log.h"
 #include "xlators/dist_layout.h"
 #include "xlators/xlator.h"
 
@@ -100,6 +101,7 @@ struct dist_priv {
     size_t nhints;
     dist_fd_t fds;           /* list head */
     unsigned nfds;
+    struct kb_ratelimit rl;  /* warnings and errors from the fop path */
     /* counters for status */
     uint64_t n_fallback, n_found_elsewhere, n_dir_heals, n_layout_heals, n_renames_cross;
 };
@@ -161,6 +163,16 @@ struct dist_frame {
     void *opaque;
     dist_sub_t sub[];        /* n entries */
 };
+
+/* Log from a frame (STYLE 12): translator, request id and op on every
+ * line; warnings and errors are rate-limited per translator, since one
+ * sick set repeats the same complaint for every op. */
+#define dist_flog(f, level, fmt, ...)                                                          \
+    do {                                                                                     \
+        if ((level) <= kb_log_level && ((level) > KB_LOG_WARN || kb_ratelimit_ok(&(f)->p->rl))) \
+            kb_log_write((level), (f)->xl->name, (f)->call ? (f)->call->req_id : 0, "%s: " fmt,  \
+                         (f)->call ? kb_fop_name((f)->call->op) : "internal", ##__VA_ARGS__);   \
+    } while (0)
 
 /* distribute.c */
 dist_frame_t *dist_frame_new(kb_call_t *call);
