@@ -250,6 +250,7 @@ static void client_fini(kb_xlator_t *xl)
     if (!p)
         return;
     p->fini = true;
+    p->handshaken = false;
     if (p->retry)
         event_free(p->retry);
     if (p->conn)
@@ -266,8 +267,19 @@ static void client_fini(kb_xlator_t *xl)
 static void client_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
 {
     client_priv_t *p = xl->priv;
-    if (event == KB_EV_PARENT_UP && p && p->conn)
+    if (!p)
+        return;
+    if (event == KB_EV_PARENT_UP && p->conn) {
         rpc_client_connect(p->conn);
+    } else if (event == KB_EV_PARENT_DOWN && p->conn) {
+        /* Teardown: no new calls go out, the ones in flight fail now. */
+        p->handshaken = false;
+        p->fini = true;
+        evtimer_del(p->retry);
+        rpc_conn_t *c = p->conn;
+        p->conn = NULL;
+        rpc_conn_close(c);
+    }
 }
 
 static int client_ctl(kb_xlator_t *xl, int code, void *arg)

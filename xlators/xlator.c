@@ -399,10 +399,21 @@ int kb_graph_init(kb_graph_t *g, struct event_base *base, char *err, size_t errl
     return 0;
 }
 
+/* Teardown runs in two phases. PARENT_DOWN first, top-down, while every
+ * translator is still alive: protocol/client closes its connection, which
+ * fails its calls in flight, and their completions travel up through
+ * translators that can still take them (a completion that winds again, e.g.
+ * an unlock, meets a closed client and fails at once). Only then fini, so no
+ * callback ever reaches freed state. */
 void kb_graph_fini(kb_graph_t *g)
 {
     if (!g)
         return;
+    for (int i = g->nall - 1; i >= 0; i--)
+        if (g->all[i]->inited && g->all[i]->type->notify)
+            g->all[i]->type->notify(g->all[i], KB_EV_PARENT_DOWN, NULL);
+    if (g->ninflight)
+        kb_warn("graph", "%u calls still in flight at teardown", g->ninflight);
     for (int i = g->nall - 1; i >= 0; i--)
         xlator_fini(g->all[i]);
     graph_free_partial(g);
