@@ -178,6 +178,25 @@ static void locate_merge_dir(dist_frame_t *f, uint64_t dirs, uint64_t files, uin
         f->loc_then(f);
 }
 
+static void locate_targets_dropped(dist_frame_t *f)
+{
+    cur_loc(f)->status = -ENOENT;
+    f->loc_then(f);
+}
+
+/* Still only targets after the migration lock was free: their migrator is
+ * gone (or is undoing a migration whose source a user removed). They hold
+ * the name on their sets and would make a create fail: remove them. */
+static void locate_drop_targets(dist_frame_t *f, uint64_t links)
+{
+    dist_loc_t *l = cur_loc(f);
+    dist_flog(f, KB_LOG_WARN, "removing a stale migration target of '%s' (sets %llx)", l->name,
+              (unsigned long long)links);
+    kb_args_t a = { .gfid = l->parent, .name = (char *)l->name };
+    dist_sub_args(f, links, &a);
+    dist_fan_root(f, KB_FOP_UNLINK, links, locate_targets_dropped);
+}
+
 /* Only a migration target answered: the file is between its two homes
  * (dist_migrate.c step 5). Wait for the migrator's lock, then look again. */
 static void locate_rewait(dist_frame_t *f)
@@ -219,6 +238,10 @@ static void locate_merge(dist_frame_t *f)
         int t = dist_first(links);
         kb_gfid_t g = f->sub[t].reply.attr.gfid;
         dist_mig_wait(f, t, &g, locate_rewait);
+        return;
+    }
+    if (!files && !marked && links) {
+        locate_drop_targets(f, links);
         return;
     }
     if (!files)

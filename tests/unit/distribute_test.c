@@ -1007,6 +1007,22 @@ Test(distribute, chmod_during_a_migration_waits_and_lands_on_the_new_copy, .init
     mc_teardown();
 }
 
+Test(distribute, a_stale_migration_target_does_not_block_the_name, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "warm"), -ENOENT);
+    int h = hashed(g, &kb_gfid_root, "left");
+    kb_gfid_t stale;
+    kb_gfid_generate(&stale);
+    cr_assert_eq(dist_mock_add(mock(g, h), &kb_gfid_root, "left", &stale, S_IFREG | DIST_MIG_BITS), 0);
+    cr_assert_eq(do_lookup(g, &kb_gfid_root, "left"), -ENOENT, "a target is not the file");
+    cr_assert_eq(where(g, &kb_gfid_root, "left", NULL), 0u, "and a stale one is removed");
+    kb_gfid_t gf;
+    cr_assert_eq(do_create(g, &kb_gfid_root, "left", &gf, NULL), 0);
+    cr_assert_eq(dist_mock_locks(mock(g, h)), 0);
+    kb_graph_fini(g);
+}
+
 Test(distribute, a_mark_left_by_a_dead_migrator_is_cleared_by_the_next_write, .init = setup, .fini = teardown)
 {
     kb_graph_t *g = graph(2);
