@@ -78,6 +78,16 @@ static void read_wind(repl_op_t *op)
     kb_wind(p->xl->children[i], op->fop, &op->own, &op->cred, op->req, read_cbk, op);
 }
 
+/* Attributes (LOOKUP, STAT) come from the FIRST readable copy, like the
+ * attributes in modification replies (the lowest child that applied it):
+ * each brick keeps its own ctime, and two mounts (a VM's source and
+ * destination host during live migration) must see the same one. Data reads
+ * still spread over the copies by gfid hash. */
+static int attr_mode(const repl_priv_t *p, kb_op_t fop)
+{
+    return fop == KB_FOP_STAT || fop == KB_FOP_LOOKUP ? 0 : p->read_mode;
+}
+
 static void read_pick(repl_op_t *op)
 {
     repl_priv_t *p = op->priv;
@@ -89,7 +99,7 @@ static void read_pick(repl_op_t *op)
     if (op->fop == KB_FOP_READDIR && op->fd && op->args->off && op->fd->rd_child >= 0)
         r &= REPL_BIT(op->fd->rd_child);
     r &= ~op->tried;
-    int i = repl_read_pick(r, kb_gfid_hash(&op->ino->gfid), p->read_mode);
+    int i = repl_read_pick(r, kb_gfid_hash(&op->ino->gfid), attr_mode(p, op->fop));
     if (i < 0) {
         repl_op_fail(op, op->last_err ? op->last_err : repl_unreadable_err(col >= 0 ? &b : NULL));
         return;
@@ -162,7 +172,7 @@ static void lookup_final(repl_op_t *op)
     repl_blame_t b;
     repl_inode_blame(p, obj, col, &b);
     repl_mask_t r = repl_readable(&p->cfg, col, p->up, &b) & found;
-    int i = repl_read_pick(r, kb_gfid_hash(&obj->gfid), p->read_mode);
+    int i = repl_read_pick(r, kb_gfid_hash(&obj->gfid), attr_mode(p, KB_FOP_LOOKUP));
     if (i < 0)      /* split-brain or only sinks up: name it anyway; reads will say EIO */
         i = repl_first(found & repl_data_children(&p->cfg));
     if (i < 0)
