@@ -18,6 +18,13 @@ ALL_CFLAGS = -std=gnu11 $(WARN) -I. -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(PKG_C
 LDLIBS  := $(PKG_LIBS) -lpthread -lm
 
 B       ?= build
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
+# V=1 shows the full compiler lines.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 LIB_SRC := $(wildcard lib/*.c rpc/*.c xlators/*.c client/*.c)
 SRV_SRC := $(wildcard server/*.c)
 CLI_SRC := $(wildcard cli/*.c)
@@ -34,23 +41,28 @@ all: $(BINS)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/libkembar.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 # Translators are found by name at run time (xlators/registry.c, weak
 # references), so every binary takes the whole library.
 WHOLE = -Wl,--whole-archive $(1) -Wl,--no-whole-archive
 $(B)/kembard: $(SRV_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar: $(CLI_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar-fuse: $(FUSE_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 $(B)/kembar-bench: $(BENCH_SRC:%.c=$(B)/%.o) $(B)/libkembar.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $(filter %.o,$^) $(call WHOLE,$(B)/libkembar.a) $(LDLIBS)
 
 # ---- unit tests: Criterion, built under AddressSanitizer + UBSan in build/asan ----
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -65,13 +77,15 @@ build/asan/server.a: FORCE
 endif
 build/asan/tests/%_test: tests/unit/%_test.c $(TESTLIB_SRC) build/asan/libkembar.a build/asan/server.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TESTLIB_SRC) build/asan/server.a $(call WHOLE,build/asan/libkembar.a) $(LDLIBS) -lcriterion
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $< $(TESTLIB_SRC) build/asan/server.a $(call WHOLE,build/asan/libkembar.a) $(LDLIBS) -lcriterion
 FORCE:
 
 deps:
 	@sh scripts/deps.sh
 
 test: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
 
