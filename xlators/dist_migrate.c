@@ -40,6 +40,13 @@
  *   takes the lock (read) first, so it cannot clear the mark mid-phase.
  *   Writers stall from step 3 to step 5: checksum reads of both copies at
  *   brick speed plus the changed blocks, not a whole copy over the network.
+ *   Measured in-process on two posix bricks (one VM, page cache): 512 MiB
+ *   migrated at ~120 MiB/s, writers held 1.5 s — about 3 s per GiB held,
+ *   too long for a guest on a multi-GiB image. Next step (not done): a
+ *   "tracking" mark set before the bulk copy, after which writers of the
+ *   file take a range lock and write both copies (the first write after
+ *   the mark is rewritten under the lock); the bulk copy locks each chunk
+ *   it copies; the final phase then needs no checksum pass, only the swap.
  *
  * Known limits (documented, not hidden): a client that only READS an open
  *   file keeps reading the old copy (frozen at the swap) until it writes or
@@ -49,7 +56,8 @@
  *   fallback). A migrator that dies between the rename and the swap (two
  *   brick ops) leaves the file under DIST_MIG_PREFIX<gfid> on the old set;
  *   one that dies after the swap leaves that hidden name as garbage. The
- *   migration needs features/locks on the bricks (-ENOSYS without).
+ *   migration needs features/locks on the bricks (-ENOSYS without). POSIX
+ *   and flock locks (LK) held on the old copy are not carried over.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -385,6 +393,7 @@ typedef struct mig {
     uint64_t sfd, dfd;
     bool sopen, dopen, made, locked, marked, renamed;
     int err;
+    uint64_t start_ns, mark_ns;          /* for the log: total time, writers held */
     uint64_t win_off, win_cover;
     uint32_t nb, bi;
     uint8_t diff[MIG_WINDOW_BLOCKS];
@@ -486,6 +495,10 @@ static void mg_unlinked(dist_frame_t *f)
     if (st < 0)
         dist_flog(f, KB_LOG_WARN, "migrated '%s', but its old copy %s stays on set %d: %s", m->name, m->hidden,
                 m->s, strerror(-st));
+    uint64_t now = kb_now_ns();
+    dist_flog(f, KB_LOG_INFO, "migrated '%s' from set %d to %d: %llu bytes copied in %.3f s, writers held %.3f s",
+              m->name, m->s, m->t, (unsigned long long)m->copied, (double)(now - m->start_ns) / 1e9,
+              (double)(now - m->mark_ns) / 1e9);
     mg_finish(f, 0);
 }
 
@@ -680,6 +693,7 @@ static void mg_marked(dist_frame_t *f)
         return;
     }
     m->marked = true;
+    m->mark_ns = kb_now_ns();
     m->size = r->attr.size;               /* writes after this are sent again by their writers */
     m->off = 0;
     mg_sync(f);
@@ -876,6 +890,7 @@ void dist_migrate(kb_call_t *call)
         return;
     }
     f->opaque = m;
+    m->start_ns = kb_now_ns();
     m->parent = call->args->gfid;
     m->name = call->args->name;
     if (!m->name || dist_up_mask(f->p) != f->p->all) {
