@@ -78,7 +78,12 @@ typedef struct kbd {
     struct ssl_ctx_st *tls_server; /* --tls-dir: listener accepts TLS (and plain) */
     struct ssl_ctx_st *tls_client; /* --tls-dir: this node's peer calls use TLS */
     bool tls_mgmt;                 /* --tls-mgmt: CLI and peer calls must come over TLS */
+    struct evhttp *metrics;        /* --metrics: Prometheus endpoint */
 } kbd_t;
+
+/* metrics.c */
+int kbd_metrics_start(kbd_t *d, const char *addr, char *err, size_t errlen);
+void kbd_metrics_stop(kbd_t *d);
 
 /* Certificate files inside a --tls-dir / tls-dir: */
 #define KB_TLS_CERT "cert.pem"
@@ -103,6 +108,7 @@ int kbd_getspec(kbd_t *d, const char *volume, char **volfile);
 /* Find a running local brick for a handshake. */
 kbd_brick_rt_t *kbd_brick_find(kbd_t *d, const char *volume, const char *path, char *why, size_t whylen);
 kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b);
+struct kbd_stats *kbd_brick_stats(kbd_brick_rt_t *b);
 void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta);
 void kbd_store_shutdown(kbd_t *d);
 

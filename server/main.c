@@ -28,6 +28,7 @@ static void usage(FILE *f)
                "               [--daemon --pid-file F] [--tls-dir DIR [--tls-mgmt]]\n"
                "  --tls-dir DIR  cert.pem, key.pem, ca.pem: accept TLS (volumes with transport.tls on demand it)\n"
                "  --tls-mgmt     accept CLI and node-to-node commands over TLS only\n"
+               "  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
                "  default: --listen 0.0.0.0:%d --state-dir %s, foreground, log to stderr\n",
             KB_DEFAULT_PORT, KB_DEFAULT_STATE_DIR);
 }
@@ -89,9 +90,10 @@ int main(int argc, char **argv)
         { "log-file", required_argument, NULL, 'L' }, { "log-level", required_argument, NULL, 'v' },
         { "daemon", no_argument, NULL, 'd' }, { "pid-file", required_argument, NULL, 'p' },
         { "tls-dir", required_argument, NULL, 't' }, { "tls-mgmt", no_argument, NULL, 'T' },
+        { "metrics", required_argument, NULL, 'm' },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
-    const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL, *tlsdir = NULL;
+    const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL, *tlsdir = NULL, *metrics = NULL;
     bool tls_mgmt = false;
     bool daemon_mode = false;
     int c, level = KB_LOG_INFO;
@@ -109,6 +111,7 @@ int main(int argc, char **argv)
         case 'd': daemon_mode = true; break;
         case 'p': pidf = optarg; break;
         case 't': tlsdir = optarg; break;
+        case 'm': metrics = optarg; break;
         case 'T': tls_mgmt = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kembard %s\n", KB_VERSION); return 0;
@@ -176,6 +179,10 @@ int main(int argc, char **argv)
     }
     snprintf(ident, sizeof(ident), "kembard:%u", d.port);
     kb_log_set_ident(ident);
+    if (metrics && kbd_metrics_start(&d, metrics, err, sizeof(err))) {
+        fprintf(stderr, "kembard: %s\n", err);
+        return 1;
+    }
     if (pidf && write_pid(pidf)) {
         fprintf(stderr, "kembard: cannot write pid file %s\n", pidf);
         return 1;
@@ -201,6 +208,7 @@ int main(int argc, char **argv)
     }
     kb_loop_run(d.loop);
     kbd_mgmt_stop(&d);
+    kbd_metrics_stop(&d);
     kbd_serve_stop(&d);
     kbd_store_shutdown(&d);
     for (int i = 0; i < 5; i++)

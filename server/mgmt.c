@@ -641,10 +641,102 @@ static int cmd_info(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
     return 0;
 }
 
+typedef struct brick_state {
+    bool online;
+    int pid, clients, pending;
+    unsigned port;
+    unsigned long long total, avail, inodes, ifree;
+    char reason[256];
+} brick_state_t;
+
+/* Ask brick I's node how the brick is (peer brick-status). */
+static void brick_state(const kbd_volume_t *v, int i, brick_state_t *bs)
+{
+    memset(bs, 0, sizeof(*bs));
+    bs->port = v->bricks[i].port;
+    char *reply = NULL;
+    if (peer(v->bricks[i].host, v->bricks[i].port, &reply, 3, "peer", "brick-status", v->name) || !reply) {
+        snprintf(bs->reason, sizeof(bs->reason), "node unreachable");
+        free(reply);
+        return;
+    }
+    char *save = NULL;
+    for (char *l = strtok_r(reply, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        int idx, p, cl, pend;
+        unsigned pt;
+        unsigned long long t, av, in, fr;
+        char st[16];
+        if (sscanf(l, "%d %15s %d %u %d %llu %llu %llu %llu %d", &idx, st, &p, &pt, &cl, &t, &av, &in, &fr, &pend) == 10 &&
+            idx == i) {
+            bs->online = strcmp(st, "online") == 0;
+            bs->pid = p;
+            bs->port = pt;
+            bs->clients = cl;
+            bs->total = t;
+            bs->avail = av;
+            bs->inodes = in;
+            bs->ifree = fr;
+            bs->pending = pend;
+            char *tab = strchr(l, '\t');
+            snprintf(bs->reason, sizeof(bs->reason), "%s", tab ? tab + 1 : "");
+        }
+    }
+    free(reply);
+}
+
+static void human_bytes(unsigned long long b, char *buf, size_t len)
+{
+    const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double x = (double)b;
+    int k = 0;
+    while (x >= 1024 && k < 5) {
+        x /= 1024;
+        k++;
+    }
+    snprintf(buf, len, "%.1f %s", x, u[k]);
+}
+
+static void status_brick(const ctx_t *c, const kbd_volume_t *v, int i, bool detail, outbuf_t *o)
+{
+    brick_state_t st;
+    brick_state(v, i, &st);
+    char *bs = kbd_brick_str(&v->bricks[i]);
+    bool arb = v->arbiter && i % kbd_set_size(v) == kbd_set_size(v) - 1;
+    if (c->json) {
+        outf(o, "%s{\"brick\":", i ? "," : "");
+        outj(o, bs);
+        outf(o, ",\"port\":%u,\"online\":%s,\"pid\":%d,\"clients\":%d,\"arbiter\":%s,\"disk_total\":%llu,"
+                "\"disk_free\":%llu,\"inodes\":%llu,\"inodes_free\":%llu,\"heal_pending\":%d,\"reason\":",
+             st.port, st.online ? "true" : "false", st.online ? st.pid : 0, st.clients, arb ? "true" : "false",
+             st.total, st.avail, st.inodes, st.ifree, st.pending);
+        outj(o, st.online ? "" : st.reason);
+        outf(o, "}");
+    } else if (detail) {
+        char tot[32], fr[32];
+        human_bytes(st.total, tot, sizeof(tot));
+        human_bytes(st.avail, fr, sizeof(fr));
+        outf(o, "Brick                : %s%s\nOnline               : %s%s%s\nPid                  : %d\n"
+                "Port                 : %u\nTotal Disk Space     : %s\nDisk Space Free      : %s\n"
+                "Inode Count          : %llu\nFree Inodes          : %llu\nConnected Clients    : %d\n"
+                "Heal Pending         : %d\n\n",
+             bs ? bs : "?", arb ? " (arbiter)" : "", st.online ? "Y" : "N", st.online || !st.reason[0] ? "" : " - ",
+             st.online ? "" : st.reason, st.online ? st.pid : 0, st.port, tot, fr, st.inodes, st.ifree, st.clients,
+             st.pending);
+    } else {
+        char pidstr[16] = "N/A";
+        if (st.online)
+            snprintf(pidstr, sizeof(pidstr), "%d", st.pid);
+        outf(o, "%-48s %-6u %-6s %-8s %-7d %d%s%s\n", bs ? bs : "?", st.port, st.online ? "Y" : "N", pidstr,
+             st.clients, st.pending, st.online || !st.reason[0] ? "" : "  ", st.online ? "" : st.reason);
+    }
+    free(bs);
+}
+
 static int cmd_status(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
 {
     char **names = NULL;
     int n;
+    bool detail = argc >= 3 && strcmp(argv[2], "detail") == 0;
     if (argc >= 2 && strcmp(argv[1], "all") != 0) {
         names = calloc(2, sizeof(char *));
         if (!names)
@@ -667,54 +759,16 @@ static int cmd_status(const ctx_t *c, int argc, char **argv, char **out, outbuf_
             outf(o, "%s{\"volume\":", vi ? "," : "");
             outj(o, v->name);
             outf(o, ",\"status\":\"%s\",\"bricks\":[", kbd_status_name(v->status));
-        } else {
-            outf(o, "%sStatus of volume: %s (%s)\n%-48s %-6s %-6s %-8s %s\n", vi ? "\n" : "", v->name,
-                 kbd_status_name(v->status), "Brick", "Port", "Online", "Pid", "Clients");
+        } else if (detail) {
+            outf(o, "%sStatus of volume: %s (%s)\n", vi ? "\n" : "", v->name, kbd_status_name(v->status));
             outf(o, "------------------------------------------------------------------------------\n");
+        } else {
+            outf(o, "%sStatus of volume: %s (%s)\n%-48s %-6s %-6s %-8s %-7s %s\n", vi ? "\n" : "", v->name,
+                 kbd_status_name(v->status), "Brick", "Port", "Online", "Pid", "Clients", "Heal");
+            outf(o, "------------------------------------------------------------------------------------\n");
         }
-        for (int i = 0; i < v->nbricks; i++) {
-            char *reply = NULL, *bs = kbd_brick_str(&v->bricks[i]);
-            int r = peer(v->bricks[i].host, v->bricks[i].port, &reply, 3, "peer", "brick-status", v->name);
-            bool online = false;
-            int pid = 0, clients = 0;
-            unsigned port = v->bricks[i].port;
-            char reason[256] = "";
-            if (r == 0 && reply) {
-                char *save = NULL;
-                for (char *l = strtok_r(reply, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-                    int idx, p, cl;
-                    unsigned pt;
-                    char st[16];
-                    if (sscanf(l, "%d %15s %d %u %d", &idx, st, &p, &pt, &cl) == 5 && idx == i) {
-                        online = strcmp(st, "online") == 0;
-                        pid = p;
-                        port = pt;
-                        clients = cl;
-                        char *tab = strchr(l, '\t');
-                        if (tab)
-                            snprintf(reason, sizeof(reason), "%s", tab + 1);
-                    }
-                }
-            } else {
-                snprintf(reason, sizeof(reason), "node unreachable");
-            }
-            if (c->json) {
-                outf(o, "%s{\"brick\":", i ? "," : "");
-                outj(o, bs);
-                outf(o, ",\"port\":%u,\"online\":%s,\"pid\":%d,\"clients\":%d,\"reason\":", port,
-                     online ? "true" : "false", online ? pid : 0, clients);
-                outj(o, online ? "" : reason);
-                outf(o, "}");
-            } else {
-                char pidstr[16] = "N/A";
-                if (online)
-                    snprintf(pidstr, sizeof(pidstr), "%d", pid);
-                outf(o, "%-48s %-6u %-6s %-8s %d%s%s\n", bs ? bs : "?", port, online ? "Y" : "N", pidstr,
-                     clients, online || !reason[0] ? "" : "  ", online ? "" : reason);
-            }
-            free(reply);
-            free(bs);
-        }
+        for (int i = 0; i < v->nbricks; i++)
+            status_brick(c, v, i, detail, o);
         if (c->json)
             outf(o, "]}");
         kbd_volume_free(v);
@@ -725,6 +779,110 @@ static int cmd_status(const ctx_t *c, int argc, char **argv, char **out, outbuf_
         free(names[i]);
     free(names);
     return rc;
+}
+
+/* ---------------- profile / top ---------------- */
+
+/* volume profile NAME [info|clear]: per brick, per fop: calls, errors, average
+ * and p50/p99/p99.9 latency; bytes read/written. volume top NAME: the same
+ * fops summed over the bricks, busiest first. */
+static int cmd_profile(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o, bool top)
+{
+    if (argc < 2)
+        return fail(out, -EINVAL, "usage: volume %s NAME%s", top ? "top" : "profile", top ? "" : " [info|clear]");
+    kbd_volume_t *v = get_volume(c, argv[1], out);
+    if (!v)
+        return -ENOENT;
+    bool clear = !top && argc > 2 && strcmp(argv[2], "clear") == 0;
+    node_t *nodes;
+    int nn = volume_nodes(v, &nodes);
+    struct agg { char op[24]; unsigned long long count, errors, avg, p50, p99, p999; } tot[64];
+    int ntot = 0;
+    if (c->json)
+        outf(o, "{\"volume\":\"%s\",\"bricks\":[", v->name);
+    int nb = 0;
+    for (int k = 0; k < nn; k++) {
+        char *reply = NULL;
+        if (peer(nodes[k].host, nodes[k].port, &reply, clear ? 4 : 3, "peer", "profile", v->name, "clear") || !reply) {
+            free(reply);
+            continue;
+        }
+        int cur = -1, nops = 0;
+        char *save = NULL;
+        for (char *l = strtok_r(reply, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            int idx;
+            char op[24];
+            unsigned long long cnt, err, avg, p50, p99, p999;
+            double secs;
+            if (sscanf(l, "P %d %23s %llu %llu %llu %llu %llu %llu", &idx, op, &cnt, &err, &avg, &p50, &p99, &p999) == 8 &&
+                idx >= 0 && idx < v->nbricks) {
+                if (idx != cur) {
+                    char *bs = kbd_brick_str(&v->bricks[idx]);
+                    if (c->json) {
+                        outf(o, "%s{\"brick\":", nb++ ? "," : "");
+                        outj(o, bs);
+                        outf(o, ",\"fops\":[");
+                    } else if (!top) {
+                        outf(o, "Brick: %s\n%-12s %10s %8s %10s %10s %10s %10s\n", bs ? bs : "?", "Fop", "Calls",
+                             "Errors", "Avg(us)", "p50(us)", "p99(us)", "p99.9(us)");
+                    }
+                    free(bs);
+                    cur = idx;
+                    nops = 0;
+                }
+                if (c->json)
+                    outf(o, "%s{\"fop\":\"%s\",\"calls\":%llu,\"errors\":%llu,\"avg_us\":%llu,\"p50_us\":%llu,"
+                            "\"p99_us\":%llu,\"p999_us\":%llu}", nops++ ? "," : "", op, cnt, err, avg, p50, p99, p999);
+                else if (!top)
+                    outf(o, "%-12s %10llu %8llu %10llu %10llu %10llu %10llu\n", op, cnt, err, avg, p50, p99, p999);
+                int t;
+                for (t = 0; t < ntot && strcmp(tot[t].op, op); t++)
+                    ;
+                if (t == ntot && ntot < 64)
+                    snprintf(tot[ntot++].op, sizeof(tot[0].op), "%s", op);
+                if (t < 64) {
+                    tot[t].avg = (tot[t].avg * tot[t].count + avg * cnt) / (tot[t].count + cnt ? tot[t].count + cnt : 1);
+                    tot[t].count += cnt;
+                    tot[t].errors += err;
+                    tot[t].p99 = KB_MAX(tot[t].p99, p99);
+                }
+            } else if (sscanf(l, "T %d %llu %llu %lf", &idx, &cnt, &err, &secs) == 4) {
+                if (idx != cur && c->json) {
+                    char *bs = idx >= 0 && idx < v->nbricks ? kbd_brick_str(&v->bricks[idx]) : NULL;
+                    outf(o, "%s{\"brick\":", nb++ ? "," : "");
+                    outj(o, bs);
+                    outf(o, ",\"fops\":[");
+                    free(bs);
+                }
+                if (c->json)
+                    outf(o, "],\"bytes_read\":%llu,\"bytes_written\":%llu,\"seconds\":%.1f}", cnt, err, secs);
+                else if (!top)
+                    outf(o, "Bytes read: %llu  written: %llu  over %.1f s\n\n", cnt, err, secs);
+                cur = -1;
+            }
+        }
+        free(reply);
+    }
+    free(nodes);
+    if (c->json) {
+        outf(o, "]}\n");
+    } else if (top) {
+        for (int a = 0; a < ntot; a++)          /* busiest first */
+            for (int b2 = a + 1; b2 < ntot; b2++)
+                if (tot[b2].count > tot[a].count) {
+                    struct agg t = tot[a];
+                    tot[a] = tot[b2];
+                    tot[b2] = t;
+                }
+        outf(o, "Volume %s, all bricks\n%-12s %12s %8s %10s %12s\n", v->name, "Fop", "Calls", "Errors", "Avg(us)",
+             "max p99(us)");
+        for (int a = 0; a < ntot; a++)
+            outf(o, "%-12s %12llu %8llu %10llu %12llu\n", tot[a].op, tot[a].count, tot[a].errors, tot[a].avg, tot[a].p99);
+    } else if (clear) {
+        outf(o, "profile counters of %s cleared\n", v->name);
+    }
+    kbd_volume_free(v);
+    return 0;
 }
 
 /* ---------------- heal ---------------- */
@@ -905,6 +1063,10 @@ int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv
         rc = cmd_get(&c, argc, argv, out, &o);
     else if (strcmp(verb, "heal") == 0)
         rc = cmd_heal(&c, argc, argv, out, &o);
+    else if (strcmp(verb, "profile") == 0)
+        rc = cmd_profile(&c, argc, argv, out, &o, false);
+    else if (strcmp(verb, "top") == 0)
+        rc = cmd_profile(&c, argc, argv, out, &o, true);
     else
         rc = fail(out, -EINVAL, "unknown command 'volume %s'", verb);
     if (rc) {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include "lib/log.h"
 #include "server/kembard.h"
+#include "server/stats.h"
 
 /* Open-addressed set of fd numbers (0 = empty slot; fds are never 0). */
 typedef struct fdset { uint64_t *slot; uint8_t *dir; size_t cap, n; } fdset_t;
@@ -34,6 +35,8 @@ typedef struct kbd_conn {
 
 typedef struct srv_req {
     kbd_conn_t *c;
+    kbd_brick_rt_t *brick;   /* stats; valid while the connection holds it */
+    uint64_t start_ns;
     uint64_t xid;
     kb_op_t op;
     kb_args_t args;
@@ -207,6 +210,11 @@ static void fop_done(void *cookie, const kb_reply_t *r)
 {
     srv_req_t *q = cookie;
     kbd_conn_t *c = q->c;
+    if (!c->gone && c->brick == q->brick) {
+        uint64_t bytes = q->op == KB_FOP_WRITE ? (q->args.data ? q->args.data->len : 0)
+                         : q->op == KB_FOP_READ && r->data ? r->data->len : 0;
+        kbd_stats_record(kbd_brick_stats(q->brick), q->op, r->status, kb_now_ns() - q->start_ns, bytes);
+    }
     if (!c->gone) {
         if (r->status >= 0 && (kb_fop_info[q->op].reply & KB_R_FD) && c->brick) {
             if (fdset_add(&c->fds, r->fd, q->op == KB_FOP_OPENDIR))
@@ -263,6 +271,8 @@ static void handle_fop(kbd_conn_t *c, rpc_msg_t *m)
     if (op == KB_FOP_RELEASE || op == KB_FOP_RELEASEDIR)
         fdset_del(&c->fds, q->args.fd);
     q->c = c;
+    q->brick = c->brick;
+    q->start_ns = kb_now_ns();
     q->xid = m->hdr.xid;
     q->op = op;
     c->refs++;

@@ -16,9 +16,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "lib/log.h"
 #include "server/kembard.h"
+#include "server/stats.h"
 #include "xlators/changelog.h"
 #include "xlators/heal.h"
 #include "xlators/posix.h"
@@ -31,6 +33,7 @@ struct kbd_brick_rt {
     kb_graph_t *graph;
     int nconns;
     char error[512];      /* why it is not online, for status */
+    kbd_stats_t stats;    /* fops served (serve.c records, profile/metrics read) */
 };
 
 struct kbd_vol_entry {
@@ -58,6 +61,7 @@ static char *vol_dir(kbd_t *d, const char *name)
 /* ---------------- bricks ---------------- */
 
 kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b) { return b->graph; }
+kbd_stats_t *kbd_brick_stats(kbd_brick_rt_t *b) { return &b->stats; }
 void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta) { b->nconns += delta; }
 
 static void brick_stop(kbd_t *d, struct kbd_vol_entry *e, int i);
@@ -95,6 +99,8 @@ static void brick_start(kbd_t *d, struct kbd_vol_entry *e, int i)
     }
     b->graph = g;
     b->error[0] = 0;
+    memset(&b->stats, 0, sizeof(b->stats));
+    b->stats.since_ms = kb_now_ms();
     kb_info("store", "brick %s of volume %s is online", b->path, b->volume);
 }
 
@@ -485,7 +491,24 @@ static int op_delete(kbd_t *d, const char *name, char **out)
     return reply_text(out, 0, "ok");
 }
 
-/* brick-status NAME: "IDX STATE PID PORT PATH [reason]" per local brick */
+/* Entries in a brick's heal index (objects with pending marks). */
+static int index_count(const char *brick)
+{
+    char *idx = NULL;
+    int n = 0;
+    if (asprintf(&idx, "%s/.kembar/index", brick) < 0)
+        return 0;
+    DIR *dh = opendir(idx);
+    free(idx);
+    for (struct dirent *de; dh && (de = readdir(dh));)
+        n += de->d_name[0] != '.';
+    if (dh)
+        closedir(dh);
+    return n;
+}
+
+/* brick-status NAME, one line per local brick:
+ * "IDX STATE PID PORT CLIENTS TOTAL_BYTES FREE_BYTES INODES FREE_INODES HEAL_PENDING PATH\tREASON" */
 static int op_brick_status(kbd_t *d, const char *name, char **out)
 {
     struct kbd_vol_entry *e = vol_find(d, name);
@@ -497,11 +520,64 @@ static int op_brick_status(kbd_t *d, const char *name, char **out)
         if (!e->local[i])
             continue;
         kbd_brick_rt_t *b = e->rt[i];
-        char line[KB_PATH_MAX + 512];
-        int n = snprintf(line, sizeof(line), "%d %s %d %u %d %s\t%s\n", i,
-                         b && b->graph ? "online" : "offline", (int)getpid(), d->port,
-                         b ? b->nconns : 0, e->v->bricks[i].path, b && !b->graph ? b->error : "");
+        struct statvfs sv = { 0 };
+        bool online = b && b->graph;
+        if (statvfs(e->v->bricks[i].path, &sv))
+            memset(&sv, 0, sizeof(sv));
+        char line[KB_PATH_MAX + 768];
+        int n = snprintf(line, sizeof(line), "%d %s %d %u %d %llu %llu %llu %llu %d %s\t%s\n", i,
+                         online ? "online" : "offline", (int)getpid(), d->port, b ? b->nconns : 0,
+                         (unsigned long long)sv.f_blocks * sv.f_frsize, (unsigned long long)sv.f_bavail * sv.f_frsize,
+                         (unsigned long long)sv.f_files, (unsigned long long)sv.f_ffree,
+                         online ? index_count(e->v->bricks[i].path) : 0, e->v->bricks[i].path,
+                         b && !b->graph ? b->error : "");
         kb_enc_bytes(&enc, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+    }
+    kb_enc_u8(&enc, 0);
+    if (enc.err) {
+        kb_enc_free(&enc);
+        return reply_text(out, -ENOMEM, "out of memory");
+    }
+    *out = (char *)enc.p;
+    return 0;
+}
+
+/* profile NAME [clear]: per local brick, per fop that ran:
+ * "P IDX OP COUNT ERRORS AVG_US P50_US P99_US P999_US" and
+ * "T IDX BYTES_READ BYTES_WRITTEN SECONDS" */
+static int op_profile(kbd_t *d, int argc, char **argv, char **out)
+{
+    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+    bool clear = argc > 3 && strcmp(argv[3], "clear") == 0;
+    kb_enc_t enc;
+    kb_enc_init(&enc);
+    char line[256];
+    for (int i = 0; i < e->v->nbricks; i++) {
+        kbd_brick_rt_t *b = e->local[i] ? e->rt[i] : NULL;
+        if (!b)
+            continue;
+        kbd_stats_t *st = &b->stats;
+        for (int op = 0; op < KB_FOP_MAX; op++) {
+            kbd_fop_stats_t *f = &st->fop[op];
+            if (!f->count)
+                continue;
+            int n = snprintf(line, sizeof(line), "P %d %s %llu %llu %llu %llu %llu %llu\n", i, kb_fop_name((kb_op_t)op),
+                             (unsigned long long)f->count, (unsigned long long)f->errors,
+                             (unsigned long long)(f->lat_sum_us / f->count),
+                             (unsigned long long)kbd_stats_percentile(f, 0.5),
+                             (unsigned long long)kbd_stats_percentile(f, 0.99),
+                             (unsigned long long)kbd_stats_percentile(f, 0.999));
+            kb_enc_bytes(&enc, line, (size_t)n);
+        }
+        int n = snprintf(line, sizeof(line), "T %d %llu %llu %.1f\n", i, (unsigned long long)st->bytes_read,
+                         (unsigned long long)st->bytes_written, (double)(kb_now_ms() - st->since_ms) / 1000.0);
+        kb_enc_bytes(&enc, line, (size_t)n);
+        if (clear) {
+            memset(st, 0, sizeof(*st));
+            st->since_ms = kb_now_ms();
+        }
     }
     kb_enc_u8(&enc, 0);
     if (enc.err) {
@@ -557,6 +633,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return op_delete(d, argv[2], out);
     if (strcmp(op, "brick-status") == 0)
         return op_brick_status(d, argv[2], out);
+    if (strcmp(op, "profile") == 0)
+        return op_profile(d, argc, argv, out);
     if (strcmp(op, "heal") == 0 || strcmp(op, "heal-info") == 0)
         return kbd_peer_heal(d, argc, argv, out);
     return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
@@ -743,4 +821,73 @@ int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out)
     if (strcmp(argv[1], "heal") == 0)
         return op_heal(d, argc, argv, out);
     return op_heal_info(d, argv[2], out);
+}
+
+/* ---------------- Prometheus text ---------------- */
+
+static void prom(kb_enc_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void prom(kb_enc_t *e, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    kb_enc_bytes(e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+}
+
+/* The node's metrics in the Prometheus text format (version 0.0.4). */
+char *kbd_metrics_text(kbd_t *d)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    prom(&e, "# HELP kembar_up kembard is running\n# TYPE kembar_up gauge\nkembar_up 1\n");
+    prom(&e, "# HELP kembar_uptime_seconds seconds since kembard started\n# TYPE kembar_uptime_seconds gauge\n"
+             "kembar_uptime_seconds %.1f\n", (double)(kb_now_ms() - d->started_ms) / 1000.0);
+    prom(&e, "# TYPE kembar_brick_online gauge\n# TYPE kembar_brick_clients gauge\n"
+             "# TYPE kembar_heal_pending gauge\n# TYPE kembar_fop_total counter\n"
+             "# TYPE kembar_fop_errors_total counter\n# TYPE kembar_fop_latency_seconds histogram\n"
+             "# TYPE kembar_read_bytes_total counter\n# TYPE kembar_written_bytes_total counter\n");
+    for (struct kbd_vol_entry *v = d->vols; v; v = v->next) {
+        for (int i = 0; i < v->v->nbricks; i++) {
+            if (!v->local[i])
+                continue;
+            kbd_brick_rt_t *b = v->rt[i];
+            char lbl[KB_PATH_MAX + 128];
+            snprintf(lbl, sizeof(lbl), "volume=\"%s\",brick=\"%s\"", v->v->name, v->v->bricks[i].path);
+            bool online = b && b->graph;
+            prom(&e, "kembar_brick_online{%s} %d\n", lbl, online);
+            prom(&e, "kembar_brick_clients{%s} %d\n", lbl, b ? b->nconns : 0);
+            prom(&e, "kembar_heal_pending{%s} %d\n", lbl, online ? index_count(v->v->bricks[i].path) : 0);
+            if (!b)
+                continue;
+            prom(&e, "kembar_read_bytes_total{%s} %llu\n", lbl, (unsigned long long)b->stats.bytes_read);
+            prom(&e, "kembar_written_bytes_total{%s} %llu\n", lbl, (unsigned long long)b->stats.bytes_written);
+            for (int op = 0; op < KB_FOP_MAX; op++) {
+                const kbd_fop_stats_t *f = &b->stats.fop[op];
+                if (!f->count)
+                    continue;
+                const char *name = kb_fop_name((kb_op_t)op);
+                prom(&e, "kembar_fop_total{%s,op=\"%s\"} %llu\n", lbl, name, (unsigned long long)f->count);
+                prom(&e, "kembar_fop_errors_total{%s,op=\"%s\"} %llu\n", lbl, name, (unsigned long long)f->errors);
+                uint64_t cum = 0;
+                for (int k = 0; k < KBD_LAT_BUCKETS - 1; k++) {
+                    cum += f->lat[k];
+                    prom(&e, "kembar_fop_latency_seconds_bucket{%s,op=\"%s\",le=\"%g\"} %llu\n", lbl, name,
+                         (double)kbd_stats_bucket_le(k) / 1e6, (unsigned long long)cum);
+                }
+                prom(&e, "kembar_fop_latency_seconds_bucket{%s,op=\"%s\",le=\"+Inf\"} %llu\n", lbl, name,
+                     (unsigned long long)f->count);
+                prom(&e, "kembar_fop_latency_seconds_sum{%s,op=\"%s\"} %g\n", lbl, name, (double)f->lat_sum_us / 1e6);
+                prom(&e, "kembar_fop_latency_seconds_count{%s,op=\"%s\"} %llu\n", lbl, name,
+                     (unsigned long long)f->count);
+            }
+        }
+    }
+    kb_enc_u8(&e, 0);
+    if (e.err) {
+        kb_enc_free(&e);
+        return NULL;
+    }
+    return (char *)e.p;
 }
