@@ -29,8 +29,9 @@
 #     idempotent and tolerant (a kill of a dead node is a no-op) so a random thrasher cannot trip
 #     on its own bookkeeping; nn_state N says up|down|paused|partitioned.
 #   - Cleanup on any exit (runs before lib.sh's): paused nodes continued, links up, mounts
-#     unmounted, node processes ended (SIGCONT before the kill), then veths, bridge and
-#     namespaces deleted. Namespaces and links left by a test that was SIGKILLed (its pid gone)
+#     unmounted, node processes ended (SIGCONT before the kill), the test's own hooks run
+#     (nn_atexit CMD: shell commands, last registered first), then veths, bridge and namespaces
+#     deleted. Namespaces and links left by a test that was SIGKILLed (its pid gone)
 #     are removed by the next nn_init.
 
 NN_NET=198.51.100
@@ -164,6 +165,11 @@ nn__teardown() {
         [ -f "$f" ] || continue
         p=$(cat "$f" 2>/dev/null) && kb__kill_pid_checked "$p" "$KB_TMP"
     done
+    # Hooks a test registered (a loop device to detach, a mount of its own): last in, first out.
+    if [ -f "$KB_TMP/nn/atexit" ]; then
+        tac "$KB_TMP/nn/atexit" | while read -r f; do timeout -k 2 10 sh -c "$f" </dev/null || true; done
+        rm -f "$KB_TMP/nn/atexit"
+    fi
     if [ -f "$KB_TMP/nn/veths" ]; then
         while read -r f; do ip link del "$f" 2>/dev/null; done <"$KB_TMP/nn/veths"
     fi
@@ -308,6 +314,9 @@ nn_heal_all() {
         kb__node_alive "$n" || nn_start "$n"
     done
 }
+
+# nn_atexit CMD: run shell command CMD at cleanup, after the nodes are gone (detach a loop device).
+nn_atexit() { mkdir -p "$KB_TMP/nn"; printf '%s\n' "$1" >>"$KB_TMP/nn/atexit"; }
 
 # nn_rss_kb N: resident set of node N's kembard, KiB.
 nn_rss_kb() {

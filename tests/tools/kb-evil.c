@@ -721,7 +721,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--canary-abs")) abs_ = argv[i + 1];
         else if (!strcmp(argv[i], "--secret")) secret = argv[i + 1];
         else if (!strcmp(argv[i], "--blockdev-marker")) marker = argv[i + 1];
-        else if (!strcmp(argv[i], "--blockdev")) blockdev = sscanf(argv[i + 1], "%u:%u", &maj, &mnr) == 2;
+        else if (!strcmp(argv[i], "--blockdev") && sscanf(argv[i + 1], "%u:%u", &maj, &mnr) == 2) blockdev = true;
         else {
             fprintf(stderr, "kb-evil: unknown option %s\n", argv[i]);
             return 2;
