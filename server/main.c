@@ -174,7 +174,7 @@ int main(int argc, char **argv)
     }
     char err[256] = "";
     if (kbd_serve_start(&d, err, sizeof(err))) {
-        fprintf(stderr, "kembard: cannot listen on %s: %s\n", listen, err);
+        fprintf(stderr, "kembard: %s\n", err);
         return 1;
     }
     snprintf(ident, sizeof(ident), "kembard:%u", d.port);
