@@ -36,7 +36,7 @@ TESTLIB_SRC := $(filter-out %_test.c,$(wildcard tests/unit/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 BINS    := $(B)/kembard $(B)/kembar $(B)/kembar-fuse $(B)/kembar-bench
 
-.PHONY: all test test-unit test-integration test-long deps demo demo-down install clean fuzz check-deps
+.PHONY: docs all test test-unit test-integration test-long deps demo demo-down install clean fuzz check-deps
 all: $(BINS)
 
 $(B)/%.o: %.c
@@ -97,6 +97,9 @@ test-integration: all
 
 test-long: deps all
 	@KB_LONG=1 sh tests/run-integration.sh
+
+docs: $(B)/kembard
+	@sh scripts/gen-options.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all

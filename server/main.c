@@ -33,6 +33,27 @@ static void usage(FILE *f)
             KB_DEFAULT_PORT, KB_DEFAULT_STATE_DIR);
 }
 
+/* The `volume set` options of every translator, as the Markdown table the
+ * README carries (make docs writes it there; a test checks it is current). */
+static int print_options_markdown(void)
+{
+    printf("| key | default | translator | description |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < kb_xlator_ntypes; i++) {
+        const kb_xlator_type_t *t = kb_xlator_types[i];
+        for (const kb_option_def_t *o = t ? t->options : NULL; o && o->key; o++)
+            if (o->volume_key)
+                printf("| `%s` | %s | %s | %s |\n", o->volume_key, o->dflt && *o->dflt ? o->dflt : "-", t->name,
+                       o->description);
+    }
+    const char *vol[] = { "auth.allow", "auth.reject" };
+    for (size_t i = 0; i < 2; i++) {
+        const kb_option_def_t *o = kbd_option_find(vol[i], NULL);
+        if (o)
+            printf("| `%s` | %s | volume | %s |\n", o->volume_key, o->dflt && *o->dflt ? o->dflt : "-", o->description);
+    }
+    return 0;
+}
+
 static void on_signal(evutil_socket_t sig, short ev, void *arg)
 {
     kbd_t *d = arg;
@@ -90,7 +111,7 @@ int main(int argc, char **argv)
         { "log-file", required_argument, NULL, 'L' }, { "log-level", required_argument, NULL, 'v' },
         { "daemon", no_argument, NULL, 'd' }, { "pid-file", required_argument, NULL, 'p' },
         { "tls-dir", required_argument, NULL, 't' }, { "tls-mgmt", no_argument, NULL, 'T' },
-        { "metrics", required_argument, NULL, 'm' },
+        { "metrics", required_argument, NULL, 'm' }, { "options-markdown", no_argument, NULL, 'O' },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
     const char *listen = "0.0.0.0", *state = KB_DEFAULT_STATE_DIR, *logf = NULL, *pidf = NULL, *tlsdir = NULL, *metrics = NULL;
@@ -112,6 +133,7 @@ int main(int argc, char **argv)
         case 'p': pidf = optarg; break;
         case 't': tlsdir = optarg; break;
         case 'm': metrics = optarg; break;
+        case 'O': return print_options_markdown();
         case 'T': tls_mgmt = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("kembard %s\n", KB_VERSION); return 0;
