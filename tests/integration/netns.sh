@@ -112,6 +112,7 @@ nn_init() {
         [ "$NN_MODE" = netns ] || exec 8>&-
     fi
     trap nn__exit_trap EXIT
+    dmesg 2>/dev/null | wc -l >"$KB_TMP/nn/kmsg0" || echo 0 >"$KB_TMP/nn/kmsg0"
     if [ "$NN_MODE" = netns ]; then
         ip link add "$NN_BR" type bridge || kb_fail "cannot create bridge $NN_BR"
         echo "$NN_BR" >"$KB_TMP/nn/bridge"
@@ -223,6 +224,7 @@ nn_start() {
         </dev/null >>"$dir/kembard.out" 2>&1 8>&- 9>&- &
     pid=$!
     echo "$pid" >"$KB_TMP/pids/node$n"
+    echo "$pid" >>"$KB_TMP/nn/started"
     if ! kb_wait_until 15 nn__ready "$n"; then
         echo "node $n: kembard output:" >&2; kb__log_tail "$dir/kembard.out"
         echo "node $n: kembard log:" >&2; kb__log_tail "$dir/kembard.log"
@@ -244,9 +246,31 @@ nn_kill() {  # SIGKILL (a crash); no-op if the node is not running
     kb_log "node $n killed -9 (pid $pid)"
 }
 
-nn_stop() {  # SIGTERM, clean shutdown within 10 s
+nn_stop() {  # SIGTERM, clean shutdown within 10 s, and no crash on the way out
+    local pid
     kb__node_alive "$1" || return 0
+    pid=$(kb_node_pid "$1")
     kb_node_stop "$1"
+    nn__crash_check "$pid" "node $1, on SIGTERM"
+}
+
+# Crashes of our daemons, from the kernel log (a SIGSEGV leaves no trace in kembard's own log):
+# every kembard pid this test started is in $KB_TMP/nn/started; only kernel messages newer than
+# nn_init are looked at.
+nn__kmsg_new() { dmesg 2>/dev/null | tail -n +"$(( $(cat "$KB_TMP/nn/kmsg0" 2>/dev/null || echo 0) + 1 ))"; }
+nn__crash_check() {  # nn__crash_check PID WHAT
+    local line
+    line=$(nn__kmsg_new | grep -E "kembard\[$1\]: (segfault|trap|general protection)" | tail -1)
+    [ -z "$line" ] || kb_fail "kembard pid $1 ($2) crashed: $line"
+}
+# nn_assert_no_crash: no kembard this test started died of a fault (kill -9 excepted, of course).
+nn_assert_no_crash() {
+    local pid bad=""
+    [ -f "$KB_TMP/nn/started" ] || return 0
+    for pid in $(cat "$KB_TMP/nn/started"); do
+        bad+=$(nn__kmsg_new | grep -E "kembard\[$pid\]: (segfault|trap|general protection)" | tail -1)
+    done
+    [ -z "$bad" ] || kb_fail "kembard crashed: $bad"
 }
 
 nn_restart() { nn_stop "$1"; nn_start "$@"; }
