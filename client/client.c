@@ -557,11 +557,16 @@ static void sub_release(kbc_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Loop thread only: > 0 while a user callback runs (see kbc_submit). */
+static __thread unsigned sub_cbk_depth;
+
 static void sub_done(void *arg, const kb_reply_t *reply)
 {
     struct kbc_sub *s = arg;
     kbc_t *c = s->c;
+    sub_cbk_depth++;
     s->cbk(s->cookie, reply);
+    sub_cbk_depth--;
     free(s);
     sub_release(c);
 }
@@ -588,6 +593,15 @@ void kbc_submit(kbc_t *c, kb_op_t op, const kb_args_t *args, const kb_cred_t *cr
         pthread_mutex_lock(&c->mu);
         c->inflight++;
         pthread_mutex_unlock(&c->mu);
+        /* On the loop thread (an event handler, e.g. kembar-fuse reading
+         * /dev/fuse there) the wind starts at once: no queue, no eventfd
+         * wake-up. Not from inside a completion, though: a follow-up fop
+         * submitted by a callback would otherwise re-enter translators
+         * still unwinding the call that completed; it waits in the queue. */
+        if (sub_cbk_depth == 0 && kb_loop_in_thread(c->loop)) {
+            sub_run(s);
+            return;
+        }
         if (kb_loop_run_in(c->loop, sub_run, s) == 0)
             return;
         free(s);

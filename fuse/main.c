@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <fuse_log.h>
 #include <limits.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ typedef struct kbf_args {
     const char *spec, *mountpoint, *volfile;
     double attr_timeout, entry_timeout, negative_timeout;
     bool allow_other, default_permissions, security_xattrs, acl, splice;
+    bool threads;                /* -o threads: libfuse worker threads read /dev/fuse */
     char *log_file;              /* owned */
     char *tls_dir;               /* owned: -o tls-dir=DIR */
     int log_level;
@@ -58,7 +60,8 @@ static const char *const usage_text =
     "  -o noallow_other, nodefault_permissions  (both are on by default)\n"
     "  -o security_xattrs, acl  pass security.* / POSIX ACL xattrs to the bricks\n"
     "  -o splice          splice data through /dev/fuse\n"
-    "  -o max_threads=N   FUSE worker threads (default 32)\n"
+    "  -o threads         read /dev/fuse on worker threads (default: on the loop thread)\n"
+    "  -o max_threads=N   FUSE worker threads with -o threads (default 32)\n"
     "  -o read_ahead_kb=N kernel readahead for buffered reads (default 1024, 0: kernel's)\n"
     "  -o tls-dir=DIR     cert.pem, key.pem, ca.pem for volumes with transport.tls on\n"
     "  -o ro,nosuid,nodev,noexec,noatime,... mount flags; auto_unmount\n"
@@ -168,6 +171,8 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         a->acl = true;
     else if (opt_is(o, "splice", NULL))
         a->splice = true;
+    else if (opt_is(o, "threads", NULL))
+        a->threads = true;
     else if ((v = opt_val(o, "attr_timeout", "attribute-timeout")))
         a->attr_timeout = parse_secs("attr_timeout", v);
     else if ((v = opt_val(o, "entry_timeout", "entry-timeout")))
@@ -496,8 +501,118 @@ static struct fuse_session *session_new(kbf_t *fs, const kbf_args_t *a)
     return se;
 }
 
-static int run_loop(struct fuse_session *se, const kbf_args_t *a)
+/*
+ * ---------------- /dev/fuse on the loop thread (the default) ----------------
+ *
+ * Handlers never block, so the libkembar loop thread itself can read
+ * /dev/fuse: a request is decoded, wound into the graph (kbc_submit runs
+ * it at once there) and its bytes are on the brick sockets without any
+ * thread hand-off; the reply goes out from the same thread. With worker
+ * threads (-o threads) every request costs a worker wake-up plus an
+ * eventfd wake-up of the loop: measured, the loop-thread reader writes
+ * 128 KiB records about 1.2x faster on this 2-core machine (see the commit).
+ *
+ * The fd is non-blocking and level-triggered: one wake reads at most
+ * FUSE_BATCH requests, so sockets and timers are served in between.
+ * The main thread only waits for the end (unmount, or a signal: libfuse's
+ * handlers mark the session exited and interrupt the wait; the loop thread
+ * has every signal blocked) and then detaches the event on the loop.
+ */
+#define FUSE_BATCH 16
+
+struct fuse_on_loop {
+    struct fuse_session *se;
+    kb_loop_t *loop;
+    struct event *ev;
+    struct fuse_buf buf;         /* loop thread: libfuse's receive buffer, reused */
+    sem_t ended;                 /* posted when the session ended on the loop */
+    sem_t detached;
+};
+
+static void fuse_readable(evutil_socket_t fd, short what, void *arg)
 {
+    struct fuse_on_loop *fl = arg;
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < FUSE_BATCH && !fuse_session_exited(fl->se); i++) {
+        int n = fuse_session_receive_buf(fl->se, &fl->buf);
+        if (n == -EINTR || n == -ENOENT)
+            continue;
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {            /* 0: unmounted (ENODEV) or exited */
+            if (n < 0)
+                kb_err("fuse", "reading /dev/fuse: %s", strerror(-n));
+            fuse_session_exit(fl->se);
+            break;
+        }
+        fuse_session_process_buf(fl->se, &fl->buf);
+    }
+    if (fuse_session_exited(fl->se)) {
+        event_del(fl->ev);
+        sem_post(&fl->ended);
+    }
+}
+
+static void fuse_attach(void *arg)
+{
+    struct fuse_on_loop *fl = arg;
+    fl->ev = event_new(kb_loop_base(fl->loop), fuse_session_fd(fl->se), EV_READ | EV_PERSIST,
+                       fuse_readable, fl);
+    if (!fl->ev || event_add(fl->ev, NULL) < 0) {
+        kb_err("fuse", "cannot watch /dev/fuse on the loop");
+        fuse_session_exit(fl->se);
+        sem_post(&fl->ended);
+    }
+}
+
+static void fuse_detach(void *arg)
+{
+    struct fuse_on_loop *fl = arg;
+    if (fl->ev)
+        event_free(fl->ev);
+    fl->ev = NULL;
+    sem_post(&fl->detached);
+}
+
+static void sem_wait_all(sem_t *s)
+{
+    while (sem_wait(s) < 0 && errno == EINTR)
+        ;
+}
+
+static int run_on_loop(struct fuse_session *se, kb_loop_t *loop)
+{
+    struct fuse_on_loop fl = { .se = se, .loop = loop };
+    int fd = fuse_session_fd(se);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+        return -errno;
+    sem_init(&fl.ended, 0, 0);
+    sem_init(&fl.detached, 0, 0);
+    if (kb_loop_run_in(loop, fuse_attach, &fl) < 0)
+        return -ENOMEM;
+    while (!fuse_session_exited(se)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;          /* bounds a signal that came just before the wait */
+        if (sem_timedwait(&fl.ended, &ts) == 0)
+            break;
+    }
+    /* The reader must be gone before libfuse closes the fd (unmount). */
+    while (kb_loop_run_in(loop, fuse_detach, &fl) < 0)
+        usleep(10000);
+    sem_wait_all(&fl.detached);
+    free(fl.buf.mem);
+    sem_destroy(&fl.ended);
+    sem_destroy(&fl.detached);
+    return 0;
+}
+
+static int run_loop(struct fuse_session *se, const kbf_args_t *a, kb_loop_t *loop)
+{
+    if (!a->threads)
+        return run_on_loop(se, loop);
+
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (!cfg)
         return -ENOMEM;
@@ -563,7 +678,7 @@ int main(int argc, char **argv)
     set_read_ahead(mnt, a.read_ahead_kb);
     daemon_ready(ready_fd);
 
-    int rc = run_loop(fs.se, &a);
+    int rc = run_loop(fs.se, &a, kbc_loop(fs.kbc));
     /* libfuse returns the signal number when a signal ended the session */
     if (rc > 0)
         kb_info("fuse", "unmounting %s (signal %d)", mnt, rc);
