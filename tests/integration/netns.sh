@@ -258,18 +258,21 @@ nn_stop() {  # SIGTERM, clean shutdown within 10 s, and no crash on the way out
 # every kembard pid this test started is in $KB_TMP/nn/started; only kernel messages newer than
 # nn_init are looked at.
 nn__kmsg_new() { dmesg 2>/dev/null | tail -n +"$(( $(cat "$KB_TMP/nn/kmsg0" 2>/dev/null || echo 0) + 1 ))"; }
+nn__crashes() {  # kernel log lines about faults of the kembard pids given as arguments
+    nn__kmsg_new | awk -v pids=" $* " '/kembard\[[0-9]+\]: (segfault|trap|general protection)/ {
+        p = $0; sub(/.*kembard\[/, "", p); sub(/\].*/, "", p); if (index(pids, " " p " ")) print }'
+}
 nn__crash_check() {  # nn__crash_check PID WHAT
     local line
-    line=$(nn__kmsg_new | grep -E "kembard\[$1\]: (segfault|trap|general protection)" | tail -1)
+    line=$(nn__crashes "$1" | tail -1)
     [ -z "$line" ] || kb_fail "kembard pid $1 ($2) crashed: $line"
 }
 # nn_assert_no_crash: no kembard this test started died of a fault (kill -9 excepted, of course).
 nn_assert_no_crash() {
-    local pid bad=""
+    local bad
     [ -f "$KB_TMP/nn/started" ] || return 0
-    for pid in $(cat "$KB_TMP/nn/started"); do
-        bad+=$(nn__kmsg_new | grep -E "kembard\[$pid\]: (segfault|trap|general protection)" | tail -1)
-    done
+    # shellcheck disable=SC2046
+    bad=$(nn__crashes $(cat "$KB_TMP/nn/started"))
     [ -z "$bad" ] || kb_fail "kembard crashed: $bad"
 }
 
