@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lib/common.h"
 
@@ -22,6 +23,8 @@ struct kbf_inode {
     uint64_t magic;
     kb_gfid_t gfid;
     uint64_t nlookup;            /* (t->mu) */
+    bool has_cver;               /* (t->mu) cver is set */
+    kbf_cver_t cver;             /* (t->mu) content version at the last open */
     struct kbf_inode *next;      /* (t->mu) hash chain */
 };
 
@@ -165,6 +168,20 @@ void kbf_itable_forget(kbf_itable_t *t, uint64_t nodeid, uint64_t nlookup)
 const kb_gfid_t *kbf_itable_gfid(kbf_itable_t *t, uint64_t nodeid)
 {
     return &node(t, nodeid)->gfid;
+}
+
+enum kbf_cver_cmp kbf_itable_cver_swap(kbf_itable_t *t, uint64_t nodeid, const kbf_cver_t *now)
+{
+    struct kbf_inode *n = node(t, nodeid);
+    pthread_mutex_lock(&t->mu);
+    enum kbf_cver_cmp c = !n->has_cver ? KBF_CVER_NONE
+                        : now && memcmp(&n->cver, now, sizeof(*now)) == 0 ? KBF_CVER_SAME
+                        : KBF_CVER_CHANGED;
+    n->has_cver = now != NULL;
+    if (now)
+        n->cver = *now;
+    pthread_mutex_unlock(&t->mu);
+    return c;
 }
 
 size_t kbf_itable_count(kbf_itable_t *t)

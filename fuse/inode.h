@@ -21,6 +21,7 @@
 #ifndef KB_FUSE_INODE_H
 #define KB_FUSE_INODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,22 @@ uint64_t kbf_itable_ref(kbf_itable_t *t, const kb_gfid_t *gfid);
 void kbf_itable_forget(kbf_itable_t *t, uint64_t nodeid, uint64_t n);
 /* The gfid of a live node id. */
 const kb_gfid_t *kbf_itable_gfid(kbf_itable_t *t, uint64_t nodeid);
+
+/*
+ * Page-cache validation (keep_cache at open, fuse/ops.c). A content
+ * version is what a STAT taken at open says about the data: size, mtime and
+ * ctime (nanoseconds; every change of the data moves ctime, which no user
+ * can set back). Swap records NOW for NODEID (NULL: forget the record) and
+ * compares it with the record it replaces: SAME means nothing changed the
+ * file since the previous open's STAT. Any thread.
+ */
+typedef struct kbf_cver {
+    uint64_t size;
+    int64_t mtime_sec, ctime_sec;
+    uint32_t mtime_nsec, ctime_nsec;
+} kbf_cver_t;
+enum kbf_cver_cmp { KBF_CVER_NONE, KBF_CVER_SAME, KBF_CVER_CHANGED };
+enum kbf_cver_cmp kbf_itable_cver_swap(kbf_itable_t *t, uint64_t nodeid, const kbf_cver_t *now);
 
 /* For tests and the stats dump. */
 size_t kbf_itable_count(kbf_itable_t *t);        /* live entries, root excluded */

@@ -44,6 +44,14 @@ struct kbf_req {
     bool plus;                   /* readdirplus */
     bool release_after;          /* release: flock unlock first, then RELEASE */
     bool by_inode;               /* names its object by node id: ENOENT means stale */
+    /* OPEN (with a STAT in parallel, see kbf_open): loop thread only. */
+    fuse_ino_t ino;
+    int pending;                 /* fops still to complete before the reply */
+    int open_status;
+    uint64_t open_fd;
+    bool have_cver;
+    kbf_cver_t cver;             /* content version the STAT saw */
+    kbf_req_t *parent;           /* the STAT's: the OPEN request it serves */
     /* SETLKW / blocking flock only: the kernel may interrupt the wait. */
     bool intr_armed;
     pthread_mutex_t imu;
@@ -491,26 +499,71 @@ static void kbf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 
 /* ---------------- files ---------------- */
 
-static void open_reply_flags(struct fuse_file_info *fi)
+static void open_reply_flags(struct fuse_file_info *fi, bool keep_cache)
 {
     /* O_DIRECT opens bypass the page cache end to end (qemu cache=none);
-     * others go through it, dropped on open (keep_cache 0) so a second
-     * client's writes are seen at the next open. */
+     * others go through it, kept only when the file is known unchanged
+     * (see open_finish), so a second client's writes are seen at the next
+     * open (close-to-open consistency). */
     fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-    fi->keep_cache = 0;
+    fi->keep_cache = keep_cache && !fi->direct_io;
+}
+
+/*
+ * keep_cache: an OPEN is answered once it and a STAT of the same inode,
+ * wound together (no extra round trip), have both completed. The kernel may
+ * keep the file's cached pages iff the STAT's content version (size, mtime,
+ * ctime) equals the one the previous open's STAT recorded: every cached page
+ * was read after that STAT (the open that recorded it either dropped the
+ * cache or was itself verified), and nothing has changed the data since.
+ * Our own writes move ctime too, so an open after them drops the cache:
+ * conservative, never stale. A failed STAT forgets the record and drops.
+ * When the version changed, the kernel's attributes are dropped as well.
+ * (Bricks keep nanosecond ctimes; the kernel's multigrain timestamps give a
+ * change right after a STAT a ctime of its own.)
+ */
+static void open_finish(kbf_req_t *r)
+{
+    if (--r->pending > 0)
+        return;
+    if (r->open_status < 0) {
+        reply_err(r, r->open_status);
+        return;
+    }
+    kbf_t *fs = r->fs;
+    enum kbf_cver_cmp c = kbf_itable_cver_swap(fs->it, r->ino, r->have_cver ? &r->cver : NULL);
+    /* Changed under us: the kernel's cached size may be as old as its
+     * pages; without this a read could stop at the old EOF for up to
+     * attr_timeout (the first read then fetches fresh attributes). */
+    if (c == KBF_CVER_CHANGED && fs->se)
+        fuse_lowlevel_notify_inval_inode(fs->se, r->ino, -1, 0);
+    bool keep = c == KBF_CVER_SAME;
+    r->fi.fh = r->open_fd;
+    open_reply_flags(&r->fi, keep);
+    if (fuse_reply_open(r->req, &r->fi) != 0)
+        release_fd(fs, &r->a.gfid, r->open_fd, false);
+    req_free(r);
 }
 
 static void done_open(kbf_req_t *r, const kb_reply_t *rep)
 {
-    if (rep->status < 0) {
-        reply_err(r, rep->status);
-        return;
+    r->open_status = rep->status < 0 ? rep->status : 0;
+    r->open_fd = rep->fd;
+    open_finish(r);
+}
+
+static void done_open_stat(kbf_req_t *s, const kb_reply_t *rep)
+{
+    kbf_req_t *r = s->parent;
+    if (rep->status == 0) {
+        const kb_iatt_t *a = &rep->attr;
+        r->cver = (kbf_cver_t){ .size = a->size, .mtime_sec = a->mtime_sec,
+                                .mtime_nsec = a->mtime_nsec, .ctime_sec = a->ctime_sec,
+                                .ctime_nsec = a->ctime_nsec };
+        r->have_cver = true;
     }
-    r->fi.fh = rep->fd;
-    open_reply_flags(&r->fi);
-    if (fuse_reply_open(r->req, &r->fi) != 0)
-        release_fd(r->fs, &r->a.gfid, rep->fd, false);
-    req_free(r);
+    req_free(s);
+    open_finish(r);
 }
 
 static void kbf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -519,9 +572,18 @@ static void kbf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (!r)
         return;
     r->fi = *fi;
+    r->ino = ino;
     /* O_TRUNC never reaches us (atomic_o_trunc is off): truncation comes as
      * a setattr, i.e. a TRUNCATE fop. Strip it anyway, and the create bits. */
     r->a.flags = (uint32_t)(fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC));
+    /* Both counted before either is wound: a completion may come first. */
+    kbf_req_t *s = (fi->flags & O_DIRECT) ? NULL : req_internal(r->fs, &r->a.gfid);
+    r->pending = s ? 2 : 1;
+    if (s) {
+        s->parent = r;
+        s->cred = r->cred;
+        req_submit(s, KB_FOP_STAT, done_open_stat);
+    }
     req_submit(r, KB_FOP_OPEN, done_open);
 }
 
@@ -540,7 +602,7 @@ static void done_create(kbf_req_t *r, const kb_reply_t *rep)
         return;
     }
     r->fi.fh = rep->fd;
-    open_reply_flags(&r->fi);
+    open_reply_flags(&r->fi, false);
     if (fuse_reply_create(r->req, &e, &r->fi) != 0) {
         kb_gfid_t g = *kbf_itable_gfid(fs->it, e.ino);
         kbf_itable_forget(fs->it, e.ino, 1);

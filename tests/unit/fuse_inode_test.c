@@ -87,6 +87,34 @@ Test(fuse_inode, gfid_reused_after_forget_gets_a_fresh_entry)
     kbf_itable_free(t);
 }
 
+/* keep_cache at open: the cache is kept only when the recorded content
+ * version equals the new one; any change (size, mtime, ctime, a nanosecond
+ * apart) or a forgotten record drops it; a fresh entry has no record. */
+Test(fuse_inode, content_version_kept_only_when_unchanged)
+{
+    kbf_itable_t *t = kbf_itable_new();
+    kb_gfid_t a = gfid_n(7);
+    uint64_t ia = kbf_itable_ref(t, &a);
+    kbf_cver_t v1 = { .size = 100, .mtime_sec = 5, .mtime_nsec = 1, .ctime_sec = 6, .ctime_nsec = 2 };
+    kbf_cver_t v2 = v1;
+    v2.ctime_nsec = 3;
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v1), KBF_CVER_NONE, "no record yet");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v1), KBF_CVER_SAME, "unchanged");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v1), KBF_CVER_SAME, "still unchanged");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v2), KBF_CVER_CHANGED, "ctime moved");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v2), KBF_CVER_SAME, "v2 recorded");
+    kbf_cver_t v3 = v2;
+    v3.size = 101;
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v3), KBF_CVER_CHANGED, "size changed");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, NULL), KBF_CVER_CHANGED, "failed STAT never keeps");
+    cr_assert_eq(kbf_itable_cver_swap(t, ia, &v3), KBF_CVER_NONE, "record was forgotten");
+    kbf_itable_forget(t, ia, 1);
+    uint64_t ib = kbf_itable_ref(t, &a);
+    cr_assert_eq(kbf_itable_cver_swap(t, ib, &v3), KBF_CVER_NONE, "a new entry has no record");
+    kbf_itable_forget(t, ib, 1);
+    kbf_itable_free(t);
+}
+
 Test(fuse_inode, many_entries_grow_and_stay_findable)
 {
     kbf_itable_t *t = kbf_itable_new();

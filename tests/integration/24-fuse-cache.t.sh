@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# 24-fuse-cache — kembar-fuse keeps a file's page cache across opens only while nobody changed it.
+#
+# Close-to-open consistency with keep_cache (fuse/ops.c, open_finish): mount A reads a file (its
+# pages cached), mount B changes it — a longer write, a same-size overwrite of one byte, a
+# truncate, an mtime set back with utime — and A's next open must see B's data at once, never its
+# cached pages. And the point of it: a file nobody changed keeps its cached pages at the next
+# open (a re-read needs no brick), checked with fincore(1).
+# kb-requires: fuse
+set -eu
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+kb_node_start 1
+kb_node_start 2
+kb_volume_up two 1 2 >/dev/null
+a=$KB_TMP/a b=$KB_TMP/b
+kb_mount two "$a"
+kb_mount two "$b"
+
+kb_section "another mount's changes are seen at the next open"
+kb_t 60 "$KB_PY" - "$a" "$b" <<'EOF'
+import os, sys
+A, B = sys.argv[1], sys.argv[2]
+
+def read(root, name):
+    with open(os.path.join(root, name), "rb") as f:
+        return f.read()
+
+def write(root, name, data, off=None):
+    p = os.path.join(root, name)
+    if off is None:
+        with open(p, "wb") as f:
+            f.write(data)
+    else:
+        fd = os.open(p, os.O_WRONLY)
+        os.pwrite(fd, data, off)
+        os.close(fd)
+
+def check(what, want):
+    for i in range(3):          # the first read fills A's cache, the others may use it
+        got = read(A, "f")
+        assert got == want, "%s (read %d through A): %r..., want %r..." % (what, i, got[:16], want[:16])
+
+big = bytes(range(256)) * 512          # 128 KiB: several pages, readahead
+write(B, "f", big)
+check("initial content", big)
+write(B, "f", b"x" + big[1:], off=None)
+check("same-size rewrite by B", b"x" + big[1:])
+write(B, "f", b"Y", off=4096)
+check("one byte overwritten in place by B", b"x" + big[1:4096] + b"Y" + big[4097:])
+cur = read(B, "f")
+st = os.stat(os.path.join(B, "f"))
+write(B, "f", b"Z", off=70000)
+os.utime(os.path.join(B, "f"), ns=(st.st_atime_ns, st.st_mtime_ns))   # mtime set back: ctime moves
+check("overwrite with mtime restored by B", cur[:70000] + b"Z" + cur[70001:])
+os.truncate(os.path.join(B, "f"), 1000)
+check("truncate by B", cur[:70000][:1000])
+write(B, "f", big + big)
+check("growth by B", big + big)
+# A's own writes are seen by A, and by B
+write(A, "f", b"own", off=0)
+check("A's own write", b"own" + (big + big)[3:])
+assert read(B, "f") == b"own" + (big + big)[3:], "B does not see A's write"
+print("  all changes seen at the next open", file=sys.stderr)
+EOF
+
+kb_section "an unchanged file keeps its page cache across opens, a changed one loses it"
+# fincore(1) opens the file itself: with keep_cache that open keeps A's pages, without it they go.
+resident() { kb_t 30 fincore -nb -o RES "$1" | tr -d ' '; }
+kb_t 30 dd if=/dev/urandom of="$b/g" bs=64k count=16 status=none
+kb_t 30 cat "$a/g" >/dev/null                        # fills A's cache, records the version
+kb_assert_eq 1048576 "$(resident "$a/g")" "A's cached bytes after a re-open of an unchanged file"
+kb_t 30 dd if=/dev/urandom of="$b/g" bs=4k count=1 seek=3 conv=notrunc status=none
+kb_assert_eq 0 "$(resident "$a/g")" "A's cached bytes after B changed the file"
+kb_assert_same_file "$a/g" "$b/g"
+kb_assert_eq 1048576 "$(resident "$a/g")" "A's cached bytes after a full read and a re-open"
+kb_done
