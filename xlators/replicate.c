@@ -175,7 +175,7 @@ repl_fan_t *repl_cl_fan(repl_priv_t *p, repl_inode_t *ino, const kb_cl_matrix_t 
 static void refresh_done(repl_fan_t *f)
 {
     repl_op_t *op = f->ctx;
-    op->rino->state_gen = f->priv->state_gen;
+    repl_inode_fetched(f->priv, op->rino);
     op->cont(op);
 }
 
@@ -282,7 +282,13 @@ void repl_inode_unref(repl_priv_t *p, repl_inode_t *ino)
 
 bool repl_inode_fresh(const repl_priv_t *p, const repl_inode_t *ino)
 {
-    return ino->state_gen == p->state_gen;
+    return ino->state_gen == p->state_gen && kb_now_ms() - ino->fetched_ms < REPL_STATE_TTL_MS;
+}
+
+void repl_inode_fetched(repl_priv_t *p, repl_inode_t *ino)
+{
+    ino->state_gen = p->state_gen;
+    ino->fetched_ms = kb_now_ms();
 }
 
 void repl_inode_set_cl(repl_priv_t *p, repl_inode_t *ino, int i, const kb_reply_t *r)
@@ -307,7 +313,7 @@ void repl_inode_set_new(repl_priv_t *p, repl_inode_t *ino, repl_mask_t ok, uint3
             memset(&ino->m[i], 0, sizeof(ino->m[i]));
     ino->have = ok;
     ino->type = type & S_IFMT;
-    ino->state_gen = p->state_gen;
+    repl_inode_fetched(p, ino);
 }
 
 /* ---------------- fds ---------------- */

@@ -56,6 +56,11 @@
 #define REPL_DOM_META  "kembar.repl.meta"
 #define REPL_DOM_ENTRY "kembar.repl.entry"
 
+/* A cached changelog view is used for at most this long before a read
+ * fetches it again: other clients' marks (a replica that missed THEIR
+ * writes) reach this client within that time even without a lookup. */
+#define REPL_STATE_TTL_MS 2000
+
 /* Cached inode states beyond this many unreferenced ones are evicted. */
 #define REPL_INODE_CACHE 4096
 
@@ -106,6 +111,7 @@ struct repl_inode {
     int refs;
     uint32_t type;              /* S_IFMT bits, 0 = unknown */
     uint64_t state_gen;         /* m[] valid for all up children iff == priv->state_gen */
+    uint64_t fetched_ms;        /* ... and fetched less than REPL_STATE_TTL_MS ago */
     repl_mask_t have;           /* which m[i] are known */
     repl_txn_t *data_txn;       /* the data transaction (eager lock) in progress */
     int nfds;
@@ -226,6 +232,8 @@ repl_inode_t *repl_inode_get(repl_priv_t *p, const kb_gfid_t *g);   /* +1 ref; N
 repl_inode_t *repl_inode_ref(repl_inode_t *ino);
 void repl_inode_unref(repl_priv_t *p, repl_inode_t *ino);          /* NULL-safe */
 bool repl_inode_fresh(const repl_priv_t *p, const repl_inode_t *ino);
+/* The view of INO was just fetched from every up child. */
+void repl_inode_fetched(repl_priv_t *p, repl_inode_t *ino);
 /* Record child I's counters from an XATTROP reply: the counters when well
  * formed; "unknown" when the object is missing there. */
 void repl_inode_set_cl(repl_priv_t *p, repl_inode_t *ino, int i, const kb_reply_t *r);

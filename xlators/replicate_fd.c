@@ -187,7 +187,7 @@ static void open_done(repl_fan_t *f)
 {
     repl_op_t *op = f->ctx;
     repl_priv_t *p = op->priv;
-    op->ino->state_gen = p->state_gen;          /* changelog fetched alongside */
+    repl_inode_fetched(p, op->ino);          /* changelog fetched alongside */
     repl_mask_t ok = repl_fan_ok(f, 0);
     if (!(ok & repl_data_children(&p->cfg))) {
         int err = -ENOTCONN;
@@ -449,8 +449,10 @@ static void xop_done(repl_fan_t *f)
 {
     repl_op_t *op = f->ctx;
     repl_priv_t *p = op->priv;
+    repl_cfg_t any = p->cfg;           /* a query through: no quorum (see flush_done) */
+    any.quorum_type = REPL_Q_NONE;
     repl_outcome_t o;
-    repl_fanout_outcome(&p->cfg, f->sent[0], f->sent[0], f->status, 0, &o);
+    repl_fanout_outcome(&any, f->sent[0], f->sent[0], f->status, 0, &o);
     if (o.status >= 0 && op->keep_idx >= 0) {
         kb_reply_t r = op->reply;
         repl_op_reply(op, &r);

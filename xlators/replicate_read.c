@@ -159,7 +159,7 @@ static void lookup_done(repl_fan_t *f)
     repl_op_t *op = f->ctx;
     op->sent = f->sent[0];
     if (f->sent[1])
-        op->ino->state_gen = op->priv->state_gen;   /* nameless: refreshed alongside */
+        repl_inode_fetched(op->priv, op->ino);   /* nameless: refreshed alongside */
     lookup_merge(op);
 }
 

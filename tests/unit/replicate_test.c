@@ -68,7 +68,7 @@ static void stop(void)
 
 static void run_ms(int ms)
 {
-    struct timeval tv = { .tv_sec = 0, .tv_usec = ms * 1000 };
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
 }
@@ -575,6 +575,25 @@ Test(replicate, reads_avoid_a_blamed_copy_and_spread)
     }
     cr_assert_gt(hits[0], 0);
     cr_assert_gt(hits[2], 0);
+    stop();
+}
+
+Test(replicate, other_clients_marks_are_seen_within_the_ttl)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(22);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    res_t x = call(KB_FOP_READ, &r);
+    int c = x.r.data->data[0] - 'a';
+    kb_reply_clear(&x.r);
+    /* another client marks copy c stale */
+    cl_of(1 - c, &f)->v[1 + c][KB_CL_DATA] = 1;
+    run_ms(REPL_STATE_TTL_MS + 100);
+    res_t y = call(KB_FOP_READ, &r);
+    cr_assert_eq(y.r.status, 4);
+    cr_assert_eq(y.r.data->data[0], 'a' + (1 - c), "read from the copy nobody blames");
+    kb_reply_clear(&y.r);
     stop();
 }
 
