@@ -1068,13 +1068,14 @@ Test(posix, client_gone_closes_its_fds)
 
 /* Many writes in flight on a tiny ring: the overflow list keeps them in
  * order and every call completes once; then the same through the
- * synchronous fallback. */
-static void many_writes(void)
+ * synchronous fallback. O_DIRECT: buffered writes to an idle ring run
+ * inline (write_inline), these must go through the ring. */
+static void many_writes_flags(uint32_t flags)
 {
     enum { N = 64, SZ = 16384 };
     kb_gfid_t g;
     uint64_t fd;
-    cr_assert_eq(bh_create(h, ROOT, "many", 0644, O_RDWR, &g, &fd), 0);
+    cr_assert_eq(bh_create(h, ROOT, "many", 0644, O_RDWR | flags, &g, &fd), 0);
     static bh_pending_t p[N];
     for (int i = 0; i < N; i++) {
         kb_buf_t *b = kb_buf_new(SZ);
@@ -1102,12 +1103,60 @@ static void many_writes(void)
     cr_assert_eq(bh_release(h, &g, fd), 0);
 }
 
+static void many_writes(void)
+{
+    many_writes_flags(0);
+}
+
 Test(posix, ring_overflow)
 {
     restart("  option ring-size 8\n");
     posix_priv_t *p = bh_xl(h, "b-posix")->priv;
     cr_assert(p->ring, "io_uring expected on this host");
-    many_writes();
+    many_writes_flags(O_DIRECT);
+}
+
+/* Buffered writes run inline while the ring is idle and through the ring
+ * while reads are in it (write_inline): interleaved, every byte lands. */
+Test(posix, buffered_writes_inline_and_through_the_ring)
+{
+    restart("  option ring-size 8\n");
+    enum { N = 48, SZ = 8192 };
+    kb_gfid_t g;
+    uint64_t fd;
+    cr_assert_eq(bh_create(h, ROOT, "mixed", 0644, O_RDWR, &g, &fd), 0);
+    static bh_pending_t w[N], r[N];
+    for (int i = 0; i < N; i++) {
+        kb_args_t ra = { .gfid = g, .fd = fd, .off = 0, .size = SZ };
+        bh_start_call(h, bh_xl(h, NULL), KB_FOP_READ, &ra, NULL, &r[i]);
+        if (i % 4 == 0) {        /* let the ring go idle: this write runs inline */
+            cr_assert_eq(bh_wait(h, &r[i], 5000), 0);
+            cr_assert(i == 0 || bh_wait(h, &w[i - 1], 5000) == 0);
+        }
+        kb_buf_t *b = kb_buf_new(SZ);
+        fill((uint8_t *)b->data, SZ, (unsigned)i + 100);
+        b->len = SZ;
+        kb_args_t a = { .gfid = g, .fd = fd, .off = (uint64_t)(i + 1) * SZ, .data = b };
+        bh_start_call(h, bh_xl(h, NULL), KB_FOP_WRITE, &a, NULL, &w[i]);
+        kb_buf_unref(b);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(bh_wait(h, &w[i], 5000), 0);
+        cr_assert_eq(w[i].reply.status, SZ);
+        cr_assert_eq(bh_wait(h, &r[i], 5000), 0);
+        cr_assert_geq(r[i].reply.status, 0);
+        bh_pending_clear(&w[i]);
+        bh_pending_clear(&r[i]);
+    }
+    uint8_t *want = malloc(SZ), *got = malloc(SZ);
+    for (int i = 0; i < N; i++) {
+        fill(want, SZ, (unsigned)i + 100);
+        cr_assert_eq(bh_read(h, &g, fd, (uint64_t)(i + 1) * SZ, SZ, got), SZ);
+        cr_assert(memcmp(want, got, SZ) == 0, "block %d", i);
+    }
+    free(want);
+    free(got);
+    cr_assert_eq(bh_release(h, &g, fd), 0);
 }
 
 Test(posix, synchronous_fallback)
