@@ -471,7 +471,9 @@ static void ipc_cbk(void *cookie, const kb_reply_t *r)
 void repl_xattrop(kb_call_t *call)
 {
     repl_priv_t *p = call->xl->priv;
-    if (call->op == KB_FOP_IPC) {
+    /* LAYOUT_SET changes every copy of a directory (distribute's layout):
+     * it fans out like XATTROP. Other IPC codes are per-brick queries. */
+    if (call->op == KB_FOP_IPC && call->args->flags != KB_IPC_LAYOUT_SET) {
         int i = repl_first(p->up);
         if (i < 0) {
             kb_unwind_err(call, -ENOTCONN);
