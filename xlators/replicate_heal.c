@@ -12,6 +12,15 @@
  * sweep (then it is queued again, so a file created during an outage gets
  * its data in the same sweep).
  *
+ * Whose index: normally the children of heal-children (kembard passes the
+ * bricks local to its node, so two nodes' daemons do not walk the same
+ * index all the time). But a daemon that just started, or whose local brick
+ * just came back, lists EVERY child's index once (until a sweep has seen
+ * them all up): the node that returns from an outage heals its own bricks
+ * at once, without waiting for the survivors' daemons to notice it (their
+ * reconnect backoff can take seconds). Two daemons healing the same object
+ * exclude each other (HEAL_DOM); the second one skips it.
+ *
  * Triggers (self-heal-daemon on): a child came up (after HEAL_KICK_MS, so
  * the children of a restarting node come up together), every
  * heal-interval, KB_CTL_HEAL_SWEEP / FULL. A request during a sweep runs
@@ -104,7 +113,7 @@ static void set_reset(heal_t *hs)
 
 /* ---------------- queue ---------------- */
 
-static int q_push(heal_t *hs, const kb_gfid_t *g, uint8_t flags)
+static int q_push(heal_t *hs, const kb_gfid_t *g, uint8_t flags, uint8_t round)
 {
     if (hs->qhead == hs->qlen)
         hs->qhead = hs->qlen = 0;
@@ -122,7 +131,7 @@ static int q_push(heal_t *hs, const kb_gfid_t *g, uint8_t flags)
             hs->qcap = cap;
         }
     }
-    hs->q[hs->qlen++] = (struct hq_ent){ .gfid = *g, .flags = flags };
+    hs->q[hs->qlen++] = (struct hq_ent){ .gfid = *g, .flags = flags, .round = round };
     return 0;
 }
 
@@ -134,7 +143,7 @@ static int enqueue(heal_t *hs, const kb_gfid_t *g, uint8_t flags)
     int rc = set_add(hs, g);
     if (rc < 0 || (rc == 0 && !(flags & HQ_FORCE)))
         return rc;
-    int qrc = q_push(hs, g, flags & ~HQ_FORCE);
+    int qrc = q_push(hs, g, flags & ~HQ_FORCE, 0);
     return qrc ? qrc : 1;
 }
 
@@ -226,13 +235,17 @@ static void sweep_end(heal_t *hs)
     kb_log(hs->sweep_failed ? KB_LOG_INFO : KB_LOG_DEBUG, hs->p->xl->name,
            "heal sweep %llu done: %u entries, %u failed, %u in split-brain",
            (unsigned long long)hs->st.sweeps, hs->found, hs->sweep_failed, hs->nsplit);
-    if (hs->sweep_failed && hs->p->shd) {
+    if ((hs->sweep_failed || hs->sweep_again) && hs->p->shd) {
+        /* The object may sit in the index of a child outside heal-children
+         * only (the source's): the retry lists every index. */
         uint64_t max = hs->p->heal_interval_ms;
         hs->retry_ms = hs->retry_ms ? KB_MIN(hs->retry_ms * 2, max) : KB_MIN((uint64_t)HEAL_RETRY_MIN_MS, max);
+        hs->sweep_all = true;
         arm(hs->kick_ev, hs->retry_ms);
-    } else if (!hs->sweep_failed) {
+    } else {
         hs->retry_ms = 0;
     }
+    hs->sweep_again = false;
     if (hs->want_sweep) {
         bool full = hs->want_full;
         hs->want_sweep = hs->want_full = false;
@@ -255,6 +268,7 @@ static void pump(heal_t *hs)
             hs->sweep_failed++;
             continue;
         }
+        h->round = e.round;
         hs->inflight++;
         heal_obj_start(h);
     }
@@ -331,11 +345,15 @@ static void sweep_begin(void *arg)
     heal_t *hs = arg;
     repl_priv_t *p = hs->p;
     hs->found = hs->sweep_failed = 0;
+    hs->sweep_again = false;
     hs->qhead = hs->qlen = 0;
     set_reset(hs);
     for (uint32_t i = 0; i < hs->nsplit; i++)
         hs->split_seen[i] = false;
-    hs->list_mask = p->heal_children & p->up;
+    repl_mask_t want = hs->sweep_all ? repl_all(&p->cfg) : p->heal_children;
+    if (hs->sweep_all && (p->up & repl_all(&p->cfg)) == repl_all(&p->cfg))
+        hs->sweep_all = false;  /* every index is listed this time */
+    hs->list_mask = want & p->up;
     hs->list_child = -1;
     kb_debug(p->xl->name, "heal sweep%s of children 0x%x", hs->cur_full ? " (full)" : "", hs->list_mask);
     list_next(hs);
@@ -496,6 +514,14 @@ void heal_obj_done(heal_t *hs, hobj_t *h)
         r.done(r.cookie, st, msg);
         return;
     }
+    /* Written again while it healed (a client could not reach the sink
+     * for a while): heal it again now, a few times, then in a later sweep. */
+    if (h->again && !h->err && hs->sweeping) {
+        bool requeued = h->round + 1 < HEAL_AGAIN_ROUNDS &&
+                        q_push(hs, &h->gfid, h->full ? HQ_FULL : 0, (uint8_t)(h->round + 1)) == 0;
+        if (!requeued)
+            hs->sweep_again = true;
+    }
     heal_obj_free(h);
     hs->inflight--;
     pump(hs);
@@ -542,7 +568,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 void repl_heal_child_up(repl_priv_t *p, int i)
 {
     heal_t *hs = p->heal;
-    if (!hs || !p->shd || hs->kick_armed || !hs->kick_ev)
+    if (!hs || !p->shd)
+        return;
+    if (p->heal_children & REPL_BIT(i))
+        hs->sweep_all = true;   /* our own brick is back: pull what it missed */
+    if (hs->kick_armed || !hs->kick_ev)
         return;
     hs->kick_armed = true;
     hs->retry_ms = 0;
@@ -557,6 +587,7 @@ int repl_heal_init(repl_priv_t *p)
     hs->p = p;
     hs->cred = p->icred;
     hs->list_child = -1;
+    hs->sweep_all = true;       /* a daemon that just started: its bricks may have been away */
     struct event_base *base = p->xl->graph ? p->xl->graph->base : NULL;
     if (base) {
         hs->later_ev = event_new(base, -1, 0, heal_later_cb, hs);

@@ -45,8 +45,8 @@
 #define HEAL_INDEX_PAGE   4096                 /* gfids per KB_IPC_INDEX_LIST call */
 #define HEAL_READDIR_SIZE (128u * 1024)        /* READDIR budget */
 #define HEAL_XATTR_LIST   (64u * 1024)         /* LISTXATTR / GETXATTR buffer */
-#define HEAL_KICK_MS      200                  /* sweep after a CHILD_UP (coalesces several) */
-#define HEAL_RETRY_MIN_MS 1000                 /* first retry after a sweep with failures */
+#define HEAL_KICK_MS      100                  /* sweep after a CHILD_UP (coalesces several) */
+#define HEAL_RETRY_MIN_MS 500                  /* first retry of a sweep that left work behind */
 
 typedef struct heal heal_t;
 typedef struct hobj hobj_t;
@@ -152,7 +152,8 @@ void heal_listdir(hlistdir_t *ld);
 /* ---------------- the daemon (replicate_heal.c) ---------------- */
 struct heal_act { bool used; kb_gfid_t gfid; uint64_t total, done; };
 enum { HQ_FULL = 1, HQ_FORCE = 2 };
-struct hq_ent { kb_gfid_t gfid; uint8_t flags; };
+struct hq_ent { kb_gfid_t gfid; uint8_t flags, round; };
+#define HEAL_AGAIN_ROUNDS 3     /* re-heals of an object written again during its heal, per sweep */
 
 struct heal {
     repl_priv_t *p;
@@ -165,6 +166,8 @@ struct heal {
     hobj_t *objs;
     /* sweep */
     bool sweeping, want_sweep, want_full, cur_full, kick_armed, pump_queued;
+    bool sweep_all;             /* list every child's index (see replicate_heal.c) */
+    bool sweep_again;           /* an object stayed pending: sweep again soon */
     repl_mask_t list_mask;
     int list_child;
     uint64_t list_off;
@@ -218,6 +221,8 @@ struct hobj {
     int kind;
     int err;                    /* first failure */
     bool split, did, skipped, tidied;
+    bool again;                 /* new marks appeared during the heal: heal it once more */
+    uint8_t round;              /* how many times this sweep healed it already */
     char msg[160];              /* resolve: what was done */
     void *kctx;                 /* the running kind's state ... */
     void (*kfree)(void *kctx);  /* ... and how to free it if heal is torn down */

@@ -506,7 +506,10 @@ static void hd_fin_truncated(void *ctx, hbatch_t *b)
                 hb_add(cb, k, KB_FOP_SETATTR, &a);
             }
     bool consistent = heal_clear_add(h, cb, KB_CL_DATA, H, hd->m, hd->pl.R);
-    if (consistent && !changed_since(hd, h->m, hd->pl.R & h->have))
+    bool changed = changed_since(hd, h->m, hd->pl.R & h->have);
+    if (changed)
+        h->again = true;        /* a writer missed a sink during the heal: once more */
+    if (consistent && !changed)
         for (int i = 0; i < p->n; i++)
             if (hd->map[i] && (h->present & REPL_BIT(i))) {
                 kb_args_t a = { .gfid = h->gfid, .flags = KB_IPC_REGIONS_CLEAR, .data = hd->map[i] };
