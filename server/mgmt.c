@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <unistd.h>
 #include "lib/log.h"
 #include "rpc/sync.h"
 #include "server/kembard.h"
@@ -948,6 +949,99 @@ static void heal_collect(const ctx_t *c, const kbd_volume_t *v, heal_brick_t *hb
     free(nodes);
 }
 
+/* ---------------- heal split-brain (issue 5) ----------------
+ *   volume heal NAME split-brain latest-mtime|bigger-file PATH
+ *   volume heal NAME split-brain source-brick HOST:PORT:/BRICK PATH
+ * For each replica set (only the named brick's for source-brick), the first
+ * node holding a brick of it that finds PATH there starts the resolution in
+ * its heal daemon (peer heal-resolve) and is polled until it is done (peer
+ * heal-resolve-status). Sets where PATH is absent are skipped; PATH found in
+ * no set is an error. */
+#define RESOLVE_POLL_MS 100
+#define RESOLVE_WAIT_MS 110000      /* the CLI waits 120 s for an answer */
+
+static int resolve_wait(const kbd_brick_t *b, const char *token, const char *path, int set, char **out,
+                        outbuf_t *o, const ctx_t *c)
+{
+    for (int waited = 0; waited < RESOLVE_WAIT_MS; waited += RESOLVE_POLL_MS) {
+        char *reply = NULL;
+        int r = peer(b->host, b->port, &reply, 3, "peer", "heal-resolve-status", (char *)token);
+        if (r == 0 && reply && strcmp(reply, "running") == 0) {
+            free(reply);
+            usleep(RESOLVE_POLL_MS * 1000);
+            continue;
+        }
+        if (r)
+            r = fail(out, r, "split-brain of %s (replica set %d): %s", path, set, reply ? reply : strerror(-r));
+        else if (!c->json)
+            outf(o, "volume heal: split-brain of %s resolved (replica set %d): %s\n", path, set, reply ? reply : "");
+        free(reply);
+        return r;
+    }
+    return fail(out, -ETIMEDOUT, "split-brain of %s (replica set %d): still resolving in the background", path, set);
+}
+
+static int cmd_heal_split_brain(const ctx_t *c, const kbd_volume_t *v, int argc, char **argv, char **out,
+                                outbuf_t *o)
+{
+    const char *pol = argc > 3 ? argv[3] : "";
+    bool by_brick = strcmp(pol, "source-brick") == 0;
+    if (argc != (by_brick ? 6 : 5) || (!by_brick && strcmp(pol, "latest-mtime") && strcmp(pol, "bigger-file")))
+        return fail(out, -EINVAL, "usage: volume heal NAME split-brain latest-mtime|bigger-file PATH | "
+                                  "split-brain source-brick HOST:PORT:/BRICK PATH");
+    const char *path = argv[argc - 1];
+    int k = kbd_set_size(v), only = -1, child = -1, done = 0, rc = 0;
+    if (by_brick) {
+        kbd_brick_t sb;
+        char err[256];
+        if (kbd_brick_parse(argv[4], &sb, err, sizeof(err)))
+            return fail(out, -EINVAL, "%s", err);
+        for (int i = 0; i < v->nbricks && only < 0; i++)
+            if (v->bricks[i].port == sb.port && !strcmp(v->bricks[i].host, sb.host) && !strcmp(v->bricks[i].path, sb.path)) {
+                only = i / k;
+                child = i % k;
+            }
+        free(sb.host);
+        free(sb.path);
+        if (only < 0)
+            return fail(out, -EINVAL, "%s is not a brick of volume '%s'", argv[4], v->name);
+    }
+    for (int s = 0; s < v->nbricks / k && !rc; s++) {
+        if (only >= 0 && s != only)
+            continue;
+        char sset[16], schild[16], token[32] = "";
+        snprintf(sset, sizeof(sset), "%d", s);
+        snprintf(schild, sizeof(schild), "%d", child);
+        const kbd_brick_t *at = NULL;
+        for (int i = s * k; i < (s + 1) * k && !at && !rc; i++) {
+            char *reply = NULL;
+            int r = peer(v->bricks[i].host, v->bricks[i].port, &reply, 7, "peer", "heal-resolve", v->name, sset,
+                         (char *)pol, schild, (char *)path);
+            if (r == 0 && reply) {
+                snprintf(token, sizeof(token), "%s", reply);
+                at = &v->bricks[i];
+            } else if (r == -EINVAL || r == -EBUSY) {
+                rc = fail(out, r, "node %s:%u: %s", v->bricks[i].host, v->bricks[i].port, reply ? reply : strerror(-r));
+            }
+            free(reply);
+        }
+        if (!at)
+            continue;
+        rc = resolve_wait(at, token, path, s, out, o, c);
+        done += !rc;
+    }
+    if (!rc && !done)
+        rc = fail(out, -ENOENT, "%s: not found on any reachable brick of volume '%s'", path, v->name);
+    if (!rc && c->json) {
+        outf(o, "{\"volume\":");
+        outj(o, v->name);
+        outf(o, ",\"path\":");
+        outj(o, path);
+        outf(o, ",\"resolved_sets\":%d}\n", done);
+    }
+    return rc;
+}
+
 static int cmd_heal(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
 {
     if (argc < 2)
@@ -1016,6 +1110,8 @@ static int cmd_heal(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
             outf(o, "],\"total_entries\":%llu,\"split_brain\":%llu,\"bytes_left\":%llu,\"healed\":%llu,"
                     "\"bytes_healed\":%llu}\n", total, split, left, healed, written);
         free(hb);
+    } else if (strcmp(argv[2], "split-brain") == 0) {
+        rc = cmd_heal_split_brain(c, v, argc, argv, out, o);
     } else {
         rc = fail(out, -EINVAL, "unknown heal command '%s' (info, full, split-brain)", argv[2]);
     }

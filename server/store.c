@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include "lib/log.h"
 #include "server/kembard.h"
@@ -354,6 +355,7 @@ int kbd_getspec(kbd_t *d, const char *volume, char **volfile)
 /* ---------------- peer operations ---------------- */
 
 int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out);
+int kbd_peer_heal_resolve(kbd_t *d, int argc, char **argv, char **out);
 
 static int reply_text(char **out, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int reply_text(char **out, int rc, const char *fmt, ...)
@@ -637,6 +639,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return op_profile(d, argc, argv, out);
     if (strcmp(op, "heal") == 0 || strcmp(op, "heal-info") == 0)
         return kbd_peer_heal(d, argc, argv, out);
+    if (strcmp(op, "heal-resolve") == 0 || strcmp(op, "heal-resolve-status") == 0)
+        return kbd_peer_heal_resolve(d, argc, argv, out);
     return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
 }
 
@@ -821,6 +825,116 @@ int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out)
     if (strcmp(argv[1], "heal") == 0)
         return op_heal(d, argc, argv, out);
     return op_heal_info(d, argv[2], out);
+}
+
+/* ---------------- heal: split-brain resolution (issue 5) ----------------
+ * heal-resolve NAME SET POLICY CHILD PATH
+ *   PATH (from the volume root) is looked up on this node's bricks of replica
+ *   set SET (its gfid: trusted.kembar.gfid of <brick>/<PATH>); the set's heal
+ *   daemon resolves it (KB_CTL_HEAL_RESOLVE) by POLICY: latest-mtime,
+ *   bigger-file, or source-brick with CHILD = the source's index in the set.
+ *   The resolution runs on this loop and a peer call answers at once, so the
+ *   reply is a token; -ENOENT when PATH is on none of those bricks.
+ * heal-resolve-status TOKEN
+ *   "running", or once the result (status and one line), after which the
+ *   token is forgotten. Results nobody collects are recycled oldest first. */
+struct resolve_slot { uint64_t token; bool used, done; int status; char msg[256]; };
+static struct resolve_slot resolve_slots[16];
+static uint64_t resolve_next;
+
+static void resolve_done(void *cookie, int status, const char *msg)
+{
+    struct resolve_slot *sl = cookie;
+    sl->done = true;
+    sl->status = status;
+    snprintf(sl->msg, sizeof(sl->msg), "%s", msg ? msg : "");
+}
+
+static struct resolve_slot *resolve_slot_new(void)
+{
+    struct resolve_slot *pick = NULL;
+    for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots) && !pick; i++)
+        if (!resolve_slots[i].used)
+            pick = &resolve_slots[i];
+    for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots) && !pick; i++)
+        if (resolve_slots[i].done && (!pick || resolve_slots[i].token < pick->token))
+            pick = &resolve_slots[i];
+    if (pick)
+        *pick = (struct resolve_slot){ .token = ++resolve_next, .used = true };
+    return pick;
+}
+
+/* The gfid of PATH on a local brick of set SET (root: the fixed gfid). */
+static int resolve_gfid(struct kbd_vol_entry *e, int set, const char *path, kb_gfid_t *g)
+{
+    while (*path == '/')
+        path++;
+    for (const char *c = path; *c;) {           /* no ".." component: stay in the brick */
+        size_t n = strcspn(c, "/");
+        if (n == 2 && c[0] == '.' && c[1] == '.')
+            return -EINVAL;
+        c += n + (c[n] == '/');
+    }
+    if (!*path) {
+        *g = kb_gfid_root;
+        return 0;
+    }
+    int k = kbd_set_size(e->v);
+    for (int i = set * k; i < (set + 1) * k && i < e->v->nbricks; i++) {
+        char *full = NULL;
+        if (!e->local[i] || asprintf(&full, "%s/%s", e->v->bricks[i].path, path) < 0)
+            continue;
+        ssize_t n = lgetxattr(full, KB_XATTR_GFID, g->b, 16);
+        free(full);
+        if (n == 16)
+            return 0;
+    }
+    return -ENOENT;
+}
+
+int kbd_peer_heal_resolve(kbd_t *d, int argc, char **argv, char **out)
+{
+    if (strcmp(argv[1], "heal-resolve-status") == 0) {
+        uint64_t tok = strtoull(argv[2], NULL, 10);
+        for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots); i++) {
+            struct resolve_slot *sl = &resolve_slots[i];
+            if (!sl->used || sl->token != tok)
+                continue;
+            if (!sl->done)
+                return reply_text(out, 0, "running");
+            sl->used = false;
+            return reply_text(out, sl->status, "%s", sl->msg);
+        }
+        return reply_text(out, -ENOENT, "no such resolution");
+    }
+    if (argc != 7)
+        return reply_text(out, -EINVAL, "heal-resolve: bad arguments");
+    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+    int set = atoi(argv[3]), child = atoi(argv[5]), k = kbd_set_size(e->v);
+    const char *pol = argv[4];
+    int policy = !strcmp(pol, "latest-mtime") ? KB_HEAL_POL_MTIME : !strcmp(pol, "bigger-file") ? KB_HEAL_POL_SIZE
+               : !strcmp(pol, "source-brick") ? KB_HEAL_POL_SOURCE : -1;
+    if (policy < 0 || set < 0 || set >= e->v->nbricks / k || child < -1 || child >= k)
+        return reply_text(out, -EINVAL, "heal-resolve: bad arguments");
+    kb_gfid_t g;
+    int rc = resolve_gfid(e, set, argv[6], &g);
+    if (rc)
+        return reply_text(out, rc, rc == -ENOENT ? "%s is not on this node's bricks of replica set %d"
+                                                 : "bad path '%s'", argv[6], set);
+    if (!e->shd[set])
+        return reply_text(out, -ENOTCONN, "no heal daemon runs for replica set %d here", set);
+    struct resolve_slot *sl = resolve_slot_new();
+    if (!sl)
+        return reply_text(out, -EBUSY, "too many resolutions in progress");
+    struct kb_heal_resolve r = { .gfid = g, .policy = policy, .source = child, .done = resolve_done, .cookie = sl };
+    rc = kb_graph_ctl(e->shd[set], KB_CTL_HEAL_RESOLVE, &r);
+    if (rc) {
+        sl->used = false;
+        return reply_text(out, rc, "cannot resolve %s: %s", argv[6], strerror(-rc));
+    }
+    return reply_text(out, 0, "%llu", (unsigned long long)sl->token);
 }
 
 /* ---------------- Prometheus text ---------------- */
