@@ -27,6 +27,10 @@ typedef struct kbf {
     bool security_xattrs;        /* pass security.* xattrs to the bricks */
     bool acl;                    /* pass system.posix_acl_* xattrs to the bricks */
     bool splice;                 /* splice read/write with /dev/fuse */
+    /* Loop-thread reader only, while it dispatches a request: the kb_buf
+     * holding that request, so a WRITE can keep its payload where it lies
+     * (kbf_write_buf) instead of copying it. NULL otherwise. */
+    kb_buf_t *rx_cur;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;

@@ -520,14 +520,52 @@ static struct fuse_session *session_new(kbf_t *fs, const kbf_args_t *a)
  */
 #define FUSE_BATCH 16
 
+/*
+ * Receive buffers. A request is read into a kb_buf of our own (from
+ * kb_buf_new's cache): a WRITE then references its payload where it lies
+ * (kbf_write_buf wraps it, holding the buffer) instead of copying it, and
+ * the next request goes to a fresh buffer. libfuse reads its bufsize
+ * (256 pages + 4 KiB in libfuse 3.x) into whatever buf.mem points at, so
+ * ours (KBF_RX_CAP, kb_buf_new's 2 MiB class: up to 16 kept warm) are
+ * larger, and used only with the libfuse this was built and checked
+ * against; any other version keeps libfuse's own buffer (and writes copy
+ * their payload once, as with -o threads or -o splice). Small writes copy
+ * anyway (fuse/ops.c), so their buffer is simply reused.
+ */
+#define KBF_RX_CAP (2u << 20)
+_Static_assert(KBF_RX_CAP >= 256 * 4096 + 4096, "libfuse 3.14 reads 1 MiB + 4 KiB requests");
+
 struct fuse_on_loop {
     struct fuse_session *se;
+    kbf_t *fs;
     kb_loop_t *loop;
     struct event *ev;
-    struct fuse_buf buf;         /* loop thread: libfuse's receive buffer, reused */
+    struct fuse_buf buf;         /* loop thread: what libfuse reads into */
+    bool own_rx;                 /* use rx (see above) */
+    kb_buf_t *rx;                /* loop thread: our receive buffer, or NULL */
+    void *lib_mem;               /* libfuse's own buffer (fallback), freed at the end */
     sem_t ended;                 /* posted when the session ended on the loop */
     sem_t detached;
 };
+
+/* Point buf.mem at a receive buffer: ours when we can, else libfuse's. */
+static void rx_prepare(struct fuse_on_loop *fl)
+{
+    if (fl->own_rx && !fl->rx && !fl->fs->splice)
+        fl->rx = kb_buf_new(KBF_RX_CAP);
+    fl->buf = (struct fuse_buf){ .mem = fl->rx ? fl->rx->data : fl->lib_mem };
+}
+
+/* After dispatch: a buffer a WRITE still references is left to it. */
+static void rx_done(struct fuse_on_loop *fl)
+{
+    if (!fl->rx)
+        fl->lib_mem = fl->buf.mem;   /* libfuse may have allocated it just now */
+    else if (__atomic_load_n(&fl->rx->refs, __ATOMIC_ACQUIRE) > 1) {
+        kb_buf_unref(fl->rx);
+        fl->rx = NULL;
+    }
+}
 
 static void fuse_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -535,18 +573,22 @@ static void fuse_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     for (int i = 0; i < FUSE_BATCH && !fuse_session_exited(fl->se); i++) {
+        rx_prepare(fl);
         int n = fuse_session_receive_buf(fl->se, &fl->buf);
-        if (n == -EINTR || n == -ENOENT)
+        if (n > 0) {
+            fl->fs->rx_cur = fl->rx;
+            fuse_session_process_buf(fl->se, &fl->buf);
+            fl->fs->rx_cur = NULL;
+        }
+        rx_done(fl);
+        if (n == -EINTR || n == -ENOENT || n > 0)
             continue;
         if (n == -EAGAIN)
             return;
-        if (n <= 0) {            /* 0: unmounted (ENODEV) or exited */
-            if (n < 0)
-                kb_err("fuse", "reading /dev/fuse: %s", strerror(-n));
-            fuse_session_exit(fl->se);
-            break;
-        }
-        fuse_session_process_buf(fl->se, &fl->buf);
+        if (n < 0)
+            kb_err("fuse", "reading /dev/fuse: %s", strerror(-n));
+        fuse_session_exit(fl->se);   /* 0: unmounted (ENODEV) or exited */
+        break;
     }
     if (fuse_session_exited(fl->se)) {
         event_del(fl->ev);
@@ -581,9 +623,11 @@ static void sem_wait_all(sem_t *s)
         ;
 }
 
-static int run_on_loop(struct fuse_session *se, kb_loop_t *loop)
+static int run_on_loop(struct fuse_session *se, kbf_t *fs, kb_loop_t *loop)
 {
-    struct fuse_on_loop fl = { .se = se, .loop = loop };
+    struct fuse_on_loop fl = { .se = se, .fs = fs, .loop = loop,
+                               .own_rx = fuse_version() == FUSE_MAJOR_VERSION * 100 + FUSE_MINOR_VERSION
+                                         && FUSE_MAJOR_VERSION == 3 };
     int fd = fuse_session_fd(se);
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
         return -errno;
@@ -602,16 +646,17 @@ static int run_on_loop(struct fuse_session *se, kb_loop_t *loop)
     while (kb_loop_run_in(loop, fuse_detach, &fl) < 0)
         usleep(10000);
     sem_wait_all(&fl.detached);
-    free(fl.buf.mem);
+    kb_buf_unref(fl.rx);
+    free(fl.lib_mem);
     sem_destroy(&fl.ended);
     sem_destroy(&fl.detached);
     return 0;
 }
 
-static int run_loop(struct fuse_session *se, const kbf_args_t *a, kb_loop_t *loop)
+static int run_loop(struct fuse_session *se, const kbf_args_t *a, kbf_t *fs)
 {
     if (!a->threads)
-        return run_on_loop(se, loop);
+        return run_on_loop(se, fs, kbc_loop(fs->kbc));
 
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (!cfg)
@@ -678,7 +723,7 @@ int main(int argc, char **argv)
     set_read_ahead(mnt, a.read_ahead_kb);
     daemon_ready(ready_fd);
 
-    int rc = run_loop(fs.se, &a, kbc_loop(fs.kbc));
+    int rc = run_loop(fs.se, &a, &fs);
     /* libfuse returns the signal number when a signal ended the session */
     if (rc > 0)
         kb_info("fuse", "unmounting %s (signal %d)", mnt, rc);

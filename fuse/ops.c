@@ -658,6 +658,38 @@ static void done_write(kbf_req_t *r, const kb_reply_t *rep)
     req_free(r);
 }
 
+static void rx_unref(void *opaque, void *data)
+{
+    (void)data;
+    kb_buf_unref(opaque);
+}
+
+/*
+ * No copy at all when the loop-thread reader received the request into a
+ * kb_buf of its own (fs->rx_cur, fuse/main.c): the payload is wrapped where
+ * it lies, holding a reference on that receive buffer, which the reader then
+ * leaves to us. Only for large writes: a small one is copied, cheaply, and
+ * leaves the receive buffer to the next request (a 4 KiB write at queue
+ * depth 16 would otherwise hold 16 receive buffers). NULL: copy it (small,
+ * worker threads, splice, another libfuse).
+ */
+#define KBF_INPLACE_MIN (32u << 10)
+
+static kb_buf_t *payload_in_place(kbf_t *fs, const struct fuse_bufvec *in, size_t len)
+{
+    kb_buf_t *rx = fs->rx_cur;
+    if (!rx || len < KBF_INPLACE_MIN || in->count != 1 || in->idx != 0 || in->off != 0 ||
+        (in->buf[0].flags & FUSE_BUF_IS_FD) || in->buf[0].size != len)
+        return NULL;
+    char *m = in->buf[0].mem;
+    if (m < rx->data || len > rx->cap || m > rx->data + (rx->cap - len))
+        return NULL;
+    kb_buf_t *b = kb_buf_wrap(m, len, rx_unref, kb_buf_ref(rx));
+    if (!b)
+        kb_buf_unref(rx);
+    return b;
+}
+
 static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
                           struct fuse_file_info *fi)
 {
@@ -673,21 +705,24 @@ static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
     kbf_req_t *r = req_inode(req, ino, false);
     if (!r)
         return;
-    /* The one copy: libfuse reuses its request buffer once we return. */
-    kb_buf_t *b = kb_buf_new(len);
+    kb_buf_t *b = payload_in_place(r->fs, in, len);
     if (!b) {
-        reply_err(r, -ENOMEM);
-        return;
+        /* The one copy: libfuse reuses its request buffer once we return. */
+        b = kb_buf_new(len);
+        if (!b) {
+            reply_err(r, -ENOMEM);
+            return;
+        }
+        struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
+        dst.buf[0].mem = b->data;
+        ssize_t n = fuse_buf_copy(&dst, in, 0);
+        if (n < 0) {
+            kb_buf_unref(b);
+            reply_err(r, (int)n);
+            return;
+        }
+        b->len = (size_t)n;
     }
-    struct fuse_bufvec dst = FUSE_BUFVEC_INIT(len);
-    dst.buf[0].mem = b->data;
-    ssize_t n = fuse_buf_copy(&dst, in, 0);
-    if (n < 0) {
-        kb_buf_unref(b);
-        reply_err(r, (int)n);
-        return;
-    }
-    b->len = (size_t)n;
     r->a.data = b;               /* owned by the request: kb_args_clear unrefs */
     r->a.fd = fi->fh;
     r->a.off = (uint64_t)off;
