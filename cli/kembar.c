@@ -132,11 +132,8 @@ int main(int argc, char **argv)
         ac++;
     }
     if (tlsdir) {
-        char cert[4096], key[4096], ca[4096], err[256] = "";
-        snprintf(cert, sizeof(cert), "%s/cert.pem", tlsdir);
-        snprintf(key, sizeof(key), "%s/key.pem", tlsdir);
-        snprintf(ca, sizeof(ca), "%s/ca.pem", tlsdir);
-        struct ssl_ctx_st *ctx = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        char err[256] = "";
+        struct ssl_ctx_st *ctx = rpc_tls_ctx_from_dir(false, tlsdir, err, sizeof(err));
         if (!ctx) {
             fprintf(stderr, "kembar: TLS: %s\n", err);
             return 2;

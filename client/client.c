@@ -108,12 +108,9 @@ static kbc_t *kbc_alloc(const kbc_opts_t *o, const char *volume)
         c->opts.up_timeout_ms = KBC_UP_TIMEOUT_MS;
     kbc_cred_self(&c->cred);
     if (c->opts.tls_dir) {
-        char cert[4096], key[4096], ca[4096], err[256] = "";
-        snprintf(cert, sizeof(cert), "%s/cert.pem", c->opts.tls_dir);
-        snprintf(key, sizeof(key), "%s/key.pem", c->opts.tls_dir);
-        snprintf(ca, sizeof(ca), "%s/ca.pem", c->opts.tls_dir);
+        char err[256] = "";
         c->tls_dir = strdup(c->opts.tls_dir);
-        c->tls = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        c->tls = rpc_tls_ctx_from_dir(false, c->opts.tls_dir, err, sizeof(err));
         if (!c->tls) {
             kb_err("client", "TLS: %s", err);
             free(c->tls_dir);

@@ -81,3 +81,12 @@ fail:
     SSL_CTX_free(ctx);
     return NULL;
 }
+
+struct ssl_ctx_st *rpc_tls_ctx_from_dir(bool server, const char *dir, char *err, size_t errlen)
+{
+    char cert[4096], key[4096], ca[4096];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    return rpc_tls_ctx_new(server, cert, key, ca, err, errlen);
+}

@@ -21,4 +21,9 @@ struct ssl_ctx_st;
 struct ssl_ctx_st *rpc_tls_ctx_new(bool server, const char *cert, const char *key,
                                    const char *ca, char *err, size_t errlen);
 
+/* The same from a directory holding cert.pem, key.pem and ca.pem (the layout
+ * kembard --tls-dir, kembar --tls-dir, kembar-fuse -o tls-dir and
+ * protocol/client's tls-dir all use). */
+struct ssl_ctx_st *rpc_tls_ctx_from_dir(bool server, const char *dir, char *err, size_t errlen);
+
 #endif

@@ -158,12 +158,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (tlsdir) {
-        char cert[4096], key[4096], ca[4096], err[256] = "";
-        snprintf(cert, sizeof(cert), "%s/%s", tlsdir, KB_TLS_CERT);
-        snprintf(key, sizeof(key), "%s/%s", tlsdir, KB_TLS_KEY);
-        snprintf(ca, sizeof(ca), "%s/%s", tlsdir, KB_TLS_CA);
-        d.tls_server = rpc_tls_ctx_new(true, cert, key, ca, err, sizeof(err));
-        d.tls_client = d.tls_server ? rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err)) : NULL;
+        char err[256] = "";
+        d.tls_server = rpc_tls_ctx_from_dir(true, tlsdir, err, sizeof(err));
+        d.tls_client = d.tls_server ? rpc_tls_ctx_from_dir(false, tlsdir, err, sizeof(err)) : NULL;
         if (!d.tls_client) {
             fprintf(stderr, "kembard: TLS: %s\n", err);
             return 1;

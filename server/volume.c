@@ -273,19 +273,24 @@ static void put(kb_enc_t *e, const char *fmt, ...)
     kb_enc_bytes(e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
 }
 
+/* The protocol/client stanza "<vol>-<what>-<i>" for brick I. */
+static void put_client(kb_enc_t *e, const kbd_volume_t *v, int i, const char *what)
+{
+    const kbd_brick_t *b = &v->bricks[i];
+    put(e, "volume %s-%s-%d\n  type protocol/client\n  option remote-host %s\n"
+           "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
+        v->name, what, i, b->host, b->port, b->path, v->name);
+    emit_opts(e, v, "protocol/client");
+    put(e, "end-volume\n\n");
+}
+
 char *kbd_volgen_client(const kbd_volume_t *v)
 {
     kb_enc_t e;
     kb_enc_init(&e);
     int k = kbd_set_size(v), nsets = v->nbricks / k;
-    for (int i = 0; i < v->nbricks; i++) {
-        const kbd_brick_t *b = &v->bricks[i];
-        put(&e, "volume %s-client-%d\n  type protocol/client\n  option remote-host %s\n"
-                "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
-            v->name, i, b->host, b->port, b->path, v->name);
-        emit_opts(&e, v, "protocol/client");
-        put(&e, "end-volume\n\n");
-    }
+    for (int i = 0; i < v->nbricks; i++)
+        put_client(&e, v, i, "client");
     for (int s = 0; s < nsets && k > 1; s++) {
         put(&e, "volume %s-replicate-%d\n  type cluster/replicate\n", v->name, s);
         if (v->arbiter)
@@ -317,14 +322,8 @@ char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children)
     kb_enc_t e;
     kb_enc_init(&e);
     int k = kbd_set_size(v);
-    for (int i = set * k; i < (set + 1) * k && i < v->nbricks; i++) {
-        const kbd_brick_t *b = &v->bricks[i];
-        put(&e, "volume %s-shd-client-%d\n  type protocol/client\n  option remote-host %s\n"
-                "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
-            v->name, i, b->host, b->port, b->path, v->name);
-        emit_opts(&e, v, "protocol/client");
-        put(&e, "end-volume\n\n");
-    }
+    for (int i = set * k; i < (set + 1) * k && i < v->nbricks; i++)
+        put_client(&e, v, i, "shd-client");
     put(&e, "volume %s-shd-%d\n  type cluster/replicate\n  option self-heal-daemon on\n"
             "  option heal-children %s\n", v->name, set, heal_children);
     if (v->arbiter)

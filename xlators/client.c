@@ -225,12 +225,8 @@ static int client_init(kb_xlator_t *xl)
     };
     o.ping_interval_ms = KB_MAX(o.ping_timeout_ms / 4, 100u);
     if (kb_opt_bool(xl->opts, client_options, "tls")) {
-        const char *dir = kb_opt_str(xl->opts, client_options, "tls-dir");
-        char cert[4096], key[4096], ca[4096], err[256] = "";
-        snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
-        snprintf(key, sizeof(key), "%s/key.pem", dir);
-        snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
-        p->tls = rpc_tls_ctx_new(false, cert, key, ca, err, sizeof(err));
+        char err[256] = "";
+        p->tls = rpc_tls_ctx_from_dir(false, kb_opt_str(xl->opts, client_options, "tls-dir"), err, sizeof(err));
         if (!p->tls) {
             kb_err(xl->name, "TLS: %s", err);
             return -EINVAL;
