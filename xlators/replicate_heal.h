@@ -42,10 +42,11 @@
 #define HEAL_CHUNK        (1u << 20)           /* bytes copied under one range lock (map path) */
 #define HEAL_CSUM_BLOCK   (1u << 20)           /* block compared by checksum */
 #define HEAL_CSUM_WINDOW  (4u << 20)           /* blocks compared under one range lock */
+#define HEAL_WINDOWS      4                    /* windows of one file copied at once */
 #define HEAL_INDEX_PAGE   4096                 /* gfids per KB_IPC_INDEX_LIST call */
 #define HEAL_READDIR_SIZE (128u * 1024)        /* READDIR budget */
 #define HEAL_XATTR_LIST   (64u * 1024)         /* LISTXATTR / GETXATTR buffer */
-#define HEAL_KICK_MS      100                  /* sweep after a CHILD_UP (coalesces several) */
+#define HEAL_KICK_MS      30                   /* sweep after a CHILD_UP (coalesces several) */
 #define HEAL_RETRY_MIN_MS 500                  /* first retry of a sweep that left work behind */
 
 typedef struct heal heal_t;

@@ -18,6 +18,8 @@
  *      for each HEAL_CSUM_WINDOW, lock it, RCHECKSUM on source and sinks
  *      (SHA-256 per HEAL_CSUM_BLOCK, by the bricks), copy the blocks that
  *      differ, unlock.
+ *      Up to HEAL_WINDOWS windows of the file are in flight at once (they
+ *      never overlap), so one round trip's latency is not paid per window.
  *      Holes stay holes: a block the brick reports as a hole (all-zero
  *      digest) or data that reads as all zeros is punched on the sink
  *      (FALLOCATE PUNCH_HOLE|KEEP_SIZE), never written.
@@ -46,11 +48,26 @@
 #define RM_G ((uint64_t)KB_RM_GRANULARITY)
 #define DIGEST 32
 
-typedef struct hdata {
+typedef struct hdata hdata_t;
+
+/* One window being copied; up to HEAL_WINDOWS of a file at once (the
+ * windows of a file never overlap, so their copies cannot interfere). */
+typedef struct hwin {
+    hdata_t *hd;
+    hlock_t rlk;                /* the window's range lock */
+    uint64_t w, wlen, wend;
+    uint64_t cur;               /* map path: cursor in the window */
+    uint64_t roff, rlen;        /* the run / block being copied ... */
+    repl_mask_t rto;            /* ... to these sinks */
+    hbatch_t *csum;             /* checksum path: digests of the window */
+    uint32_t blk;
+    bool busy;
+} hwin_t;
+
+struct hdata {
     hobj_t *h;
     hkind_done_fn done;
-    hlock_t lk;                 /* whole file */
-    hlock_t rlk;                /* the window */
+    hlock_t lk;                 /* whole file (snapshot, finish) */
     hplan_t pl;
     repl_mask_t snapmask;       /* copies whose marks the snapshot read */
     repl_mask_t K, failed;
@@ -58,22 +75,20 @@ typedef struct hdata {
     kb_buf_t *map[KB_CL_MAX_REPLICA];   /* each copy's map as read (header included) */
     uint8_t *bits;              /* union of the sources' maps */
     uint64_t nbits;
-    bool use_map, changed, eof;
+    bool use_map, changed;
     uint64_t size;
     uint64_t fd[KB_CL_MAX_REPLICA];
     repl_mask_t opened;
-    uint64_t pos;               /* next offset to look at */
-    uint64_t w, wlen, wend;     /* the locked window */
-    uint64_t cur;               /* map path: cursor in the window */
-    uint64_t roff, rlen;        /* the block / run being copied */
-    repl_mask_t rto;            /* ... to these sinks */
-    hbatch_t *csum;             /* checksum path: digests of the window */
-    uint32_t blk;
+    uint64_t pos;               /* next offset to look at for a window */
+    hwin_t win[HEAL_WINDOWS];
+    int nbusy;
     int slot;
     int err;
-} hdata_t;
+    uint64_t t0;                /* start (ms), for the log */
+    uint64_t bytes0;            /* data_bytes_written at the start */
+};
 
-static void hd_window(hdata_t *hd);
+static void hd_fill(hdata_t *hd);
 static void hd_finish(hdata_t *hd);
 
 static void hd_free(void *ctx)
@@ -81,8 +96,9 @@ static void hd_free(void *ctx)
     hdata_t *hd = ctx;
     for (int i = 0; i < KB_CL_MAX_REPLICA; i++)
         kb_buf_unref(hd->map[i]);
+    for (int i = 0; i < HEAL_WINDOWS; i++)
+        hb_free(hd->win[i].csum);
     free(hd->bits);
-    hb_free(hd->csum);
     free(hd);
 }
 
@@ -108,6 +124,13 @@ static void hd_released(void *ctx, hbatch_t *b)
     hdata_t *hd = ctx;
     hobj_t *h = hd->h;
     hb_free(b);
+    if (hd->pl.src >= 0 && hd->t0) {
+        char gs[KB_GFID_STRLEN];
+        kb_info(hp(h)->xl->name, "data heal of %s %s: %llu bytes written in %llu ms",
+                kb_gfid_str(&h->gfid, gs), hd->err ? "failed" : "done",
+                (unsigned long long)(h->hs->st.data_bytes_written - hd->bytes0),
+                (unsigned long long)(kb_now_ms() - hd->t0));
+    }
     heal_act_end(h->hs, hd->slot);
     hkind_done_fn done = hd->done;
     int err = hd->err;
@@ -138,18 +161,15 @@ static void hd_unlocked(void *ctx, int err)
     hb_go(b, hd_released, hd);
 }
 
-static void hd_window_dropped(void *ctx, int err)
-{
-    hdata_t *hd = ctx;
-    hlock_drop(&hd->lk, hd_unlocked, hd);
-}
-
-/* Stop (error or done): drop what is held, release the fds. */
+/* Stop (error or done) once no window is busy: drop the whole-file lock
+ * (a no-op when not held), release the fds. */
 static void hd_end(hdata_t *hd, int err)
 {
     if (err && !hd->err)
         hd->err = err;
-    hlock_drop(&hd->rlk, hd_window_dropped, hd);
+    if (hd->nbusy)
+        return;                 /* the last window to close comes back here */
+    hlock_drop(&hd->lk, hd_unlocked, hd);
 }
 
 /* Sinks whose call in B failed leave the heal (the others go on). */
@@ -167,28 +187,73 @@ static void note_failures(hdata_t *hd, hbatch_t *b)
         hd->failed |= hd->K;
 }
 
-/* ---------------- copying one run / block ---------------- */
+/* ---------------- windows ---------------- */
 
-static void hd_copied(void *ctx, hbatch_t *b);
-static void hd_next_run(hdata_t *hd);
-static void hd_next_block(hdata_t *hd);
-
-static void hd_after_copy(hdata_t *hd)
+static void win_closed(void *ctx, int err)
 {
-    if (hd->use_map)
-        hd_next_run(hd);
-    else
-        hd_next_block(hd);
+    hwin_t *win = ctx;
+    hdata_t *hd = win->hd;
+    win->busy = false;
+    hd->nbusy--;
+    hd_fill(hd);
 }
 
-static void hd_punch(hdata_t *hd, uint64_t off, uint64_t len, repl_mask_t to)
+static void win_close(hwin_t *win)
 {
+    hb_free(win->csum);
+    win->csum = NULL;
+    hlock_drop(&win->rlk, win_closed, win);
+}
+
+static void win_fail(hwin_t *win, int err)
+{
+    if (!win->hd->err)
+        win->hd->err = err;
+    win_close(win);
+}
+
+static hbatch_t *win_batch(hwin_t *win, int cap)
+{
+    hobj_t *h = win->hd->h;
+    hbatch_t *b = hb_new(h->hs, cap, h->req, h->owner);
+    if (!b)
+        win_fail(win, -ENOMEM);
+    return b;
+}
+
+/* ---------------- copying one run / block ---------------- */
+
+static void win_next_run(hwin_t *win);
+static void win_next_block(hwin_t *win);
+
+static void win_after_copy(hwin_t *win)
+{
+    if (win->hd->err || !live_sinks(win->hd))
+        win_close(win);
+    else if (win->hd->use_map)
+        win_next_run(win);
+    else
+        win_next_block(win);
+}
+
+static void win_copied(void *ctx, hbatch_t *b)
+{
+    hwin_t *win = ctx;
+    hdata_t *hd = win->hd;
+    note_failures(hd, b);
+    hb_free(b);
+    if (hd->use_map)            /* (the checksum path counts what it compared) */
+        heal_act_add(hd->h->hs, hd->slot, win->rlen);
+    win_after_copy(win);
+}
+
+static void win_punch(hwin_t *win, uint64_t off, uint64_t len, repl_mask_t to)
+{
+    hdata_t *hd = win->hd;
     hobj_t *h = hd->h;
-    hbatch_t *b = hb_new(h->hs, hp(h)->n, h->req, h->owner);
-    if (!b) {
-        hd_end(hd, -ENOMEM);
+    hbatch_t *b = win_batch(win, hp(h)->n);
+    if (!b)
         return;
-    }
     for (int k = 0; k < hp(h)->n; k++)
         if (to & REPL_BIT(k)) {
             kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[k], .off = off, .size = len,
@@ -196,125 +261,91 @@ static void hd_punch(hdata_t *hd, uint64_t off, uint64_t len, repl_mask_t to)
             hb_add(b, k, KB_FOP_FALLOCATE, &a);
         }
     hd->changed = true;
-    hb_go(b, hd_copied, hd);
+    hb_go(b, win_copied, win);
 }
 
-static void hd_copied(void *ctx, hbatch_t *b)
+static void win_read_done(void *ctx, hbatch_t *b)
 {
-    hdata_t *hd = ctx;
-    note_failures(hd, b);
-    hb_free(b);
-    if (hd->use_map)            /* (the checksum path counts what it compared) */
-        heal_act_add(hd->h->hs, hd->slot, hd->rlen);
-    hd_after_copy(hd);
-}
-
-static void hd_read_done(void *ctx, hbatch_t *b)
-{
-    hdata_t *hd = ctx;
+    hwin_t *win = ctx;
+    hdata_t *hd = win->hd;
     hobj_t *h = hd->h;
     heal_t *hs = h->hs;
     const kb_reply_t *r = b->err ? NULL : &b->q[0].r;
     int st = r ? r->status : b->err;
     if (st < 0) {
         hb_free(b);
-        hd_end(hd, st);
+        win_fail(win, st);
         return;
     }
     size_t n = r->data ? KB_MIN((size_t)st, r->data->len) : 0;
     hs->st.data_bytes_read += n;
-    repl_mask_t to = hd->rto & live_sinks(hd);
+    repl_mask_t to = win->rto & live_sinks(hd);
     if (n == 0 || !to) {        /* past the source's end now: the final truncate fixes it */
         hb_free(b);
         if (hd->use_map)
-            heal_act_add(hs, hd->slot, hd->rlen);
-        hd_after_copy(hd);
+            heal_act_add(hs, hd->slot, win->rlen);
+        win_after_copy(win);
         return;
     }
     if (all_zero(r->data->data, n)) {
         hb_free(b);
-        hd_punch(hd, hd->roff, n, to);
-        return;
-    }
-    hbatch_t *wb = hb_new(hs, hp(h)->n, h->req, h->owner);
-    if (!wb) {
-        hb_free(b);
-        hd_end(hd, -ENOMEM);
+        win_punch(win, win->roff, n, to);
         return;
     }
     /* One buffer for every sink (each WRITE holds a reference); a reply
      * whose payload is longer than its status is trimmed by a copy. */
     kb_buf_t *data = r->data->len == n ? kb_buf_ref(r->data) : kb_buf_copy(r->data->data, n);
     hb_free(b);
-    if (!data) {
-        hb_free(wb);
-        hd_end(hd, -ENOMEM);
+    hbatch_t *wb = data ? win_batch(win, hp(h)->n) : NULL;
+    if (!wb) {
+        if (!data)
+            win_fail(win, -ENOMEM);
+        kb_buf_unref(data);
         return;
     }
     for (int k = 0; k < hp(h)->n; k++)
         if (to & REPL_BIT(k)) {
-            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[k], .off = hd->roff, .data = data };
+            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[k], .off = win->roff, .data = data };
             hb_add(wb, k, KB_FOP_WRITE, &a);
             hs->st.data_bytes_written += n;
         }
     kb_buf_unref(data);
     hd->changed = true;
-    hb_go(wb, hd_copied, hd);
+    hb_go(wb, win_copied, win);
 }
 
-static void hd_read(hdata_t *hd, uint64_t off, uint64_t len, repl_mask_t to)
+static void win_read(hwin_t *win, uint64_t off, uint64_t len, repl_mask_t to)
 {
-    hobj_t *h = hd->h;
-    hd->roff = off;
-    hd->rlen = len;
-    hd->rto = to;
-    hbatch_t *b = hb_new(h->hs, 1, h->req, h->owner);
-    if (!b) {
-        hd_end(hd, -ENOMEM);
+    hdata_t *hd = win->hd;
+    win->roff = off;
+    win->rlen = len;
+    win->rto = to;
+    hbatch_t *b = win_batch(win, 1);
+    if (!b)
         return;
-    }
-    kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[hd->pl.src], .off = off, .size = len };
+    kb_args_t a = { .gfid = hd->h->gfid, .fd = hd->fd[hd->pl.src], .off = off, .size = len };
     hb_add(b, hd->pl.src, KB_FOP_READ, &a);
-    hb_go(b, hd_read_done, hd);
-}
-
-/* ---------------- windows ---------------- */
-
-static void hd_window_done(void *ctx, int err)
-{
-    hdata_t *hd = ctx;
-    hd->pos = hd->eof ? hd->size : hd->w + hd->wlen;
-    hd_window(hd);
-}
-
-static void hd_close_window(hdata_t *hd)
-{
-    hb_free(hd->csum);
-    hd->csum = NULL;
-    hlock_drop(&hd->rlk, hd_window_done, hd);
+    hb_go(b, win_read_done, win);
 }
 
 /* Map path: the next run of set regions in the window. */
-static void hd_next_run(hdata_t *hd)
+static void win_next_run(hwin_t *win)
 {
-    if (!live_sinks(hd)) {
-        hd_close_window(hd);
-        return;
-    }
+    hdata_t *hd = win->hd;
     /* cur is region-aligned except at the end of the file */
-    uint64_t r = (hd->cur + RM_G - 1) / RM_G, end = hd->wend;
+    uint64_t r = (win->cur + RM_G - 1) / RM_G, end = win->wend;
     while (r * RM_G < end && !bit(hd, r))
         r++;
     if (r * RM_G >= end) {
-        hd_close_window(hd);
+        win_close(win);
         return;
     }
     uint64_t r1 = r;
     while (r1 * RM_G < end && bit(hd, r1))
         r1++;
     uint64_t off = r * RM_G, stop = KB_MIN(r1 * RM_G, end);
-    hd->cur = stop;
-    hd_read(hd, off, stop - off, live_sinks(hd));
+    win->cur = stop;
+    win_read(win, off, stop - off, live_sinks(hd));
 }
 
 static const uint8_t *digest(const hreq_t *q, uint32_t blk)
@@ -331,126 +362,150 @@ static bool is_hole(const uint8_t *d)
 }
 
 /* Checksum path: the next block of the window that differs on a sink. */
-static void hd_next_block(hdata_t *hd)
+static void win_next_block(hwin_t *win)
 {
+    hdata_t *hd = win->hd;
     hobj_t *h = hd->h;
-    hbatch_t *cb = hd->csum;
+    hbatch_t *cb = win->csum;
     hreq_t *sq = hb_find(cb, hd->pl.src, KB_FOP_RCHECKSUM, 0);
     uint64_t cov = sq->r.off;
     uint32_t nb = (uint32_t)((cov + HEAL_CSUM_BLOCK - 1) / HEAL_CSUM_BLOCK);
-    for (; hd->blk < nb; hd->blk++) {
-        const uint8_t *sd = digest(sq, hd->blk);
+    for (; win->blk < nb; win->blk++) {
+        const uint8_t *sd = digest(sq, win->blk);
         if (!sd)
             break;
+        uint64_t bstart = (uint64_t)win->blk * HEAL_CSUM_BLOCK;
+        uint64_t slen = KB_MIN((uint64_t)HEAL_CSUM_BLOCK, cov - bstart);
         repl_mask_t differ = 0;
         for (int k = 0; k < hp(h)->n; k++) {
             if (!(live_sinks(hd) & REPL_BIT(k)))
                 continue;
             hreq_t *kq = hb_find(cb, k, KB_FOP_RCHECKSUM, 0);
-            const uint8_t *kd = digest(kq, hd->blk);
+            const uint8_t *kd = digest(kq, win->blk);
             uint64_t kcov = kq ? kq->r.off : 0;
-            uint64_t bstart = (uint64_t)hd->blk * HEAL_CSUM_BLOCK;
-            uint64_t slen = KB_MIN((uint64_t)HEAL_CSUM_BLOCK, cov - bstart);
             uint64_t klen = kcov > bstart ? KB_MIN((uint64_t)HEAL_CSUM_BLOCK, kcov - bstart) : 0;
             if (!kd || klen != slen || memcmp(kd, sd, DIGEST))
                 differ |= REPL_BIT(k);
         }
         if (!differ)
             continue;
-        uint64_t off = hd->w + (uint64_t)hd->blk * HEAL_CSUM_BLOCK;
-        uint64_t len = KB_MIN((uint64_t)HEAL_CSUM_BLOCK, cov - (uint64_t)hd->blk * HEAL_CSUM_BLOCK);
-        hd->blk++;
-        hd->roff = off;
-        hd->rlen = len;
+        win->blk++;
+        win->roff = win->w + bstart;
+        win->rlen = slen;
         if (is_hole(sd))
-            hd_punch(hd, off, len, differ);
+            win_punch(win, win->w + bstart, slen, differ);
         else
-            hd_read(hd, off, len, differ);
+            win_read(win, win->w + bstart, slen, differ);
         return;
     }
-    /* the bytes compared count as done */
-    hd_close_window(hd);
+    win_close(win);
 }
 
-static void hd_summed(void *ctx, hbatch_t *b)
+static void win_summed(void *ctx, hbatch_t *b)
 {
-    hdata_t *hd = ctx;
+    hwin_t *win = ctx;
+    hdata_t *hd = win->hd;
     heal_t *hs = hd->h->hs;
     hreq_t *sq = b->err ? NULL : hb_find(b, hd->pl.src, KB_FOP_RCHECKSUM, 0);
     if (!sq || sq->r.status < 0) {
         int st = b->err ? b->err : sq ? sq->r.status : -EIO;
         hb_free(b);
-        hd_end(hd, st);
+        win_fail(win, st);
         return;
     }
     note_failures(hd, b);
-    hd->csum = b;
-    hd->blk = 0;
+    win->csum = b;
+    win->blk = 0;
     uint64_t cov = sq->r.off;
     hs->st.checksum_blocks += (cov + HEAL_CSUM_BLOCK - 1) / HEAL_CSUM_BLOCK;
     heal_act_add(hs, hd->slot, cov);
-    if (cov < hd->wlen)
-        hd->eof = true;         /* the source ends in this window */
-    hd_next_block(hd);
+    if (cov < win->wlen)
+        hd->pos = KB_MAX(hd->pos, hd->size);    /* the source ends here: no window beyond */
+    win_next_block(win);
 }
 
-static void hd_window_locked(void *ctx, int err)
+static void win_locked(void *ctx, int err)
 {
-    hdata_t *hd = ctx;
+    hwin_t *win = ctx;
+    hdata_t *hd = win->hd;
     hobj_t *h = hd->h;
-    if (err) {
-        hd_end(hd, err);
+    if (err) {                  /* nothing is held */
+        if (!hd->err)
+            hd->err = err;
+        win_closed(win, 0);
         return;
     }
     if (hd->use_map) {
-        hd->cur = hd->w;
-        hd_next_run(hd);
+        win->cur = win->w;
+        win_next_run(win);
         return;
     }
-    hbatch_t *b = hb_new(h->hs, hp(h)->n, h->req, h->owner);
-    if (!b) {
-        hd_end(hd, -ENOMEM);
+    hbatch_t *b = win_batch(win, hp(h)->n);
+    if (!b)
         return;
-    }
     repl_mask_t who = live_sinks(hd) | REPL_BIT(hd->pl.src);
     for (int i = 0; i < hp(h)->n; i++)
         if (who & REPL_BIT(i)) {
-            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[i], .off = hd->w, .size = hd->wlen,
+            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[i], .off = win->w, .size = win->wlen,
                             .flags = HEAL_CSUM_BLOCK };
             hb_add(b, i, KB_FOP_RCHECKSUM, &a);
         }
-    hb_go(b, hd_summed, hd);
+    hb_go(b, win_summed, win);
 }
 
-/* Find the next window with work and lock it; or finish. */
-static void hd_window(hdata_t *hd)
+/* The next window with work, from hd->pos; false when there is none. */
+static bool next_window(hdata_t *hd, uint64_t *w, uint64_t *wlen)
+{
+    if (hd->pos >= hd->size)
+        return false;
+    if (!hd->use_map) {
+        *w = hd->pos;
+        *wlen = HEAL_CSUM_WINDOW;
+        hd->pos += HEAL_CSUM_WINDOW;
+        return true;
+    }
+    uint64_t r = hd->pos / RM_G;
+    while (r < hd->nbits && r * RM_G < hd->size && !bit(hd, r))
+        r++;
+    if (r >= hd->nbits || r * RM_G >= hd->size) {
+        hd->pos = hd->size;
+        return false;
+    }
+    *w = r * RM_G / HEAL_CHUNK * HEAL_CHUNK;
+    *wlen = HEAL_CHUNK;
+    hd->pos = *w + HEAL_CHUNK;
+    return true;
+}
+
+/* Keep HEAL_WINDOWS windows busy; when all are done, finish. */
+static void hd_fill(hdata_t *hd)
 {
     hobj_t *h = hd->h;
-    if (!live_sinks(hd) || hd->pos >= hd->size) {
-        hd_finish(hd);
+    if (hd->err || !live_sinks(hd)) {
+        if (!hd->nbusy)
+            hd->err ? hd_end(hd, 0) : hd_finish(hd);
         return;
     }
-    if (hd->use_map) {
-        uint64_t r = hd->pos / RM_G;
-        while (r < hd->nbits && r * RM_G < hd->size && !bit(hd, r))
-            r++;
-        if (r >= hd->nbits || r * RM_G >= hd->size) {
-            hd_finish(hd);
-            return;
-        }
-        hd->w = r * RM_G / HEAL_CHUNK * HEAL_CHUNK;
-        hd->wlen = HEAL_CHUNK;
-    } else {
-        hd->w = hd->pos;
-        hd->wlen = HEAL_CSUM_WINDOW;
+    for (int i = 0; i < HEAL_WINDOWS && !hd->err; i++) {
+        hwin_t *win = &hd->win[i];
+        uint64_t w, wlen;
+        if (win->busy || !next_window(hd, &w, &wlen))
+            continue;
+        win->hd = hd;
+        win->busy = true;
+        hd->nbusy++;
+        win->w = w;
+        win->wlen = wlen;
+        win->wend = KB_MIN(w + wlen, hd->size);
+        win->rlk = (hlock_t){
+            .hs = h->hs, .op = KB_FOP_INODELK, .gfid = h->gfid, .dom = REPL_DOM_DATA,
+            .start = w, .len = wlen, .owner = h->owner, .req = h->req, .blocking = true,
+            .want = live_sinks(hd) | REPL_BIT(hd->pl.src), .cont = win_locked, .ctx = win,
+        };
+        hlock_take(&win->rlk);
     }
-    hd->wend = KB_MIN(hd->w + hd->wlen, hd->size);
-    hd->rlk = (hlock_t){
-        .hs = h->hs, .op = KB_FOP_INODELK, .gfid = h->gfid, .dom = REPL_DOM_DATA,
-        .start = hd->w, .len = hd->wlen, .owner = h->owner, .req = h->req, .blocking = true,
-        .want = live_sinks(hd) | REPL_BIT(hd->pl.src), .cont = hd_window_locked, .ctx = hd,
-    };
-    hlock_take(&hd->rlk);
+    if (!hd->nbusy)
+        hd->err ? hd_end(hd, 0) : hd_finish(hd);
 }
 
 /* ---------------- finish: sizes, times, marks, maps ---------------- */
@@ -581,7 +636,7 @@ static void hd_copy_start(void *ctx, int err)
 {
     hdata_t *hd = ctx;
     hd->pos = 0;
-    hd_window(hd);
+    hd_fill(hd);
 }
 
 static void hd_opened(void *ctx, hbatch_t *b)
@@ -676,6 +731,8 @@ static void hd_snapped(void *ctx, hbatch_t *b)
     hd->use_map = hd_pick_map(hd);
     uint64_t total = hd->use_map ? map_bytes(hd) : hd->size;
     hd->slot = heal_act_begin(h->hs, &h->gfid, total);
+    hd->t0 = kb_now_ms();
+    hd->bytes0 = h->hs->st.data_bytes_written;
     char gs[KB_GFID_STRLEN];
     kb_info(p->xl->name, "data heal of %s from child %d to 0x%x: %s, %llu bytes to %s",
             kb_gfid_str(&h->gfid, gs), hd->pl.src, hd->K,
@@ -736,6 +793,5 @@ void heal_data(hobj_t *h, hkind_done_fn done)
         .owner = h->owner, .req = h->req, .blocking = true,
         .want = h->present & p->up & repl_data_children(&p->cfg), .cont = hd_locked, .ctx = hd,
     };
-    hd->rlk = (hlock_t){ .hs = h->hs, .op = KB_FOP_INODELK, .dom = REPL_DOM_DATA };
     hlock_take(&hd->lk);
 }

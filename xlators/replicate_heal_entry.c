@@ -490,8 +490,9 @@ static void cre_made(void *ctx, hbatch_t *b)
     uint32_t t = he->sattr.mode & S_IFMT, cols = REPL_COL(KB_CL_META);
     if (S_ISDIR(t))
         cols |= REPL_COL(KB_CL_ENTRY);
-    else if (S_ISREG(t) && he->sattr.size > 0)
-        cols |= REPL_COL(KB_CL_DATA);
+    else if (S_ISREG(t) && he->sattr.size > 0 &&
+             (repl_data_children(&hp(he->h)->cfg) & REPL_BIT(psnk(he))))
+        cols |= REPL_COL(KB_CL_DATA);       /* (an arbiter holds no data: nothing to owe it) */
     hbatch_t *mb = he_batch(he, 1);
     if (!mb)
         return;

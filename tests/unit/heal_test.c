@@ -712,3 +712,39 @@ Test(heal, replica3_two_sinks_and_heal_full)
     cr_assert_gt(st.checksum_blocks, 0);
     stop(h);
 }
+
+/* ================= arbiter ================= */
+
+Test(heal, arbiter_gets_names_and_marks_never_data)
+{
+    bh_t *h = start(3, " option arbiter-count 1\n");
+    kb_gfid_t d, g;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
+    settle(h);
+    child(h, 1, KB_EV_CHILD_DOWN);
+    uint64_t fd = mkfile(h, &d, "new.img", 3 * MiB, 61, &g);
+    write_blk(h, &g, fd, MiB, 64 * KiB, 'z');
+    settle(h);
+    bh_release(h, &g, fd);
+    settle(h);
+    cr_assert(!bexists(1, "vms/new.img"));
+    child(h, 1, KB_EV_CHILD_UP);
+    struct kb_heal_stats st = heal_all(h);
+    cr_assert_eq(st.failed, 0);
+    size_t l0, l1;
+    char *a = slurp(0, "vms/new.img", &l0), *b = slurp(1, "vms/new.img", &l1);
+    cr_assert_eq(l0, 3 * MiB);
+    cr_assert_eq(l1, l0, "data child healed (%zu bytes)", l1);
+    cr_assert(memcmp(a, b, l0) == 0);
+    free(a);
+    free(b);
+    cr_assert(bexists(2, "vms/new.img"), "the arbiter has the name");
+    cr_assert_eq(bstat(2, "vms/new.img").st_size, 0, "and no data");
+    kb_gfid_t g2 = bgfid(1, "vms/new.img");
+    cr_assert(kb_gfid_eq(&g2, &g));
+    assert_clean("vms/new.img");
+    assert_clean("vms");
+    cr_assert_eq(index_count(0) + index_count(1) + index_count(2), 0, "indexes empty (%d %d %d)",
+                 index_count(0), index_count(1), index_count(2));
+    stop(h);
+}
