@@ -203,8 +203,13 @@ nn__ready() {
 
 # nn_start N [EXTRA KEMBARD ARGS...]: start (or restart after a kill) node N; returns once it
 # answers the CLI. A node already running is left alone.
+#
+# kembard runs under a small sh parent that records "PID STATUS" in $KB_TMP/nodeN/exits when it
+# ends: a daemon that dies of a signal on SIGTERM, or of anything while nobody killed it, is a
+# crash even when the kernel log says nothing (nn_assert_no_crash). Faults are sent to kembard
+# itself (its pid in $KB_TMP/pids/nodeN), never to the parent.
 nn_start() {
-    local n=$1 dir pid port; shift
+    local n=$1 dir wpid pid port; shift
     nn_init
     kb__need_bin kembard
     kb__need_bin kembar
@@ -218,12 +223,16 @@ nn_start() {
     elif kb__port_busy "$port"; then
         kb_fail "port $port is already in use (ss -ltnp 'sport = :$port')"
     fi
-    # nsenter execs kembard: $! is the daemon's pid.
-    "${pre[@]}" "$KB_BIN/kembard" --listen "$(nn_addr "$n")" --state-dir "$dir/state" \
+    rm -f "$dir/kembard.pid"
+    "${pre[@]}" sh -c 'd=$1; shift; "$@" & p=$!; echo $p >"$d/kembard.pid"; wait $p; echo "$p $?" >>"$d/exits"' \
+        nn-wrap "$dir" "$KB_BIN/kembard" --listen "$(nn_addr "$n")" --state-dir "$dir/state" \
         --log-file "$dir/kembard.log" --log-level "${NN_LOG_LEVEL:-debug}" "$@" \
         </dev/null >>"$dir/kembard.out" 2>&1 8>&- 9>&- &
-    pid=$!
+    wpid=$!
+    kb_wait_until 5 test -s "$dir/kembard.pid" || kb_fail "node $n: kembard did not start (wrapper pid $wpid)"
+    pid=$(cat "$dir/kembard.pid")
     echo "$pid" >"$KB_TMP/pids/node$n"
+    echo "$wpid" >"$KB_TMP/pids/wrap$n"
     echo "$pid" >>"$KB_TMP/nn/started"
     if ! kb_wait_until 15 nn__ready "$n"; then
         echo "node $n: kembard output:" >&2; kb__log_tail "$dir/kembard.out"
@@ -235,28 +244,56 @@ nn_start() {
 }
 nn_node_start() { nn_start "$@"; }
 
+nn__exit_status() {  # nn__exit_status N PID: the recorded exit status of that kembard ("?" if none)
+    local st
+    kb_wait_until 5 grep -q "^$2 " "$(kb_node_dir "$1")/exits" || { echo "?"; return 0; }
+    st=$(awk -v p="$2" '$1 == p {print $2}' "$(kb_node_dir "$1")/exits" | tail -1)
+    echo "${st:-?}"
+}
+
 nn_kill() {  # SIGKILL (a crash); no-op if the node is not running
     local n=$1 pid
     pid=$(kb_node_pid "$n") || return 0
     kb__node_alive "$n" || { rm -f "$KB_TMP/pids/node$n"; return 0; }
+    echo "$pid" >>"$KB_TMP/nn/killed"
     kill -KILL "$pid" 2>/dev/null
     kb_wait_until 10 kb__pid_gone "$pid" "$KB_TMP/node$n/" || kb_fail "node $n (pid $pid) survived SIGKILL"
-    wait "$pid" 2>/dev/null || true
     rm -f "$KB_TMP/pids/node$n" "$KB_TMP/paused/node$n"
     kb_log "node $n killed -9 (pid $pid)"
 }
 
-nn_stop() {  # SIGTERM, clean shutdown within 10 s, and no crash on the way out
-    local pid
-    kb__node_alive "$1" || return 0
-    pid=$(kb_node_pid "$1")
-    kb_node_stop "$1"
-    nn__crash_check "$pid" "node $1, on SIGTERM"
+# nn_stop N: SIGTERM; the daemon must exit within 10 s, with status 0 (a crash on the way out
+# is recorded for nn_assert_no_crash and logged, the caller goes on).
+nn_stop() {
+    local n=$1 pid st
+    kb__node_alive "$n" || return 0
+    pid=$(kb_node_pid "$n")
+    kill -CONT "$pid" 2>/dev/null
+    rm -f "$KB_TMP/paused/node$n"
+    kill -TERM "$pid"
+    if ! kb_wait_until 10 kb__pid_gone "$pid" "$KB_TMP/node$n/"; then
+        echo "$pid" >>"$KB_TMP/nn/killed"
+        kill -KILL "$pid" 2>/dev/null
+        rm -f "$KB_TMP/pids/node$n"
+        nn__note_crash "node $n (kembard pid $pid) did not exit within 10 s of SIGTERM"
+        kb_fail "node $n (pid $pid) did not exit within 10 s of SIGTERM"
+    fi
+    rm -f "$KB_TMP/pids/node$n"
+    st=$(nn__exit_status "$n" "$pid")
+    kb_log "node $n stopped (pid $pid, exit $st)"
+    if [ "$st" != 0 ] && [ "$st" != "?" ]; then
+        nn__note_crash "node $n (kembard pid $pid) exited with status $st on SIGTERM$( [ "$st" -gt 128 ] && echo " (signal $((st - 128)))")"
+    fi
+    nn__crash_check "$pid" "node $n, on SIGTERM"
 }
 
-# Crashes of our daemons, from the kernel log (a SIGSEGV leaves no trace in kembard's own log):
-# every kembard pid this test started is in $KB_TMP/nn/started; only kernel messages newer than
-# nn_init are looked at.
+nn__note_crash() {
+    echo "$*" >>"$KB_TMP/nn/crashes"
+    kb_log "CRASH: $*"
+}
+
+# Crashes of our daemons: exit statuses recorded by the wrappers (any non-zero status of a
+# kembard we did not kill -9) and the kernel log (segfault lines of our pids newer than nn_init).
 nn__kmsg_new() { dmesg 2>/dev/null | tail -n +"$(( $(cat "$KB_TMP/nn/kmsg0" 2>/dev/null || echo 0) + 1 ))"; }
 nn__crashes() {  # kernel log lines about faults of the kembard pids given as arguments
     nn__kmsg_new | awk -v pids=" $* " '/kembard\[[0-9]+\]: (segfault|trap|general protection)/ {
@@ -265,15 +302,27 @@ nn__crashes() {  # kernel log lines about faults of the kembard pids given as ar
 nn__crash_check() {  # nn__crash_check PID WHAT
     local line
     line=$(nn__crashes "$1" | tail -1)
-    [ -z "$line" ] || kb_fail "kembard pid $1 ($2) crashed: $line"
+    [ -z "$line" ] || nn__note_crash "kembard pid $1 ($2): $line"
 }
-# nn_assert_no_crash: no kembard this test started died of a fault (kill -9 excepted, of course).
+# nn_assert_no_crash: no kembard this test started died on its own (kill -9 excepted).
 nn_assert_no_crash() {
-    local bad
-    [ -f "$KB_TMP/nn/started" ] || return 0
-    # shellcheck disable=SC2046
-    bad=$(nn__crashes $(cat "$KB_TMP/nn/started"))
-    [ -z "$bad" ] || kb_fail "kembard crashed: $bad"
+    local f line pid st bad=""
+    for f in "$KB_TMP"/node*/exits; do
+        [ -f "$f" ] || continue
+        while read -r pid st; do
+            [ "$st" = 0 ] && continue
+            [ "$st" = 137 ] && grep -qx "$pid" "$KB_TMP/nn/killed" 2>/dev/null && continue
+            line="kembard pid $pid ($(basename "$(dirname "$f")")) exited with status $st"
+            grep -qF "pid $pid)" "$KB_TMP/nn/crashes" 2>/dev/null || bad+="$line"$'\n'
+        done <"$f"
+    done
+    if [ -f "$KB_TMP/nn/started" ]; then
+        # shellcheck disable=SC2046
+        bad+=$(nn__crashes $(cat "$KB_TMP/nn/started"))
+    fi
+    [ -f "$KB_TMP/nn/crashes" ] && bad=$(cat "$KB_TMP/nn/crashes")$'\n'"$bad"
+    bad=$(sed '/^$/d' <<<"$bad" | sort -u)
+    [ -z "$bad" ] || kb_fail "kembard crashed:"$'\n'"$bad"
 }
 
 nn_restart() { nn_stop "$1"; nn_start "$@"; }
@@ -413,3 +462,49 @@ nn_tool() {
 
 # nn_kv KEY LINE: the value of KEY in a "key=value ..." line (kb-pattern's summaries).
 nn_kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -1; }
+
+# nn_blamed BRICK...: objects on the given brick directories whose replicate changelog
+# (trusted.kembar.cl, xlators/changelog.h: 8-byte header, then int32 BE [17][3]) has a non-zero
+# PENDING row (rows 1..16: this copy blames another replica). The dirty row (0) is ignored: it is
+# set while any write is in flight. Prints "COUNT first-few-paths". 0 when every copy agrees that
+# no replica missed anything, i.e. no heal is owed.
+nn_blamed() {
+    "$KB_PY" - "$@" <<'PYEOF'
+import os, struct, sys
+count, names = 0, []
+for brick in sys.argv[1:]:
+    for root, dirs, files in os.walk(brick):
+        if root == brick and ".kembar" in dirs:
+            dirs.remove(".kembar")
+        for n in dirs + files + ([""] if root == brick else []):
+            p = os.path.join(root, n) if n else root
+            try:
+                v = os.getxattr(p, "trusted.kembar.cl", follow_symlinks=False)
+            except OSError:
+                continue
+            if len(v) < 8 + 204:
+                continue
+            m = struct.unpack(">51i", v[8:8 + 204])
+            if any(m[3:]):
+                count += 1
+                if len(names) < 3:
+                    names.append(os.path.relpath(p, brick))
+print(count, " ".join(names))
+PYEOF
+}
+
+# nn_clients_connected: every replicate child of every live kembar-fuse mount of this test is up,
+# by the last "child I (NAME) is up|down" line of each mount's log.
+nn_clients_connected() {
+    local k f
+    for k in "$KB_TMP"/mounts/*; do
+        [ -f "$k" ] || continue
+        f=$KB_TMP/fuse-$(basename "$(sed -n 1p "$k")")-$(basename "$k").log
+        [ -f "$f" ] || continue
+        awk '/\] child [0-9]+ \(.*\) is (up|down)$/ {
+                 k = $0; sub(/ is (up|down)$/, "", k); sub(/^.*\[/, "[", k)
+                 st[k] = ($NF == "up") }
+             END { for (k in st) if (!st[k]) exit 1 }' "$f" || return 1
+    done
+    return 0
+}
