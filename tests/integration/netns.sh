@@ -28,6 +28,14 @@
 #     veth down / up: the node is cut from clients and every other node at once). Each is
 #     idempotent and tolerant (a kill of a dead node is a no-op) so a random thrasher cannot trip
 #     on its own bookkeeping; nn_state N says up|down|paused|partitioned.
+#   - Crashes are seen: kembard runs under a small sh parent that records its exit status, so a
+#     daemon that dies of a signal (or exits non-zero) without being killed -9 by the test, e.g.
+#     on SIGTERM, is reported by nn_assert_no_crash, as are segfault lines of our pids in the
+#     kernel log.
+#   - Probes for tests: nn_bricks_online (status --json), nn_clients_connected (every replicate
+#     child of every live mount is up, from the mounts' logs), nn_blamed (replicate changelogs on
+#     the bricks: does any copy blame another?), nn_heal_total (heal info --json), nn_rss_kb,
+#     nn_tool (a tests/tools program, built if make has not).
 #   - Cleanup on any exit (runs before lib.sh's): paused nodes continued, links up, mounts
 #     unmounted, node processes ended (SIGCONT before the kill), the test's own hooks run
 #     (nn_atexit CMD: shell commands, last registered first), then veths, bridge and namespaces
