@@ -305,6 +305,10 @@ static void list_got(void *ctx, hbatch_t *b)
         }
         hs->list_off += n;
         more = n > 0 && hs->list_off < r->off;
+        /* Pages are offsets into a listing that shrinks as entries are
+         * healed: a later page can miss some. Sweep again after this one. */
+        if (more)
+            hs->sweep_again = true;
     }
     hb_free(b);
     if (!more)

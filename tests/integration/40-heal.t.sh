@@ -13,7 +13,8 @@
 #   - sparse stays sparse on the healed brick;
 #   - split-brain (each node written while the other was down, quorum none) is reported by heal
 #     info, left alone by the heal daemons, and resolved by the CLI: `heal hv split-brain
-#     source-brick BRICK PATH` and `... split-brain latest-mtime PATH`.
+#     source-brick BRICK PATH` and `... split-brain latest-mtime PATH`;
+#   - `heal hv full` repairs a copy changed behind kembar's back (no marks: found by checksums).
 # kb-requires: fuse
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -118,7 +119,7 @@ os.fsync(fd)
 os.close(fd)
 EOF
     sync
-    WANT_IMG=$(kb_sha "$MNT/vm.img")
+    WANT_IMG=$(kb_sha "${B[0]}/vm.img")     # the survivor's copy holds every acknowledged write
     local n
     n=$(heal_num total_entries)
     kb_log "entries pending with node 2 down: $n"
@@ -141,8 +142,10 @@ heal_by_itself() {
 }
 
 copies_identical() {
-    kb_assert_eq "$WANT_IMG" "$(kb_sha "${B[0]}/vm.img")" "image on brick 1 = what the mount wrote"
-    kb_assert_eq "$WANT_IMG" "$(kb_sha "${B[1]}/vm.img")" "image on brick 2 (healed) = what the mount wrote"
+    kb_assert_eq "$WANT_IMG" "$(kb_sha "${B[0]}/vm.img")" "image on brick 1 (the source) unchanged by the heal"
+    kb_assert_eq "$WANT_IMG" "$(kb_sha "${B[1]}/vm.img")" "image on brick 2 (healed) = brick 1's"
+    kb_assert_eq "$(kb_t 30 head -c 65536 "$MNT/vm.img" | sha256sum | cut -d' ' -f1)" \
+        "$(head -c 65536 "${B[1]}/vm.img" | sha256sum | cut -d' ' -f1)" "the mount reads what the bricks hold"
     kb_assert_same_file "${B[0]}/sparse2" "${B[1]}/sparse2"
     tree_sig "${B[0]}" >"$KB_TMP/sig1"
     tree_sig "${B[1]}" >"$KB_TMP/sig2"
@@ -228,6 +231,18 @@ split_brain_cli() {
         "$KB_BIN/kembar" --server "$(kb_addr 1)" volume heal hv split-brain bigger-file /no/such/file
 }
 
+heal_full() {
+    local before after
+    printf 'changed behind our back' | dd of="${B[1]}/dir1/new" conv=notrunc status=none
+    kb_assert_ne "$(kb_sha "${B[0]}/dir1/new")" "$(kb_sha "${B[1]}/dir1/new")" "test bug: the copy was not changed"
+    before=$(heal_num bytes_healed)
+    kb_cli 1 volume heal hv full >&2
+    kb_wait_until 30 cmp -s "${B[0]}/dir1/new" "${B[1]}/dir1/new" || kb_fail "heal full did not repair dir1/new"
+    after=$(heal_num bytes_healed)
+    kb_log "heal full: $((after - before)) bytes written"
+    kb_assert_le $((after - before)) $((4 * MiB)) "heal full copies only the differing blocks"
+}
+
 setup_data
 outage
 heal_by_itself
@@ -235,5 +250,6 @@ if [ -n "${KB_HEAL_KEEP:-}" ]; then cp "$(kb_node_log 1)" "$KB_HEAL_KEEP.node1.l
 kb_section "copies identical" copies_identical
 kb_section "heal moved ~the dirty bytes" moved_the_dirty_bytes
 kb_section "sparse stays sparse" sparse_stays_sparse
+kb_section "heal full finds what no mark names" heal_full
 kb_section "split-brain: reported, then resolved by the CLI" split_brain_cli
 kb_done
