@@ -88,6 +88,12 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
+	@KB_FUZZ_TIME=$${KB_FUZZ_TIME:-5} sh tests/fuzz/run.sh
+
+# libFuzzer targets (clang): frame/fop decoders, volfile and volume-definition parsers.
+# make test runs each for 5 s; make fuzz for 10 s (KB_LONG=1: 120 s, KB_FUZZ_TIME=N).
+fuzz: deps
+	@sh tests/fuzz/run.sh
 
 test-unit: $(UNIT_BINS)
 	@sh tests/run-unit.sh $(UNIT_BINS)
@@ -97,6 +103,7 @@ test-integration: all
 
 test-long: deps all
 	@KB_LONG=1 sh tests/run-integration.sh
+	@KB_LONG=1 sh tests/fuzz/run.sh
 
 docs: $(B)/kembard
 	@sh scripts/gen-options.sh

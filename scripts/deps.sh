@@ -3,7 +3,8 @@
 # Nothing is assumed beyond gcc and make (a fresh Debian 12 machine, root).
 set -e
 PKGS="pkg-config libfuse3-dev fuse3 uuid-dev libssl-dev libevent-dev liburing-dev libcriterion-dev
-      attr fio qemu-utils iproute2 psmisc procps util-linux openssl xxd python3 curl clang"
+      attr fio qemu-utils iproute2 psmisc procps util-linux openssl xxd python3 curl clang
+      libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
