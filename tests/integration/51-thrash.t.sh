@@ -131,6 +131,10 @@ inject() {  # inject NODE KIND SECS
         pause) nn_pause "$n"; sleep "$secs"; nn_resume "$n" ;;
         partition) nn_partition "$n"; sleep "$secs"; nn_unpartition "$n" ;;
     esac
+    # A client may declare a silent node dead up to ping-timeout AFTER a freeze or a cut ended
+    # (TCP retransmission backoff delays the first answers): wait that out, or the next fault
+    # would overlap this one and quorum could be lost for real.
+    case "$kind" in pause|partition) sleep $((PING + 1)) ;; esac
     FAULTS[$kind]=$((FAULTS[$kind] + 1))
 }
 
@@ -162,18 +166,25 @@ stop_clients() {
 }
 
 clients_clean() {
-    local i out max=0 ms
+    local i out max=0 ms errs=0
     for i in "${!WOUTS[@]}"; do
         out=$(cat "${WOUTS[$i]}")
         [ -n "$out" ] || kb_fail "${WVOLS[$i]}/${WFILES[$i]}: the writer printed no summary"
-        kb_assert_eq 0 "$(nn_kv errors "$out")" "${WVOLS[$i]}/${WFILES[$i]}: write errors (quorum was never lost)"
-        kb_assert_eq 0 "$(nn_kv readback_bad "$out")" "${WVOLS[$i]}/${WFILES[$i]}: read-back mismatches"
         ms=$(nn_kv max_stall_ms "$out" | cut -d. -f1)
         [ "$ms" -gt "$max" ] && max=$ms
+        errs=$((errs + $(nn_kv errors "$out")))
     done
     echo "$max" >"$W/max_stall"
-    kb_log "max stall over all writers: ${max} ms (bound: ping-timeout + 2 s = $(((PING + 2) * 1000)) ms)"
-    kb_assert_le "$max" $(((PING + 2) * 1000)) "longest single write (ms) under one fault at a time"
+    echo "$errs" >"$W/write_errors"
+    for i in "${!WOUTS[@]}"; do
+        out=$(cat "${WOUTS[$i]}")
+        kb_assert_eq 0 "$(nn_kv errors "$out")" "${WVOLS[$i]}/${WFILES[$i]}: write errors (quorum was never lost)"
+        kb_assert_eq 0 "$(nn_kv readback_bad "$out")" "${WVOLS[$i]}/${WFILES[$i]}: read-back mismatches"
+    done
+    # Bound: ping-timeout to declare a silent node dead, plus up to 3 s of TCP retransmission
+    # backoff when a write was sent into a cut link just before it came back.
+    kb_log "max stall over all writers: ${max} ms (bound: ping-timeout + 3 s = $(((PING + 3) * 1000)) ms)"
+    kb_assert_le "$max" $(((PING + 3) * 1000)) "longest single write (ms) under one fault at a time"
     [ ! -s "$W/fio-t3.fail" ] || kb_fail "fio on t3: $(cat "$W/fio-t3.fail")"
     [ ! -s "$W/fio-ta.fail" ] || kb_fail "fio on ta: $(cat "$W/fio-ta.fail")"
 }
@@ -298,7 +309,8 @@ summary() {
     local f
     read -r a b c d <"$W/faults" 2>/dev/null || { a=?; b=?; c=?; d=?; }
     kb_log "THRASH SUMMARY seed=$SEED secs=$THRASH_SECS mode=$NN_MODE kill=$a restart=$b pause=$c partition=$d" \
-        "bytes_verified=$(cat "$W/bytes_verified" 2>/dev/null || echo ?) max_stall_ms=$(cat "$W/max_stall" 2>/dev/null || echo ?)"
+        "bytes_verified=$(cat "$W/bytes_verified" 2>/dev/null || echo ?) max_stall_ms=$(cat "$W/max_stall" 2>/dev/null || echo ?)" \
+        "write_errors=$(cat "$W/write_errors" 2>/dev/null || echo ?)"
     f=$((a + b + c + d))
     kb_assert_le 4 "$f" "faults injected (too few to mean anything)"
 }
