@@ -251,6 +251,8 @@ typedef struct hplan {
     repl_mask_t R;              /* copies whose marks were read (rows to clear) */
     bool cmp;                   /* no mark names K: compare before copying (full, dirty only) */
     bool forced;                /* src chosen by resolve / favourite-child policy */
+    bool clear_only;            /* src < 0: the copies agree, but a copy that holds none of this
+                                   column (the arbiter's data) keeps a stale dirty mark: take it back */
 } hplan_t;
 /* 0 (pl->src < 0: nothing), -EIO split-brain (h->split set), -ENOTCONN no source up. */
 int heal_plan(hobj_t *h, int col, hplan_t *pl);

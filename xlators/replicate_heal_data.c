@@ -721,6 +721,17 @@ static void hd_snapped(void *ctx, hbatch_t *b)
         rc = heal_plan(h, KB_CL_DATA, &hd->pl);
     if (rc == -EIO && h->split)
         rc = 0;
+    if (!rc && hd->pl.clear_only) {
+        hbatch_t *cb = hb_new(h->hs, p->n, h->req, h->owner);
+        if (!cb) {
+            hd_end(hd, -ENOMEM);
+            return;
+        }
+        heal_clear_add(h, cb, KB_CL_DATA, repl_all(&p->cfg), h->m, hd->pl.R);
+        h->did = true;
+        hb_go(cb, hd_fin_cleared, hd);
+        return;
+    }
     if (rc || hd->pl.src < 0) {
         hd_end(hd, rc);
         return;

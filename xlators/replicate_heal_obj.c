@@ -138,8 +138,18 @@ int heal_plan(hobj_t *h, int col, hplan_t *pl)
         /* Nobody blamed: a writer died mid-operation (dirty), or heal full.
          * Compare; with more than one source there is nothing to choose
          * between, take the first. */
-        if (!(dirty & P) && !h->full)
+        if (!(dirty & P) && !h->full) {
+            /* A dirty mark on a copy outside the column's candidates (an
+             * arbiter killed mid-write): nobody blames anybody, so the
+             * mark only says a write was in flight there. The caller holds
+             * the column's lock: no write is in flight now. */
+            for (int j = 0; j < p->n; j++)
+                for (int i = 0; i < p->n && (dirty & REPL_BIT(j)); i++)
+                    if (i != j && h->m[j].v[1 + i][col] > 0)
+                        dirty = 0;
+            pl->clear_only = (dirty & ~P) != 0;
             return 0;
+        }
         pl->cmp = true;
         pl->src = repl_first(S & ~dirty) >= 0 ? repl_first(S & ~dirty) : repl_first(S);
         pl->K = P & ~REPL_BIT(pl->src);

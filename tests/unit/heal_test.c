@@ -748,3 +748,27 @@ Test(heal, arbiter_gets_names_and_marks_never_data)
                  index_count(0), index_count(1), index_count(2));
     stop(h);
 }
+
+Test(heal, a_stale_dirty_mark_on_the_arbiter_is_taken_back)
+{
+    bh_t *h = start(3, " option arbiter-count 1\n");
+    kb_gfid_t g;
+    uint64_t fd = mkfile(h, &kb_gfid_root, "a.img", 256 * KiB, 71, &g);
+    bh_release(h, &g, fd);
+    settle(h);
+    /* the arbiter was killed between a writer's pre-op and post-op */
+    kb_cl_matrix_t d;
+    memset(&d, 0, sizeof(d));
+    d.v[KB_CL_DIRTY_ROW][KB_CL_DATA] = 1;
+    kb_buf_t *buf = kb_buf_new(KB_CL_MATRIX_BYTES);
+    kb_cl_encode(&d, (uint8_t *)buf->data);
+    buf->len = KB_CL_MATRIX_BYTES;
+    kb_args_t x = { .gfid = g, .name = (char *)KB_CL_XATTR, .flags = KB_XOP_ADD, .data = buf };
+    cr_assert_eq(bh_call_xl(h, bh_xl(h, "l2"), KB_FOP_XATTROP, &x, NULL, NULL), 0);
+    kb_buf_unref(buf);
+    cr_assert_eq(index_count(2), 1);
+    heal_all(h);
+    assert_clean("a.img");
+    cr_assert_eq(index_count(0) + index_count(1) + index_count(2), 0);
+    stop(h);
+}
