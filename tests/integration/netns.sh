@@ -187,7 +187,7 @@ nn__teardown() {
     fi
     [ -f "$KB_TMP/nn/bridge" ] && ip link del "$(cat "$KB_TMP/nn/bridge")" 2>/dev/null
     rm -f "$KB_TMP/nn/veths" "$KB_TMP/nn/namespaces" "$KB_TMP/nn/bridge"
-    exec 8>&- 2>/dev/null
+    exec 8>&-   # the subnet lock
     return 0
 }
 
