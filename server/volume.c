@@ -16,11 +16,13 @@
  * Rejected: a binary format (hard to inspect by hand when a node is sick)
  * and JSON (needs a parser we would have to write or import).
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include "lib/common.h"
 #include "server/kembard.h"
+#include "xlators/changelog.h"
 
 /* Options that belong to the volume rather than to one translator. */
 static const kb_option_def_t volume_options[] = {
@@ -67,6 +69,34 @@ const char *kbd_status_name(int s)
     return s == KBD_VOL_STARTED ? "started" : s == KBD_VOL_STOPPED ? "stopped" : "created";
 }
 
+/* A host is a DNS name or an IPv4 address ([A-Za-z0-9.-_]), or an IPv6
+ * address (validated by inet_pton): anything else could not round-trip
+ * through the definition file or the volfile. */
+static bool host_ok(const char *h)
+{
+    if (!*h || strlen(h) > 253)
+        return false;
+    if (strchr(h, ':')) {
+        unsigned char a[16];
+        return inet_pton(AF_INET6, h, a) == 1;
+    }
+    for (const char *c = h; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-' && *c != '_')
+            return false;
+    return true;
+}
+
+/* A brick path must survive the volfile (where '#' starts a comment and
+ * values are trimmed) and the definition file (line based): no '#', no
+ * white space, no control characters. */
+static bool path_ok(const char *p)
+{
+    for (const unsigned char *c = (const unsigned char *)p; *c; c++)
+        if (*c == '#' || isspace(*c) || *c < 0x20 || *c == 0x7f)
+            return false;
+    return true;
+}
+
 int kbd_brick_parse(const char *spec, kbd_brick_t *b, char *err, size_t errlen)
 {
     memset(b, 0, sizeof(*b));
@@ -86,8 +116,16 @@ int kbd_brick_parse(const char *spec, kbd_brick_t *b, char *err, size_t errlen)
         return -ENOMEM;
     int rc = kb_parse_hostport(hp, &b->host, &b->port, KB_DEFAULT_PORT);
     free(hp);
-    if (rc) {
+    if (rc || !host_ok(b->host)) {
         snprintf(err, errlen, "bad brick '%s': bad host or port", spec);
+        free(b->host);
+        b->host = NULL;
+        return -EINVAL;
+    }
+    if (!path_ok(path)) {
+        snprintf(err, errlen, "bad brick '%s': the path may not contain '#', spaces or control characters", spec);
+        free(b->host);
+        b->host = NULL;
         return -EINVAL;
     }
     b->path = strdup(path);
@@ -154,6 +192,15 @@ bad:
     return -EINVAL;
 }
 
+/* A count in 0..1000, or -1 (refused later) for anything else. */
+static int small_int(const char *s)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    return end == s || *end || errno || x < 0 || x > 1000 ? -1 : (int)x;
+}
+
 kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
 {
     kbd_volume_t *v = kb_zalloc(sizeof(*v));
@@ -190,9 +237,9 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
             v->status = strcmp(val, "started") == 0 ? KBD_VOL_STARTED
                         : strcmp(val, "stopped") == 0 ? KBD_VOL_STOPPED : KBD_VOL_CREATED;
         } else if (strcmp(k, "replica") == 0) {
-            v->replica = atoi(val);
+            v->replica = small_int(val);
         } else if (strcmp(k, "arbiter") == 0) {
-            v->arbiter = atoi(val);
+            v->arbiter = small_int(val);
         } else if (strcmp(k, "brick") == 0) {
             rc = add_brick_line(v, val, err, errlen);
         } else if (strcmp(k, "option") == 0) {
@@ -208,8 +255,9 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
         /* unknown keys (format, future fields) are ignored */
     }
     free(copy);
-    if (!rc && (!v->name || !have_id || v->nbricks == 0 || v->replica < 1 || v->arbiter < 0 ||
-                v->arbiter > 1 || v->nbricks % kbd_set_size(v))) {
+    if (!rc && (!v->name || !kbd_volname_ok(v->name) || !have_id || v->nbricks == 0 || v->replica < 1 ||
+                v->replica > KB_CL_MAX_REPLICA || v->arbiter < 0 || v->arbiter > 1 ||
+                kbd_set_size(v) > KB_CL_MAX_REPLICA || v->nbricks % kbd_set_size(v))) {
         snprintf(err, errlen, "incomplete or inconsistent volume definition");
         rc = -EINVAL;
     }

@@ -337,8 +337,14 @@ static void posix_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
 {
     if (event == KB_EV_PARENT_UP)
         kb_notify_parents(xl, KB_EV_CHILD_UP);
-    else if (event == KB_EV_PARENT_DOWN)
+    else if (event == KB_EV_PARENT_DOWN) {
+        /* Teardown: finish the I/O in flight now, while locks and the
+         * server above can still take its completions (a late one reached
+         * a finalised features/locks on SIGTERM). */
+        if (xl->priv)
+            posix_io_drain(xl->priv);
         kb_notify_parents(xl, KB_EV_CHILD_DOWN);
+    }
 }
 
 static int posix_ctl(kb_xlator_t *xl, int code, void *arg)

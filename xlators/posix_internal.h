@@ -196,6 +196,7 @@ void posix_op_lseek(kb_call_t *call);
 /* ---- posix_io.c ---- */
 int posix_io_init(posix_priv_t *p, struct event_base *base, unsigned entries);
 void posix_io_fini(posix_priv_t *p);
+void posix_io_drain(posix_priv_t *p);   /* complete what the ring holds (teardown) */
 void posix_op_read(kb_call_t *call);
 void posix_op_write(kb_call_t *call);
 void posix_op_fsync(kb_call_t *call);

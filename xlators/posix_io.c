@@ -216,13 +216,14 @@ int posix_io_init(posix_priv_t *p, struct event_base *base, unsigned entries)
     return 0;
 }
 
-void posix_io_fini(posix_priv_t *p)
+/* Complete every call the ring still holds (exactly once each). Graph
+ * teardown calls this at PARENT_DOWN, while the translators above are still
+ * alive to take the completions; fini calls it again (then a no-op). */
+void posix_io_drain(posix_priv_t *p)
 {
     struct posix_ring *r = p->ring;
     if (!r)
         return;
-    /* Normally idle; otherwise finish what the kernel holds so each call
-     * still completes exactly once. */
     while (r->inflight > 0 || r->ovf_head) {
         struct io_uring_cqe *cqe;
         if (r->inflight == 0) {
@@ -233,6 +234,14 @@ void posix_io_fini(posix_priv_t *p)
             break;
         ring_reap(p);
     }
+}
+
+void posix_io_fini(posix_priv_t *p)
+{
+    struct posix_ring *r = p->ring;
+    if (!r)
+        return;
+    posix_io_drain(p);
     event_free(r->ev);
     close(r->efd);
     io_uring_queue_exit(&r->ring);

@@ -146,3 +146,28 @@ Test(volume, option_lookup)
     cr_assert_not_null(kbd_option_find("auth.allow", &type));
     cr_assert_null(kbd_option_find("no.such-option", &type));
 }
+
+/* Found by fuzz_volume: what the definition or the volfile cannot carry is
+ * refused at the door (a '#' made the volfile serve another directory). */
+Test(volume, unsafe_bricks_and_counts_refused)
+{
+    kbd_brick_t b;
+    char err[256];
+    const char *bad[] = { "a:1:/data/brick#1", "a:1:/with space", "a:1:/tab\there", "0::1]:24802:/arb",
+                          "ho$t:/x", "[zz::1]:1:/x" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_neq(kbd_brick_parse(bad[i], &b, err, sizeof(err)), 0, "'%s' accepted", bad[i]);
+    cr_assert_eq(kbd_brick_parse("[fd00::1]:24800:/ok/path-1_2.x", &b, err, sizeof(err)), 0, "%s", err);
+    free(b.host);
+    free(b.path);
+    const char *defs[] = {
+        "name=x\nid=3e1f0c8a-9d2b-4c6e-8f7a-1b2c3d4e5f61\nreplica=2147483647\narbiter=1\n"
+        "brick=a:1:/x 11111111-2222-4333-8444-555555555557\n",
+        "name=x\nid=3e1f0c8a-9d2b-4c6e-8f7a-1b2c3d4e5f61\nreplica=99999999999999999999\n"
+        "brick=a:1:/x 11111111-2222-4333-8444-555555555557\n",
+        "name=bad/name\nid=3e1f0c8a-9d2b-4c6e-8f7a-1b2c3d4e5f61\nreplica=1\n"
+        "brick=a:1:/x 11111111-2222-4333-8444-555555555557\n",
+    };
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
+        cr_assert_null(kbd_volume_parse(defs[i], err, sizeof(err)), "definition %zu accepted", i);
+}
