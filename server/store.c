@@ -94,6 +94,11 @@ static void brick_start(kbd_t *d, struct kbd_vol_entry *e, int i)
         }
     }
     if (!g) {
+        /* The usual cause is the brick directory itself (missing, disk not
+         * mounted, another volume's): say that rather than an errno. */
+        char why[400] = "";
+        if (posix_brick_check(b->path, &e->v->id, why, sizeof(why)) && why[0])
+            snprintf(err, sizeof(err), "%s", why);
         snprintf(b->error, sizeof(b->error), "%s", err[0] ? err : "cannot build the brick graph");
         kb_err("store", "brick %s of volume %s not started: %s", b->path, b->volume, b->error);
         return;
