@@ -102,7 +102,7 @@ test-integration: all
 	@sh tests/run-integration.sh
 
 test-long: deps all
-	@KB_LONG=1 sh tests/run-integration.sh
+	@KB_LONG=1 KB_TEST_TIMEOUT=900 sh tests/run-integration.sh
 	@KB_LONG=1 sh tests/fuzz/run.sh
 
 docs: $(B)/kembard
