@@ -21,7 +21,10 @@ static void usage(FILE *f)
         "  volume start|stop NAME [force]      volume delete NAME\n"
         "  volume info [NAME]   volume list   volume status [NAME]\n"
         "  volume set NAME KEY VALUE   volume set help   volume get NAME [KEY]\n"
-        "  volume heal NAME [full]   volume heal NAME info [split-brain] [--watch]\n");
+        "  volume heal NAME [full]   volume heal NAME info [split-brain] [--watch]\n"
+        "  volume heal NAME split-brain latest-mtime|bigger-file PATH\n"
+        "  volume heal NAME split-brain source-brick HOST:PORT:/BRICK PATH\n"
+        "  volume profile NAME [clear]   volume top NAME   volume status NAME detail\n");
 }
 
 static unsigned long long json_num(const char *json, const char *key)
