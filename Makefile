@@ -87,8 +87,8 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all $(UNIT_BINS)
 	@$(MAKE) --no-print-directory test-unit
-	@$(MAKE) --no-print-directory test-integration
 	@KB_FUZZ_TIME=$${KB_FUZZ_TIME:-5} sh tests/fuzz/run.sh
+	@$(MAKE) --no-print-directory test-integration
 
 # libFuzzer targets (clang): frame/fop decoders, volfile and volume-definition parsers.
 # make test runs each for 5 s; make fuzz for 10 s (KB_LONG=1: 120 s, KB_FUZZ_TIME=N).
