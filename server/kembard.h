@@ -43,6 +43,8 @@ typedef struct kbd_volume {
 static inline int kbd_set_size(const kbd_volume_t *v) { return v->replica + v->arbiter; }
 
 /* volume.c */
+/* NUL-terminate E and hand its buffer over as text; NULL (E freed) on error. */
+char *kbd_enc_text(kb_enc_t *e);
 kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen);
 char *kbd_volume_format(const kbd_volume_t *v);         /* malloc'd text */
 void kbd_volume_free(kbd_volume_t *v);

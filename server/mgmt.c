@@ -86,6 +86,15 @@ typedef struct ctx {
     bool json;
 } ctx_t;
 
+static int peerv(const char *host, uint16_t port, char **out, int argc, char **argv)
+{
+    char err[512] = "";
+    int rc = rpc_sync_argv(host, port, KB_PROC_PEER, argc, argv, PEER_TIMEOUT_MS, out, err, sizeof(err));
+    if (rc && !*out)
+        *out = strdup(err);
+    return rc;
+}
+
 static int peer(const char *host, uint16_t port, char **out, int argc, ...)
 {
     char *argv[32];
@@ -94,20 +103,13 @@ static int peer(const char *host, uint16_t port, char **out, int argc, ...)
     for (int i = 0; i < argc && i < 32; i++)
         argv[i] = va_arg(ap, char *);
     va_end(ap);
-    char err[512] = "";
-    int rc = rpc_sync_argv(host, port, KB_PROC_PEER, argc, argv, PEER_TIMEOUT_MS, out, err, sizeof(err));
-    if (rc && !*out)
-        *out = strdup(err);
-    return rc;
+    return peerv(host, port, out, KB_MIN(argc, 32), argv);
 }
 
-static int peerv(const char *host, uint16_t port, char **out, int argc, char **argv)
+/* Is brick B of V served by node N? */
+static bool brick_on(const kbd_volume_t *v, int b, const node_t *n)
 {
-    char err[512] = "";
-    int rc = rpc_sync_argv(host, port, KB_PROC_PEER, argc, argv, PEER_TIMEOUT_MS, out, err, sizeof(err));
-    if (rc && !*out)
-        *out = strdup(err);
-    return rc;
+    return v->bricks[b].port == n->port && strcmp(v->bricks[b].host, n->host) == 0;
 }
 
 /* Unique nodes of a volume, in brick order. */
@@ -120,7 +122,7 @@ static int volume_nodes(const kbd_volume_t *v, node_t **nodes)
     for (int i = 0; i < v->nbricks; i++) {
         int j;
         for (j = 0; j < cnt; j++)
-            if (n[j].port == v->bricks[i].port && strcmp(n[j].host, v->bricks[i].host) == 0)
+            if (brick_on(v, i, &n[j]))
                 break;
         if (j == cnt) {
             n[cnt].host = v->bricks[i].host;
@@ -159,7 +161,7 @@ static void local_csv(const kbd_volume_t *v, const node_t *n, char *buf, size_t 
     buf[0] = 0;
     size_t off = 0;
     for (int i = 0; i < v->nbricks && off + 8 < len; i++)
-        if (v->bricks[i].port == n->port && strcmp(v->bricks[i].host, n->host) == 0)
+        if (brick_on(v, i, n))
             off += (size_t)snprintf(buf + off, len - off, "%s%d", off ? "," : "", i);
 }
 
@@ -307,7 +309,7 @@ static int cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_
         pargv[pc++] = volid;
         pargv[pc++] = force ? "1" : "0";
         for (int b = 0, m = 0; b < v->nbricks && m < 64; b++)
-            if (v->bricks[b].port == nodes[prepared].port && strcmp(v->bricks[b].host, nodes[prepared].host) == 0) {
+            if (brick_on(v, b, &nodes[prepared])) {
                 snprintf(bidx[m], sizeof(bidx[m]), "%d", b);
                 pargv[pc++] = bidx[m];
                 pargv[pc++] = kb_gfid_str(&v->bricks[b].id, bids[m]);
@@ -327,7 +329,7 @@ static int cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_
     if (rc) {
         for (int k = 0; k < prepared; k++)
             for (int b = 0; b < v->nbricks; b++)
-                if (v->bricks[b].port == nodes[k].port && strcmp(v->bricks[b].host, nodes[k].host) == 0) {
+                if (brick_on(v, b, &nodes[k])) {
                     char *reply = NULL;
                     peer(nodes[k].host, nodes[k].port, &reply, 3, "peer", "unprepare", v->bricks[b].path);
                     free(reply);

@@ -229,11 +229,10 @@ static void fop_done(void *cookie, const kb_reply_t *r)
         else
             rpc_reply(c->rc, q->xid, q->op, r->status, e.p, (uint32_t)e.len, bulk);
         kb_enc_free(&e);
-    } else if (r->status >= 0 && (kb_fop_info[q->op].reply & KB_R_FD)) {
-        /* The client left while its open was in flight: nobody will release it. */
-        kb_graph_t *g = NULL;
-        (void)g;
     }
+    /* Known gap: an OPEN/CREATE that completes after its client left (the
+     * CLIENT_GONE sweep already ran) leaves that brick fd open until the
+     * brick stops. */
     kb_args_clear(&q->args);
     conn_unref(c);
     free(q);

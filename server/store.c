@@ -540,12 +540,8 @@ static int op_brick_status(kbd_t *d, const char *name, char **out)
                          b && !b->graph ? b->error : "");
         kb_enc_bytes(&enc, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
     }
-    kb_enc_u8(&enc, 0);
-    if (enc.err) {
-        kb_enc_free(&enc);
+    if (!(*out = kbd_enc_text(&enc)))
         return reply_text(out, -ENOMEM, "out of memory");
-    }
-    *out = (char *)enc.p;
     return 0;
 }
 
@@ -586,12 +582,8 @@ static int op_profile(kbd_t *d, int argc, char **argv, char **out)
             st->since_ms = kb_now_ms();
         }
     }
-    kb_enc_u8(&enc, 0);
-    if (enc.err) {
-        kb_enc_free(&enc);
+    if (!(*out = kbd_enc_text(&enc)))
         return reply_text(out, -ENOMEM, "out of memory");
-    }
-    *out = (char *)enc.p;
     return 0;
 }
 
@@ -610,12 +602,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
             kb_enc_bytes(&enc, e->v->name, strlen(e->v->name));
             kb_enc_u8(&enc, '\n');
         }
-        kb_enc_u8(&enc, 0);
-        if (enc.err) {
-            kb_enc_free(&enc);
+        if (!(*out = kbd_enc_text(&enc)))
             return reply_text(out, -ENOMEM, "out of memory");
-        }
-        *out = (char *)enc.p;
         return 0;
     }
     if (argc < 3)
@@ -816,12 +804,8 @@ static int op_heal_info(kbd_t *d, const char *name, char **out)
              (unsigned long long)st.data_bytes_written, (unsigned long long)st.sweeps, st.nsplit, shd ? 1 : 0);
     }
 #undef LINE
-    kb_enc_u8(&enc, 0);
-    if (enc.err) {
-        kb_enc_free(&enc);
+    if (!(*out = kbd_enc_text(&enc)))
         return reply_text(out, -ENOMEM, "out of memory");
-    }
-    *out = (char *)enc.p;
     return 0;
 }
 
@@ -1003,10 +987,5 @@ char *kbd_metrics_text(kbd_t *d)
             }
         }
     }
-    kb_enc_u8(&e, 0);
-    if (e.err) {
-        kb_enc_free(&e);
-        return NULL;
-    }
-    return (char *)e.p;
+    return kbd_enc_text(&e);
 }

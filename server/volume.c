@@ -288,12 +288,17 @@ char *kbd_volume_format(const kbd_volume_t *v)
         PUT("option=%s %s\n", k, val);
     }
 #undef PUT
-    kb_enc_u8(&e, 0);
-    if (e.err) {
-        kb_enc_free(&e);
+    return kbd_enc_text(&e);
+}
+
+char *kbd_enc_text(kb_enc_t *e)
+{
+    kb_enc_u8(e, 0);
+    if (e->err) {
+        kb_enc_free(e);
         return NULL;
     }
-    return (char *)e.p;   /* the encoder's buffer, handed over */
+    return (char *)e->p;   /* the buffer is the caller's now */
 }
 
 /* Emit the `volume set` options that apply to translator type TYPE. */
@@ -357,12 +362,7 @@ char *kbd_volgen_client(const kbd_volume_t *v)
             put(&e, k > 1 ? " %s-replicate-%d" : " %s-client-%d", v->name, s);
         put(&e, "\nend-volume\n");
     }
-    kb_enc_u8(&e, 0);
-    if (e.err) {
-        kb_enc_free(&e);
-        return NULL;
-    }
-    return (char *)e.p;
+    return kbd_enc_text(&e);
 }
 
 char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children)
@@ -381,12 +381,7 @@ char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children)
     for (int i = set * k; i < (set + 1) * k && i < v->nbricks; i++)
         put(&e, " %s-shd-client-%d", v->name, i);
     put(&e, "\nend-volume\n");
-    kb_enc_u8(&e, 0);
-    if (e.err) {
-        kb_enc_free(&e);
-        return NULL;
-    }
-    return (char *)e.p;
+    return kbd_enc_text(&e);
 }
 
 char *kbd_volgen_brick(const kbd_volume_t *v, int i)
@@ -400,10 +395,5 @@ char *kbd_volgen_brick(const kbd_volume_t *v, int i)
     put(&e, "end-volume\n\nvolume %s-locks-%d\n  type features/locks\n", v->name, i);
     emit_opts(&e, v, "features/locks");
     put(&e, "  subvolumes %s-posix-%d\nend-volume\n", v->name, i);
-    kb_enc_u8(&e, 0);
-    if (e.err) {
-        kb_enc_free(&e);
-        return NULL;
-    }
-    return (char *)e.p;
+    return kbd_enc_text(&e);
 }
