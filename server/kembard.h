@@ -98,6 +98,10 @@ bool kbd_volume_wants_tls(kbd_t *d, const char *volume);
 int kbd_serve_start(kbd_t *d, char *err, size_t errlen);
 void kbd_serve_stop(kbd_t *d);
 void kbd_dump_inflight(kbd_t *d);
+/* Clients attached to local bricks of VOLUME, one line each:
+ * "ADDR VERSION WHO\n" (VERSION: the definition version their graph was made
+ * from, 0 = unknown). Malloc'd text; NULL on ENOMEM. */
+char *kbd_serve_clients(kbd_t *d, const char *volume);
 
 /* store.c: per-node state (loop thread) */
 int kbd_store_load(kbd_t *d);                 /* load all volumes, start started ones */

@@ -27,6 +27,9 @@ typedef struct kbd_conn {
     rpc_conn_t *rc;
     uint64_t id;
     kbd_brick_rt_t *brick;
+    char *volume;          /* set with brick by the handshake */
+    char who[64];          /* the client translator's name, e.g. "vm-client-1" */
+    uint32_t version;      /* volume definition version of the client's graph (0: unknown) */
     fdset_t fds;
     int refs;              /* 1 while connected + 1 per call in flight */
     bool gone;
@@ -113,6 +116,7 @@ static void conn_unref(kbd_conn_t *c)
         return;
     free(c->fds.slot);
     free(c->fds.dir);
+    free(c->volume);
     free(c);
 }
 
@@ -294,7 +298,7 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
     kb_dec_str(&dec, &vol, 64);
     kb_dec_str(&dec, &path, KB_PATH_MAX);
     kb_dec_str(&dec, &who, 256);
-    kb_dec_u32(&dec);
+    uint32_t version = kb_dec_u32(&dec);
     if (dec.err || !vol || !path) {
         reply_text(c, m, -EBADMSG, "malformed handshake");
     } else if (c->brick) {
@@ -310,8 +314,13 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
             reply_text(c, m, -ENOENT, why);
         } else {
             c->brick = b;
+            c->volume = vol;
+            vol = NULL;
+            c->version = version;
+            snprintf(c->who, sizeof(c->who), "%s", who ? who : "?");
             kbd_brick_conn_ref(b, 1);
-            kb_info("serve", "client %s (%s) attached to %s:%s", rpc_conn_peer(c->rc), who ? who : "?", vol, path);
+            kb_info("serve", "client %s (%s, version %u) attached to %s:%s", rpc_conn_peer(c->rc),
+                    c->who, version, c->volume, path);
             reply_text(c, m, 0, "ok");
         }
     }
@@ -438,6 +447,19 @@ void kbd_serve_stop(kbd_t *d)
         rpc_conn_close(c->rc);
         conn_gone(c);
     }
+}
+
+char *kbd_serve_clients(kbd_t *d, const char *volume)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    for (kbd_conn_t *c = d->conns; c; c = c->next)
+        if (c->brick && !c->gone && strcmp(c->volume, volume) == 0) {
+            char line[256];
+            int n = snprintf(line, sizeof(line), "%s %u %s\n", rpc_conn_peer(c->rc), c->version, c->who);
+            kb_enc_bytes(&e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
+        }
+    return kbd_enc_text(&e);
 }
 
 void kbd_dump_inflight(kbd_t *d)

@@ -626,6 +626,10 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return op_store(d, argc, argv, out);
     if (strcmp(op, "delete") == 0)
         return op_delete(d, argv[2], out);
+    if (strcmp(op, "clients") == 0 && argc == 3) {
+        *out = kbd_serve_clients(d, argv[2]);
+        return *out ? 0 : -ENOMEM;
+    }
     if (strcmp(op, "brick-status") == 0)
         return op_brick_status(d, argv[2], out);
     if (strcmp(op, "profile") == 0)

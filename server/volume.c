@@ -331,8 +331,9 @@ static void put_client(kb_enc_t *e, const kbd_volume_t *v, int i, const char *wh
 {
     const kbd_brick_t *b = &v->bricks[i];
     put(e, "volume %s-%s-%d\n  type protocol/client\n  option remote-host %s\n"
-           "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n",
-        v->name, what, i, b->host, b->port, b->path, v->name);
+           "  option remote-port %u\n  option remote-subvolume %s\n  option volume %s\n"
+           "  option volume-version %u\n",
+        v->name, what, i, b->host, b->port, b->path, v->name, v->version);
     emit_opts(e, v, "protocol/client");
     put(e, "end-volume\n\n");
 }

@@ -31,6 +31,9 @@ static const kb_option_def_t client_options[] = {
     { "remote-port", NULL, KB_OPT_INT, "24800", 1, 65535, NULL, "kembard port of that node" },
     { "remote-subvolume", NULL, KB_OPT_PATH, NULL, 0, 0, NULL, "Brick path on that node" },
     { "volume", NULL, KB_OPT_STR, "", 0, 0, NULL, "Volume name (sent in the handshake)" },
+    { "volume-version", NULL, KB_OPT_INT, "0", 0, 4294967295LL, NULL,
+      "Version of the volume definition this graph was made from (sent in the handshake, so "
+      "kembard can tell which clients still run an older graph); 0 = hand-written volfile" },
     { "ping-timeout", "network.ping-timeout", KB_OPT_TIME, "5", 500, 600000, NULL,
       "Seconds of silence after which a brick is declared down and its calls fail over "
       "(keep well under guest disk timeouts of 30 s)" },
@@ -53,6 +56,7 @@ typedef struct client_priv {
     bool fini;
     char *host, *brick, *volume;
     uint16_t port;
+    uint32_t version;           /* volume-version, sent in the handshake */
     struct kb_ratelimit rl;
     struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
@@ -100,7 +104,7 @@ static void handshake(client_priv_t *p)
     kb_enc_str(&e, p->volume);
     kb_enc_str(&e, p->brick);
     kb_enc_str(&e, p->xl->name);
-    kb_enc_u32(&e, 0);
+    kb_enc_u32(&e, p->version);
     if (e.err) {
         kb_enc_free(&e);
         struct timeval tv = { 1, 0 };
@@ -214,6 +218,7 @@ static int client_init(kb_xlator_t *xl)
     p->brick = kb_strdup0(kb_opt_str(xl->opts, client_options, "remote-subvolume"));
     p->volume = kb_strdup0(kb_opt_str(xl->opts, client_options, "volume"));
     p->port = (uint16_t)kb_opt_int(xl->opts, client_options, "remote-port");
+    p->version = (uint32_t)kb_opt_int(xl->opts, client_options, "volume-version");
     p->rl.interval_ms = 10000;
     xl->priv = p;
     if (!p->host || !p->brick || !p->volume)

@@ -106,6 +106,9 @@ Test(volume, client_volfile_shapes)
     cr_assert(strstr(vf, "type cluster/distribute"));
     cr_assert(strstr(vf, "subvolumes vm-replicate-0 vm-replicate-1\n"));
     cr_assert(strstr(vf, "option ping-timeout 2\n"), "volume set option must reach protocol/client:\n%s", vf);
+    char want[64];
+    snprintf(want, sizeof(want), "option volume-version %u\n", v->version);
+    cr_assert(strstr(vf, want), "every protocol/client carries the definition version:\n%s", vf);
     free(vf);
     kbd_volume_free(v);
 
