@@ -135,42 +135,20 @@ static kbc_t *kbc_alloc(const kbc_opts_t *o, const char *volume)
     return c;
 }
 
-/* Loop thread: the graph top went up or down (kb_graph.on_event). */
-static void on_graph_event(kb_graph_t *g, int event)
-{
-    kbc_t *c = g->owner;
-    if (event != KB_EV_CHILD_UP && event != KB_EV_CHILD_DOWN)
-        return;
-    pthread_mutex_lock(&c->mu);
-    c->up = event == KB_EV_CHILD_UP;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    kb_info("client", "volume '%s' is %s", c->volume, event == KB_EV_CHILD_UP ? "up" : "down");
-}
+struct init_arg {
+    kb_graph_t *g;
+    const char *volfile;
+};
 
 static void init_fn(struct loop_job *j)
 {
-    kbc_t *c = j->c;
-    kb_graph_t *g = j->arg;
-    g->loop = c->loop;
-    g->owner = c;
-    g->on_event = on_graph_event;
-    c->graph = g;                /* before init: CHILD_UP may arrive inside it */
-    j->rc = kb_graph_init(g, kb_loop_base(c->loop), j->err, sizeof(j->err));
-    if (j->rc < 0) {
-        /* As kembard does: fini tolerates translators that never initialised
-         * (kb_graph_init already finalised the ones it had started). */
-        c->graph = NULL;
-        kb_graph_fini(g);
-    }
+    struct init_arg *ia = j->arg;
+    j->rc = kbc_graphs_start(j->c, ia->g, ia->volfile, j->err, sizeof(j->err));
 }
 
 static void fini_fn(struct loop_job *j)
 {
-    kbc_t *c = j->c;
-    if (c->graph)
-        kb_graph_fini(c->graph);
-    c->graph = NULL;
+    kbc_graphs_fini(j->c);
 }
 
 /* Wait (bounded) for the graph top to come up. */
@@ -196,11 +174,8 @@ static kbc_t *build(kbc_t *c, const char *volfile, const char *what, char *err, 
         kbc_free(c);
         return NULL;
     }
-    /* This client's certificates, for volumes with transport.tls on. */
-    for (int i = 0; c->tls_dir && i < g->nall; i++)
-        if (strcmp(g->all[i]->type->name, "protocol/client") == 0)
-            kb_opts_set(g->all[i]->opts, "tls-dir", c->tls_dir);
-    struct loop_job j = { .c = c, .fn = init_fn, .arg = g };
+    struct init_arg ia = { g, volfile };
+    struct loop_job j = { .c = c, .fn = init_fn, .arg = &ia };
     if (job_sync(&j) < 0) {
         set_err(err, errlen, "%s: cannot start the client graph: %s", what, j.err);
         kbc_free(c);
@@ -462,7 +437,16 @@ kbc_t *kbc_new(const char *specstr, const kbc_opts_t *o, char *err, size_t errle
         return NULL;
     }
     c = build(c, vf, what, err, errlen);
-    free(vf);
+    if (c) {
+        pthread_mutex_lock(&c->mu);
+        c->volfile = vf;         /* what the watch compares against */
+        pthread_mutex_unlock(&c->mu);
+        if (!(c->spec = strdup(specstr)) || kbc_watch_start(c) < 0)
+            kb_warn("client", "volume '%s': cannot watch the volfile; volume changes will need a remount",
+                    c->volume);
+    } else {
+        free(vf);
+    }
     return c;
 }
 
@@ -470,6 +454,7 @@ void kbc_free(kbc_t *c)
 {
     if (!c)
         return;
+    kbc_watch_stop(c);
     struct timespec dl;
     int rc = 0;
     kbc_deadline(&dl, KBC_DRAIN_TIMEOUT_MS);
@@ -492,6 +477,8 @@ void kbc_free(kbc_t *c)
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->volume);
+    free(c->spec);
+    free(c->volfile);
     free(c->tls_dir);
     if (c->tls)
         SSL_CTX_free(c->tls);
@@ -536,16 +523,6 @@ void kbc_set_cred(kbc_t *c, const kb_cred_t *cred)
 
 /* ---- async core ---- */
 
-/* One submitted call, alive from kbc_submit until the user cbk returned. */
-struct kbc_sub {
-    kbc_t *c;
-    kb_op_t op;
-    const kb_args_t *args;
-    kb_cred_t cred;
-    kb_cbk_fn cbk;
-    void *cookie;
-};
-
 static void sub_release(kbc_t *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -557,27 +534,18 @@ static void sub_release(kbc_t *c)
 /* Loop thread only: > 0 while a user callback runs (see kbc_submit). */
 static __thread unsigned sub_cbk_depth;
 
-static void sub_done(void *arg, const kb_reply_t *reply)
+void kbc_sub_done(void *arg, const kb_reply_t *reply)
 {
     struct kbc_sub *s = arg;
     kbc_t *c = s->c;
+    kb_reply_t out;
+    kbc_sub_unwound(s, reply, &out);
     sub_cbk_depth++;
-    s->cbk(s->cookie, reply);
+    s->cbk(s->cookie, &out);
     sub_cbk_depth--;
+    kbc_sub_retire(s);
     free(s);
     sub_release(c);
-}
-
-static void sub_run(void *arg)
-{
-    struct kbc_sub *s = arg;
-    kb_graph_t *g = s->c->graph;
-    if (!g || !g->top) {
-        kb_reply_t r = { .status = -ENOTCONN };
-        sub_done(s, &r);
-        return;
-    }
-    kb_wind(g->top, s->op, s->args, &s->cred, kb_graph_next_req_id(g), sub_done, s);
 }
 
 void kbc_submit(kbc_t *c, kb_op_t op, const kb_args_t *args, const kb_cred_t *cred,
@@ -596,10 +564,10 @@ void kbc_submit(kbc_t *c, kb_op_t op, const kb_args_t *args, const kb_cred_t *cr
          * submitted by a callback would otherwise re-enter translators
          * still unwinding the call that completed; it waits in the queue. */
         if (sub_cbk_depth == 0 && kb_loop_in_thread(c->loop)) {
-            sub_run(s);
+            kbc_sub_run(s);
             return;
         }
-        if (kb_loop_run_in(c->loop, sub_run, s) == 0)
+        if (kb_loop_run_in(c->loop, kbc_sub_run, s) == 0)
             return;
         free(s);
         sub_release(c);

@@ -12,9 +12,50 @@
 
 #include "client/kembar.h"
 
+/* One generation of the client graph (graphs.c). The newest is c->cur;
+ * older ones are "retired" and finalised once nothing runs on them. */
+typedef struct kbc_graph {
+    kbc_t *c;
+    kb_graph_t *g;
+    char *volfile;               /* the text it was built from (NULL: unknown) */
+    unsigned inflight;           /* winds not yet unwound, user and internal */
+    unsigned nfds;               /* handles whose fd lives on this graph */
+    bool retired, fini_queued;
+    struct kbc_graph *next;      /* c->graphs list */
+} kbc_graph_t;
+
+/* A handle: what users hold as an fd (kbc_fd_t.fd, FUSE's fi->fh). It names
+ * a file opened on some graph; a graph switch reopens it (by gfid) on the new
+ * graph, so handles outlive graphs. Loop thread only. */
+typedef struct kbc_handle {
+    kbc_graph_t *graph;          /* where gfd lives */
+    uint64_t gfd;                /* the graph top's fd */
+    kb_gfid_t gfid;
+    uint32_t flags;              /* open flags (O_CREAT/O_EXCL/O_TRUNC dropped) */
+    bool is_dir;
+    bool reopening;              /* ops wait in `waiting` until the reopen is done */
+    bool closed;                 /* released; freed once no call uses it */
+    kbc_graph_t *old_graph;      /* after a reopen: the previous fd, released when */
+    uint64_t old_gfd;            /*   the calls still running on it (old_busy) are done */
+    unsigned old_busy;
+    kbc_graph_t *failed_on;      /* the reopen on this graph failed: stay where we are */
+    unsigned busy;               /* ops in flight on gfd */
+    uint16_t tag;                /* reuse tag in the handle value */
+    struct kbc_sub *waiting, **waiting_tail;
+} kbc_handle_t;
+
 struct kbc {
     kb_loop_t *loop;
-    kb_graph_t *graph;           /* loop thread; NULL until init succeeded */
+    kb_graph_t *graph;           /* loop thread; the current graph (cur->g), NULL until init */
+    kbc_graph_t *cur;            /* loop thread: the graph new calls go to */
+    kbc_graph_t *pending;        /* loop thread: built from a newer volfile, not up yet */
+    struct event *pending_timer; /* bounds the wait for `pending` to come up */
+    kbc_graph_t *graphs;         /* loop thread: every live generation */
+    kbc_handle_t **handles;      /* loop thread: slot i holds handle value i+1 (low 32 bits) */
+    uint32_t nhandles, handles_cap;
+    uint32_t *free_slots, nfree;
+    uint16_t next_tag;
+    bool closing;                /* loop thread: kbc_free is finalising the graphs */
     char *volume;                /* "" when built from a volfile text */
     kbc_opts_t opts;
     char *tls_dir;               /* owned copy of opts.tls_dir */
@@ -25,6 +66,31 @@ struct kbc {
     bool up;                     /* (mu) */
     unsigned inflight;           /* (mu) submitted, cbk not yet returned */
     kb_cred_t cred;              /* (mu) default credentials of the sync API */
+
+    /* volfile watch (graphs.c): a thread re-fetches the volfile every
+     * opts.volfile_check_ms and hands a changed text to the loop thread. */
+    char *spec;                  /* "h1,h2:/vol"; NULL for kbc_new_from_volfile */
+    char *volfile;               /* (mu) text of the newest graph built or tried */
+    bool switching;              /* (mu) a switch is under way: the watcher waits */
+    bool watch_stop;             /* (mu) */
+    bool watch_running;
+    pthread_t watch_thread;
+    unsigned switches;           /* (mu) graph switches done, for tests and logs */
+};
+
+/* One submitted call, alive from kbc_submit until the user cbk returned. */
+struct kbc_sub {
+    kbc_t *c;
+    kb_op_t op;
+    const kb_args_t *args;       /* the caller's */
+    kb_args_t a;                 /* copy with the graph fd in place of the handle */
+    kb_cred_t cred;
+    kb_cbk_fn cbk;
+    void *cookie;
+    kbc_graph_t *graph;          /* wound on */
+    kbc_handle_t *h;             /* fd calls: the handle, busy counted */
+    uint64_t gfd;                /* fd calls: the graph fd used */
+    struct kbc_sub *next;        /* in h->waiting */
 };
 
 struct kbc_fd {
@@ -36,6 +102,16 @@ struct kbc_fd {
     uint64_t dir_off;            /* readdir cursor */
     bool dir_eof;
 };
+
+/* graphs.c (loop thread unless said otherwise) */
+int kbc_graphs_start(kbc_t *c, kb_graph_t *g, const char *volfile, char *err, size_t errlen);
+void kbc_graphs_fini(kbc_t *c);             /* every generation, every handle */
+void kbc_sub_run(void *sub);                 /* route through handles, wind, or queue */
+void kbc_sub_done(void *sub, const kb_reply_t *reply);  /* client.c: the wind's callback */
+void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out);
+void kbc_sub_retire(struct kbc_sub *s);      /* after the user cbk: handle and graph upkeep */
+int kbc_watch_start(kbc_t *c);               /* any thread but the loop's */
+void kbc_watch_stop(kbc_t *c);
 
 /* Absolute deadline NOW + MS for pthread_cond_timedwait (CLOCK_REALTIME). */
 struct timespec;

@@ -69,6 +69,8 @@ typedef struct kbc_opts {
     const char *tls_dir;         /* cert.pem/key.pem/ca.pem: fetch the volfile over TLS and
                                     give protocol/client these files (volumes with
                                     transport.tls on need it); NULL = plain TCP */
+    uint32_t volfile_check_ms;   /* kbc_new: re-fetch the volfile this often and switch to a
+                                    new graph when it changed (0 = 2000; UINT32_MAX = never) */
 } kbc_opts_t;
 
 /* Fetch the client volfile of SPEC's volume from the first reachable server
@@ -88,6 +90,9 @@ kb_loop_t *kbc_loop(const kbc_t *c);
 kb_graph_t *kbc_graph(const kbc_t *c);          /* use only on the loop thread */
 /* Whether the graph top is up (last CHILD_UP/DOWN seen). Any thread. */
 bool kbc_is_up(const kbc_t *c);
+/* How many times the client moved to a new graph because the volume
+ * definition changed (client/graphs.c). Any thread. */
+unsigned kbc_graph_switches(const kbc_t *c);
 
 /* ---- async core ---- */
 /* Run OP with ARGS on the graph top from ANY thread. ARGS (and the buffers it

@@ -41,9 +41,9 @@ static int wait_fd(int fd, short ev, uint64_t deadline_ms)
     }
 }
 
-static int tls_handshake(rpc_sync_t *s, uint64_t deadline, char *err, size_t errlen)
+static int tls_handshake(rpc_sync_t *s, SSL_CTX *ctx, uint64_t deadline, char *err, size_t errlen)
 {
-    s->ssl = SSL_new(sync_tls);
+    s->ssl = SSL_new(ctx);
     if (!s->ssl || !SSL_set_fd(s->ssl, s->fd)) {
         snprintf(err, errlen, "TLS: out of memory");
         return -ENOMEM;
@@ -66,6 +66,12 @@ static int tls_handshake(rpc_sync_t *s, uint64_t deadline, char *err, size_t err
 }
 
 rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_ms, char *err, size_t errlen)
+{
+    return rpc_sync_connect_ctx(host, port, timeout_ms, sync_tls, err, errlen);
+}
+
+rpc_sync_t *rpc_sync_connect_ctx(const char *host, uint16_t port, uint32_t timeout_ms,
+                                 struct ssl_ctx_st *tls, char *err, size_t errlen)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
     char ports[8];
@@ -111,7 +117,7 @@ rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_m
     }
     s->fd = fd;
     s->next_xid = 1;
-    if (sync_tls && tls_handshake(s, deadline, err, errlen)) {
+    if (tls && tls_handshake(s, tls, deadline, err, errlen)) {
         rpc_sync_close(s);
         return NULL;
     }

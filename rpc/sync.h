@@ -23,6 +23,10 @@ void rpc_sync_set_tls(struct ssl_ctx_st *ctx);
 /* Connect within timeout_ms. NULL with a one-line reason in err. */
 rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_ms,
                              char *err, size_t errlen);
+/* The same with TLS context TLS for this connection alone (NULL = plain),
+ * for libraries that must not touch the process-wide setting. */
+rpc_sync_t *rpc_sync_connect_ctx(const char *host, uint16_t port, uint32_t timeout_ms,
+                                 struct ssl_ctx_st *tls, char *err, size_t errlen);
 /* One call; fills *reply (free with rpc_msg_free). Returns 0 when a reply
  * arrived (its status is in reply->hdr.status), or -errno for transport
  * failure (-ETIMEDOUT, -ECONNRESET, -EBADMSG) with a reason in err. */

@@ -89,6 +89,8 @@ struct mock_priv {
 };
 
 static atomic_int mock_calls;
+static atomic_int mock_opens;    /* OPEN calls */
+static atomic_int mock_finis;    /* mock bricks finalised */
 
 struct deferred { kb_call_t *call; kb_reply_t r; };
 
@@ -144,6 +146,7 @@ static void mock_fop(kb_call_t *call)
         mock_attr(&r.attr, "stat", p->len);
         break;
     case KB_FOP_OPEN:
+        atomic_fetch_add(&mock_opens, 1);
         r.fd = 77;
         break;
     case KB_FOP_WRITE:
@@ -185,6 +188,8 @@ static int mock_init(kb_xlator_t *xl)
 
 static void mock_fini(kb_xlator_t *xl)
 {
+    if (xl->priv)
+        atomic_fetch_add(&mock_finis, 1);
     free(xl->priv);              /* may run twice after a failed init */
     xl->priv = NULL;
 }
@@ -301,6 +306,7 @@ Test(client_graph, bad_volfile_is_one_line, .init = register_mock)
 
 struct sub_state {
     kbc_t *c;
+    uint64_t fd;                 /* a handle from OPEN */
     atomic_int done;
     atomic_int wrong_thread;
     atomic_int bad_status;
@@ -334,7 +340,7 @@ static void *sub_thread(void *arg)
     for (int i = 0; i < SUB_PER_THREAD; i++) {
         struct sub_one *o = calloc(1, sizeof(*o));
         o->st = st;
-        o->a.fd = (i % 3 == 0) ? 99 : 1;     /* 99: the mock answers EBADF */
+        o->a.fd = (i % 3 == 0) ? 99 : st->fd;     /* 99: no such handle, EBADF unwound */
         o->expect = (i % 3 == 0) ? -EBADF : 0;
         kbc_submit(st->c, KB_FOP_FSYNC, &o->a, &cred, sub_cbk, o);
     }
@@ -347,6 +353,12 @@ Test(client_async, submit_from_threads_completes_each_once_on_loop, .init = regi
     kbc_t *c = kbc_new_from_volfile(mock_volfile("now", true), NULL, err, sizeof(err));
     cr_assert_not_null(c, "%s", err);
     struct sub_state st = { .c = c };
+    kb_reply_t r = { 0 };
+    kb_args_t oa = { .flags = O_RDWR };
+    cr_assert_eq(kbc_call(c, KB_FOP_OPEN, &oa, &r), 0);
+    cr_assert_neq(r.fd, 77, "users see a handle, not the graph's fd");
+    st.fd = r.fd;
+    kb_reply_clear(&r);
     atomic_store(&mock_calls, 0);
     pthread_t th[SUB_THREADS];
     for (int i = 0; i < SUB_THREADS; i++)
@@ -355,12 +367,16 @@ Test(client_async, submit_from_threads_completes_each_once_on_loop, .init = regi
         pthread_join(th[i], NULL);
     kbc_free(c);    /* waits for every call in flight */
     cr_assert_eq(atomic_load(&st.done), SUB_THREADS * SUB_PER_THREAD);
-    cr_assert_eq(atomic_load(&mock_calls), SUB_THREADS * SUB_PER_THREAD, "each call wound once");
+    /* The bogus handle never reaches the graph; every good call once. */
+    int bad = SUB_THREADS * ((SUB_PER_THREAD + 2) / 3);
+    cr_assert_eq(atomic_load(&mock_calls), SUB_THREADS * SUB_PER_THREAD - bad, "each call wound once");
     cr_assert_eq(atomic_load(&st.wrong_thread), 0, "callbacks run on the loop thread");
     cr_assert_eq(atomic_load(&st.bad_status), 0);
 }
 
 /* ================= a fake GETSPEC server ================= */
+
+static atomic_int fake_variant;  /* volume "switch": 0 and 1 are two good volfiles, 2 garbage */
 
 struct fake_srv {
     kb_loop_t *loop;
@@ -383,6 +399,10 @@ static void fake_req(void *arg, rpc_conn_t *c, rpc_msg_t *m)
         st = -EPROTONOSUPPORT, text = "unknown procedure";
     else if (strcmp(vol, "good") == 0)
         text = mock_volfile("now", false);
+    else if (strcmp(vol, "switch") == 0)
+        text = atomic_load(&fake_variant) == 0 ? "volume b0\n  type test/mockbrick\nend-volume\n"
+             : atomic_load(&fake_variant) == 1 ? "volume b1\n  type test/mockbrick\n  option defer on\nend-volume\n"
+             : "volume b2\n  type no/such-type\nend-volume\n";
     else if (strcmp(vol, "stopped") == 0)
         st = -EAGAIN, text = "volume is not started";
     else if (strcmp(vol, "denied") == 0)
@@ -454,6 +474,59 @@ Test(client_getspec, good_volume_mounts, .init = register_mock)
     cr_assert_str_eq(kbc_volume(c), "good");
     kb_iatt_t ia;
     cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "x", &ia), 0);
+    kbc_free(c);
+    fake_stop(f);
+}
+
+static bool wait_for(atomic_int *v, int want, kbc_t *c, unsigned switches)
+{
+    for (int i = 0; i < 500; i++) {
+        if ((v && atomic_load(v) >= want) || (c && kbc_graph_switches(c) >= switches))
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+/* A changed volfile reaches a mounted client: a new graph, open handles
+ * moved to it (reopened by gfid), the old graph finalised; an unchanged or
+ * unusable volfile changes nothing. */
+Test(client_switch, changed_volfile_moves_open_handles_to_a_new_graph, .init = register_mock)
+{
+    struct fake_srv *f = fake_start();
+    atomic_store(&fake_variant, 0);
+    atomic_store(&mock_finis, 0);
+    char spec[64], err[256] = "";
+    snprintf(spec, sizeof(spec), "127.0.0.1:%u:/switch", f->port);
+    kbc_opts_t o = { .connect_timeout_ms = 500, .up_timeout_ms = 2000, .volfile_check_ms = 50 };
+    kbc_t *c = kbc_new(spec, &o, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    kb_iatt_t ia;
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_lookup(c, &kb_gfid_root, "img", &ia), 0);
+    cr_assert_eq(kbc_open(c, &ia.gfid, O_RDWR, &fd), 0);
+    cr_assert_eq(kbc_pwrite(fd, "old graph", 9, 0), 9);
+    usleep(200000);
+    cr_assert_eq(kbc_graph_switches(c), 0, "an unchanged volfile must not switch");
+
+    int opens = atomic_load(&mock_opens);
+    atomic_store(&fake_variant, 1);
+    cr_assert(wait_for(NULL, 0, c, 1), "no switch after the volfile changed");
+    /* The handle now names a file of the new graph's brick: its write and
+     * read reach that brick (whose content starts empty), not the old one. */
+    cr_assert(wait_for(&mock_opens, opens + 1, NULL, 0), "the open handle was not reopened");
+    char buf[16] = "";
+    cr_assert_eq(kbc_pread(fd, buf, sizeof(buf), 0), 0, "the read went to the old graph's brick");
+    cr_assert_eq(kbc_pwrite(fd, "new", 3, 0), 3);
+    cr_assert_eq(kbc_pread(fd, buf, sizeof(buf), 0), 3);
+    cr_assert_eq(memcmp(buf, "new", 3), 0);
+    cr_assert(wait_for(&mock_finis, 1, NULL, 0), "the old graph was not finalised");
+
+    atomic_store(&fake_variant, 2);
+    usleep(300000);
+    cr_assert_eq(kbc_graph_switches(c), 1, "an unusable volfile must not replace a working graph");
+    cr_assert_eq(kbc_pread(fd, buf, sizeof(buf), 0), 3, "the client keeps working on its graph");
+    cr_assert_eq(kbc_close(fd), 0);
     kbc_free(c);
     fake_stop(f);
 }
