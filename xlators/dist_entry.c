@@ -346,7 +346,7 @@ static void mkdir_others_done(dist_frame_t *f)
                     strerror(-st));
     }
     f->mask2 = made;
-    dist_layout_even(&f->lay, f->n, made, 1);
+    dist_layout_even(&f->lay, f->n, dist_undrained(f->p, made), 1);
     dist_layout_store(f, &f->args.newgfid, &f->lay, made, mkdir_layout_done);
 }
 

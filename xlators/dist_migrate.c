@@ -348,7 +348,7 @@ static void fix_have_layout(dist_frame_t *f)
         dist_frame_fail(f, f->lay_status);
         return;
     }
-    uint64_t active = f->p->all & ~f->args.size;
+    uint64_t active = f->p->all & ~(f->args.size | f->p->drain);
     if (!active) {
         dist_frame_fail(f, -EINVAL);      /* draining every set */
         return;

@@ -49,6 +49,9 @@ static const kb_option_def_t dist_options[] = {
     { "up-wait", NULL, KB_OPT_TIME, "3", 0, 600000, NULL,
       "after the first replica set is up, how long to wait for the others before reporting the "
       "volume up anyway (a set that is down fails only the ops that need it)" },
+    { "drain-sets", NULL, KB_OPT_STR, "", 0, 0, NULL,
+      "Replica sets being removed (comma-separated indices, set by `volume remove-brick`): new "
+      "and healed directory layouts give them no range, so no new file lands there" },
     { NULL },
 };
 
@@ -337,8 +340,7 @@ static void layout_fetched(dist_frame_t *f)
     for (int i = 0; i < f->n; i++)
         if (f->lay.r[i].state != DIST_RS_EMPTY)
             active |= dist_bit(i);
-    if (!active)
-        active = p->all;
+    active = dist_undrained(p, active ? active : p->all);
     dist_layout_t old = f->lay;
     dist_layout_rebuild(&old, f->n, active, old.epoch + 1, &f->lay);
     p->n_layout_heals++;
@@ -519,6 +521,29 @@ static void dist_dispatch(kb_call_t *call)
 
 /* ---------------- lifecycle ---------------- */
 
+
+int dist_parse_sets(const char *csv, int n, uint64_t *mask)
+{
+    *mask = 0;
+    for (const char *p = csv ? csv : ""; *p;) {
+        char *end;
+        long i = strtol(p, &end, 10);
+        if (end == p || i < 0 || i >= n || i >= 64)
+            return -EINVAL;
+        *mask |= dist_bit((int)i);
+        p = end;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+uint64_t dist_undrained(const dist_priv_t *p, uint64_t sets)
+{
+    uint64_t keep = sets & ~p->drain;
+    return keep ? keep : sets;   /* draining all of them: better a range than none */
+}
+
 static int dist_init(kb_xlator_t *xl)
 {
     if (xl->nchildren < 1) {
@@ -534,6 +559,11 @@ static int dist_init(kb_xlator_t *xl)
     p->n = xl->nchildren;
     p->all = p->n >= 64 ? ~UINT64_C(0) : dist_bit(p->n) - 1;
     p->up_wait_ms = kb_opt_time_ms(xl->opts, dist_options, "up-wait");
+    if (dist_parse_sets(kb_opt_str(xl->opts, dist_options, "drain-sets"), p->n, &p->drain) < 0) {
+        kb_err(xl->name, "drain-sets: expected set indices 0..%d separated by commas", p->n - 1);
+        free(p);
+        return -EINVAL;
+    }
     p->rl.interval_ms = 1000;
     p->nictx = ICTX_SLOTS;
     p->nlc = LCACHE_SLOTS;

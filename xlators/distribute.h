@@ -91,6 +91,7 @@ struct dist_priv {
     int n;
     uint64_t all;            /* mask of every set */
     uint64_t reported;       /* sets that sent their first CHILD_UP/DOWN */
+    uint64_t drain;          /* option drain-sets: sets being emptied (no new ranges) */
     uint64_t up_wait_ms;
     struct event *up_timer;
     dist_ictx_t *ictx;
@@ -184,6 +185,10 @@ void dist_fan(dist_frame_t *f, kb_op_t op, uint64_t mask, dist_step_fn next);
 void dist_fan_root(dist_frame_t *f, kb_op_t op, uint64_t mask, dist_step_fn next);
 void dist_sub_args(dist_frame_t *f, uint64_t mask, const kb_args_t *a);
 uint64_t dist_up_mask(const dist_priv_t *p);
+/* "0,2" -> bits 0 and 2 (indices < n); -EINVAL on anything else. "" -> 0. */
+int dist_parse_sets(const char *csv, int n, uint64_t *mask);
+/* SETS without the draining ones (all of SETS if that left none). */
+uint64_t dist_undrained(const dist_priv_t *p, uint64_t sets);
 static inline int dist_first(uint64_t mask) { return mask ? __builtin_ctzll(mask) : -1; }
 static inline uint64_t dist_bit(int i) { return UINT64_C(1) << i; }
 static inline bool dist_is_up(const dist_priv_t *p, int i) { return i >= 0 && i < p->n && p->xl->children[i]->up; }
