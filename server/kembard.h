@@ -38,9 +38,13 @@ typedef struct kbd_volume {
     int nbricks;
     kbd_brick_t *bricks;
     kb_option_set_t *opts; /* `volume set` values, by volume key */
+    uint64_t drain;       /* replica sets being drained by remove-brick (bit i = set i) */
 } kbd_volume_t;
 
+#define KBD_MAX_SETS 64   /* drain masks and distribute's set masks are 64 bits */
+
 static inline int kbd_set_size(const kbd_volume_t *v) { return v->replica + v->arbiter; }
+static inline int kbd_nsets(const kbd_volume_t *v) { return v->nbricks / kbd_set_size(v); }
 
 /* volume.c */
 /* NUL-terminate E and hand its buffer over as text; NULL (E freed) on error. */
@@ -52,6 +56,10 @@ int kbd_brick_parse(const char *spec, kbd_brick_t *b, char *err, size_t errlen);
 char *kbd_brick_str(const kbd_brick_t *b);               /* "host:port:/path", malloc'd */
 bool kbd_volname_ok(const char *name);
 const char *kbd_status_name(int status);
+/* Set mask <-> "1,3" (set indices, ascending). The parser refuses indices
+ * >= KBD_MAX_SETS, junk and an empty list (-EINVAL). */
+void kbd_mask_csv(uint64_t mask, char *buf, size_t len);
+int kbd_mask_parse(const char *csv, uint64_t *mask);
 /* Client volfile (protocol/client per brick, replicate per set, distribute over sets). */
 char *kbd_volgen_client(const kbd_volume_t *v);
 /* Heal daemon volfile for replica set SET: protocol/client per brick of the
@@ -81,6 +89,7 @@ typedef struct kbd {
     struct ssl_ctx_st *tls_client; /* --tls-dir: this node's peer calls use TLS */
     bool tls_mgmt;                 /* --tls-mgmt: CLI and peer calls must come over TLS */
     struct evhttp *metrics;        /* --metrics: Prometheus endpoint */
+    struct kbd_rebal *rebal;       /* rebalance runs started here (rebalance.c) */
 } kbd_t;
 
 /* metrics.c */
@@ -117,6 +126,18 @@ kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b);
 struct kbd_stats *kbd_brick_stats(kbd_brick_rt_t *b);
 void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta);
 void kbd_store_shutdown(kbd_t *d);
+
+/* rebalance.c: one run per volume at a time, in a thread of its own with a
+ * client graph of the volume (fetched from this node). Start, status and stop
+ * are peer operations (loop thread); the result of the last run outlives it
+ * (memory and <state-dir>/rebalance/<volume>). Status is one line:
+ * "STATE SCANNED MOVED BYTES SKIPPED FAILURES DIRS ELAPSED_MS DRAIN_HEX VERSION\tWHERE"
+ * STATE: not-started | running | completed | failed | stopped; WHERE is the
+ * directory being crawled, or why the run failed. */
+int kbd_rebal_start(kbd_t *d, const char *volume, uint64_t drain, uint32_t version, char **out);
+int kbd_rebal_status(kbd_t *d, const char *volume, char **out);
+int kbd_rebal_stop(kbd_t *d, const char *volume, char **out);
+void kbd_rebal_shutdown(kbd_t *d);     /* stop every run and wait (bounded) */
 
 /* mgmt.c: CLI commands run on the management thread. */
 int kbd_mgmt_start(kbd_t *d);

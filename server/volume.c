@@ -10,6 +10,9 @@
  *   status=started            created | started | stopped
  *   replica=2                 data copies per replica set
  *   arbiter=0                 1: each set has one more, metadata-only brick
+ *   drain=1,3                 replica sets being drained by remove-brick (set
+ *                             indices; absent when none): distribute gives them
+ *                             no hash range in new directories
  *   brick=<host>:<port>:<path> <brick-uuid>     in set order
  *   option=<volume key> <value>                 `volume set` values
  *
@@ -201,6 +204,46 @@ static int small_int(const char *s)
     return end == s || *end || errno || x < 0 || x > 1000 ? -1 : (int)x;
 }
 
+void kbd_mask_csv(uint64_t mask, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < KBD_MAX_SETS && off + 4 < len; i++)
+        if (mask & (1ull << i))
+            off += (size_t)snprintf(buf + off, len - off, "%s%d", off ? "," : "", i);
+}
+
+int kbd_mask_parse(const char *csv, uint64_t *mask)
+{
+    uint64_t m = 0;
+    const char *p = csv;
+    do {
+        char *end;
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        errno = 0;
+        unsigned long i = strtoul(p, &end, 10);
+        if (errno || i >= KBD_MAX_SETS || (*end && *end != ','))
+            return -EINVAL;
+        m |= 1ull << i;
+        p = *end ? end + 1 : end;
+    } while (*p);
+    if (p > csv && p[-1] == ',')
+        return -EINVAL;
+    *mask = m;
+    return 0;
+}
+
+/* Drained sets exist, and at least one set is not drained. */
+static bool drain_ok(const kbd_volume_t *v)
+{
+    if (!v->drain)
+        return true;
+    int nsets = v->nbricks / kbd_set_size(v);
+    uint64_t all = nsets >= KBD_MAX_SETS ? ~0ull : (1ull << nsets) - 1;
+    return (v->drain & ~all) == 0 && (all & ~v->drain) != 0;
+}
+
 kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
 {
     kbd_volume_t *v = kb_zalloc(sizeof(*v));
@@ -240,6 +283,11 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
             v->replica = small_int(val);
         } else if (strcmp(k, "arbiter") == 0) {
             v->arbiter = small_int(val);
+        } else if (strcmp(k, "drain") == 0) {
+            if (kbd_mask_parse(val, &v->drain)) {
+                snprintf(err, errlen, "bad drain line");
+                rc = -EINVAL;
+            }
         } else if (strcmp(k, "brick") == 0) {
             rc = add_brick_line(v, val, err, errlen);
         } else if (strcmp(k, "option") == 0) {
@@ -257,7 +305,7 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
     free(copy);
     if (!rc && (!v->name || !kbd_volname_ok(v->name) || !have_id || v->nbricks == 0 || v->replica < 1 ||
                 v->replica > KB_CL_MAX_REPLICA || v->arbiter < 0 || v->arbiter > 1 ||
-                kbd_set_size(v) > KB_CL_MAX_REPLICA || v->nbricks % kbd_set_size(v))) {
+                kbd_set_size(v) > KB_CL_MAX_REPLICA || v->nbricks % kbd_set_size(v) || !drain_ok(v))) {
         snprintf(err, errlen, "incomplete or inconsistent volume definition");
         rc = -EINVAL;
     }
@@ -277,6 +325,11 @@ char *kbd_volume_format(const kbd_volume_t *v)
                       kb_enc_bytes(&e, line, (size_t)KB_MIN(n_, (int)sizeof(line) - 1)); } while (0)
     PUT("format=1\nname=%s\nid=%s\nversion=%u\nstatus=%s\nreplica=%d\narbiter=%d\n", v->name,
         kb_gfid_str(&v->id, id), v->version, kbd_status_name(v->status), v->replica, v->arbiter);
+    if (v->drain) {
+        char csv[256];
+        kbd_mask_csv(v->drain, csv, sizeof(csv));
+        PUT("drain=%s\n", csv);
+    }
     for (int i = 0; i < v->nbricks; i++) {
         char *bs = kbd_brick_str(&v->bricks[i]), bid[KB_GFID_STRLEN];
         PUT("brick=%s %s\n", bs ? bs : "?", kb_gfid_str(&v->bricks[i].id, bid));
@@ -338,6 +391,18 @@ static void put_client(kb_enc_t *e, const kbd_volume_t *v, int i, const char *wh
     put(e, "end-volume\n\n");
 }
 
+/* Does this build's cluster/distribute declare option KEY? drain-sets is
+ * emitted only then: a graph with an option its translator does not know
+ * is refused, and a refused client volfile would stop every mount. */
+static bool dist_knows(const char *key)
+{
+    const kb_xlator_type_t *t = kb_xlator_type_find("cluster/distribute");
+    for (const kb_option_def_t *d = t ? t->options : NULL; d && d->key; d++)
+        if (strcmp(d->key, key) == 0)
+            return true;
+    return false;
+}
+
 char *kbd_volgen_client(const kbd_volume_t *v)
 {
     kb_enc_t e;
@@ -358,6 +423,11 @@ char *kbd_volgen_client(const kbd_volume_t *v)
     if (nsets > 1) {
         put(&e, "volume %s-dht\n  type cluster/distribute\n", v->name);
         emit_opts(&e, v, "cluster/distribute");
+        if (v->drain && dist_knows("drain-sets")) {
+            char csv[256];
+            kbd_mask_csv(v->drain, csv, sizeof(csv));
+            put(&e, "  option drain-sets %s\n", csv);
+        }
         put(&e, "  subvolumes");
         for (int s = 0; s < nsets; s++)
             put(&e, k > 1 ? " %s-replicate-%d" : " %s-client-%d", v->name, s);

@@ -174,3 +174,84 @@ Test(volume, unsafe_bricks_and_counts_refused)
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
         cr_assert_null(kbd_volume_parse(defs[i], err, sizeof(err)), "definition %zu accepted", i);
 }
+
+/* remove-brick's drain= field (issue 6): set indices, round trip, refused
+ * when it names a set the volume lacks or every set. */
+Test(volume, set_masks)
+{
+    char buf[64];
+    uint64_t m = 0;
+    kbd_mask_csv(0, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "");
+    kbd_mask_csv((1ull << 1) | (1ull << 3) | (1ull << 63), buf, sizeof(buf));
+    cr_assert_str_eq(buf, "1,3,63");
+    cr_assert_eq(kbd_mask_parse("1,3,63", &m), 0);
+    cr_assert_eq(m, (1ull << 1) | (1ull << 3) | (1ull << 63));
+    cr_assert_eq(kbd_mask_parse("0", &m), 0);
+    cr_assert_eq(m, 1);
+    const char *bad[] = { "", ",", "1,", ",1", "1,,2", "64", "-1", "x", "1 2", "99999999999999999999" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_neq(kbd_mask_parse(bad[i], &m), 0, "'%s' accepted", bad[i]);
+}
+
+Test(volume, drain_round_trip_and_refusals)
+{
+    kbd_volume_t *v = make(6, 2, 0);     /* 3 sets */
+    char *text = kbd_volume_format(v), err[256];
+    cr_assert_null(strstr(text, "drain="), "no drain line when nothing drains:\n%s", text);
+    free(text);
+    v->drain = 1ull << 1;
+    text = kbd_volume_format(v);
+    cr_assert(strstr(text, "\ndrain=1\n"), "%s", text);
+    kbd_volume_t *w = kbd_volume_parse(text, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(w->drain, 1ull << 1);
+    char *again = kbd_volume_format(w);
+    cr_assert_str_eq(text, again);
+    free(again);
+    free(text);
+    kbd_volume_free(w);
+    const char *refused[] = { "drain=3", "drain=0,1,2", "drain=x", "drain=1," };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        v->drain = 0;
+        char *base = kbd_volume_format(v), *bad = NULL;
+        cr_assert_gt(asprintf(&bad, "%s%s\n", base, refused[i]), 0);
+        cr_assert_null(kbd_volume_parse(bad, err, sizeof(err)), "'%s' accepted", refused[i]);
+        free(base);
+        free(bad);
+    }
+    kbd_volume_free(v);
+}
+
+/* The distribute stanza names the drained sets (option drain-sets) when this
+ * build's distribute knows that option; the bricks' volfiles do not change. */
+Test(volume, volgen_drain_sets)
+{
+    kbd_volume_t *v = make(6, 2, 0);
+    char *b0 = kbd_volgen_brick(v, 2);
+    char *vf = kbd_volgen_client(v);
+    cr_assert_null(strstr(vf, "drain-sets"));
+    free(vf);
+    v->drain = (1ull << 0) | (1ull << 2);
+    vf = kbd_volgen_client(v);
+    const kb_xlator_type_t *t = kb_xlator_type_find("cluster/distribute");
+    bool knows = false;
+    for (const kb_option_def_t *d = t ? t->options : NULL; d && d->key; d++)
+        knows |= strcmp(d->key, "drain-sets") == 0;
+    const char *dht = strstr(vf, "type cluster/distribute\n");
+    cr_assert_not_null(dht, "%s", vf);
+    if (knows)
+        cr_assert(strstr(dht, "  option drain-sets 0,2\n"), "%s", vf);
+    else
+        cr_assert_null(strstr(vf, "drain-sets"), "%s", vf);
+    char err[256];
+    kb_graph_t *g = kb_graph_parse(vf, err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    kb_graph_fini(g);
+    char *b1 = kbd_volgen_brick(v, 2);
+    cr_assert_str_eq(b0, b1, "draining must not restart bricks");
+    free(b0);
+    free(b1);
+    free(vf);
+    kbd_volume_free(v);
+}
