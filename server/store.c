@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -587,6 +588,98 @@ static int op_profile(kbd_t *d, int argc, char **argv, char **out)
     return 0;
 }
 
+/* ---------------- rebalance, remove-brick, replace-brick (issue 6) ---------------- */
+
+/* Non-directory objects under DIR (at most LIMIT counted), the internal
+ * directory of the brick root left out. -errno if DIR cannot be read. */
+static int count_files(int fd, bool root, int limit)
+{
+    DIR *dh = fdopendir(fd);
+    if (!dh) {
+        close(fd);
+        return -errno;
+    }
+    int n = 0;
+    for (struct dirent *de; n < limit && (de = readdir(dh));) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || (root && !strcmp(de->d_name, KB_INTERNAL_DIR)))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dh), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+            continue;
+        if (!S_ISDIR(st.st_mode)) {
+            n++;
+            continue;
+        }
+        int sub = openat(dirfd(dh), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int k = sub >= 0 ? count_files(sub, false, limit - n) : 0;
+        n += k > 0 ? k : 0;
+    }
+    closedir(dh);
+    return n;
+}
+
+/* heal-full-ready NAME SET CHILD: start heal full in this node's heal daemon
+ * of replica set SET once child CHILD (a brick just replaced) and another
+ * child of the set are up in it; -EAGAIN until then. */
+static int op_heal_full_ready(kbd_t *d, struct kbd_vol_entry *e, int argc, char **argv, char **out)
+{
+    int set = argc == 5 ? atoi(argv[3]) : -1, child = argc == 5 ? atoi(argv[4]) : -1, k = kbd_set_size(e->v);
+    if (set < 0 || set >= e->v->nbricks / k || child < 0 || child >= k)
+        return reply_text(out, -EINVAL, "heal-full-ready: bad arguments");
+    kb_graph_t *g = e->shd[set];
+    kb_xlator_t *top = g ? g->top : NULL;
+    if (!top || top->nchildren != k)
+        return reply_text(out, -ENOENT, "no heal daemon of set %d on this node", set);
+    int others = 0;
+    for (int i = 0; i < k; i++)
+        others += i != child && top->children[i]->up;
+    if (!top->children[child]->up || !others)
+        return reply_text(out, -EAGAIN, "the bricks of set %d are not up in the heal daemon yet", set);
+    int rc = kb_graph_ctl(g, KB_CTL_HEAL_FULL, NULL);
+    return rc ? reply_text(out, rc, "heal full: %s", strerror(-rc)) : reply_text(out, 0, "1");
+}
+
+/* rebalance-start NAME DRAIN_CSV|-    rebalance-status NAME    rebalance-stop NAME
+ * brick-files NAME: "IDX COUNT" per local brick (non-directories outside
+ * .kembar/, counted up to 1000)       heal-full-ready NAME SET CHILD */
+static int peer_rebalance(kbd_t *d, int argc, char **argv, char **out)
+{
+    const char *op = argv[1];
+    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    if (strcmp(op, "rebalance-status") == 0)
+        return kbd_rebal_status(d, argv[2], out);
+    if (strcmp(op, "rebalance-stop") == 0)
+        return kbd_rebal_stop(d, argv[2], out);
+    if (!e)
+        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+    if (strcmp(op, "rebalance-start") == 0) {
+        uint64_t drain = 0;
+        if (argc != 4 || (strcmp(argv[3], "-") && kbd_mask_parse(argv[3], &drain)))
+            return reply_text(out, -EINVAL, "rebalance-start: bad arguments");
+        if (e->v->status != KBD_VOL_STARTED)
+            return reply_text(out, -EINVAL, "volume '%s' is not started", argv[2]);
+        return kbd_rebal_start(d, argv[2], drain, e->v->version, out);
+    }
+    if (strcmp(op, "heal-full-ready") == 0)
+        return op_heal_full_ready(d, e, argc, argv, out);
+    if (strcmp(op, "brick-files") != 0)
+        return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
+    kb_enc_t enc;
+    kb_enc_init(&enc);
+    for (int i = 0; i < e->v->nbricks; i++) {
+        if (!e->local[i])
+            continue;
+        int fd = open(e->v->bricks[i].path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int n = fd >= 0 ? count_files(fd, true, 1000) : -errno;
+        char line[64];
+        int len = snprintf(line, sizeof(line), "%d %d\n", i, n);
+        kb_enc_bytes(&enc, line, (size_t)len);
+    }
+    if (!(*out = kbd_enc_text(&enc)))
+        return reply_text(out, -ENOMEM, "out of memory");
+    return 0;
+}
+
 int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
 {
     *out = NULL;
@@ -638,6 +731,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return kbd_peer_heal(d, argc, argv, out);
     if (strcmp(op, "heal-resolve") == 0 || strcmp(op, "heal-resolve-status") == 0)
         return kbd_peer_heal_resolve(d, argc, argv, out);
+    if (strncmp(op, "rebalance-", 10) == 0 || strcmp(op, "brick-files") == 0 || strcmp(op, "heal-full-ready") == 0)
+        return peer_rebalance(d, argc, argv, out);
     return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
 }
 

@@ -6,9 +6,11 @@
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/sha.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -290,4 +292,223 @@ Test(server, replicated_client_teardown, .init = start_server, .fini = stop_serv
     cr_assert_eq(stat(p2, &s2), 0);
     cr_assert_eq(s1.st_size, 16 * 65536);
     cr_assert_eq(s2.st_size, 16 * 65536);
+}
+
+/* ---------------- add-brick, rebalance, remove-brick (issue 6) ---------------- */
+
+static int cli_args(char **out, const char *a0, ...)
+{
+    char *argv[16];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a && argc < 16; a = va_arg(ap, const char *))
+        argv[argc++] = (char *)a;
+    va_end(ap);
+    *out = NULL;
+    return cli(out, argc, argv);
+}
+
+/* Regular files under DIR (its .kembar left out) whose name starts with 'f'. */
+static int brick_files(const char *dir)
+{
+    DIR *dh = opendir(dir);
+    cr_assert_not_null(dh, "%s", dir);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(dh));) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[1024];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        struct stat st;
+        cr_assert_eq(lstat(p, &st), 0);
+        if (S_ISDIR(st.st_mode))
+            n += brick_files(p);
+        else if (S_ISREG(st.st_mode) && de->d_name[0] == 'f')
+            n++;
+    }
+    closedir(dh);
+    return n;
+}
+
+#define NFILES 48
+
+static void file_name(int i, char *buf, size_t len)
+{
+    snprintf(buf, len, i % 2 ? "/d/f%03d" : "/f%03d", i);
+}
+
+static void write_files(kbc_t *c)
+{
+    cr_assert_eq(kbc_mkdir_path(c, "/d", 0755), 0);
+    for (int i = 0; i < NFILES; i++) {
+        char name[32], data[3000];
+        file_name(i, name, sizeof(name));
+        memset(data, 'a' + i % 26, sizeof(data));
+        kbc_fd_t *fd;
+        cr_assert_eq(kbc_open_path(c, name, O_CREAT | O_RDWR, 0644, &fd), 0, "%s", name);
+        cr_assert_eq(kbc_pwrite(fd, data, 1000 + (size_t)i * 40, 0), (ssize_t)(1000 + i * 40));
+        cr_assert_eq(kbc_close(fd), 0);
+    }
+}
+
+static void check_files(const char *spec)
+{
+    char err[256] = "";
+    kbc_t *c = kbc_new(spec, NULL, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    for (int i = 0; i < NFILES; i++) {
+        char name[32], want[3000], got[3000];
+        file_name(i, name, sizeof(name));
+        memset(want, 'a' + i % 26, sizeof(want));
+        kbc_fd_t *fd;
+        cr_assert_eq(kbc_open_path(c, name, O_RDONLY, 0, &fd), 0, "%s", name);
+        cr_assert_eq(kbc_pread(fd, got, sizeof(got), 0), (ssize_t)(1000 + i * 40), "%s", name);
+        cr_assert_eq(memcmp(want, got, 1000 + (size_t)i * 40), 0, "%s differs", name);
+        cr_assert_eq(kbc_close(fd), 0);
+    }
+    kbc_free(c);
+}
+
+/* Poll `rebalance status --json` until the run is over; its JSON. */
+static char *rebalance_wait(const char *vol)
+{
+    for (int i = 0; i < 300; i++) {
+        char *out = NULL;
+        cr_assert_eq(cli_args(&out, "--json", "volume", "rebalance", vol, "status", NULL), 0, "%s", out);
+        if (!strstr(out, "\"status\":\"running\""))
+            return out;
+        free(out);
+        usleep(100 * 1000);
+    }
+    cr_assert_fail("rebalance of %s did not finish in 30 s", vol);
+    return NULL;
+}
+
+static long json_long(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = NULL;                           /* the last one: the totals follow the nodes */
+    for (const char *q = strstr(json, pat); q; q = strstr(q + 1, pat))
+        p = q;
+    cr_assert_not_null(p, "%s not in %s", key, json);
+    return atol(p + strlen(pat));
+}
+
+Test(server, add_brick_rebalance_remove_brick, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    setenv("KEMBARD_CLIENT_WAIT_MS", "1500", 1);
+    char b1[480], b2[480], spec[256], err[256] = "", *out = NULL, p1[400], p2[400];
+    snprintf(p1, sizeof(p1), "%s1", brick);
+    snprintf(p2, sizeof(p2), "%s2", brick);
+    snprintf(b1, sizeof(b1), "127.0.0.1:%u:%s", d.port, p1);
+    snprintf(b2, sizeof(b2), "127.0.0.1:%u:%s", d.port, p2);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%u:/g", d.port);
+    cr_assert_eq(cli_args(&out, "volume", "create", "g", b1, "force", NULL), 0, "%s", out);
+    free(out);
+    cr_assert_eq(cli_args(&out, "volume", "start", "g", NULL), 0, "%s", out);
+    free(out);
+    /* A client on this definition's graph that will never switch (no
+     * volfile server to watch): rebalance must refuse while it is there. */
+    char *getv[] = { "peer", "get", "g" }, *def = NULL;
+    cr_assert_eq(rpc_sync_argv("127.0.0.1", d.port, KB_PROC_PEER, 3, getv, 5000, &def, err, sizeof(err)), 0, "%s", err);
+    kbd_volume_t *v = kbd_volume_parse(def, err, sizeof(err));
+    cr_assert_not_null(v, "%s", err);
+    char *vf = kbd_volgen_client(v);
+    kbc_t *stale = kbc_new_from_volfile(vf, NULL, err, sizeof(err));
+    cr_assert_not_null(stale, "%s", err);
+    free(vf);
+    free(def);
+    kbd_volume_free(v);
+    write_files(stale);
+
+    cr_assert_eq(cli_args(&out, "volume", "add-brick", "g", b2, "force", NULL), 0, "%s", out);
+    cr_assert(strstr(out, "2 x 1 = 2 bricks"), "%s", out);
+    free(out);
+    cr_assert_neq(cli_args(&out, "volume", "rebalance", "g", "start", NULL), 0);
+    cr_assert(strstr(out, "an older graph of 'g'") && !strchr(out, '\n'), "%s", out);
+    free(out);
+    kbc_free(stale);
+
+    cr_assert_eq(cli_args(&out, "volume", "rebalance", "g", "start", NULL), 0, "%s", out);
+    free(out);
+    char *st = rebalance_wait("g");
+    cr_assert(strstr(st, "\"status\":\"completed\""), "%s", st);
+    long moved = json_long(st, "moved");
+    cr_assert_eq(json_long(st, "scanned"), NFILES, "%s", st);
+    cr_assert_eq(json_long(st, "failures"), 0, "%s", st);
+    free(st);
+    int n1 = brick_files(p1), n2 = brick_files(p2);
+    cr_assert_eq(n1 + n2, NFILES, "each file on exactly one brick: %d + %d", n1, n2);
+    cr_assert(n1 > 0 && n2 > 0, "both sets hold files: %d, %d", n1, n2);
+    cr_assert_eq(moved, n2, "the files moved are the new set's");
+    check_files(spec);
+    /* every file is home now: a second run moves nothing */
+    cr_assert_eq(cli_args(&out, "volume", "rebalance", "g", "start", NULL), 0, "%s", out);
+    free(out);
+    st = rebalance_wait("g");
+    cr_assert(strstr(st, "\"status\":\"completed\""), "%s", st);
+    cr_assert_eq(json_long(st, "moved"), 0, "%s", st);
+    free(st);
+
+    /* drain the first set, commit, every file still there */
+    cr_assert_neq(cli_args(&out, "volume", "remove-brick", "g", b1, "commit", NULL), 0);
+    cr_assert(strstr(out, "not being drained"), "%s", out);
+    free(out);
+    cr_assert_eq(cli_args(&out, "volume", "remove-brick", "g", b1, "start", NULL), 0, "%s", out);
+    free(out);
+    st = rebalance_wait("g");
+    cr_assert(strstr(st, "\"status\":\"completed\"") && strstr(st, "\"draining\":[0]"), "%s", st);
+    free(st);
+    cr_assert_eq(brick_files(p1), 0);
+    cr_assert_eq(brick_files(p2), NFILES);
+    cr_assert_eq(cli_args(&out, "volume", "remove-brick", "g", b1, "commit", NULL), 0, "%s", out);
+    free(out);
+    cr_assert_eq(cli_args(&out, "volume", "info", "g", NULL), 0, "%s", out);
+    cr_assert(strstr(out, b2) && !strstr(out, b1), "%s", out);
+    free(out);
+    check_files(spec);
+}
+
+Test(server, brick_commands_refuse_bad_arguments, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    char b1[400], b2[400], b3[400], *out = NULL;
+    snprintf(b1, sizeof(b1), "127.0.0.1:%u:%s1", d.port, brick);
+    snprintf(b2, sizeof(b2), "127.0.0.1:%u:%s2", d.port, brick);
+    snprintf(b3, sizeof(b3), "127.0.0.1:%u:%s3", d.port, brick);
+    cr_assert_eq(cli_args(&out, "volume", "create", "r", "replica", "2", b1, b2, "force", NULL), 0, "%s", out);
+    free(out);
+    cr_assert_eq(cli_args(&out, "volume", "start", "r", NULL), 0, "%s", out);
+    free(out);
+    struct { const char *argv[8]; const char *want; } cases[] = {
+        { { "volume", "add-brick", "r", b3 }, "whole replica sets of 2" },
+        { { "volume", "add-brick", "r", b3, b1 }, "already a brick" },
+        { { "volume", "add-brick", "nope", b3, b1 }, "does not exist" },
+        { { "volume", "add-brick", "r" }, "usage" },
+        { { "volume", "rebalance", "r", "start" }, "one replica set" },
+        { { "volume", "rebalance", "r", "go" }, "usage" },
+        { { "volume", "remove-brick", "r", b1, b2, "start" }, "every replica set" },
+        { { "volume", "remove-brick", "r", b1, "start" }, "whole replica sets" },
+        { { "volume", "remove-brick", "r", b3, "status" }, "not a brick" },
+        { { "volume", "remove-brick", "r", b1, b2, "frob" }, "usage" },
+        { { "volume", "replace-brick", "r", b3, "127.0.0.1:1:/x" }, "not a brick" },
+        { { "volume", "replace-brick", "r", b1, b2 }, "already a brick" },
+        { { "volume", "replace-brick", "r", b1 }, "usage" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int argc = 0;
+        while (argc < 8 && cases[i].argv[argc])
+            argc++;
+        out = NULL;
+        int rc = cli(&out, argc, (char **)cases[i].argv);
+        cr_assert_neq(rc, 0, "case %zu succeeded: %s", i, out);
+        cr_assert(out && strstr(out, cases[i].want), "case %zu: '%s' lacks '%s'", i, out, cases[i].want);
+        cr_assert_null(strchr(out, '\n'), "case %zu: more than one line: '%s'", i, out);
+        free(out);
+    }
+    /* nothing changed: still one set of two, version untouched by refusals */
+    cr_assert_eq(cli_args(&out, "volume", "info", "r", NULL), 0, "%s", out);
+    cr_assert(strstr(out, "1 x (2) = 2"), "%s", out);
+    free(out);
 }
