@@ -24,7 +24,11 @@ static void usage(FILE *f)
         "  volume heal NAME [full]   volume heal NAME info [split-brain] [--watch]\n"
         "  volume heal NAME split-brain latest-mtime|bigger-file PATH\n"
         "  volume heal NAME split-brain source-brick HOST:PORT:/BRICK PATH\n"
-        "  volume profile NAME [clear]   volume top NAME   volume status NAME detail\n");
+        "  volume profile NAME [clear]   volume top NAME   volume status NAME detail\n"
+        "  volume add-brick NAME HOST[:PORT]:/PATH... [force]\n"
+        "  volume rebalance NAME start [force] | status | stop\n"
+        "  volume remove-brick NAME BRICK... start|status|stop|commit [force]\n"
+        "  volume replace-brick NAME OLD-BRICK NEW-BRICK [force]\n");
 }
 
 static unsigned long long json_num(const char *json, const char *key)
