@@ -296,10 +296,18 @@ void dist_layout_fetch(dist_frame_t *f, const kb_gfid_t *dir, dist_step_fn then)
     dist_fan_root(f, KB_FOP_IPC, up, layout_fetched);
 }
 
+static bool no_ranges(const dist_layout_t *l)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->r[i].state == DIST_RS_RANGE)
+            return false;
+    return true;
+}
+
 static void layout_fetched(dist_frame_t *f)
 {
     dist_priv_t *p = f->p;
-    uint64_t answered = 0, errs = 0;
+    uint64_t answered = 0, errs = 0, absent = 0;
     int first_err = 0;
     for (int i = 0; i < f->n; i++) {
         if (!(f->lay_mask & dist_bit(i)))
@@ -307,6 +315,8 @@ static void layout_fetched(dist_frame_t *f)
         const kb_reply_t *r = &f->sub[i].reply;
         if (r->status == -ENOENT || r->status == -ENOTDIR || r->status == -ENOTCONN) {
             errs |= dist_bit(i);
+            if (r->status != -ENOTCONN)
+                absent |= dist_bit(i);
             first_err = first_err ? first_err : r->status;
             continue;
         }
@@ -325,6 +335,18 @@ static void layout_fetched(dist_frame_t *f)
     f->lay_status = 0;
     if (dist_layout_check(&f->lay) == 0) {
         dist_lcache_put(p, &f->lay_gfid, &f->lay);
+        f->lay_then(f);
+        return;
+    }
+    if (absent && (answered | absent) == p->all && no_ranges(&f->lay)) {
+        /* Every set answered, the directory is missing on some and has no
+         * range anywhere: made before those sets were added (add-brick; a
+         * one-set volume stores no layouts). Its files are where it is:
+         * spread over those copies for this call only, without storing or
+         * caching; a lookup of the directory heals it onto the new sets,
+         * and rebalance fixes its layout. */
+        dist_layout_t none = f->lay;
+        dist_layout_rebuild(&none, f->n, dist_undrained(p, answered), 1, &f->lay);
         f->lay_then(f);
         return;
     }

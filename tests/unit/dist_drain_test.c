@@ -144,3 +144,42 @@ Test(dist_drain, set_lists_parse_and_bad_values_refuse_the_graph, .init = setup,
     char err[256] = "";
     cr_assert_null(graph("7", err, sizeof(err)), "drain-sets 7 of 3 sets was accepted");
 }
+
+/* After add-brick, before any rebalance: a directory made while the volume
+ * had one set exists on set 0 only, without a layout. A client that already
+ * knows the directory (the kernel caches its dentry) creates, looks up and
+ * lists files in it straight away: all of that must work. */
+Test(dist_drain, directory_from_before_add_brick_is_usable_at_once, .init = setup, .fini = teardown)
+{
+    char err[256] = "";
+    kb_graph_t *g = graph("", err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    dist_mock_t *m0 = dist_mock_of(g->top->children[0]);
+    kb_gfid_t d, f0;
+    kb_gfid_generate(&d);
+    kb_gfid_generate(&f0);
+    cr_assert_eq(dist_mock_add(m0, &kb_gfid_root, "old", &d, S_IFDIR | 0755), 0);
+    cr_assert_eq(dist_mock_add(m0, &d, "before", &f0, S_IFREG | 0644), 0);
+    for (int k = 0; k < 20; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "n%d", k);
+        kb_args_t c = { .gfid = d, .name = name, .mode = 0644, .flags = 02 };
+        kb_gfid_generate(&c.newgfid);
+        int st = call(g, KB_FOP_CREATE, &c);
+        cr_assert_eq(st, 0, "create %s in a pre-add-brick directory: %s", name, strerror(-st));
+        kb_args_t rel = { .gfid = c.newgfid, .fd = R.fd };
+        cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    }
+    kb_args_t lk = { .gfid = d, .name = "before" };
+    cr_assert_eq(call(g, KB_FOP_LOOKUP, &lk), 0, "a file from before add-brick is found");
+    for (int i = 1; i < 3; i++)
+        cr_assert_eq(dist_mock_count(dist_mock_of(g->top->children[i]), &d), 0,
+                     "nothing may be created where the directory is missing (set %d)", i);
+    /* A lookup of the directory itself heals it onto the new sets. */
+    kb_args_t ld = { .gfid = kb_gfid_root, .name = "old" };
+    cr_assert_eq(call(g, KB_FOP_LOOKUP, &ld), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(dist_mock_find(dist_mock_of(g->top->children[i]), &kb_gfid_root, "old", NULL, NULL), 0,
+                     "the directory was not made on set %d", i);
+    kb_graph_fini(g);
+}
