@@ -294,6 +294,33 @@ Test(heal, region_map_heals_exactly_the_dirty_bytes)
     stop(h);
 }
 
+/* A sink whose copy is gone (a replaced brick, a lost disk): entry heal
+ * makes it anew, empty; the source's region map names only what the old
+ * copy missed, so the data heal must copy everything, not the map. */
+Test(heal, a_sink_made_anew_gets_the_whole_file_not_the_map)
+{
+    bh_t *h = start(2, NULL);
+    kb_gfid_t g;
+    uint64_t fd = mkfile(h, &kb_gfid_root, "vm.img", 4 * MiB, 3, &g);
+    settle(h);
+    child(h, 1, KB_EV_CHILD_DOWN);
+    write_blk(h, &g, fd, MiB, 64 * KiB, 'x');
+    settle(h);
+    cr_assert_eq(bh_release(h, &g, fd), 0);
+    char gs[KB_GFID_STRLEN], rm[128], path[512];
+    snprintf(rm, sizeof(rm), ".kembar/regions/%s", kb_gfid_str(&g, gs));
+    cr_assert(bexists(0, rm), "region map on brick 0");
+    snprintf(path, sizeof(path), "%s/vm.img", bdir[1]);
+    cr_assert_eq(unlink(path), 0);          /* brick 1 lost the file */
+    child(h, 1, KB_EV_CHILD_UP);
+    heal_all(h);                            /* the index alone cannot know the file is gone */
+    cr_assert(!bexists(1, "vm.img"));
+    heal_now(h, KB_CTL_HEAL_FULL);
+    heal_all(h);
+    assert_same("vm.img");
+    stop(h);
+}
+
 /* ================= data: checksums when the map is lost ================= */
 
 Test(heal, without_a_map_only_differing_blocks_are_copied)
