@@ -158,8 +158,8 @@ static int push(crawl_t *cr, const kb_gfid_t *g, const char *parent, const char 
         cr->stack = p;
         cr->cap = cap;
     }
-    char *path = NULL;
-    if (asprintf(&path, "%s%s%s", parent, strcmp(parent, "/") ? "/" : "", name) < 0)
+    char *path = NULL;                  /* parent NULL: NAME is the root, "/" */
+    if (asprintf(&path, "%s%s%s", parent ? parent : "", parent && strcmp(parent, "/") ? "/" : "", name) < 0)
         return -ENOMEM;
     cr->stack[cr->n].gfid = *g;
     cr->stack[cr->n++].path = path;
@@ -363,7 +363,7 @@ static void *run_main(void *arg)
         finish(&cr, REB_FAILED, why);
         return NULL;
     }
-    rc = push(&cr, &kb_gfid_root, "", "/");
+    rc = push(&cr, &kb_gfid_root, NULL, "/");
     while (!rc && cr.n && !stopped(&cr)) {
         cr.n--;
         kb_gfid_t g = cr.stack[cr.n].gfid;

@@ -409,14 +409,24 @@ static int op_prepare(kbd_t *d, int argc, char **argv, char **out)
 }
 
 /* A running brick survives a definition change that leaves its own volfile
- * as it was (e.g. `volume set` of a client-side option): no reconnects. */
-static bool same_brick_graph(const kbd_volume_t *a, const kbd_volume_t *b, int i)
+ * as it was (e.g. `volume set` of a client-side option): no reconnects.
+ * Brick I of OLD is matched in NEW by its id, not its index (remove-brick
+ * commit renumbers the bricks after the removed sets): its index there, or
+ * -1 when it is gone, no longer local, or its volfile changed. */
+static int kept_brick(const struct kbd_vol_entry *old, int i, const struct kbd_vol_entry *e)
 {
-    char *x = kbd_volgen_brick(a, i), *y = kbd_volgen_brick(b, i);
-    bool same = x && y && strcmp(x, y) == 0;
-    free(x);
-    free(y);
-    return same;
+    if (!old->local[i])
+        return -1;
+    for (int j = 0; j < e->v->nbricks; j++) {
+        if (!e->local[j] || e->rt[j] || !kb_gfid_eq(&e->v->bricks[j].id, &old->v->bricks[i].id))
+            continue;
+        char *x = kbd_volgen_brick(old->v, i), *y = kbd_volgen_brick(e->v, j);
+        bool same = x && y && strcmp(x, y) == 0;
+        free(x);
+        free(y);
+        return same ? j : -1;
+    }
+    return -1;
 }
 
 /* store LOCAL_CSV INFO_TEXT */
@@ -454,11 +464,13 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
     if (old) {
         /* Keep running bricks that stay the same; stop the others. */
         for (int i = 0; i < old->v->nbricks; i++) {
-            bool same = i < v->nbricks && e->local[i] && old->local[i] && same_brick_graph(old->v, v, i);
-            if (same && v->status == KBD_VOL_STARTED)
-                e->rt[i] = old->rt[i];
-            else
+            int j = v->status == KBD_VOL_STARTED && old->rt[i] ? kept_brick(old, i, e) : -1;
+            if (j >= 0) {
+                e->rt[j] = old->rt[i];
+                e->rt[j]->idx = j;
+            } else {
                 brick_stop(d, old, i);
+            }
             old->rt[i] = NULL;
         }
         struct kbd_vol_entry **pp = &d->vols;

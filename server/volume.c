@@ -455,16 +455,21 @@ char *kbd_volgen_shd(const kbd_volume_t *v, int set, const char *heal_children)
     return kbd_enc_text(&e);
 }
 
+/* The stanzas are named by the brick's id (its first 8 hex digits), not its
+ * index: remove-brick commit renumbers the bricks after the removed sets, and
+ * a brick whose volfile does not change keeps running (no reconnects). */
 char *kbd_volgen_brick(const kbd_volume_t *v, int i)
 {
     kb_enc_t e;
-    char id[KB_GFID_STRLEN];
+    char id[KB_GFID_STRLEN], bid[KB_GFID_STRLEN];
     kb_enc_init(&e);
-    put(&e, "volume %s-posix-%d\n  type storage/posix\n  option directory %s\n  option volume-id %s\n",
-        v->name, i, v->bricks[i].path, kb_gfid_str(&v->id, id));
+    kb_gfid_str(&v->bricks[i].id, bid);
+    bid[8] = 0;
+    put(&e, "volume %s-posix-%s\n  type storage/posix\n  option directory %s\n  option volume-id %s\n",
+        v->name, bid, v->bricks[i].path, kb_gfid_str(&v->id, id));
     emit_opts(&e, v, "storage/posix");
-    put(&e, "end-volume\n\nvolume %s-locks-%d\n  type features/locks\n", v->name, i);
+    put(&e, "end-volume\n\nvolume %s-locks-%s\n  type features/locks\n", v->name, bid);
     emit_opts(&e, v, "features/locks");
-    put(&e, "  subvolumes %s-posix-%d\nend-volume\n", v->name, i);
+    put(&e, "  subvolumes %s-posix-%s\nend-volume\n", v->name, bid);
     return kbd_enc_text(&e);
 }

@@ -2,17 +2,19 @@
 # 56-rebalance — add-brick + rebalance and remove-brick, online, under a writer (issue 6, DESIGN §7).
 #
 # A 1x2 volume (two nodes) and a mount; 200 files in a few directories plus four 8 MiB ones, each
-# with a known sha256; a writer appends 64 KiB records (fsync'd) to vm.img through the mount and
-# reads each one back. Then, while it writes:
+# with a known sha256; two writers append 64 KiB records (fsync'd) to vm.img and vm-100-disk-0.raw
+# through the mount and read each one back (with today's hash the first moves in the add-brick
+# rebalance, the second stays on the first set). Then, while they write:
 #   - add-brick of a second pair: the mount switches graphs by itself; `rebalance start`; status
 #     polled until completed (throughput printed); every file reads back right through the mount,
 #     is on exactly one set and byte-identical on both bricks of it, both sets hold files; a second
 #     `rebalance start` moves nothing (every file is on its hashed set);
-#   - remove-brick of the set that now holds vm.img (so the writer's open, growing file is surely
-#     migrated under it): start, status until completed, commit; the removed bricks are gone from
-#     `volume info` and hold no file; every file reads back right.
-# The writer then stops: it saw no error and no wrong read-back, and vm.img holds exactly what it
-# wrote, on both remaining bricks and through the mount.
+#   - remove-brick of the set that now holds vm-100-disk-0.raw (so that open, growing file is surely
+#     migrated under its writer; when that is the first set, the bricks of the other are renumbered
+#     and must keep running): start, status until completed, commit; the removed bricks are gone
+#     from `volume info` and hold no file; every file reads back right.
+# The writers then stop: they saw no error and no wrong read-back, and each file holds exactly what
+# was written, on both remaining bricks and through the mount.
 # kb-requires: fuse
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -65,7 +67,7 @@ def scan(brick):
             out[os.path.relpath(p, brick)] = p
     return out
 
-def placement(man, skip, *bricks):
+def placement(man, skips, *bricks):
     """Sets are consecutive pairs of BRICKS. Every file of the manifest on exactly one set,
     identical (and right) on both its bricks; nothing else on any brick but SKIP; prints the
     count per set."""
@@ -76,7 +78,7 @@ def placement(man, skip, *bricks):
     for s, (x, y) in enumerate(scans):
         if set(x) != set(y): die("set %d: its bricks hold different names: %s" % (s, sorted(set(x) ^ set(y))[:5]))
         for rel in x:
-            if rel != skip and rel not in want: die("set %d holds %s, which nobody wrote" % (s, rel))
+            if rel not in skips.split(",") and rel not in want: die("set %d holds %s, which nobody wrote" % (s, rel))
     for rel, h in want.items():
         on = [s for s, (x, _) in enumerate(scans) if rel in x]
         if len(on) != 1: die("%s is on sets %s, want exactly one" % (rel, on))
@@ -129,9 +131,12 @@ kb_t 120 "$KB_PY" "$PY" files "$MNT" "$MAN"
 kb_log "204 files written ($(du -sm "${BA[0]}" | cut -f1) MiB on a brick)"
 
 STOP=$KB_TMP/writer.stop
-WOUT=$KB_TMP/writer.out
-"$KB_PY" "$PY" writer "$MNT/vm.img" "$STOP" "$WOUT" 2>"$WOUT.err" &
-WPID=$!
+W1=vm.img
+W2=vm-100-disk-0.raw
+"$KB_PY" "$PY" writer "$MNT/$W1" "$STOP" "$KB_TMP/w1.out" 2>"$KB_TMP/w1.err" &
+WPID1=$!
+"$KB_PY" "$PY" writer "$MNT/$W2" "$STOP" "$KB_TMP/w2.out" 2>"$KB_TMP/w2.err" &
+WPID2=$!
 sleep 2
 
 # rebalance_done: the last `rebalance status` is over (not running); its JSON in $KB_TMP/rs.json.
@@ -166,8 +171,8 @@ grow() {
         "$(( $(rs bytes_per_second | cut -d. -f1) / 1024 )) KiB/s ($secs ms from 'start' to completed, the wait for the mount's switch included)"
     [ "$(rs moved)" -gt 0 ] || kb_fail "the rebalance moved nothing"
     kb_t 120 "$KB_PY" "$PY" check-mount "$MNT" "$MAN"
-    read -r n0 n1 < <(kb_t 120 "$KB_PY" "$PY" placement "$MAN" vm.img "${BA[@]}" "${BB[@]}")
-    kb_log "files per set: $n0 and $n1"
+    read -r n0 n1 < <(kb_t 120 "$KB_PY" "$PY" placement "$MAN" "$W1,$W2" "${BA[@]}" "${BB[@]}")
+    kb_log "files per set: $n0 and $n1; $W1 on the $([ -e "${BB[0]}/$W1" ] && echo new || echo first) set"
     [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ] || kb_fail "a set holds no file: $n0 / $n1"
     kb_cli 1 volume rebalance rb start >&2
     wait_rebalance "second rebalance"
@@ -177,16 +182,16 @@ grow() {
 shrink() {
     local -a gone keep BB
     mapfile -t BB <"$KB_TMP/bb"
-    if [ -e "${BA[0]}/vm.img" ]; then gone=("${BA[@]}"); keep=("${BB[@]}"); else gone=("${BB[@]}"); keep=("${BA[@]}"); fi
-    [ -e "${gone[0]}/vm.img" ] || kb_fail "vm.img is on neither set"
-    kb_log "removing the set that holds vm.img: ${gone[*]}"
+    if [ -e "${BA[0]}/$W2" ]; then gone=("${BA[@]}"); keep=("${BB[@]}"); else gone=("${BB[@]}"); keep=("${BA[@]}"); fi
+    [ -e "${gone[0]}/$W2" ] || kb_fail "$W2 is on neither set"
+    kb_log "removing the set that holds $W2: ${gone[*]} (the $([ "${gone[0]}" = "${BA[0]}" ] && echo first || echo second))"
     local -a gb=("$(kb_brick 1 "${gone[0]}")" "$(kb_brick 2 "${gone[1]}")")
     KB_EXPECT_RE="not being drained" kb_expect_fail 30 "commit before start" \
         "$KB_BIN/kembar" --server "$(kb_addr 1)" volume remove-brick rb "${gb[@]}" commit
     kb_cli 1 volume remove-brick rb "${gb[@]}" start >&2
     wait_rebalance "remove-brick drain"
     kb_cli 1 volume remove-brick rb "${gb[@]}" status >&2
-    [ ! -e "${gone[0]}/vm.img" ] || kb_fail "vm.img still on the drained set"
+    [ ! -e "${gone[0]}/$W2" ] || kb_fail "$W2 still on the drained set"
     kb_cli 1 volume remove-brick rb "${gb[@]}" commit >&2
     local info
     info=$(kb_cli 1 volume info rb)
@@ -194,7 +199,7 @@ shrink() {
     kb_assert_match 'Number of Bricks: 1 x \(2\) = 2' "$info" "volume info after remove-brick"
     kb_assert_eq "" "$(find "${gone[@]}" -path '*/.kembar' -prune -o -type f -print)" "files left on the removed bricks"
     kb_t 120 "$KB_PY" "$PY" check-mount "$MNT" "$MAN"
-    read -r n0 < <(kb_t 120 "$KB_PY" "$PY" placement "$MAN" vm.img "${keep[@]}")
+    read -r n0 < <(kb_t 120 "$KB_PY" "$PY" placement "$MAN" "$W1,$W2" "${keep[@]}")
     kb_assert_eq 204 "$n0" "files on the remaining set"
     printf '%s\n' "${keep[@]}" >"$KB_TMP/keep"
 }
@@ -203,16 +208,19 @@ kb_section "add-brick + rebalance under a writer" grow
 kb_section "remove-brick of the writer's set" shrink
 sleep 2
 touch "$STOP"
-rc=0
-kb_t 30 tail --pid="$WPID" -f /dev/null || true
-wait "$WPID" || rc=$?
-kb_log "writer: $(cat "$WOUT" 2>/dev/null) $(head -c 300 "$WOUT.err")"
-kb_assert_eq 0 "$rc" "writer exit status"
-kb_assert_match "errors=0 " "$(cat "$WOUT")" "the writer saw no error"
-N=$(sed -n 's/^records=\([0-9]*\) .*/\1/p' "$WOUT")
-[ "$N" -gt 50 ] || kb_fail "the writer wrote only $N records"
-kb_t 60 "$KB_PY" "$PY" check-writer "$MNT/vm.img" "$N"
-[ -s "$KB_TMP/keep" ] || kb_fail "remove-brick did not complete: vm.img not checked on the bricks"
-while read -r b; do kb_t 60 "$KB_PY" "$PY" check-writer "$b/vm.img" "$N"; done <"$KB_TMP/keep"
-kb_log "vm.img: $N records of 64 KiB, exact through the mount and on both remaining bricks"
+[ -s "$KB_TMP/keep" ] || kb_fail "remove-brick did not complete: the writers' files not checked on the bricks"
+for w in 1 2; do
+    eval "pid=\$WPID$w name=\$W$w"
+    rc=0
+    kb_t 30 tail --pid="$pid" -f /dev/null || true
+    wait "$pid" || rc=$?
+    kb_log "writer of $name: $(cat "$KB_TMP/w$w.out" 2>/dev/null) $(head -c 300 "$KB_TMP/w$w.err")"
+    kb_assert_eq 0 "$rc" "writer of $name: exit status"
+    kb_assert_match "errors=0 " "$(cat "$KB_TMP/w$w.out")" "writer of $name saw no error"
+    N=$(sed -n 's/^records=\([0-9]*\) .*/\1/p' "$KB_TMP/w$w.out")
+    [ "$N" -gt 50 ] || kb_fail "the writer of $name wrote only $N records"
+    kb_t 60 "$KB_PY" "$PY" check-writer "$MNT/$name" "$N"
+    while read -r b; do kb_t 60 "$KB_PY" "$PY" check-writer "$b/$name" "$N"; done <"$KB_TMP/keep"
+    kb_log "$name: $N records of 64 KiB, exact through the mount and on both remaining bricks"
+done
 kb_done
