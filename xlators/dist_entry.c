@@ -292,6 +292,55 @@ void dist_lookup(kb_call_t *call)
     dist_locate(f, 0, &call->args->gfid, call->args->name, lookup_located);
 }
 
+/* ---------------- the name is free on the other sets ----------------
+ * A new name (mkdir, create, mknod, symlink) is made on its hashed set, whose
+ * brick refuses a name it already holds. But a file renamed in place lives
+ * off its hashed set (rename below), and a directory may lack its hashed
+ * copy until a lookup heals it: the hashed set alone would say "free" and a
+ * second object of that name would appear (listed twice, one hiding the
+ * other). The kernel looks a name up before making it, which hides this
+ * from a single mount, but not from API callers nor from a client that
+ * looked it up just before another client's rename. So the other up sets
+ * are asked first: one LOOKUP round trip more per new name on a volume of
+ * several sets. A set that does not answer is not waited for (it may be
+ * down; its names come back with it, as they would anyway). Not atomic: a
+ * rename into the name by another client between the check and the create
+ * can still make a duplicate; closing that needs an entry lock on the
+ * hashed set taken by both sides. A migration target (dist_layout.h
+ * section 5) is not the file: its source is found where it is. */
+
+static void new_name_checked(dist_frame_t *f);
+static void mkdir_hashed(dist_frame_t *f);
+static void create_hashed(dist_frame_t *f);
+
+/* Ask every up set but F->set (the hashed one) for the call's name; then
+ * make it there (mkdir_hashed / create_hashed by the call's op), or fail
+ * with -EEXIST when another set holds it. */
+static void new_name_check(dist_frame_t *f)
+{
+    uint64_t others = dist_up_mask(f->p) & ~dist_bit(f->set);
+    f->mask = others;
+    kb_args_t a = { .gfid = f->args.gfid, .name = f->args.name };
+    dist_sub_args(f, others, &a);
+    dist_fan(f, KB_FOP_LOOKUP, others, new_name_checked);
+}
+
+static void new_name_checked(dist_frame_t *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        const kb_reply_t *r = &f->sub[i].reply;
+        if ((f->mask & dist_bit(i)) && r->status == 0 && !dist_is_linkto(&r->attr)) {
+            dist_flog(f, KB_LOG_DEBUG, "'%s' exists on set %d (hashed: %d)", f->args.name, i, f->set);
+            dist_frame_fail(f, -EEXIST);
+            return;
+        }
+    }
+    if (f->call->op == KB_FOP_MKDIR)
+        mkdir_hashed(f);
+    else
+        create_hashed(f);
+}
+
 /* ---------------- mkdir ---------------- */
 
 static void mkdir_hashed_done(dist_frame_t *f);
@@ -314,8 +363,13 @@ static void mkdir_have_layout(dist_frame_t *f)
         return;
     }
     f->set = h;
-    dist_sub_args(f, dist_bit(h), &f->args);
-    dist_fan(f, KB_FOP_MKDIR, dist_bit(h), mkdir_hashed_done);
+    new_name_check(f);
+}
+
+static void mkdir_hashed(dist_frame_t *f)
+{
+    dist_sub_args(f, dist_bit(f->set), &f->args);
+    dist_fan(f, KB_FOP_MKDIR, dist_bit(f->set), mkdir_hashed_done);
 }
 
 static void mkdir_hashed_done(dist_frame_t *f)
@@ -412,13 +466,18 @@ static void create_have_layout(dist_frame_t *f)
         dist_frame_fail(f, -ENOTCONN);
         return;
     }
+    f->set = h;
+    new_name_check(f);
+}
+
+static void create_hashed(dist_frame_t *f)
+{
     if (f->call->op == KB_FOP_CREATE && !(f->fd = dist_fd_new(f->p, false, &f->args.newgfid))) {
         dist_frame_fail(f, -ENOMEM);
         return;
     }
-    f->set = h;
-    dist_sub_args(f, dist_bit(h), &f->args);
-    dist_fan(f, f->call->op, dist_bit(h), create_done);
+    dist_sub_args(f, dist_bit(f->set), &f->args);
+    dist_fan(f, f->call->op, dist_bit(f->set), create_done);
 }
 
 void dist_create(kb_call_t *call)

@@ -382,9 +382,36 @@ void dist_open(kb_call_t *call)
     dist_by_gfid(call, DK_READ);
 }
 
+/* LINK: a hard link lives beside its inode, on the set holding it, whatever
+ * set its new name hashes to (found by the lookup fallback, like a name
+ * renamed in place). That set's brick refuses a name it holds; the new name
+ * may also live on another set, so every up set is asked first, as for
+ * every new name (dist_entry.c, "the name is free on the other sets"). */
+static void link_checked(dist_frame_t *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        const kb_reply_t *r = &f->sub[i].reply;
+        if ((f->mask & dist_bit(i)) && r->status == 0 && !dist_is_linkto(&r->attr)) {
+            dist_frame_fail(f, -EEXIST);
+            return;
+        }
+    }
+    kb_call_t *call = f->call;
+    dist_frame_drop(f);
+    dist_by_gfid(call, DK_READ);
+}
+
 void dist_link(kb_call_t *call)
 {
-    dist_by_gfid(call, DK_READ);        /* a hard link lives beside its inode */
+    dist_frame_t *f = dist_frame_new(call);
+    if (!f) {
+        kb_unwind_err(call, -ENOMEM);
+        return;
+    }
+    f->mask = dist_up_mask(f->p);
+    kb_args_t a = { .gfid = call->args->gfid2, .name = call->args->name2 };
+    dist_sub_args(f, f->mask, &a);
+    dist_fan(f, KB_FOP_LOOKUP, f->mask, link_checked);
 }
 
 void dist_release(kb_call_t *call)

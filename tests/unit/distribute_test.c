@@ -174,13 +174,16 @@ Test(distribute, mkdir_on_every_set_with_one_gfid_and_a_complete_layout, .init =
     /* the root had no layout: the first entry op healed it */
     stored_layout(g, &kb_gfid_root, &l);
     cr_assert_eq(dist_layout_check(&l), 0);
-    /* a second mkdir of the name fails on the hashed set and touches no other */
+    /* a second mkdir of the name makes nothing anywhere: the other sets,
+     * asked first whether the name is free, hold it already */
     for (int i = 0; i < 3; i++)
         dist_mock_reset_calls(mock(g, i));
     cr_assert_eq(do_mkdir(g, &kb_gfid_root, "dir", NULL), -EEXIST);
     int h = hashed(g, &kb_gfid_root, "dir");
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(dist_mock_calls(mock(g, i), KB_FOP_MKDIR), i == h ? 1u : 0u);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(dist_mock_calls(mock(g, i), KB_FOP_MKDIR), 0u);
+        cr_assert_eq(dist_mock_calls(mock(g, i), KB_FOP_LOOKUP), i == h ? 0u : 1u);
+    }
     kb_graph_fini(g);
 }
 
@@ -190,12 +193,18 @@ Test(distribute, mkdir_hashed_set_first_then_the_others, .init = setup, .fini = 
     cr_assert_eq(do_lookup(g, &kb_gfid_root, "warm-up"), -ENOENT);   /* root layout in place */
     int h = hashed(g, &kb_gfid_root, "late");
     int o = 1 - h;
+    dist_mock_reset_calls(mock(g, 0));
+    dist_mock_reset_calls(mock(g, 1));
     dist_mock_hold(mock(g, 0), true);
     dist_mock_hold(mock(g, 1), true);
     kb_args_t a = { .gfid = kb_gfid_root, .name = "late", .mode = 0700 };
     kb_gfid_generate(&a.newgfid);
     int before = ncb;
     kb_wind(g->top, KB_FOP_MKDIR, &a, &cred, 1, cbk, NULL);
+    /* first the other set says whether the name is free there */
+    cr_assert_eq(dist_mock_calls(mock(g, o), KB_FOP_LOOKUP), 1);
+    cr_assert_eq(dist_mock_calls(mock(g, h), KB_FOP_MKDIR), 0);
+    cr_assert_eq(dist_mock_release(mock(g, o), false), 1);
     cr_assert_eq(dist_mock_calls(mock(g, h), KB_FOP_MKDIR), 1);
     cr_assert_eq(dist_mock_calls(mock(g, o), KB_FOP_MKDIR), 0, "others wait for the hashed set");
     cr_assert_eq(dist_mock_release(mock(g, h), false), 1);
@@ -480,6 +489,69 @@ Test(distribute, rename_across_sets_keeps_the_file_reachable_once, .init = setup
     cr_assert_eq(call(g, KB_FOP_RENAME, &rn3), -EEXIST);
     cr_assert_eq(where(g, &d, c, NULL), 1u);
     kb_buf_unref(data);
+    kb_graph_fini(g);
+}
+
+/* A file renamed in place lives off its hashed set. A create, mknod,
+ * symlink or mkdir of its name that was not preceded by a lookup (an API
+ * caller, or another client that looked the name up just before the rename)
+ * must see it: EEXIST, never a second object of that name on the hashed set
+ * (ls would list it twice, and lookup would hide the renamed file). */
+Test(distribute, create_over_a_name_renamed_off_its_hashed_set_is_eexist, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(2);
+    kb_gfid_t d, gf, got;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "r", &d), 0);
+    const kb_op_t ops[] = { KB_FOP_CREATE, KB_FOP_MKNOD, KB_FOP_SYMLINK, KB_FOP_MKDIR };
+    for (size_t k = 0; k < KB_ARRAY_SIZE(ops); k++) {
+        char a[32], b[32], pa[16], pb[16];
+        snprintf(pa, sizeof(pa), "src%zu-", k);
+        snprintf(pb, sizeof(pb), "dst%zu-", k);
+        name_on(g, &d, 0, pa, a, sizeof(a));
+        name_on(g, &d, 1, pb, b, sizeof(b));
+        cr_assert_eq(do_create(g, &d, a, &gf, NULL), 0);
+        kb_args_t rn = { .gfid = d, .name = a, .gfid2 = d, .name2 = b };
+        cr_assert_eq(call(g, KB_FOP_RENAME, &rn), 0);
+        cr_assert_eq(where(g, &d, b, NULL), 1u, "renamed in place on set 0");
+        kb_args_t c = { .gfid = d, .name = b, .mode = 0644, .flags = O_RDWR | O_CREAT | O_EXCL,
+                        .name2 = "t" };
+        if (ops[k] == KB_FOP_MKNOD)
+            c.mode |= S_IFIFO;
+        if (ops[k] == KB_FOP_MKDIR)
+            c.mode = 0755;
+        kb_gfid_generate(&c.newgfid);
+        cr_assert_eq(call(g, ops[k], &c), -EEXIST, "%s over a file on another set", kb_fop_name(ops[k]));
+        cr_assert_eq(where(g, &d, b, &got), 1u, "%s: still only the renamed file, on set 0", kb_fop_name(ops[k]));
+        cr_assert(kb_gfid_eq(&got, &gf));
+        cr_assert_eq(do_lookup(g, &d, b), 0);
+        cr_assert(kb_gfid_eq(&R.attr.gfid, &gf));
+        cr_assert(S_ISREG(R.attr.mode));
+    }
+    /* a hard link whose new name is a file on the other set */
+    char a[32], b[32], l[32];
+    name_on(g, &d, 0, "lsrc", a, sizeof(a));
+    name_on(g, &d, 1, "ldst", b, sizeof(b));
+    name_on(g, &d, 1, "lino", l, sizeof(l));    /* the inode on set 1, where B is free */
+    kb_gfid_t gl;
+    cr_assert_eq(do_create(g, &d, a, &gf, NULL), 0);
+    kb_args_t rn = { .gfid = d, .name = a, .gfid2 = d, .name2 = b };
+    cr_assert_eq(call(g, KB_FOP_RENAME, &rn), 0);
+    cr_assert_eq(do_create(g, &d, l, &gl, NULL), 0);
+    cr_assert_eq(where(g, &d, l, NULL), 2u);
+    kb_args_t ln = { .gfid = gl, .gfid2 = d, .name2 = b };
+    cr_assert_eq(call(g, KB_FOP_LINK, &ln), -EEXIST, "link over a file on another set");
+    cr_assert_eq(where(g, &d, b, &got), 1u);
+    cr_assert(kb_gfid_eq(&got, &gf));
+    /* and a link to a free name still works, beside its inode */
+    kb_args_t ln2 = { .gfid = gl, .gfid2 = d, .name2 = "another-name" };
+    cr_assert_eq(call(g, KB_FOP_LINK, &ln2), 0);
+    cr_assert_eq(where(g, &d, "another-name", &got), 2u);
+    cr_assert(kb_gfid_eq(&got, &gl));
+    /* the name free everywhere: created on its hashed set as before */
+    char e[32];
+    name_on(g, &d, 1, "free", e, sizeof(e));
+    cr_assert_eq(do_create(g, &d, e, NULL, NULL), 0);
+    cr_assert_eq(where(g, &d, e, NULL), 2u);
     kb_graph_fini(g);
 }
 
