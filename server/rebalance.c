@@ -246,6 +246,9 @@ static void crawl_dir(crawl_t *cr, const kb_gfid_t *dir, const char *path)
     reb_run_t *r = cr->r;
     pthread_mutex_lock(&cr->rb->lock);
     snprintf(r->where, sizeof(r->where), "%s", path);
+    for (char *c = r->where; *c; c++)          /* the status line is one line, tab-separated */
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     r->dirs++;
     pthread_mutex_unlock(&cr->rb->lock);
     int rc = ipc(cr->c, KB_IPC_DIST_FIX_LAYOUT, dir, NULL, r->drain, NULL);
