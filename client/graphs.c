@@ -77,6 +77,9 @@ static void graph_fini_job(void *arg)
     if (c->closing)
         return;                  /* kbc_graphs_fini frees it */
     graph_unlink(c, gr);
+    for (uint32_t i = 0; i < c->nhandles; i++)   /* a later graph may reuse the address */
+        if (c->handles[i] && c->handles[i]->failed_on == gr)
+            c->handles[i]->failed_on = NULL;
     kb_info("client", "volume '%s': an old graph generation is finalised", c->volume);
     graph_free(gr);
 }
@@ -269,7 +272,7 @@ static void reopen_begin(kbc_t *c, kbc_handle_t *h)
 static bool handle_wants_reopen(const kbc_t *c, const kbc_handle_t *h)
 {
     return c->cur && h->graph != c->cur && h->failed_on != c->cur && !h->reopening && !h->old_graph &&
-           !h->closed;
+           !h->closing && !h->closed;
 }
 
 /* ---------------- calls ---------------- */
@@ -310,6 +313,11 @@ void kbc_sub_run(void *arg)
             h->waiting_tail = &s->next;
             return;
         }
+        /* From here the fd must stay where it is: a reopen starting while
+         * the release is under way would release this fd a second time and
+         * leak the new one. */
+        if (closes_fd(s->op))
+            h->closing = true;
         s->h = h;
         s->gfd = h->gfd;
         s->a.fd = h->gfd;
@@ -342,6 +350,10 @@ void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out)
         gfid = kb_gfid_is_null(&s->args->newgfid) ? &in->attr.gfid : &s->args->newgfid;
     bool dir = s->op == KB_FOP_OPENDIR;
     out->fd = handle_new(c, s->graph, in->fd, gfid, s->args->flags, dir);
+    if (out->fd) {
+        s->opened = handle_get(c, out->fd);
+        s->opened_fd = out->fd;
+    }
     if (!out->fd) {
         s->graph->nfds++;        /* release_send takes it back */
         release_send(s->graph, in->fd, gfid, dir);
@@ -376,6 +388,10 @@ void kbc_sub_retire(struct kbc_sub *s)
             reopen_begin(c, h);  /* an old fd just went: now move it */
         }
     }
+    /* Opened on a graph that was replaced meanwhile: move it now, so the
+     * old graph is not kept for a file nobody touches. */
+    if (s->opened && handle_get(c, s->opened_fd) == s->opened && handle_wants_reopen(c, s->opened))
+        reopen_begin(c, s->opened);
     if (s->graph)
         retire_check(c, s->graph);
 }

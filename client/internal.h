@@ -34,6 +34,7 @@ typedef struct kbc_handle {
     uint32_t flags;              /* open flags (O_CREAT/O_EXCL/O_TRUNC dropped) */
     bool is_dir;
     bool reopening;              /* ops wait in `waiting` until the reopen is done */
+    bool closing;                /* a RELEASE is under way: never reopened again */
     bool closed;                 /* released; freed once no call uses it */
     kbc_graph_t *old_graph;      /* after a reopen: the previous fd, released when */
     uint64_t old_gfd;            /*   the calls still running on it (old_busy) are done */
@@ -90,6 +91,8 @@ struct kbc_sub {
     kbc_graph_t *graph;          /* wound on */
     kbc_handle_t *h;             /* fd calls: the handle, busy counted */
     uint64_t gfd;                /* fd calls: the graph fd used */
+    kbc_handle_t *opened;        /* OPEN/CREATE/OPENDIR: the handle made for the reply */
+    uint64_t opened_fd;          /*   and its value (the user may release it in the cbk) */
     struct kbc_sub *next;        /* in h->waiting */
 };
 

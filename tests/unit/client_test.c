@@ -86,11 +86,14 @@ struct mock_priv {
     char data[65536];
     size_t len;
     bool defer;
+    bool hold_release;
 };
 
 static atomic_int mock_calls;
 static atomic_int mock_opens;    /* OPEN calls */
 static atomic_int mock_finis;    /* mock bricks finalised */
+static atomic_int mock_releases; /* RELEASE calls */
+static kb_call_t *held_release;  /* option hold-release: the RELEASE not answered yet */
 
 struct deferred { kb_call_t *call; kb_reply_t r; };
 
@@ -145,6 +148,13 @@ static void mock_fop(kb_call_t *call)
     case KB_FOP_STAT:
         mock_attr(&r.attr, "stat", p->len);
         break;
+    case KB_FOP_RELEASE:
+        atomic_fetch_add(&mock_releases, 1);
+        if (p->hold_release) {
+            held_release = call;
+            return;
+        }
+        break;
     case KB_FOP_OPEN:
         atomic_fetch_add(&mock_opens, 1);
         r.fd = 77;
@@ -173,6 +183,7 @@ static void mock_fop(kb_call_t *call)
 static const kb_option_def_t mock_opts[] = {
     { "up", NULL, KB_OPT_ENUM, "now", 0, 0, "now|never", "when to send CHILD_UP" },
     { "defer", NULL, KB_OPT_BOOL, "off", 0, 0, NULL, "reply from the event base" },
+    { "hold-release", NULL, KB_OPT_BOOL, "off", 0, 0, NULL, "keep RELEASE calls unanswered" },
     { NULL },
 };
 
@@ -182,6 +193,7 @@ static int mock_init(kb_xlator_t *xl)
     if (!p)
         return -ENOMEM;
     p->defer = kb_opt_bool(xl->opts, mock_opts, "defer");
+    p->hold_release = kb_opt_bool(xl->opts, mock_opts, "hold-release");
     xl->priv = p;
     return 0;
 }
@@ -402,6 +414,7 @@ static void fake_req(void *arg, rpc_conn_t *c, rpc_msg_t *m)
     else if (strcmp(vol, "switch") == 0)
         text = atomic_load(&fake_variant) == 0 ? "volume b0\n  type test/mockbrick\nend-volume\n"
              : atomic_load(&fake_variant) == 1 ? "volume b1\n  type test/mockbrick\n  option defer on\nend-volume\n"
+             : atomic_load(&fake_variant) == 3 ? "volume b3\n  type test/mockbrick\n  option hold-release on\nend-volume\n"
              : "volume b2\n  type no/such-type\nend-volume\n";
     else if (strcmp(vol, "stopped") == 0)
         st = -EAGAIN, text = "volume is not started";
@@ -527,6 +540,58 @@ Test(client_switch, changed_volfile_moves_open_handles_to_a_new_graph, .init = r
     cr_assert_eq(kbc_graph_switches(c), 1, "an unusable volfile must not replace a working graph");
     cr_assert_eq(kbc_pread(fd, buf, sizeof(buf), 0), 3, "the client keeps working on its graph");
     cr_assert_eq(kbc_close(fd), 0);
+    kbc_free(c);
+    fake_stop(f);
+}
+
+static void release_held(void *arg)
+{
+    kb_call_t *call = held_release;
+    held_release = NULL;
+    (void)arg;
+    kb_unwind_err(call, 0);
+}
+
+static void release_cbk(void *cookie, const kb_reply_t *r)
+{
+    atomic_int *done = cookie;
+    (void)r;
+    atomic_store(done, 1);
+}
+
+/* A close under way when the graph changes: the handle stays on its old
+ * graph (no reopen on the new one), its fd is released exactly once, and
+ * the old graph goes once the release is done. */
+Test(client_switch, a_release_in_flight_is_not_reopened_nor_released_twice, .init = register_mock)
+{
+    struct fake_srv *f = fake_start();
+    atomic_store(&fake_variant, 3);
+    atomic_store(&mock_finis, 0);
+    atomic_store(&mock_releases, 0);
+    char spec[64], err[256] = "";
+    snprintf(spec, sizeof(spec), "127.0.0.1:%u:/switch", f->port);
+    kbc_opts_t o = { .connect_timeout_ms = 500, .up_timeout_ms = 2000, .volfile_check_ms = 50 };
+    kbc_t *c = kbc_new(spec, &o, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    kb_reply_t r = { 0 };
+    kb_args_t oa = { .flags = O_RDWR };
+    cr_assert_eq(kbc_call(c, KB_FOP_OPEN, &oa, &r), 0);
+    kb_args_t ra = { .fd = r.fd };
+    kb_reply_clear(&r);
+    atomic_int done = 0;
+    kb_cred_t cred;
+    kbc_cred_self(&cred);
+    kbc_submit(c, KB_FOP_RELEASE, &ra, &cred, release_cbk, &done);
+    cr_assert(wait_for(&mock_releases, 1, NULL, 0));
+    int opens = atomic_load(&mock_opens);
+    atomic_store(&fake_variant, 0);
+    cr_assert(wait_for(NULL, 0, c, 1), "no switch");
+    usleep(100000);
+    cr_assert_eq(atomic_load(&mock_opens), opens, "a handle being closed was reopened on the new graph");
+    kb_loop_run_in(kbc_loop(c), release_held, NULL);
+    cr_assert(wait_for(&done, 1, NULL, 0));
+    cr_assert(wait_for(&mock_finis, 1, NULL, 0), "the old graph was not finalised after the release");
+    cr_assert_eq(atomic_load(&mock_releases), 1, "the fd was released twice");
     kbc_free(c);
     fake_stop(f);
 }
