@@ -647,15 +647,7 @@ static int op_heal_full_ready(kbd_t *d, struct kbd_vol_entry *e, int argc, char 
         others += i != child && top->children[i]->up;
     if (!top->children[child]->up || !others)
         return reply_text(out, -EAGAIN, "the bricks of set %d are not up in the heal daemon yet", set);
-    /* Twice: the second full sweep runs right after the first and compares
-     * every file by checksums again. Stopgap for a heal gap: a file the first
-     * sweep's entry heal creates on the new brick is queued without the full
-     * flag, so its data heal trusts the source's dirty-region map — which
-     * describes what the OLD brick missed, not the new empty copy (only the
-     * regions written during the outage would be copied). */
     int rc = kb_graph_ctl(g, KB_CTL_HEAL_FULL, NULL);
-    if (!rc)
-        rc = kb_graph_ctl(g, KB_CTL_HEAL_FULL, NULL);
     return rc ? reply_text(out, rc, "heal full: %s", strerror(-rc)) : reply_text(out, 0, "1");
 }
 

@@ -666,6 +666,12 @@ static bool hd_pick_map(hdata_t *hd)
     int n = hp(h)->n;
     if (hd->pl.cmp || h->full)
         return false;
+    /* An empty sink of a non-empty file was made anew (entry heal onto a
+     * replaced brick, a lost file): the sources' maps name what an older
+     * copy missed, not the whole gap. */
+    for (int k = 0; k < n; k++)
+        if ((hd->K & REPL_BIT(k)) && h->attr[k].size == 0 && h->attr[hd->pl.src].size > 0)
+            return false;
     /* forced (resolve, favourite child): each side's map names what it
      * wrote while the other was away; the union is everything that differs */
     repl_mask_t srcs = hd->pl.forced ? (hd->pl.S | hd->K) : hd->pl.S;

@@ -467,7 +467,8 @@ static void cre_marked(void *ctx, hbatch_t *b)
         he_name_failed(he, st);
         return;
     }
-    heal_enqueue(he->h->hs, &he->e->gfid, HQ_FORCE);
+    /* Full: the new copy is empty, whatever the source's region map says. */
+    heal_enqueue(he->h->hs, &he->e->gfid, HQ_FORCE | (S_ISREG(he->sattr.mode) ? HQ_FULL : 0));
     cre_ok(he);
 }
 
