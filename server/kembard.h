@@ -87,6 +87,7 @@ typedef struct kbd {
     uint64_t started_ms;
     struct ssl_ctx_st *tls_server; /* --tls-dir: listener accepts TLS (and plain) */
     struct ssl_ctx_st *tls_client; /* --tls-dir: this node's peer calls use TLS */
+    const char *tls_dir;           /* --tls-dir as given (rebalance's client graph uses it) */
     bool tls_mgmt;                 /* --tls-mgmt: CLI and peer calls must come over TLS */
     struct evhttp *metrics;        /* --metrics: Prometheus endpoint */
     struct kbd_rebal *rebal;       /* rebalance runs started here (rebalance.c) */

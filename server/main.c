@@ -166,6 +166,7 @@ int main(int argc, char **argv)
             return 1;
         }
         d.tls_mgmt = tls_mgmt;
+        d.tls_dir = tlsdir;
         rpc_sync_set_tls(d.tls_client);   /* management peer calls */
     }
     if (logf && kb_log_open(logf)) {

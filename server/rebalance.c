@@ -73,6 +73,7 @@ static const char *state_name(int s)
 typedef struct reb_run {
     char volume[72];
     char *spec;              /* "host:port:/volume" of this node */
+    char *tls_dir;           /* the node's --tls-dir: volumes with transport.tls on need it */
     char *state_file;
     uint64_t drain;
     uint32_t version;
@@ -350,7 +351,7 @@ static void *run_main(void *arg)
     crawl_t cr = { .r = ra->r, .rb = ra->rb };
     free(ra);
     char err[512] = "";
-    kbc_opts_t o = { .up_timeout_ms = REB_UP_WAIT_MS };
+    kbc_opts_t o = { .up_timeout_ms = REB_UP_WAIT_MS, .tls_dir = cr.r->tls_dir };
     cr.c = kbc_new(cr.r->spec, &o, err, sizeof(err));
     if (!cr.c) {
         finish(&cr, REB_FAILED, err[0] ? err : "cannot build a client graph");
@@ -417,7 +418,10 @@ int kbd_rebal_start(kbd_t *d, const char *volume, uint64_t drain, uint32_t versi
         snprintf(r->volume, sizeof(r->volume), "%s", volume);
         bool v6 = strchr(d->self_host, ':') != NULL;
         if (asprintf(&r->spec, "%s%s%s:%u:/%s", v6 ? "[" : "", d->self_host, v6 ? "]" : "", d->port, volume) < 0 ||
-            asprintf(&r->state_file, "%s/rebalance/%s", d->state_dir, volume) < 0) {
+            asprintf(&r->state_file, "%s/rebalance/%s", d->state_dir, volume) < 0 ||
+            (d->tls_dir && !(r->tls_dir = strdup(d->tls_dir)))) {
+            free(r->spec);
+            free(r->state_file);
             free(r);
             return reply(out, -ENOMEM, "out of memory");
         }
@@ -544,6 +548,7 @@ void kbd_rebal_shutdown(kbd_t *d)
         rb->runs = r->next;
         free(r->spec);
         free(r->state_file);
+        free(r->tls_dir);
         free(r);
     }
     pthread_mutex_destroy(&rb->lock);

@@ -49,7 +49,24 @@ tls_volume() {
     sync "$M/data"
     kb_assert_same_file "$KB_TMP/data" "$M/data"
     kb_assert_same_file "$KB_TMP/data" "$b/data"
+    # Grown online: the mount fetches the new volfile over TLS, and the rebalance's own client
+    # graph (in kembard) reaches the bricks with the node's certificate.
+    for i in $(seq 1 40); do echo "file $i" >"$M/f$i"; done
+    b2=$(kb_brick_path 1 sec2)
+    kb_cli 1 volume add-brick sec "$(kb_brick 1 "$b2")" force >&2
+    kb_cli 1 volume rebalance sec start >&2
+    kb_wait_until 60 tls_rebalance_over || kb_fail "the rebalance of a TLS volume did not finish"
+    kb_cli 1 volume rebalance sec status >&2
+    kb_assert_match '"status":"completed"' "$(cat "$KB_TMP/rs.json")" "rebalance of a TLS volume"
+    [ "$(find "$b2" -path "$b2/.kembar" -prune -o -type f -name 'f*' -print | wc -l)" -gt 0 ] ||
+        kb_fail "the rebalance moved nothing to the new brick"
+    for i in $(seq 1 40); do kb_assert_eq "file $i" "$(cat "$M/f$i")" "f$i after the rebalance"; done
+    kb_assert_same_file "$KB_TMP/data" "$M/data"
     kb_umount "$M"
+}
+tls_rebalance_over() {
+    kb_cli_json 1 volume rebalance sec status >"$KB_TMP/rs.json" || return 1
+    ! grep -q '"status":"running"' "$KB_TMP/rs.json"
 }
 
 tls_mgmt() {
