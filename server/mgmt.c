@@ -1926,6 +1926,72 @@ typedef struct job {
     struct job *next;
 } job_t;
 
+/* ---------------- catching up with a missed change ---------------- */
+
+/* A node that was down while a definition changed (replace-brick, remove-brick
+ * commit, set, stop) comes back with the old one and would serve a brick
+ * that left the volume, or hand out an old volfile. So, at start and every
+ * CATCH_UP_MS, each volume this node knows is compared with what the other
+ * nodes of the volume hold, and a newer definition of the same volume is
+ * stored here (which starts or stops local bricks as it says). */
+#define CATCH_UP_MS 15000
+
+static void catch_up_one(const ctx_t *c, const char *name)
+{
+    char *ignore = NULL;
+    kbd_volume_t *v = get_volume(c, name, &ignore), *best = NULL;
+    free(ignore);
+    if (!v)
+        return;
+    node_t *nodes;
+    int n = volume_nodes(v, &nodes);
+    for (int k = 0; k < n; k++) {
+        char *text = NULL, err[256];
+        char *argv[] = { "peer", "get", (char *)name };
+        /* a short deadline: a hung node must not hold the CLI queue behind us */
+        if (is_self(c, &nodes[k]) ||
+            rpc_sync_argv(nodes[k].host, nodes[k].port, KB_PROC_PEER, 3, argv, 2000, &text, err, sizeof(err))) {
+            free(text);
+            continue;
+        }
+        kbd_volume_t *nv = text ? kbd_volume_parse(text, err, sizeof(err)) : NULL;
+        free(text);
+        if (nv && kb_gfid_eq(&nv->id, &v->id) && nv->version > (best ? best : v)->version) {
+            kbd_volume_free(best);
+            best = nv;
+        } else {
+            kbd_volume_free(nv);
+        }
+    }
+    if (best) {
+        node_t self = { (char *)c->self_host, c->self_port };
+        char csv[1024], *text = kbd_volume_format(best), *reply = NULL;
+        local_csv(best, &self, csv, sizeof(csv));
+        int rc = text ? peer(c->self_host, c->self_port, &reply, 4, "peer", "store", csv, text) : -ENOMEM;
+        if (rc)
+            kb_warn("mgmt", "volume '%s': cannot take the newer definition (version %u): %s", name, best->version,
+                    reply ? reply : strerror(-rc));
+        else
+            kb_info("mgmt", "volume '%s' changed while this node was away: definition version %u -> %u", name,
+                    v->version, best->version);
+        free(reply);
+        free(text);
+        kbd_volume_free(best);
+    }
+    free(nodes);
+    kbd_volume_free(v);
+}
+
+static void catch_up(kbd_t *d)
+{
+    ctx_t c = { .self_host = d->self_host, .self_port = d->port };
+    char *list = NULL, *save = NULL;
+    if (peer(c.self_host, c.self_port, &list, 2, "peer", "list") == 0 && list)
+        for (char *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save))
+            catch_up_one(&c, name);
+    free(list);
+}
+
 struct kbd_mgmt {
     pthread_t thread;
     pthread_mutex_t lock;
@@ -1950,11 +2016,28 @@ static void *mgmt_main(void *arg)
 {
     kbd_t *d = arg;
     struct kbd_mgmt *m = d->mgmt;
+    uint64_t next_catch_up = kb_now_ms() + 1000;     /* once the node is serving */
     pthread_mutex_lock(&m->lock);
     while (!m->stop) {
         job_t *j = m->head;
+        if (!j && kb_now_ms() >= next_catch_up) {
+            pthread_mutex_unlock(&m->lock);
+            catch_up(d);
+            next_catch_up = kb_now_ms() + CATCH_UP_MS;
+            pthread_mutex_lock(&m->lock);
+            continue;
+        }
         if (!j) {
-            pthread_cond_wait(&m->cond, &m->lock);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ms = next_catch_up - KB_MIN(kb_now_ms(), next_catch_up);
+            ts.tv_sec += (time_t)(ms / 1000);
+            ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&m->cond, &m->lock, &ts);
             continue;
         }
         m->head = j->next;

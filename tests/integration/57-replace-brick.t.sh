@@ -112,4 +112,12 @@ sync
 for f in a/after a/f1; do kb_assert_same_file "${B[0]}/$f" "$NEW/$f"; done
 kb_assert_eq "after the replacement" "$(cat "$NEW/a/after")" "the new brick has the new file"
 kb_assert_eq "$(kb_sha "$MNT/a/f1")" "$(kb_sha "$NEW/a/f1")" "the mount reads what the new brick holds"
+
+kb_section "the dead node comes back and catches up with the change it missed" true
+kb_node_start 2
+caught_up() { kb_cli 2 volume info rp 2>/dev/null | grep -q "Brick2: $(kb_brick 1 "$NEW")\$"; }
+kb_wait_until 30 caught_up || kb_fail "node 2 still holds the old definition of rp: $(kb_cli 2 volume info rp)"
+old_served() { grep -q "brick ${B[1]} of volume rp stopped" "$(kb_node_log 2)"; }
+kb_wait_until 10 old_served || kb_fail "node 2 still serves its replaced brick"
+kb_assert_match "changed while this node was away" "$(cat "$(kb_node_log 2)")" "node 2 says why it changed"
 kb_done
