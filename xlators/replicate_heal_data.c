@@ -112,6 +112,21 @@ static bool all_zero(const char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
+/* Narrow [*lo, *hi) of P by the all-zero 4 KiB pages at either end (it is
+ * not all zero: the caller punched that case). */
+static void trim_zero_pages(const char *p, uint64_t *lo, uint64_t *hi)
+{
+    const uint64_t pg = 4096;
+    while (*lo + pg < *hi && all_zero(p + *lo, pg))
+        *lo += pg;
+    for (;;) {
+        uint64_t last = *lo + (*hi - *lo - 1) / pg * pg;   /* start of the last page */
+        if (last == *lo || !all_zero(p + last, (size_t)(*hi - last)))
+            break;
+        *hi = last;
+    }
+}
+
 static repl_mask_t live_sinks(const hdata_t *hd)
 {
     return hd->K & ~hd->failed & hp(hd->h)->up;
@@ -292,9 +307,20 @@ static void win_read_done(void *ctx, hbatch_t *b)
         win_punch(win, win->roff, n, to);
         return;
     }
+    /* Past every sink's end (a copy made anew, a file that grew while it
+     * was away) zero pages at either end of the run are left as holes: the
+     * final truncate extends the sink with zeros there anyway. */
+    uint64_t lo = 0, hi = n;
+    bool past_end = true;
+    for (int k = 0; k < hp(h)->n; k++)
+        if ((to & REPL_BIT(k)) && h->attr[k].size > win->roff)
+            past_end = false;
+    if (past_end)
+        trim_zero_pages(r->data->data, &lo, &hi);
     /* One buffer for every sink (each WRITE holds a reference); a reply
-     * whose payload is longer than its status is trimmed by a copy. */
-    kb_buf_t *data = r->data->len == n ? kb_buf_ref(r->data) : kb_buf_copy(r->data->data, n);
+     * whose payload is longer than its status, or a trimmed run, is copied. */
+    kb_buf_t *data = r->data->len == n && lo == 0 && hi == n ? kb_buf_ref(r->data)
+                                                            : kb_buf_copy(r->data->data + lo, hi - lo);
     hb_free(b);
     hbatch_t *wb = data ? win_batch(win, hp(h)->n) : NULL;
     if (!wb) {
@@ -305,9 +331,9 @@ static void win_read_done(void *ctx, hbatch_t *b)
     }
     for (int k = 0; k < hp(h)->n; k++)
         if (to & REPL_BIT(k)) {
-            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[k], .off = win->roff, .data = data };
+            kb_args_t a = { .gfid = h->gfid, .fd = hd->fd[k], .off = win->roff + lo, .data = data };
             hb_add(wb, k, KB_FOP_WRITE, &a);
-            hs->st.data_bytes_written += n;
+            hs->st.data_bytes_written += hi - lo;
         }
     kb_buf_unref(data);
     hd->changed = true;

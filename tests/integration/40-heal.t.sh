@@ -51,31 +51,7 @@ os.close(fd)
 EOF
 }
 
-# tree_sig DIR: one line per object under DIR (.kembar left out): path, type, mode, size, gfid,
-# and the sha256 of regular files up to 64 MiB (bigger ones are compared on their own).
-tree_sig() {
-    kb_t 60 "$KB_PY" - "$1" <<'EOF'
-import hashlib, os, stat, sys
-root = sys.argv[1]
-for d, dirs, files in os.walk(root):
-    if d == root:
-        dirs[:] = [x for x in dirs if x != ".kembar"]
-    dirs.sort()
-    for name in sorted(dirs + files):
-        p = os.path.join(d, name)
-        st = os.lstat(p)
-        try:
-            g = os.getxattr(p, "trusted.kembar.gfid", follow_symlinks=False).hex()
-        except OSError:
-            g = "-"
-        h = "-"
-        if stat.S_ISREG(st.st_mode) and st.st_size <= 64 << 20:
-            h = hashlib.sha256(open(p, "rb").read()).hexdigest()[:16]
-        elif stat.S_ISLNK(st.st_mode):
-            h = os.readlink(p)
-        print(os.path.relpath(p, root), oct(st.st_mode), st.st_size if not stat.S_ISDIR(st.st_mode) else "-", g, h)
-EOF
-}
+tree_sig() { kb_tree_sig "$1" $((64 << 20)); }   # lib.sh
 
 setup_data() {
     # the image: 1 GiB, sparse, with a MiB of data every 64 MiB

@@ -29,33 +29,7 @@ heal_entries() {
     kb_cli_json 1 volume heal rp info | "$KB_PY" -c 'import json, sys; print(json.load(sys.stdin)["total_entries"])'
 }
 
-# tree_sig DIR: one line per object under DIR (.kembar left out): path, type+mode, owner, size,
-# gfid, and the sha256 of regular files / the target of symlinks.
-tree_sig() {
-    kb_t 60 "$KB_PY" - "$1" <<'EOF'
-import hashlib, os, stat, sys
-root = sys.argv[1]
-for d, dirs, files in os.walk(root):
-    if d == root:
-        dirs[:] = [x for x in dirs if x != ".kembar"]
-    dirs.sort()
-    for name in sorted(dirs + files):
-        p = os.path.join(d, name)
-        st = os.lstat(p)
-        try:
-            g = os.getxattr(p, "trusted.kembar.gfid", follow_symlinks=False).hex()
-        except OSError:
-            g = "-"
-        h = "-"
-        if stat.S_ISREG(st.st_mode):
-            with open(p, "rb") as f:
-                h = hashlib.sha256(f.read()).hexdigest()[:16]
-        elif stat.S_ISLNK(st.st_mode):
-            h = os.readlink(p)
-        size = "-" if stat.S_ISDIR(st.st_mode) else st.st_size
-        print(os.path.relpath(p, root), oct(st.st_mode), st.st_uid, st.st_gid, size, g, h)
-EOF
-}
+tree_sig() { kb_tree_sig "$1"; }   # lib.sh
 
 kb_section "a tree, node 2 killed, more written" true
 mkdir -p "$MNT/a/b/c" "$MNT/d" "$MNT/e"
