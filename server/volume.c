@@ -403,6 +403,21 @@ static bool dist_knows(const char *key)
     return false;
 }
 
+/* performance/write-behind on top of the client graph, over "<vol>-<below>".
+ * Emitted even with `performance.write-behind off` (the option then reaches
+ * it): off, it writes nothing behind but still orders a switched client's
+ * calls after the writes its previous graph has outstanding. Left out only
+ * when this build lacks the type (a volfile naming an unknown type would
+ * stop every mount). */
+static void put_write_behind(kb_enc_t *e, const kbd_volume_t *v, const char *below)
+{
+    if (!kb_xlator_type_find("performance/write-behind"))
+        return;
+    put(e, "\nvolume %s-write-behind\n  type performance/write-behind\n", v->name);
+    emit_opts(e, v, "performance/write-behind");
+    put(e, "  subvolumes %s-%s\nend-volume\n", v->name, below);
+}
+
 char *kbd_volgen_client(const kbd_volume_t *v)
 {
     kb_enc_t e;
@@ -433,6 +448,7 @@ char *kbd_volgen_client(const kbd_volume_t *v)
             put(&e, k > 1 ? " %s-replicate-%d" : " %s-client-%d", v->name, s);
         put(&e, "\nend-volume\n");
     }
+    put_write_behind(&e, v, nsets > 1 ? "dht" : k > 1 ? "replicate-0" : "client-0");
     return kbd_enc_text(&e);
 }
 

@@ -13,7 +13,8 @@
     X(kb_xl_client)    \
     X(kb_xl_replicate) \
     X(kb_xl_distribute) \
-    X(kb_xl_fault)
+    X(kb_xl_fault)     \
+    X(kb_xl_write_behind)
 
 #define X(sym) extern const kb_xlator_type_t sym __attribute__((weak));
 KB_XL_TYPES(X)

@@ -124,10 +124,52 @@ Test(volume, client_volfile_shapes)
     char err[256];
     kb_graph_t *g = kb_graph_parse(vf, err, sizeof(err));
     cr_assert_not_null(g, "%s", err);
-    cr_assert_str_eq(g->top->name, "vm-client-0");
+    cr_assert_str_eq(g->top->name, "vm-write-behind");
+    cr_assert_eq(g->top->nchildren, 1);
+    cr_assert_str_eq(g->top->children[0]->name, "vm-client-0");
     kb_graph_fini(g);
     free(vf);
     kbd_volume_free(v);
+}
+
+/* performance/write-behind tops every client graph, over whatever was the
+ * top; `volume set` options reach it, "off" included. */
+Test(volume, client_volfile_write_behind)
+{
+    const struct { int nbricks, replica; const char *below; } shapes[] = {
+        { 1, 1, "vm-client-0" }, { 2, 2, "vm-replicate-0" }, { 4, 2, "vm-dht" }, { 2, 1, "vm-dht" },
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        kbd_volume_t *v = make(shapes[i].nbricks, shapes[i].replica, 0);
+        char *vf = kbd_volgen_client(v), err[256];
+        kb_graph_t *g = kb_graph_parse(vf, err, sizeof(err));
+        cr_assert_not_null(g, "%s\n%s", err, vf);
+        cr_assert_str_eq(g->top->name, "vm-write-behind", "%s", vf);
+        cr_assert_str_eq(g->top->type->name, "performance/write-behind");
+        cr_assert_eq(g->top->nchildren, 1);
+        cr_assert_str_eq(g->top->children[0]->name, shapes[i].below, "%s", vf);
+        kb_graph_fini(g);
+        free(vf);
+
+        kb_opts_set(v->opts, "performance.write-behind-window-size", "1MiB");
+        vf = kbd_volgen_client(v);
+        const char *wb = strstr(vf, "type performance/write-behind\n");
+        cr_assert_not_null(wb, "%s", vf);
+        cr_assert(strstr(wb, "  option window-size 1MiB\n"), "%s", vf);
+        free(vf);
+
+        kb_opts_set(v->opts, "performance.write-behind", "off");
+        vf = kbd_volgen_client(v);
+        wb = strstr(vf, "type performance/write-behind\n");
+        cr_assert_not_null(wb, "off: the stanza stays (it orders a switching client)\n%s", vf);
+        cr_assert(strstr(wb, "  option write-behind off\n"), "%s", vf);
+        g = kb_graph_parse(vf, err, sizeof(err));
+        cr_assert_not_null(g, "%s", err);
+        cr_assert_str_eq(g->top->name, "vm-write-behind");
+        kb_graph_fini(g);
+        free(vf);
+        kbd_volume_free(v);
+    }
 }
 
 Test(volume, brick_volfile)
