@@ -110,7 +110,7 @@
 #define WB_MAX_WRITES 32
 
 static const kb_option_def_t wb_options[] = {
-    { "write-behind", "performance.write-behind", KB_OPT_BOOL, "on", 0, 0, NULL,
+    { "write-behind", "performance.write-behind", KB_OPT_BOOL, "off", 0, 0, NULL,
       "Acknowledge buffered writes before the bricks answer, several in flight per file; errors are "
       "reported by the next write, fsync and close. O_DIRECT and O_SYNC writes always wait" },
     { "window-size", "performance.write-behind-window-size", KB_OPT_SIZE, "4MiB", 4096,
