@@ -148,7 +148,7 @@ static uint64_t handle_new(kbc_t *c, kbc_graph_t *gr, uint64_t gfd, const kb_gfi
     }
     if (++c->next_tag == 0)
         c->next_tag = 1;
-    *h = (kbc_handle_t){ .graph = gr, .gfd = gfd, .gfid = *gfid, .is_dir = dir, .tag = c->next_tag,
+    *h = (kbc_handle_t){ .graph = gr, .gfd = gfd, .gfid = *gfid, .is_dir = dir, .tag = c->next_tag, .slot = slot,
                          .flags = flags & ~(uint32_t)(O_CREAT | O_EXCL | O_TRUNC) };
     h->waiting_tail = &h->waiting;
     c->handles[slot] = h;
@@ -158,12 +158,8 @@ static uint64_t handle_new(kbc_t *c, kbc_graph_t *gr, uint64_t gfd, const kb_gfi
 
 static void handle_free(kbc_t *c, kbc_handle_t *h)
 {
-    for (uint32_t i = 0; i < c->nhandles; i++)
-        if (c->handles[i] == h) {
-            c->handles[i] = NULL;
-            c->free_slots[c->nfree++] = i;
-            break;
-        }
+    c->handles[h->slot] = NULL;
+    c->free_slots[c->nfree++] = h->slot;
     free(h);
 }
 

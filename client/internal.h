@@ -42,6 +42,7 @@ typedef struct kbc_handle {
     kbc_graph_t *failed_on;      /* the reopen on this graph failed: stay where we are */
     unsigned busy;               /* ops in flight on gfd */
     uint16_t tag;                /* reuse tag in the handle value */
+    uint32_t slot;               /* its index in c->handles */
     struct kbc_sub *waiting, **waiting_tail;
 } kbc_handle_t;
 
