@@ -34,6 +34,10 @@ static const kb_option_def_t posix_options[] = {
     { "io-uring", NULL, KB_OPT_BOOL, "on", 0, 0, NULL,
       "data I/O through io_uring (off: synchronous on the loop thread)" },
     { "ring-size", NULL, KB_OPT_INT, "256", 8, 4096, NULL, "io_uring submission queue entries" },
+    { "flush-behind", "storage.flush-behind", KB_OPT_SIZE, "4MiB", 0, 1ull << 40, NULL,
+      "Start writing a file's dirty pages to disk after this many bytes of buffered writes "
+      "(0: leave it to the kernel's writeback), so an fsync finds little left to write; "
+      "bricks read it when they start (volume stop/start)" },
     { NULL },
 };
 
@@ -274,6 +278,7 @@ static int posix_init(kb_xlator_t *xl)
     p->ft_nb = 256;
     p->ft_next = 1;
     p->rm_max = (unsigned)kb_opt_int(xl->opts, posix_options, "region-cache-size");
+    p->flush_behind = kb_opt_size(xl->opts, posix_options, "flush-behind");
     if (!(p->dir = strdup(dir)) || !(p->ft_tab = calloc(p->ft_nb, sizeof(*p->ft_tab)))) {
         posix_free(p);
         return -ENOMEM;

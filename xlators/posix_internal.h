@@ -60,6 +60,8 @@ typedef struct posix_fd {
     bool is_dir;
     uint64_t client_id;
     int refs;                 /* 1 for the table + 1 per in-flight I/O */
+    uint64_t fb_lo, fb_hi;    /* span of the buffered writes since the last flush-behind, */
+    uint64_t fb_bytes;        /* and their bytes (0: none; posix_io.c) */
     struct posix_fd *hnext;
 } posix_fd_t;
 
@@ -95,6 +97,7 @@ typedef struct posix_priv {
     unsigned rm_count, rm_max;
 
     struct posix_ring *ring;  /* NULL: synchronous I/O fallback */
+    uint64_t flush_behind;    /* bytes; 0: off (posix_io.c) */
 } posix_priv_t;
 
 /* An object being operated on: NAME relative to DFD, or DFD itself when

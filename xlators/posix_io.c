@@ -41,7 +41,7 @@
 #define PIO_MAX_RETRIES 64
 #define CSUM_DIGEST 32
 
-enum pio_kind { PIO_READ, PIO_WRITE, PIO_FSYNC, PIO_FALLOC, PIO_CSUM };
+enum pio_kind { PIO_READ, PIO_WRITE, PIO_FSYNC, PIO_FALLOC, PIO_CSUM, PIO_SFR };
 
 struct pio {
     struct pio *next;         /* overflow list */
@@ -64,6 +64,7 @@ struct pio {
 struct posix_ring {
     struct io_uring ring;
     unsigned entries, inflight;
+    unsigned bg;                /* of inflight + overflow: flush-behind, no call */
     int efd;
     struct event *ev;
     struct pio *ovf_head, *ovf_tail;
@@ -92,6 +93,10 @@ static void pio_prep(struct io_uring_sqe *sqe, struct pio *io)
     case PIO_FALLOC:
         io_uring_prep_fallocate(sqe, io->fd, io->mode, io->off, (off_t)io->len);
         break;
+    case PIO_SFR:
+        io_uring_prep_sync_file_range(sqe, io->fd, (unsigned)io->len, io->off,
+                                      SYNC_FILE_RANGE_WRITE);
+        break;
     }
     io_uring_sqe_set_data(sqe, io);
 }
@@ -115,6 +120,9 @@ static int pio_sync(struct pio *io)
     case PIO_FALLOC:
         n = fallocate(io->fd, io->mode, (off_t)io->off, (off_t)io->len);
         break;
+    case PIO_SFR:
+        n = sync_file_range(io->fd, (off_t)io->off, (off_t)io->len, SYNC_FILE_RANGE_WRITE);
+        break;
     }
     return n < 0 ? -errno : (int)n;
 }
@@ -127,6 +135,7 @@ static bool ring_push(struct posix_ring *r, struct pio *io)
         return false;
     pio_prep(sqe, io);
     r->inflight++;
+    r->bg += io->kind == PIO_SFR;
     int rc = io_uring_submit(&r->ring);
     if (rc < 0 && rc != -EBUSY && rc != -EAGAIN)
         kb_warn(io->p->xl->name, "io_uring_submit: %s", strerror(-rc));
@@ -170,6 +179,7 @@ static void ring_reap(posix_priv_t *p)
         int res = cqe->res;
         io_uring_cqe_seen(&r->ring, cqe);
         r->inflight--;
+        r->bg -= io->kind == PIO_SFR;
         pio_complete(io, res);
         ring_drain_overflow(r);
     }
@@ -262,9 +272,17 @@ static void pio_free(struct pio *io)
 
 static void csum_finish(struct pio *io, kb_reply_t *r);
 
+static void flush_behind(const struct pio *w);
+
 static void pio_finish(struct pio *io, int res)
 {
     kb_reply_t r = { .status = res };
+    if (io->kind == PIO_SFR) {       /* no call: nobody to tell */
+        if (res < 0)
+            kb_debug(io->p->xl->name, "flush-behind: %s", strerror(-res));
+        pio_free(io);
+        return;
+    }
     if (res >= 0) {
         switch (io->kind) {
         case PIO_READ:
@@ -288,12 +306,16 @@ static void pio_finish(struct pio *io, int res)
         case PIO_FSYNC:
             r.status = 0;
             break;
+        case PIO_SFR:
+            break;
         }
     }
     kb_call_t *call = io->call;
     kb_unwind(call, &r);
     if (r.data != io->buf)
         kb_buf_unref(r.data);
+    if (io->kind == PIO_WRITE && r.status >= 0)
+        flush_behind(io);         /* after the reply: it is not on the caller's path */
     pio_free(io);
 }
 
@@ -303,7 +325,7 @@ static void pio_complete(struct pio *io, int res)
         pio_submit(io);
         return;
     }
-    if (res < 0 || io->kind == PIO_FSYNC || io->kind == PIO_FALLOC) {
+    if (res < 0 || io->kind == PIO_FSYNC || io->kind == PIO_FALLOC || io->kind == PIO_SFR) {
         pio_finish(io, res);
         return;
     }
@@ -430,7 +452,8 @@ static bool write_inline(const struct pio *io, uint64_t now)
 {
     const struct posix_ring *r = io->p->ring;
     bool direct = io->fd == io->f->fd && (io->f->flags & O_DIRECT);
-    return r && !direct && r->inflight == 0 && !r->ovf_head && now >= r->no_inline_until;
+    /* Flush-behind requests change no data: a write may pass them. */
+    return r && !direct && r->inflight == r->bg && !r->ovf_head && now >= r->no_inline_until;
 }
 
 static void write_now(struct pio *io, uint64_t t0)
@@ -444,6 +467,52 @@ static void write_now(struct pio *io, uint64_t t0)
                  (unsigned long long)((t1 - t0) / 1000));
     }
     pio_complete(io, res);
+}
+
+/*
+ * Flush-behind. A brick's buffered writes stay in its page cache until the
+ * kernel's writeback gets to them (dirty_expire_centisecs: 30 s) or an
+ * fsync comes; the fsync after 100 MiB of writes then waits for all of it
+ * to reach the disk, twice over when both replicas share the disk. So once
+ * an fd has had `flush-behind` bytes of buffered writes, the range they
+ * span is handed to the disk (sync_file_range WRITE: starts writeback,
+ * waits for none) on an io-wq worker: the disk works while data still
+ * streams in, and the fsync finds little left to write. Durability is
+ * unchanged: fsync still decides it. O_DIRECT and O_SYNC/O_DSYNC writes are
+ * on the disk already; without a ring nothing is done (it would block the
+ * loop thread). A failure is only logged: the data is still in the page
+ * cache and the next fsync reports any error (errseq).
+ */
+static void flush_behind(const struct pio *w)
+{
+    posix_priv_t *p = w->p;
+    posix_fd_t *f = w->f;
+    bool direct = w->fd == f->fd && (f->flags & O_DIRECT);
+    if (!p->flush_behind || !p->ring || direct || (f->flags & O_DSYNC) || !w->done)
+        return;
+    uint64_t lo = w->off, hi = w->off + w->done;
+    if (f->fb_bytes) {
+        lo = KB_MIN(lo, f->fb_lo);
+        hi = KB_MAX(hi, f->fb_hi);
+    }
+    f->fb_lo = lo;
+    f->fb_hi = hi;
+    f->fb_bytes += w->done;
+    if (f->fb_bytes < p->flush_behind)
+        return;
+    struct pio *io = kb_zalloc(sizeof(*io));
+    if (!io)
+        return;                   /* the kernel's writeback will do */
+    f->fb_bytes = 0;
+    f->refs++;                    /* the fd stays open until the kernel is done */
+    io->p = p;
+    io->f = f;
+    io->kind = PIO_SFR;
+    io->fd = w->fd;
+    io->off = lo;
+    /* io_uring takes a 32-bit length; 0 means "to the end of the file". */
+    io->len = hi - lo > UINT32_MAX ? 0 : hi - lo;
+    pio_submit(io);
 }
 
 void posix_op_write(kb_call_t *call)

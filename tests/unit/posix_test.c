@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <openssl/evp.h>
 #include "tests/unit/brick_harness.h"
@@ -1165,4 +1166,75 @@ Test(posix, synchronous_fallback)
     posix_priv_t *p = bh_xl(h, "b-posix")->priv;
     cr_assert_null(p->ring);
     many_writes();
+}
+
+/* ---------------- flush-behind ---------------- */
+
+/* cachestat(2) (Linux 6.5): page-cache pages of a file, dirty ones apart. */
+struct kb_cachestat_range {
+    uint64_t off, len;
+};
+struct kb_cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+
+/* Dirty pages of gfid G's file on the brick, or -errno. */
+static long dirty_pages(const kb_gfid_t *g)
+{
+    char rel[256], path[4096];
+    handle_rel(g, rel, sizeof(rel));
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct kb_cachestat_range r = { 0, 0 };
+    struct kb_cachestat cs = { 0 };
+    long rc = syscall(SYS_cachestat, fd, &r, &cs, 0) ? -errno : (long)cs.nr_dirty;
+    close(fd);
+    return rc;
+}
+
+/* Write 1 MiB in 64 KiB buffered writes to a new file NAME. */
+static void write_mib(const char *name, kb_gfid_t *g)
+{
+    uint64_t fd;
+    static uint8_t data[64 << 10];
+    fill(data, sizeof(data), 7);
+    cr_assert_eq(bh_create(h, ROOT, name, 0644, O_RDWR, g, &fd), 0);
+    for (uint64_t off = 0; off < (1 << 20); off += sizeof(data))
+        cr_assert_eq(bh_write(h, g, fd, off, data, sizeof(data), 0), (int)sizeof(data));
+    cr_assert_eq(bh_release(h, g, fd), 0);
+}
+
+/* After every flush-behind bytes of buffered writes the brick starts the
+ * disk on them, so no page of the file is left dirty for an fsync; with
+ * the option off the pages wait for the kernel's writeback (30 s). */
+Test(posix, flush_behind_starts_writeback)
+{
+    kb_gfid_t off_g, on_g;
+    restart("  option flush-behind 0\n");
+    write_mib("lazy", &off_g);
+    long lazy = dirty_pages(&off_g);
+    if (lazy == -ENOSYS)
+        cr_skip_test("no cachestat(2) on this kernel: dirty pages cannot be counted");
+    cr_assert_geq(lazy, 0, "cachestat: %s", strerror((int)-lazy));
+    if (lazy == 0)
+        cr_skip_test("the kernel's own writeback ran meanwhile: nothing to compare with");
+
+    restart("  option flush-behind 256KiB\n");
+    write_mib("eager", &on_g);
+    long left = -1;
+    for (int i = 0; i < 500 && (left = dirty_pages(&on_g)) != 0; i++)
+        bh_pump(h, 10);           /* the sync_file_range runs on an io-wq worker */
+    cr_assert_eq(left, 0, "%ld of 256 pages still dirty 5 s after the writes", left);
+    uint8_t got[4096], want[64 << 10];
+    fill(want, sizeof(want), 7);
+    uint64_t fd;
+    cr_assert_eq(bh_open(h, &on_g, O_RDONLY, &fd), 0);
+    cr_assert_eq(bh_read(h, &on_g, fd, 1048576 - 4096, 4096, got), 4096);
+    cr_assert(memcmp(got, want + sizeof(want) - 4096, 4096) == 0);
+    cr_assert_eq(bh_release(h, &on_g, fd), 0);
 }
