@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lib/common.h"
 
@@ -25,6 +26,7 @@ struct kbf_inode {
     uint64_t nlookup;            /* (t->mu) */
     bool has_cver;               /* (t->mu) cver is set */
     kbf_cver_t cver;             /* (t->mu) content version at the last open */
+    bool sxid;                   /* (atomic) setuid/setgid in the last mode seen */
     struct kbf_inode *next;      /* (t->mu) hash chain */
 };
 
@@ -182,6 +184,16 @@ enum kbf_cver_cmp kbf_itable_cver_swap(kbf_itable_t *t, uint64_t nodeid, const k
         n->cver = *now;
     pthread_mutex_unlock(&t->mu);
     return c;
+}
+
+void kbf_itable_note_mode(kbf_itable_t *t, uint64_t nodeid, uint32_t mode)
+{
+    __atomic_store_n(&node(t, nodeid)->sxid, (mode & (S_ISUID | S_ISGID)) != 0, __ATOMIC_RELAXED);
+}
+
+bool kbf_itable_sxid(kbf_itable_t *t, uint64_t nodeid)
+{
+    return __atomic_load_n(&node(t, nodeid)->sxid, __ATOMIC_RELAXED);
 }
 
 size_t kbf_itable_count(kbf_itable_t *t)

@@ -59,6 +59,14 @@ typedef struct kbf_cver {
 enum kbf_cver_cmp { KBF_CVER_NONE, KBF_CVER_SAME, KBF_CVER_CHANGED };
 enum kbf_cver_cmp kbf_itable_cver_swap(kbf_itable_t *t, uint64_t nodeid, const kbf_cver_t *now);
 
+/*
+ * Whether the last mode seen for NODEID (entry and attribute replies) had
+ * setuid or setgid: a write that asks the bricks to clear them must then
+ * drop the kernel's cached mode (fuse/ops.c, KILLPRIV_V2). Any thread.
+ */
+void kbf_itable_note_mode(kbf_itable_t *t, uint64_t nodeid, uint32_t mode);
+bool kbf_itable_sxid(kbf_itable_t *t, uint64_t nodeid);
+
 /* For tests and the stats dump. */
 size_t kbf_itable_count(kbf_itable_t *t);        /* live entries, root excluded */
 uint64_t kbf_itable_nlookup(kbf_itable_t *t, const kb_gfid_t *gfid); /* 0 if absent */

@@ -15,6 +15,7 @@
 
 #include "client/kembar.h"
 #include "fuse/inode.h"
+#include "fuse/rawio.h"
 
 typedef struct kbf {
     kbc_t *kbc;
@@ -31,6 +32,7 @@ typedef struct kbf {
      * holding that request, so a WRITE can keep its payload where it lies
      * (kbf_write_buf) instead of copying it. NULL otherwise. */
     kb_buf_t *rx_cur;
+    kbf_raw_t raw;               /* raw /dev/fuse traffic (fuse/rawio.c) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;

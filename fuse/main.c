@@ -40,6 +40,7 @@ typedef struct kbf_args {
     double attr_timeout, entry_timeout, negative_timeout;
     bool allow_other, default_permissions, security_xattrs, acl, splice;
     bool threads;                /* -o threads: libfuse worker threads read /dev/fuse */
+    bool no_killpriv_v2;         /* -o no_killpriv_v2 (fuse/rawio.c) */
     char *log_file;              /* owned */
     char *tls_dir;               /* owned: -o tls-dir=DIR */
     int log_level;
@@ -60,6 +61,8 @@ static const char *const usage_text =
     "  -o noallow_other, nodefault_permissions  (both are on by default)\n"
     "  -o security_xattrs, acl  pass security.* / POSIX ACL xattrs to the bricks\n"
     "  -o splice          splice data through /dev/fuse\n"
+    "  -o no_killpriv_v2  the kernel asks for security.capability before every write\n"
+    "                     (default: bricks clear setuid/setgid when the kernel says)\n"
     "  -o threads         read /dev/fuse on worker threads (default: on the loop thread)\n"
     "  -o max_threads=N   FUSE worker threads with -o threads (default 32)\n"
     "  -o read_ahead_kb=N kernel readahead for buffered reads (default 1024, 0: kernel's)\n"
@@ -171,6 +174,8 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         a->acl = true;
     else if (opt_is(o, "splice", NULL))
         a->splice = true;
+    else if (opt_is(o, "no_killpriv_v2", NULL))
+        a->no_killpriv_v2 = true;
     else if (opt_is(o, "threads", NULL))
         a->threads = true;
     else if ((v = opt_val(o, "attr_timeout", "attribute-timeout")))
@@ -431,6 +436,16 @@ static void dump_state(evutil_socket_t sig, short what, void *arg)
     pthread_mutex_unlock(&fs->mu);
     kb_log_write(KB_LOG_INFO, "fuse", 0, "state: %u requests in flight, %zu inodes known to the kernel",
                  inflight, kbf_itable_count(fs->it));
+    char line[1024];
+    size_t n = 0;
+    for (unsigned op = 0; op < KBF_RAW_NOPS && n < sizeof(line) - 64; op++) {
+        uint64_t c = __atomic_load_n(&fs->raw.count[op], __ATOMIC_RELAXED);
+        const char *name = kbf_raw_opname(op);
+        if (c && name)
+            n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu", name, (unsigned long long)c);
+    }
+    kb_log_write(KB_LOG_INFO, "fuse", 0, "requests:%s%s", n ? line : " none counted",
+                 fs->raw.killpriv_v2 ? " (handle_killpriv_v2)" : "");
     kb_graph_dump_inflight(kbc_graph(fs->kbc));
 }
 
@@ -443,6 +458,37 @@ static void install_dump(void *arg)
     if (ev)
         event_free(ev);
     kb_warn("fuse", "SIGUSR1 state dump not available");
+}
+
+/* ---------------- raw /dev/fuse I/O (fuse/rawio.c) ---------------- */
+
+static ssize_t raw_read(int fd, void *buf, size_t len, void *userdata)
+{
+    ssize_t n = read(fd, buf, len);
+    if (n > 0)
+        kbf_raw_note(&((kbf_t *)userdata)->raw, buf, (size_t)n);
+    return n;
+}
+
+static ssize_t raw_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    if (kbf_raw_patch(&((kbf_t *)userdata)->raw, iov, count))
+        kb_info("fuse", "handle_killpriv_v2: writes no longer ask for security.capability");
+    return writev(fd, iov, count);
+}
+
+/* After mounting, before the first request is read. With -o splice
+ * libfuse would read requests past these hooks: they are left out. */
+static void raw_install(kbf_t *fs, bool killpriv_v2)
+{
+    static const struct fuse_custom_io io = { .read = raw_read, .writev = raw_writev };
+    if (fs->splice)
+        return;
+    if (fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se)) < 0) {
+        kb_warn("fuse", "no raw /dev/fuse hooks: every write asks for security.capability");
+        return;
+    }
+    fs->raw.want_killpriv_v2 = killpriv_v2;
 }
 
 /* ---------------- main ---------------- */
@@ -719,6 +765,7 @@ int main(int argc, char **argv)
         die(1, "cannot install signal handlers");
     if (fuse_session_mount(fs.se, mnt) < 0)
         die(1, "cannot mount on '%s': %s", mnt, fuse_last_error());
+    raw_install(&fs, !a.no_killpriv_v2);
     kb_info("fuse", "mounted %s on %s", a.volfile ? a.volfile : a.spec, mnt);
     set_read_ahead(mnt, a.read_ahead_kb);
     daemon_ready(ready_fd);

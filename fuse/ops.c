@@ -55,6 +55,7 @@ struct kbf_req {
     /* SETLKW / blocking flock only: the kernel may interrupt the wait. */
     bool intr_armed;
     pthread_mutex_t imu;
+    bool kill_notify;            /* write: drop the kernel's mode once done (KILLPRIV_V2) */
     bool replied;                /* (imu) the one reply has been sent */
 };
 
@@ -115,6 +116,7 @@ static kbf_req_t *req_new(fuse_req_t req, fuse_ino_t ino, bool groups)
     cred_from_req(&r->cred, req, groups && !fs->default_permissions);
     if (ino)
         r->a.gfid = *kbf_itable_gfid(fs->it, ino);
+    r->ino = ino;
     inflight_add(fs, 1);
     return r;
 }
@@ -239,6 +241,8 @@ static int entry_fill(kbf_t *fs, const kb_iatt_t *ia, const kb_gfid_t *fallback,
     e->attr_timeout = fs->attr_timeout;
     e->entry_timeout = fs->entry_timeout;
     e->ino = kbf_itable_ref(fs->it, g);
+    if (e->ino)
+        kbf_itable_note_mode(fs->it, e->ino, ia->mode);
     return e->ino ? 0 : -ENOMEM;
 }
 
@@ -275,6 +279,8 @@ static void done_attr(kbf_req_t *r, const kb_reply_t *rep)
     }
     struct stat st;
     iatt_stat(&rep->attr, &r->a.gfid, &st);
+    if (r->ino)
+        kbf_itable_note_mode(r->fs->it, r->ino, st.st_mode);
     fuse_reply_attr(r->req, &st, r->fs->attr_timeout);
     req_free(r);
 }
@@ -381,6 +387,7 @@ static void kbf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     if (to_set & FUSE_SET_ATTR_SIZE) {
         /* A TRUNCATE fop, not a SETATTR bit: replicate marks it as data. */
         r->a.off = (uint64_t)attr->st_size;
+        r->a.flags = kbf_rq_kill_suidgid ? KB_WF_KILL_SUIDGID : 0;
         req_submit(r, KB_FOP_TRUNCATE, done_truncate);
         return;
     }
@@ -654,6 +661,10 @@ static void done_write(kbf_req_t *r, const kb_reply_t *rep)
         reply_err(r, rep->status);
         return;
     }
+    /* The bricks cleared setuid/setgid (or will have, before any call that
+     * follows: write-behind orders them); the kernel's cached mode is stale. */
+    if (r->kill_notify && r->fs->se)
+        fuse_lowlevel_notify_inval_inode(r->fs->se, r->ino, -1, 0);
     fuse_reply_write(r->req, (size_t)rep->status);
     req_free(r);
 }
@@ -726,7 +737,8 @@ static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
     r->a.data = b;               /* owned by the request: kb_args_clear unrefs */
     r->a.fd = fi->fh;
     r->a.off = (uint64_t)off;
-    r->a.flags = (uint32_t)(fi->flags & O_DIRECT);
+    r->a.flags = (uint32_t)(fi->flags & O_DIRECT) | (kbf_rq_kill_suidgid ? KB_WF_KILL_SUIDGID : 0);
+    r->kill_notify = kbf_rq_kill_suidgid && kbf_itable_sxid(r->fs->it, ino);
     req_submit(r, KB_FOP_WRITE, done_write);
 }
 
@@ -1271,8 +1283,10 @@ static void kbf_init(void *userdata, struct fuse_conn_info *conn)
     want(conn, FUSE_CAP_ATOMIC_O_TRUNC, false);
     /* OFF: no NFS re-export; lookups of "." / ".." by node id are not served. */
     want(conn, FUSE_CAP_EXPORT_SUPPORT, false);
-    /* OFF: the kernel clears suid/sgid on write with a setattr of its own, so
-     * a write needs no extra metadata work here. */
+    /* OFF (v1): the filesystem would have to clear suid/sgid on every write.
+     * FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for, is added to
+     * the INIT reply by fuse/rawio.c: no security.capability GETXATTR per
+     * write, and the kernel says when to clear suid/sgid. */
     want(conn, FUSE_CAP_HANDLE_KILLPRIV, false);
     /* OFF: the kernel applies the umask; bricks store the mode as given. */
     want(conn, FUSE_CAP_DONT_MASK, false);

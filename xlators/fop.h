@@ -162,6 +162,9 @@ enum {
 #define KB_WF_TRACK_REGIONS (1u << 31) /* brick: record the written range in the
                                           file's dirty-region map, durably, before
                                           writing (a replica is absent; changelog.h) */
+#define KB_WF_KILL_SUIDGID (1u << 30)  /* WRITE / TRUNCATE, brick: then clear setuid, and
+                                          setgid if group-executable (the writer lacks
+                                          CAP_FSETID: FUSE_HANDLE_KILLPRIV_V2) */
 
 typedef struct kb_reply {
     int32_t status;

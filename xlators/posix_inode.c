@@ -155,6 +155,11 @@ void posix_op_truncate(kb_call_t *call)
     }
     if (!rc)
         rc = obj_truncate(&o, a->off);
+    if (!rc && (a->flags & KB_WF_KILL_SUIDGID)) {
+        mode_t m = posix_kill_suidgid(o.st.st_mode & 07777, o.st.st_gid, &call->cred);
+        if (m != (o.st.st_mode & 07777))
+            rc = obj_chmod(&o, m);
+    }
     if (!rc)
         rc = posix_obj_stat(&o);
     posix_unwind_attr(call, rc, &o.st, &o.gfid);

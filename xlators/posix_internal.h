@@ -113,6 +113,22 @@ typedef struct posix_obj {
 
 static inline posix_priv_t *posix_priv(kb_call_t *call) { return call->xl->priv; }
 
+/* The mode after a write or truncate by caller C, who lacks CAP_FSETID
+ * (KB_WF_KILL_SUIDGID), as the VFS has it (setattr_should_drop_sgid):
+ * setuid goes; setgid too when the file is group-executable or C is not in
+ * its group. C's supplementary groups are known only where the mount sends
+ * them (without default_permissions); otherwise only its gid counts. */
+static inline mode_t posix_kill_suidgid(mode_t m, gid_t file_gid, const kb_cred_t *c)
+{
+    m &= ~(mode_t)S_ISUID;
+    bool in_group = c->gid == file_gid;
+    for (uint32_t i = 0; i < c->ngroups && i < KB_ARRAY_SIZE(c->groups) && !in_group; i++)
+        in_group = c->groups[i] == file_gid;
+    if ((m & S_IXGRP) || !in_group)
+        m &= ~(mode_t)S_ISGID;
+    return m;
+}
+
 /* ---- posix_handle.c ---- */
 /* openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) with
  * O_NOFOLLOW|O_CLOEXEC added; fd or -errno. */

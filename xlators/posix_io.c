@@ -294,10 +294,15 @@ static void pio_finish(struct pio *io, int res)
         case PIO_FALLOC: {
             struct stat st;
             r.status = io->kind == PIO_WRITE ? (int32_t)io->done : 0;
-            if (fstat(io->f->fd, &st) == 0)
+            if (fstat(io->f->fd, &st) == 0) {
+                mode_t m = posix_kill_suidgid(st.st_mode & 07777, st.st_gid, &io->call->cred);
+                if (io->kind == PIO_WRITE && (io->call->args->flags & KB_WF_KILL_SUIDGID) &&
+                    m != (st.st_mode & 07777) && fchmod(io->f->fd, m) == 0)
+                    st.st_mode = (st.st_mode & S_IFMT) | m;
                 posix_iatt(&r.attr, &st, &io->f->gfid);
-            else
+            } else {
                 r.status = -errno;
+            }
             break;
         }
         case PIO_CSUM:
@@ -576,7 +581,7 @@ void posix_op_fallocate(kb_call_t *call)
 {
     posix_priv_t *p = posix_priv(call);
     const kb_args_t *a = call->args;
-    int mode = (int)(a->flags & ~KB_WF_TRACK_REGIONS);
+    int mode = (int)(a->flags & ~(KB_WF_TRACK_REGIONS | KB_WF_KILL_SUIDGID));
     /* The modes that keep offsets in place; collapse/insert would shift
      * data under every other layer's feet. */
     static const int ok_modes[] = {

@@ -174,3 +174,22 @@ Test(fuse_inode, concurrent_ref_and_forget_balance)
     cr_assert_eq(kbf_itable_count(t), 0, "every ref was forgotten: nothing may remain");
     kbf_itable_free(t);
 }
+
+/* The last mode seen says whether setuid/setgid may need clearing. */
+Test(fuse_inode, sxid_follows_the_last_mode)
+{
+    kbf_itable_t *t = kbf_itable_new();
+    kb_gfid_t g = gfid_n(77);
+    uint64_t id = kbf_itable_ref(t, &g);
+    cr_assert_not(kbf_itable_sxid(t, id), "nothing seen yet");
+    kbf_itable_note_mode(t, id, S_IFREG | 04755);
+    cr_assert(kbf_itable_sxid(t, id));
+    kbf_itable_note_mode(t, id, S_IFREG | 0755);
+    cr_assert_not(kbf_itable_sxid(t, id));
+    kbf_itable_note_mode(t, id, S_IFREG | 02644);
+    cr_assert(kbf_itable_sxid(t, id));
+    kbf_itable_note_mode(t, KBF_ROOT_ID, S_IFDIR | 02775);
+    cr_assert(kbf_itable_sxid(t, KBF_ROOT_ID));
+    kbf_itable_forget(t, id, 1);
+    kbf_itable_free(t);
+}

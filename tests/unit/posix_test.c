@@ -1238,3 +1238,71 @@ Test(posix, flush_behind_starts_writeback)
     cr_assert(memcmp(got, want + sizeof(want) - 4096, 4096) == 0);
     cr_assert_eq(bh_release(h, &on_g, fd), 0);
 }
+
+/* ---------------- KB_WF_KILL_SUIDGID ---------------- */
+
+/* A file NAME of mode MODE (set on the brick, under the handle). */
+static void make_moded(const char *name, mode_t mode, kb_gfid_t *g, uint64_t *fd)
+{
+    char rel[256], path[4096];
+    cr_assert_eq(bh_create(h, ROOT, name, 0644, O_RDWR, g, fd), 0);
+    handle_rel(g, rel, sizeof(rel));
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    cr_assert_eq(chmod(path, mode), 0);
+}
+
+static mode_t mode_of(const kb_gfid_t *g)
+{
+    char rel[256];
+    struct stat st;
+    handle_rel(g, rel, sizeof(rel));
+    cr_assert_eq(brick_stat(rel, &st), 0);
+    return st.st_mode & 07777;
+}
+
+/* As the VFS does for a writer without CAP_FSETID: setuid goes; setgid
+ * when group-executable or the writer is outside the file's group. Without
+ * the flag (a root writer) nothing changes. The reply carries the new mode. */
+Test(posix, kill_suidgid_on_write_and_truncate)
+{
+    static const struct {
+        const char *name;
+        mode_t mode;
+        uint32_t gid;             /* the caller's; the files are gid 0 */
+        bool truncate, flag;
+        mode_t want;
+    } c[] = {
+        { "w", 06777, 65534, false, true, 0777 },
+        { "g", 06767, 65534, false, true, 0767 },   /* outside the group: setgid goes */
+        { "i", 06767, 0, false, true, 02767 },      /* in the group, not executable: stays */
+        { "n", 06777, 65534, false, false, 06777 }, /* no flag */
+        { "t", 06777, 65534, true, true, 0777 },
+        { "u", 06777, 65534, true, false, 06777 },
+    };
+    for (size_t i = 0; i < KB_ARRAY_SIZE(c); i++) {
+        kb_gfid_t g;
+        uint64_t fd;
+        make_moded(c[i].name, c[i].mode, &g, &fd);
+        kb_cred_t cred = h->cred;
+        cred.uid = 65534;
+        cred.gid = c[i].gid;
+        kb_args_t a = { .gfid = g, .fd = fd, .off = 0, .flags = c[i].flag ? KB_WF_KILL_SUIDGID : 0 };
+        kb_reply_t r;
+        int want_status = 0;
+        if (c[i].truncate) {
+            a.off = 1;
+            cr_assert_eq(bh_call_xl(h, bh_xl(h, NULL), KB_FOP_TRUNCATE, &a, &cred, &r), 0);
+        } else {
+            a.data = kb_buf_copy("data", 4);
+            want_status = 4;
+            cr_assert_eq(bh_call_xl(h, bh_xl(h, NULL), KB_FOP_WRITE, &a, &cred, &r), 4);
+            kb_buf_unref(a.data);
+        }
+        cr_assert_eq(r.status, want_status);
+        cr_assert_eq(r.attr.mode & 07777, c[i].want, "%s: reply mode %o, want %o", c[i].name,
+                     r.attr.mode & 07777, c[i].want);
+        cr_assert_eq(mode_of(&g), c[i].want, "%s: brick mode %o", c[i].name, mode_of(&g));
+        kb_reply_clear(&r);
+        cr_assert_eq(bh_release(h, &g, fd), 0);
+    }
+}
