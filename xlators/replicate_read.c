@@ -13,8 +13,9 @@
  * LOOKUP goes to every up child (cheap) so that copies holding different
  * objects under one name (gfid or type mismatch) give -EIO, and a name that
  * exists on some copies only is settled by the parent directory's entry
- * changelog (repl_lookup_merge). The attributes returned come from a
- * readable copy of the object.
+ * changelog (repl_lookup_merge). A nameless LOOKUP (by gfid) has no parent
+ * to ask: it finds the object on the copies that hold it. The attributes
+ * returned come from a readable copy of the object.
  *
  * READDIR cookies are per brick: a listing continues on the child that gave
  * them (offset != 0); if that child is lost mid-listing the READDIR fails
@@ -198,6 +199,19 @@ static void lookup_merge(repl_op_t *op)
     bool need;
     int st = repl_lookup_merge(&p->cfg, op->sent, op->lst, op->lgfid, type, pknown ? &pb : NULL,
                                &found, &need);
+    if (need && !named) {
+        /* Nameless (by gfid): no parent to settle it, and asking the
+         * object's own changelog again never would (that looped for ever).
+         * The object is where it is found, as a gfid lookup in GlusterFS:
+         * a copy that lacks it is being created or unlinked (a migration's
+         * old copy goes brick by brick) or missed it, which entry heal of
+         * its parent settles. */
+        need = false;
+        st = 0;
+        for (int i = 0; i < p->n; i++)
+            if ((op->sent & REPL_BIT(i)) && op->lst[i] >= 0)
+                found |= REPL_BIT(i);
+    }
     if (need) {                       /* copies disagree on the name: ask the parent */
         op->stage = 1;
         repl_refresh(op, op->ino, repl_all(&p->cfg), lookup_merge);

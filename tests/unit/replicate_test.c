@@ -754,6 +754,35 @@ Test(replicate, lookup_missing_on_a_lagging_copy)
     stop();
 }
 
+/* A nameless LOOKUP (by gfid: distribute looking for a file, e.g. after a
+ * migration) that finds the object on one copy only, as when the migration's
+ * unlink of the old copy has reached one brick and not yet the other. There
+ * is no parent to settle it: the object is where it is found. It used to ask
+ * the object's own changelog again and again, for ever (a livelock; a stack
+ * overflow once the children failed at once). */
+Test(replicate, nameless_lookup_found_on_one_copy_completes)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(35);
+    kb_args_t la = { .gfid = f };
+    mock_fail(m[1], KB_FOP_LOOKUP, -ENOENT, 1);
+    res_t x = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(x.n, 1, "the lookup completes");
+    cr_assert_eq(x.r.status, 0);
+    cr_assert(kb_gfid_eq(&x.r.attr.gfid, &f));
+    cr_assert_leq(mock_count(m[0], KB_FOP_XATTROP), 2, "changelog asked %d times",
+                  mock_count(m[0], KB_FOP_XATTROP));
+    /* gone from both: ENOENT */
+    mock_fail(m[0], KB_FOP_LOOKUP, -ENOENT, 1);
+    mock_fail(m[1], KB_FOP_LOOKUP, -ESTALE, 1);
+    res_t y = call(KB_FOP_LOOKUP, &la);
+    cr_assert_eq(y.n, 1);
+    cr_assert(y.r.status == -ENOENT || y.r.status == -ESTALE, "%d", y.r.status);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
 /* ---------------- fds, entries, locks, events ---------------- */
 
 Test(replicate, fd_reopened_lazily_after_reconnect)
