@@ -22,7 +22,9 @@
  *    released once the last of them returned.
  *  - An old graph is finalised once no call runs on it and no handle lives
  *    on it. A handle whose reopen fails (e.g. the file was unlinked while
- *    open) stays on the old graph, which then stays up for it.
+ *    open) stays on the old graph, which then stays up for it. An old graph
+ *    still alive KBC_STUCK_REPORT_S after the switch is logged with what
+ *    holds it (handles; stuck calls and its translators' status).
  *
  * Not carried over: POSIX/flock locks (LK) held through an fd are not moved
  * to the new graph; they are dropped with the old fd. Directory read
@@ -46,6 +48,8 @@
 #define KBC_VOLFILE_CHECK_MS 2000
 #define KBC_SWITCH_UP_MS 15000
 #define KBC_HANDLE_TAG_SHIFT 32
+#define KBC_STUCK_REPORT_S 10     /* a retired graph alive this long is logged ... */
+#define KBC_STUCK_REPEAT_S 300    /* ... and again every 5 minutes while it lives */
 
 static const kb_cred_t internal_cred;     /* uid 0: reopen and release are ours */
 
@@ -55,6 +59,8 @@ static void retire_check(kbc_t *c, kbc_graph_t *gr);
 
 static void graph_free(kbc_graph_t *gr)
 {
+    if (gr->stuck_ev)
+        event_free(gr->stuck_ev);
     if (gr->g)
         kb_graph_fini(gr->g);
     free(gr->volfile);
@@ -82,6 +88,51 @@ static void graph_fini_job(void *arg)
             c->handles[i]->failed_on = NULL;
     kb_info("client", "volume '%s': an old graph generation is finalised", c->volume);
     graph_free(gr);
+}
+
+/* A retired graph still alive long after its switch: log what holds it,
+ * so that a client keeping an old graph (which makes `rebalance start` wait
+ * for it) is explained by its own log: the handles on it, and when calls
+ * are stuck there, those calls and every translator's status (e.g.
+ * write-behind's queues). A handle whose reopen failed (a file unlinked
+ * while open) keeps its graph by design; it is listed as such. */
+static void stuck_report(evutil_socket_t fd, short what, void *arg)
+{
+    kbc_graph_t *gr = arg;
+    kbc_t *c = gr->c;
+    char gs[KB_GFID_STRLEN];
+    (void)fd;
+    (void)what;
+    gr->stuck_s += gr->stuck_s ? KBC_STUCK_REPEAT_S : KBC_STUCK_REPORT_S;
+    kb_warn("client", "volume '%s': an old graph generation is still alive %u s after its switch: "
+            "%u calls in flight, %u handles on it", c->volume, gr->stuck_s, gr->inflight, gr->nfds);
+    for (uint32_t i = 0; i < c->nhandles; i++) {
+        const kbc_handle_t *h = c->handles[i];
+        if (h && (h->graph == gr || h->old_graph == gr))
+            kb_warn("client", "  handle %u (%s): %s fd, %u calls on it%s%s%s%s", i + 1, kb_gfid_str(&h->gfid, gs),
+                    h->graph == gr ? "its" : "its previous", h->graph == gr ? h->busy : h->old_busy,
+                    h->reopening ? ", being reopened" : "", h->closing ? ", being released" : "",
+                    h->closed ? ", released" : "", h->failed_on ? ", its reopen failed" : "");
+    }
+    if (gr->inflight) {
+        kb_graph_dump_inflight(gr->g);
+        struct kb_ctl_status st = { 0 };
+        kb_graph_ctl(gr->g, KB_CTL_STATUS, &st);
+        if (st.text)
+            kb_warn("client", "  its translators:\n%s", st.text);
+        free(st.text);
+    }
+    struct timeval tv = { KBC_STUCK_REPEAT_S, 0 };
+    evtimer_add(gr->stuck_ev, &tv);
+}
+
+/* Arm GR's report (a diagnostic: without memory there is none). */
+static void stuck_watch(kbc_t *c, kbc_graph_t *gr)
+{
+    if (!gr->stuck_ev && !(gr->stuck_ev = evtimer_new(kb_loop_base(c->loop), stuck_report, gr)))
+        return;
+    struct timeval tv = { KBC_STUCK_REPORT_S, 0 };
+    evtimer_add(gr->stuck_ev, &tv);
 }
 
 /* GR is no longer current: finalise it once nothing uses it. Deferred to a
@@ -443,6 +494,7 @@ static void activate_job(void *arg)
     }
     if (old) {
         old->retired = true;
+        stuck_watch(c, old);
         retire_check(c, old);
     }
 }

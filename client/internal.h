@@ -21,6 +21,8 @@ typedef struct kbc_graph {
     unsigned inflight;           /* winds not yet unwound, user and internal */
     unsigned nfds;               /* handles whose fd lives on this graph */
     bool retired, fini_queued;
+    struct event *stuck_ev;      /* retired and still alive: log what holds it (graphs.c) */
+    unsigned stuck_s;            /*   seconds since the switch at its last report */
     struct kbc_graph *next;      /* c->graphs list */
 } kbc_graph_t;
 

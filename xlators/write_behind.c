@@ -74,9 +74,21 @@
  * (unit tests) has a domain of its own. Sharing across volumes on one loop
  * is harmless: gfids are unique, and directories (the fixed root gfid) never
  * have writes. The registry is this file's one static, guarded by a mutex
- * (graphs of different loops init and fini on their own threads). Rejected:
- * client/ draining the old graph before it switches (every call of every
- * file would stall during the switch).
+ * (graphs of different loops init and fini on their own threads).
+ *   Consequence, by design: a write the old graph never completes holds
+ * every later call on that inode, on either graph (the reopen on the new
+ * graph first of all), as it would hold its writer without write-behind;
+ * the old graph stays alive meanwhile (client/graphs.c logs such a graph
+ * with what holds it). That is how a livelock in replicate's nameless
+ * LOOKUP showed up as "the old graph is never finalised" (56-rebalance);
+ * the order itself was sound.
+ *   Rejected: client/ draining the old graph's writes at the switch, per
+ * handle (a FLUSH on the old fd before the reopen) with a domain per graph.
+ * Calls that name the inode without a handle (LOOKUP, GETXATTR, a GETATTR
+ * without a file, the STAT kembar-fuse pairs with each OPEN), wound on the
+ * new graph at once, would overtake the old graph's writes unless every call
+ * of every file stalled during the switch; and it costs a round trip per
+ * open file at every switch.
  *
  * Fds. This translator does not translate fds: the child's fd goes up as it
  * is. It keeps, per fd, the open flags, its inode and what errors it has
@@ -892,6 +904,31 @@ static void wb_fini(kb_xlator_t *xl)
     xl->priv = NULL;
 }
 
+/* Status detail: the first inodes with writes or waiting calls, each write
+ * and waiter marked as this instance's or another's (another graph's). */
+static void ctl_inodes(kb_xlator_t *xl, struct kb_ctl_status *st)
+{
+    wb_priv_t *p = xl->priv;
+    unsigned shown = 0;
+    char gs[KB_GFID_STRLEN];
+    for (int b = 0; p->dom && b < WB_BUCKETS && shown < 16; b++)
+        for (wb_inode_t *ino = p->dom->buckets[b]; ino && shown < 16; ino = ino->hnext) {
+            if (!ino->nwrites && !ino->waiters)
+                continue;
+            shown++;
+            kb_ctl_printf(st, "  %s: %u writes (%u queued, %u wound), %u fds%s\n", kb_gfid_str(&ino->gfid, gs),
+                          ino->nwrites, ino->nqueued, ino->nwound, ino->refs, ino->busy ? ", busy" : "");
+            for (const wb_write_t *w = ino->writes; w; w = w->next)
+                kb_ctl_printf(st, "    write %llu+%llu %s, %s\n", (unsigned long long)w->args.off,
+                              (unsigned long long)w->len,
+                              w->state == WB_QUEUED ? "queued" : w->state == WB_WOUND ? "wound" : "done",
+                              w->xl == xl ? "mine" : "another graph's");
+            for (const wb_local_t *l = ino->waiters; l; l = l->next)
+                kb_ctl_printf(st, "    waiting: %s req %llu, %s\n", kb_fop_name(l->call->op),
+                              (unsigned long long)l->call->req_id, l->call->xl == xl ? "mine" : "another graph's");
+        }
+}
+
 static int wb_ctl(kb_xlator_t *xl, int code, void *arg)
 {
     wb_priv_t *p = xl->priv;
@@ -908,6 +945,7 @@ static int wb_ctl(kb_xlator_t *xl, int code, void *arg)
     kb_ctl_printf(arg, "%s: write-behind %s, window %llu bytes; %u writes (%llu bytes) outstanding on %u files\n",
                   xl->name, p->enabled ? "on" : "off", (unsigned long long)p->window, writes,
                   (unsigned long long)bytes, inodes);
+    ctl_inodes(xl, arg);
     return 0;
 }
 

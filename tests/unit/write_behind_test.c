@@ -548,6 +548,59 @@ Test(write_behind, graphs_on_one_loop_share_one_order)
     wr_clear(&w3);
 }
 
+/* The old graph of a switch goes (a forced unmount: its child fails what it
+ * holds, as protocol/client does at PARENT_DOWN) while its write is at the
+ * child and the new graph's reopen and STAT wait behind it: they go then,
+ * and the lost write is reported once to the reopened file, by its next
+ * write and by its fsync (errseq: nobody had seen it). */
+Test(write_behind, an_old_graph_going_with_a_write_lets_the_new_graph_go_and_reports_it)
+{
+    kb_log_level = KB_LOG_ERROR;   /* quiet: the failed write is logged as a warning */
+    static int fake_loop;
+    kb_graph_t *a = wb_graph(NULL), *b = wb_graph(NULL);
+    a->loop = b->loop = (struct kb_loop *)&fake_loop;
+    mock_child_t *ma = mock_of(a->all[0]), *mb = mock_of(b->all[0]);
+    kb_gfid_t f = gf(2);
+    uint64_t fa = open_fd(a, &f, O_RDWR);
+    ma->hold[KB_FOP_WRITE] = true;
+    wr_t w1;
+    wr_go(a, &w1, &f, fa, 0, 4096, '1');
+    cr_assert_eq(w1.x.n, 1, "acknowledged");
+    kb_args_t oa = { .gfid = f, .flags = O_RDWR }, sa = { .gfid = f };
+    res_t xo, xs;
+    go(b, KB_FOP_OPEN, &oa, &xo);
+    go(b, KB_FOP_STAT, &sa, &xs);
+    cr_assert_eq(xo.n + xs.n, 0, "the new graph waits for the old graph's write");
+    cr_assert_eq(mock_count(mb, KB_FOP_OPEN) + mock_count(mb, KB_FOP_STAT), 0);
+    mock_down(ma);
+    kb_graph_fini(a);
+    cr_assert_eq(xo.n, 1, "the reopen goes once the old graph's write is over");
+    cr_assert_eq(xo.r.status, 0);
+    cr_assert_eq(xs.n, 1);
+    cr_assert_eq(mock_count(mb, KB_FOP_OPEN), 1);
+    wr_t w2, w3;
+    wr_go(b, &w2, &f, xo.r.fd, 0, 4096, '2');
+    cr_assert_eq(w2.x.r.status, -ENOTCONN, "the lost write, reported by the next write");
+    wr_go(b, &w3, &f, xo.r.fd, 0, 4096, '3');
+    cr_assert_eq(w3.x.r.status, 4096, "once");
+    cr_assert_eq(mock_count(mb, KB_FOP_WRITE), 1);
+    kb_args_t fs = { .gfid = f, .fd = xo.r.fd };
+    res_t xf, xf2;
+    go(b, KB_FOP_FSYNC, &fs, &xf);
+    cr_assert_eq(xf.n, 1);
+    cr_assert_eq(xf.r.status, -ENOTCONN, "and by the fsync");
+    go(b, KB_FOP_FSYNC, &fs, &xf2);
+    cr_assert_eq(xf2.r.status, 0, "once");
+    kb_graph_fini(b);
+    kb_reply_clear(&xo.r);
+    kb_reply_clear(&xs.r);
+    kb_reply_clear(&xf.r);
+    kb_reply_clear(&xf2.r);
+    wr_clear(&w1);
+    wr_clear(&w2);
+    wr_clear(&w3);
+}
+
 /* `volume set ... performance.write-behind off` switches a client to a
  * graph whose write-behind is off: its calls still wait for the writes the
  * previous graph has outstanding. */
