@@ -15,11 +15,12 @@
  * not on an fd opened O_SYNC / O_DSYNC. Every other WRITE, and every write
  * while write-behind is off, goes through synchronously as before.
  *
- * Off (option write-behind off, `volume set NAME performance.write-behind
- * off`) still keeps the translator in the graph and every call still waits
- * for writes outstanding on its inode: there are none of this graph's, but
- * a mounted client switching to the "off" graph may still have the previous
- * graph's (see "Several graphs" below). So volgen always emits the stanza.
+ * On by default. Off (option write-behind off, `volume set NAME
+ * performance.write-behind off`) still keeps the translator in the graph and
+ * every call still waits for writes outstanding on its inode: there are none
+ * of this graph's, but a mounted client switching to the "off" graph may
+ * still have the previous graph's (see "Several graphs" below). So volgen
+ * always emits the stanza.
  *
  * Promises (per inode, keyed by gfid):
  *  - A write is acknowledged (status = its length, attr zeroed: nothing
@@ -122,7 +123,7 @@
 #define WB_MAX_WRITES 32
 
 static const kb_option_def_t wb_options[] = {
-    { "write-behind", "performance.write-behind", KB_OPT_BOOL, "off", 0, 0, NULL,
+    { "write-behind", "performance.write-behind", KB_OPT_BOOL, "on", 0, 0, NULL,
       "Acknowledge buffered writes before the bricks answer, several in flight per file; errors are "
       "reported by the next write, fsync and close. O_DIRECT and O_SYNC writes always wait" },
     { "window-size", "performance.write-behind-window-size", KB_OPT_SIZE, "4MiB", 4096,

@@ -104,10 +104,10 @@ static mock_child_t *m;
 /* Aggregation off unless asked for: most tests count the writes the child gets. */
 static kb_graph_t *wb_graph(const char *const *opts)
 {
-    const char *o[10] = { "aggregate-size", "0", "write-behind", "on" };  /* (volumes: off by default) */
-    for (int i = 4; opts && opts[i - 4] && i < 8; i += 2) {
-        o[i] = opts[i - 4];
-        o[i + 1] = opts[i - 3];
+    const char *o[8] = { "aggregate-size", "0" };   /* write-behind itself: on by default */
+    for (int i = 2; opts && opts[i - 2] && i < 6; i += 2) {
+        o[i] = opts[i - 2];
+        o[i + 1] = opts[i - 1];
     }
     kb_graph_t *gr = mock_graph_new(wb_type(), 1, o, NULL);
     cr_assert_not_null(gr);
@@ -139,6 +139,7 @@ static const kb_args_t *nth_write(size_t k)
     return NULL;
 }
 
+/* (start: no write-behind option, i.e. the default: on) */
 Test(write_behind, acknowledged_before_the_child_answers, .init = start, .fini = stop)
 {
     kb_gfid_t f = gf(1);
@@ -759,7 +760,7 @@ static kb_graph_t *store_graph(const char *window, const char *aggregate)
     char vf[512], err[256];
     snprintf(vf, sizeof(vf),
              "volume s\n  type test/store\nend-volume\n"
-             "volume wb\n  type performance/write-behind\n  option write-behind on\n  option window-size %s\n"
+             "volume wb\n  type performance/write-behind\n  option window-size %s\n"
              "  option aggregate-size %s\n  subvolumes s\nend-volume\n",
              window, aggregate);
     kb_graph_t *gr = kb_graph_parse(vf, err, sizeof(err));
