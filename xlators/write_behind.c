@@ -521,7 +521,7 @@ static bool mergeable(wb_inode_t *ino, const wb_write_t *w)
     uint64_t max = ((const wb_priv_t *)w->xl->priv)->aggregate;
     return t && t->state == WB_QUEUED && t->xl == w->xl && t->args.fd == w->args.fd && t->end == w->start &&
            t->end != WB_ALL && w->end != WB_ALL && t->len + w->len <= max && t->cred.uid == w->cred.uid &&
-           t->cred.gid == w->cred.gid;
+           t->cred.gid == w->cred.gid && t->args.flags == w->args.flags;
 }
 
 /* Copy W onto the end of the inode's last write if that one may grow. */

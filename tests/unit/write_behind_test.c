@@ -958,6 +958,36 @@ Test(write_behind, a_growing_write_goes_when_anything_waits_or_a_gap_follows)
     stop();
 }
 
+/* A write that asks the bricks for more (KB_WF_KILL_SUIDGID: the writer
+ * lacks CAP_FSETID) is not folded into one that does not, nor the reverse:
+ * the flag would be lost, or given to bytes of another writer. */
+Test(write_behind, writes_with_other_flags_are_not_merged)
+{
+    const char *opts[] = { "aggregate-size", "1MiB", NULL };
+    start_opts(opts);
+    kb_gfid_t f = gf(1);
+    uint64_t fd = open_fd(g, &f, O_RDWR);
+    m->hold[KB_FOP_WRITE] = true;
+    wr_t w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i].a = wargs(&f, fd, (uint64_t)i << 12, 4096, (char)('a' + i));
+        w[i].a.flags = i >= 2 ? KB_WF_KILL_SUIDGID : 0;
+        go(g, KB_FOP_WRITE, &w[i].a, &w[i].x);
+    }
+    /* 0 in flight; 1 grows alone (2 has other flags); 2 goes and 3 grows on it. */
+    mock_complete_all(m, true);
+    mock_complete_all(m, true);
+    cr_assert_eq(mock_count(m, KB_FOP_WRITE), 3);
+    cr_assert_eq(nth_write(1)->data->len, 4096u);
+    cr_assert_eq(nth_write(1)->flags, 0u);
+    cr_assert_eq(nth_write(2)->off, 2u << 12);
+    cr_assert_eq(nth_write(2)->data->len, 8192u);
+    cr_assert_eq(nth_write(2)->flags, KB_WF_KILL_SUIDGID);
+    for (int i = 0; i < 4; i++)
+        wr_clear(&w[i]);
+    stop();
+}
+
 /* A caller that winds again from inside the acknowledgement (allowed: a
  * callback may wind at once) must still see its write ordered first. */
 static kb_args_t again_rd;
