@@ -68,11 +68,23 @@ EOF
 kb_section "an unchanged file keeps its page cache across opens, a changed one loses it"
 # fincore(1) opens the file itself: with keep_cache that open keeps A's pages, without it they go.
 resident() { kb_t 30 fincore -nb -o RES "$1" | tr -d ' '; }
+# read_resident F: read F whole, then how much of it a re-open finds cached. The host may run
+# proactive reclaim (DAMON's kdamond pageout), which once evicted a few pages between the read and
+# fincore; so up to three rounds, and the best one counts. A broken keep_cache gives 0 every time.
+read_resident() {
+    local i n best=0
+    for i in 1 2 3; do
+        kb_t 30 cat "$1" >/dev/null
+        n=$(resident "$1")
+        [ "$n" -gt "$best" ] && best=$n
+        [ "$best" -eq 1048576 ] && break
+    done
+    echo "$best"
+}
 kb_t 30 dd if=/dev/urandom of="$b/g" bs=64k count=16 status=none
-kb_t 30 cat "$a/g" >/dev/null                        # fills A's cache, records the version
-kb_assert_eq 1048576 "$(resident "$a/g")" "A's cached bytes after a re-open of an unchanged file"
+kb_assert_eq 1048576 "$(read_resident "$a/g")" "A's cached bytes after a re-open of an unchanged file"
 kb_t 30 dd if=/dev/urandom of="$b/g" bs=4k count=1 seek=3 conv=notrunc status=none
 kb_assert_eq 0 "$(resident "$a/g")" "A's cached bytes after B changed the file"
 kb_assert_same_file "$a/g" "$b/g"
-kb_assert_eq 1048576 "$(resident "$a/g")" "A's cached bytes after a full read and a re-open"
+kb_assert_eq 1048576 "$(read_resident "$a/g")" "A's cached bytes after a full read and a re-open"
 kb_done
