@@ -388,6 +388,8 @@ static void kbf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         /* A TRUNCATE fop, not a SETATTR bit: replicate marks it as data. */
         r->a.off = (uint64_t)attr->st_size;
         r->a.flags = kbf_rq_kill_suidgid ? KB_WF_KILL_SUIDGID : 0;
+        if (kbf_rq_kill_suidgid && kbf_itable_sxid(r->fs->it, ino))
+            cred_from_req(&r->cred, req, true);   /* as for a write (kbf_write_buf) */
         req_submit(r, KB_FOP_TRUNCATE, done_truncate);
         return;
     }
@@ -739,6 +741,8 @@ static void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in
     r->a.off = (uint64_t)off;
     r->a.flags = (uint32_t)(fi->flags & O_DIRECT) | (kbf_rq_kill_suidgid ? KB_WF_KILL_SUIDGID : 0);
     r->kill_notify = kbf_rq_kill_suidgid && kbf_itable_sxid(r->fs->it, ino);
+    if (r->kill_notify)          /* the bricks' setgid rule asks whether the writer is in the group */
+        cred_from_req(&r->cred, req, true);
     req_submit(r, KB_FOP_WRITE, done_write);
 }
 

@@ -58,9 +58,9 @@ mkdir -p "$local_dir"
 chmod 777 "$local_dir" "$a"
 run_case() {  # run_case DIR: files in DIR get modes, then an unprivileged user and root change them
     local d=$1 f
-    for f in w t r g c n x; do echo data >"$d/$f"; done
+    for f in w t r g s c n x; do echo data >"$d/$f"; done
     chmod 6777 "$d/w" "$d/t" "$d/r" "$d/c"
-    chmod 6767 "$d/g" "$d/x"
+    chmod 6767 "$d/g" "$d/s" "$d/x"
     chmod 6755 "$d/n"
     setpriv --reuid 65534 --regid 65534 --clear-groups sh -c "
         echo more >>'$d/w'         # write by a user: setuid, setgid (group-executable) go
@@ -68,6 +68,8 @@ run_case() {  # run_case DIR: files in DIR get modes, then an unprivileged user 
         echo more >>'$d/g'         # setgid, not group-executable, user outside the group: goes
         dd if=/dev/zero of='$d/x' bs=1 count=0 seek=0 status=none   # no data written: stays
     "
+    # in the file's group through a supplementary group only: setgid (not executable) stays
+    setpriv --reuid 65534 --regid 65534 --groups 0 sh -c "echo more >>'$d/s'"
     echo more >>"$d/r"             # root (CAP_FSETID): stays
     chown 65534:65534 "$d/c"       # chown: setuid goes, setgid (group-executable) too
     stat -c '%n %a %U' "$d"/* | sed "s|^$d/||"
@@ -77,7 +79,7 @@ got=$(run_case "$a")
 kb_log "local disk: $(echo $want)"
 kb_assert_eq "$want" "$got" "modes through the mount"
 for br in "${bricks[@]}"; do
-    on_brick=$(cd "$br" && stat -c '%n %a %U' c g n r t w x)
+    on_brick=$(cd "$br" && stat -c '%n %a %U' c g n r s t w x)
     kb_assert_eq "$want" "$on_brick" "modes on brick $br"
 done
 for f in w t r; do kb_assert_same_file "$local_dir/$f" "$a/$f"; done
