@@ -124,6 +124,17 @@ static void start_opts(const char *const *opts)
 
 static void start(void) { start_opts(NULL); }
 
+/* Start with OPTS, open file 1 (in *F) read-write and hold every WRITE at
+ * the mock child; the fd. */
+static uint64_t start_held(const char *const *opts, kb_gfid_t *f)
+{
+    start_opts(opts);
+    *f = gf(1);
+    uint64_t fd = open_fd(g, f, O_RDWR);
+    m->hold[KB_FOP_WRITE] = true;
+    return fd;
+}
+
 static void stop(void)
 {
     kb_graph_fini(g);
@@ -160,10 +171,8 @@ Test(write_behind, acknowledged_before_the_child_answers, .init = start, .fini =
 Test(write_behind, off_is_a_pass_through)
 {
     const char *opts[] = { "write-behind", "off", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w;
     wr_go(g, &w, &f, fd, 0, 4096, 'x');
     cr_assert_eq(w.x.n, 0, "off: the write waits for the child");
@@ -177,10 +186,8 @@ Test(write_behind, off_is_a_pass_through)
 Test(write_behind, window_bounds_what_is_acknowledged)
 {
     const char *opts[] = { "window-size", "256KiB", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w[4];
     for (int i = 0; i < 4; i++)
         wr_go(g, &w[i], &f, fd, (uint64_t)i << 17, 128 << 10, 'a' + i);
@@ -485,10 +492,8 @@ Test(write_behind, lookup_of_a_written_file_is_asked_again, .init = start, .fini
 Test(write_behind, child_down_fails_everything_exactly_once)
 {
     const char *opts[] = { "window-size", "4KiB", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w1, w2;
     wr_go(g, &w1, &f, fd, 0, 4096, '1');
     wr_go(g, &w2, &f, fd, 4096, 4096, '2');
@@ -902,10 +907,8 @@ Test(write_behind, readdirplus_hides_the_attributes_of_files_being_written)
 Test(write_behind, contiguous_writes_queued_behind_one_in_flight_go_as_one)
 {
     const char *opts[] = { "aggregate-size", "256KiB", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w[6];
     for (int i = 0; i < 6; i++)
         wr_go(g, &w[i], &f, fd, (uint64_t)i << 16, 64 << 10, (char)('a' + i));
@@ -932,10 +935,8 @@ Test(write_behind, contiguous_writes_queued_behind_one_in_flight_go_as_one)
 Test(write_behind, a_growing_write_goes_when_anything_waits_or_a_gap_follows)
 {
     const char *opts[] = { "aggregate-size", "1MiB", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w0, w1, w2;
     wr_go(g, &w0, &f, fd, 0, 4096, '0');
     wr_go(g, &w1, &f, fd, 4096, 4096, '1');
@@ -964,10 +965,8 @@ Test(write_behind, a_growing_write_goes_when_anything_waits_or_a_gap_follows)
 Test(write_behind, writes_with_other_flags_are_not_merged)
 {
     const char *opts[] = { "aggregate-size", "1MiB", NULL };
-    start_opts(opts);
-    kb_gfid_t f = gf(1);
-    uint64_t fd = open_fd(g, &f, O_RDWR);
-    m->hold[KB_FOP_WRITE] = true;
+    kb_gfid_t f;
+    uint64_t fd = start_held(opts, &f);
     wr_t w[4];
     for (int i = 0; i < 4; i++) {
         w[i].a = wargs(&f, fd, (uint64_t)i << 12, 4096, (char)('a' + i));
