@@ -36,6 +36,12 @@
  *  - stop is honoured between two files (a migration in flight finishes or
  *    undoes itself: dist_migrate.c never leaves half a move).
  *
+ * Every brick of every set must be up in the run's own graph: fix-layout
+ * and migrate answer -ENOTCONN otherwise (dist_migrate.c, all_whole), so
+ * the run waits for that at its start (REB_UP_WAIT_MS, then fails) and
+ * ends, failed, when a brick goes away during it: a file moved onto a set
+ * with a brick away would arrive with one copy.
+ *
  * Who waits for whom: the management thread checks, before it starts a run,
  * that every client attached to the volume's bricks runs a graph of the
  * current definition (mgmt.c, wait_clients): a client still on the old
@@ -130,6 +136,7 @@ typedef struct crawl {
     reb_run_t *r;
     struct kbd_rebal *rb;
     kbc_t *c;
+    bool lost;               /* a brick went away: the run ends, failed */
     struct { kb_gfid_t gfid; char *path; } *stack;
     size_t n, cap;
 } crawl_t;
@@ -254,6 +261,10 @@ static void crawl_dir(crawl_t *cr, const kb_gfid_t *dir, const char *path)
     pthread_mutex_unlock(&cr->rb->lock);
     int rc = ipc(cr->c, KB_IPC_DIST_FIX_LAYOUT, dir, NULL, r->drain, NULL);
     bool layout_ok = rc == 0;
+    if (rc == -ENOTCONN) {
+        cr->lost = true;
+        return;
+    }
     if (rc)
         failure(cr, path, NULL, "fix-layout", rc);   /* its files stay; its subdirectories are still visited */
     entry_t *ents = NULL;
@@ -276,6 +287,10 @@ static void crawl_dir(crawl_t *cr, const kb_gfid_t *dir, const char *path)
             uint64_t copied = 0;
             count(cr, &r->scanned, 1);
             rc = ipc(cr->c, KB_IPC_DIST_MIGRATE, dir, ents[i].name, 0, &copied);
+            if (rc == -ENOTCONN) {
+                cr->lost = true;
+                break;
+            }
             if (rc == -EMLINK || rc == -EBUSY) {
                 count(cr, &r->skipped, 1);
                 kb_info("rebalance", "%s: %s/%s left in place: %s", r->volume, path, ents[i].name,
@@ -297,8 +312,8 @@ static void crawl_dir(crawl_t *cr, const kb_gfid_t *dir, const char *path)
     free(ents);
 }
 
-/* Wait until the graph reaches every set: fix-layout of the root answers
- * -ENOTCONN while one is missing. */
+/* Wait until the graph reaches every brick of every set: fix-layout of the
+ * root answers -ENOTCONN while one is missing. */
 static int wait_all_sets(crawl_t *cr)
 {
     uint64_t until = kb_now_ms() + REB_UP_WAIT_MS;
@@ -360,7 +375,8 @@ static void *run_main(void *arg)
     int rc = wait_all_sets(&cr);
     if (rc) {
         char why[256];
-        snprintf(why, sizeof(why), "%s", rc == -ENOTCONN ? "some replica set is unreachable"
+        snprintf(why, sizeof(why), "%s", rc == -ENOTCONN ? "some brick is unreachable from this node "
+                                                         "(a rebalance needs every brick up)"
                                        : rc == -EINVAL ? "the client graph has no distribute (one replica set?)"
                                        : strerror(-rc));
         kbc_free(cr.c);
@@ -368,7 +384,7 @@ static void *run_main(void *arg)
         return NULL;
     }
     rc = push(&cr, &kb_gfid_root, NULL, "/");
-    while (!rc && cr.n && !stopped(&cr)) {
+    while (!rc && cr.n && !cr.lost && !stopped(&cr)) {
         cr.n--;
         kb_gfid_t g = cr.stack[cr.n].gfid;
         char *path = cr.stack[cr.n].path;
@@ -379,7 +395,10 @@ static void *run_main(void *arg)
         free(cr.stack[--cr.n].path);
     free(cr.stack);
     kbc_free(cr.c);
-    finish(&cr, rc ? REB_FAILED : REB_COMPLETED, rc ? strerror(-rc) : "");
+    if (cr.lost)
+        finish(&cr, REB_FAILED, "a brick became unreachable during the run; start it again when every brick is up");
+    else
+        finish(&cr, rc ? REB_FAILED : REB_COMPLETED, rc ? strerror(-rc) : "");
     return NULL;
 }
 

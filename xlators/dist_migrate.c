@@ -7,6 +7,8 @@
  *                           as many names in place as the arithmetic allows.
  *   KB_IPC_DIST_MIGRATE     move one regular file to its hashed set while
  *                           clients keep reading and writing it.
+ * Both answer -ENOTCONN unless every brick under every set is up (not only
+ * every set: see all_whole).
  * A rebalance (server/, the lead's) crawls the tree through a client graph:
  * lookup + fix-layout each directory top-down, then migrate each entry,
  * counting the bytes from reply.off.
@@ -315,6 +317,36 @@ static void chk_cleared(dist_frame_t *f)
     dist_frame_unwind(f, &f->out);
 }
 
+/* ---------------- every brick up ---------------- */
+
+/* Is XL up with every translator under it, down to the bricks? A replica
+ * set says CHILD_UP with quorum, which for replica 2 is its first brick
+ * alone ("both or the first"): dist_up_mask counts such a set as up. */
+static bool whole(const kb_xlator_t *xl)
+{
+    if (!xl->up)
+        return false;
+    for (int i = 0; i < xl->nchildren; i++)
+        if (!whole(xl->children[i]))
+            return false;
+    return true;
+}
+
+/* Rebalance works only while every brick of every set is up. A file moved
+ * to a set with a brick away would exist in one copy on arrival (it had
+ * one on each brick of its old set) until heal, and heal learns of it only
+ * from the index: the heal daemon, for which that brick may never have
+ * been away, looks there at its periodic sweep (cluster.heal-interval).
+ * Seen: a rebalance whose own graph had connected the first brick of the
+ * new set but not yet the second, 56-rebalance found a file on one brick. */
+static bool all_whole(const dist_priv_t *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!whole(p->xl->children[i]))
+            return false;
+    return true;
+}
+
 /* ---------------- fix-layout ---------------- */
 
 static void fix_stored(dist_frame_t *f)
@@ -373,7 +405,7 @@ void dist_fix_layout(kb_call_t *call)
         kb_unwind_err(call, -ENOMEM);
         return;
     }
-    if (dist_up_mask(f->p) != f->p->all) {
+    if (!all_whole(f->p)) {               /* also how a rebalance waits for every brick */
         dist_frame_fail(f, -ENOTCONN);
         return;
     }
@@ -893,7 +925,7 @@ void dist_migrate(kb_call_t *call)
     m->start_ns = kb_now_ns();
     m->parent = call->args->gfid;
     m->name = call->args->name;
-    if (!m->name || dist_up_mask(f->p) != f->p->all) {
+    if (!m->name || !all_whole(f->p)) {
         mg_finish(f, m->name ? -ENOTCONN : -EINVAL);
         return;
     }

@@ -1439,6 +1439,96 @@ Test(distribute_posix, over_replicate_sets)
     }
 }
 
+/* Bricks of the 2 x 2 volume (bit i = dir[i]) whose DIR/NAME exists. */
+static unsigned on_bricks(char *const dir[4], const char *sub, const char *name)
+{
+    unsigned m = 0;
+    for (int i = 0; i < 4; i++) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s/%s", dir[i], sub, name);
+        if (lstat(p, &st) == 0)
+            m |= 1u << i;
+    }
+    return m;
+}
+
+static int mig_ipc(bh_t *h, const kb_gfid_t *d, const char *name, uint32_t code, uint64_t drain)
+{
+    kb_args_t a = { .gfid = *d, .name = (char *)name, .flags = code, .size = drain };
+    return bh_call(h, KB_FOP_IPC, &a, NULL);
+}
+
+/* A replica 2 set is up with its first brick alone (quorum "both or the
+ * first"), but a rebalance must not move files onto it then: they would
+ * arrive with one copy and wait for the heal daemon's periodic sweep. */
+Test(distribute_posix, rebalance_waits_for_every_brick_of_every_set)
+{
+    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
+        !kb_xlator_type_find("cluster/replicate"))
+        cr_skip_test("posix, locks or replicate is not linked in");
+    kb_log_level = KB_LOG_ERROR;
+    char *dir[4], vf[4096], err[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(dir[i] = bh_tmpdir("distwhole"));
+        n += (size_t)snprintf(vf + n, sizeof(vf) - n,
+                              "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
+                              "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
+                              i, dir[i], i, i);
+    }
+    snprintf(vf + n, sizeof(vf) - n,
+             "volume r0\n type cluster/replicate\n subvolumes l0 l1\nend-volume\n"
+             "volume r1\n type cluster/replicate\n subvolumes l2 l3\nend-volume\n"
+             "volume dist\n type cluster/distribute\n subvolumes r0 r1\nend-volume\n");
+    bh_t *h = bh_start(vf, err, sizeof(err));
+    cr_assert_not_null(h, "%s", err);
+    bh_pump(h, 50);
+    cr_assert(h->graph->top->up);
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
+    /* Every name on set 0 (set 1 drained), then laid out over both: the
+     * files hashed to set 1 are the ones a rebalance moves. */
+    cr_assert_eq(mig_ipc(h, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 2), 0);
+    char names[20][16];
+    for (int k = 0; k < 20; k++) {
+        snprintf(names[k], sizeof(names[k]), "f%d", k);
+        kb_gfid_t gf;
+        uint64_t fd;
+        cr_assert_eq(bh_create(h, &d, names[k], 0644, O_RDWR, &gf, &fd), 0);
+        cr_assert_eq(bh_write(h, &gf, fd, 0, names[k], strlen(names[k]), 0), (int)strlen(names[k]));
+        cr_assert_eq(bh_release(h, &gf, fd), 0);
+        cr_assert_eq(on_bricks(dir, "vms", names[k]), 3u);
+    }
+    cr_assert_eq(mig_ipc(h, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 0), 0);
+    /* The second brick of set 1 goes away: the set stays up, on brick 2. */
+    kb_xlator_t *l3 = kb_graph_find(h->graph, "l3");
+    cr_assert_not_null(l3);
+    kb_notify_parents(l3, KB_EV_CHILD_DOWN);
+    cr_assert(kb_graph_find(h->graph, "r1")->up, "replica 2 is up with its first brick");
+    cr_assert_eq(mig_ipc(h, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 0), -ENOTCONN);
+    for (int k = 0; k < 20; k++) {
+        cr_assert_eq(mig_ipc(h, &d, names[k], KB_IPC_DIST_MIGRATE, 0), -ENOTCONN, "%s", names[k]);
+        cr_assert_eq(on_bricks(dir, "vms", names[k]), 3u, "%s stays on both bricks of set 0", names[k]);
+    }
+    /* Back: every file moves to both bricks of its set. */
+    kb_notify_parents(l3, KB_EV_CHILD_UP);
+    cr_assert_eq(mig_ipc(h, &d, NULL, KB_IPC_DIST_FIX_LAYOUT, 0), 0);
+    int moved = 0;
+    for (int k = 0; k < 20; k++) {
+        cr_assert_eq(mig_ipc(h, &d, names[k], KB_IPC_DIST_MIGRATE, 0), 0, "%s", names[k]);
+        unsigned m = on_bricks(dir, "vms", names[k]);
+        cr_assert(m == 3u || m == 12u, "%s on bricks %x: both bricks of one set", names[k], m);
+        moved += m == 12u;
+    }
+    cr_assert_gt(moved, 0, "nothing hashed to set 1");
+    bh_stop(h);
+    for (int i = 0; i < 4; i++) {
+        bh_rmrf(dir[i]);
+        free(dir[i]);
+    }
+}
+
 /* The other stacking (DESIGN §1): replicate over two distributed halves. */
 Test(distribute_posix, under_replicate)
 {
