@@ -103,9 +103,9 @@ static void stuck_report(evutil_socket_t fd, short what, void *arg)
     char gs[KB_GFID_STRLEN];
     (void)fd;
     (void)what;
-    gr->stuck_s += gr->stuck_s ? KBC_STUCK_REPEAT_S : KBC_STUCK_REPORT_S;
-    kb_warn("client", "volume '%s': an old graph generation is still alive %u s after its switch: "
-            "%u calls in flight, %u handles on it", c->volume, gr->stuck_s, gr->inflight, gr->nfds);
+    kb_warn("client", "volume '%s': an old graph generation is still alive %llu s after its switch: "
+            "%u calls in flight, %u handles on it", c->volume,
+            (unsigned long long)((kb_now_ms() - gr->retired_ms) / 1000), gr->inflight, gr->nfds);
     for (uint32_t i = 0; i < c->nhandles; i++) {
         const kbc_handle_t *h = c->handles[i];
         if (h && (h->graph == gr || h->old_graph == gr))
@@ -129,6 +129,7 @@ static void stuck_report(evutil_socket_t fd, short what, void *arg)
 /* Arm GR's report (a diagnostic: without memory there is none). */
 static void stuck_watch(kbc_t *c, kbc_graph_t *gr)
 {
+    gr->retired_ms = kb_now_ms();
     if (!gr->stuck_ev && !(gr->stuck_ev = evtimer_new(kb_loop_base(c->loop), stuck_report, gr)))
         return;
     struct timeval tv = { KBC_STUCK_REPORT_S, 0 };

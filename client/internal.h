@@ -22,7 +22,7 @@ typedef struct kbc_graph {
     unsigned nfds;               /* handles whose fd lives on this graph */
     bool retired, fini_queued;
     struct event *stuck_ev;      /* retired and still alive: log what holds it (graphs.c) */
-    unsigned stuck_s;            /*   seconds since the switch at its last report */
+    uint64_t retired_ms;         /*   when it stopped being current (kb_now_ms) */
     struct kbc_graph *next;      /* c->graphs list */
 } kbc_graph_t;
 

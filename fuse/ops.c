@@ -388,8 +388,10 @@ static void kbf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         /* A TRUNCATE fop, not a SETATTR bit: replicate marks it as data. */
         r->a.off = (uint64_t)attr->st_size;
         r->a.flags = kbf_rq_kill_suidgid ? KB_WF_KILL_SUIDGID : 0;
-        if (kbf_rq_kill_suidgid && kbf_itable_sxid(r->fs->it, ino))
-            cred_from_req(&r->cred, req, true);   /* as for a write (kbf_write_buf) */
+        /* As for a write (kbf_write_buf); without default_permissions
+         * req_inode has read the groups already. */
+        if (kbf_rq_kill_suidgid && r->fs->default_permissions && kbf_itable_sxid(r->fs->it, ino))
+            cred_from_req(&r->cred, req, true);
         req_submit(r, KB_FOP_TRUNCATE, done_truncate);
         return;
     }

@@ -274,6 +274,15 @@ static void csum_finish(struct pio *io, kb_reply_t *r);
 
 static void flush_behind(const struct pio *w);
 
+/* After a write whose writer lacks CAP_FSETID: clear setuid/setgid as the
+ * VFS would (posix_kill_suidgid), updating ST. */
+static void kill_suidgid(const struct pio *io, struct stat *st)
+{
+    mode_t m = posix_kill_suidgid(st->st_mode & 07777, st->st_gid, &io->call->cred);
+    if (m != (st->st_mode & 07777) && fchmod(io->f->fd, m) == 0)
+        st->st_mode = (st->st_mode & S_IFMT) | m;
+}
+
 static void pio_finish(struct pio *io, int res)
 {
     kb_reply_t r = { .status = res };
@@ -295,10 +304,8 @@ static void pio_finish(struct pio *io, int res)
             struct stat st;
             r.status = io->kind == PIO_WRITE ? (int32_t)io->done : 0;
             if (fstat(io->f->fd, &st) == 0) {
-                mode_t m = posix_kill_suidgid(st.st_mode & 07777, st.st_gid, &io->call->cred);
-                if (io->kind == PIO_WRITE && (io->call->args->flags & KB_WF_KILL_SUIDGID) &&
-                    m != (st.st_mode & 07777) && fchmod(io->f->fd, m) == 0)
-                    st.st_mode = (st.st_mode & S_IFMT) | m;
+                if (io->kind == PIO_WRITE && (io->call->args->flags & KB_WF_KILL_SUIDGID))
+                    kill_suidgid(io, &st);
                 posix_iatt(&r.attr, &st, &io->f->gfid);
             } else {
                 r.status = -errno;

@@ -1366,72 +1366,41 @@ Test(distribute_posix, migrate_over_real_bricks_with_locks)
     real_stop(&r);
 }
 
-/* The volume the CLI builds: distribute over replica sets (2 x 2 bricks). */
-Test(distribute_posix, over_replicate_sets)
+/* Four real bricks, storage/posix under features/locks (l0..l3, in
+ * fresh directories returned in DIR), under the stanzas TOP. Skips the
+ * test where posix, locks or replicate is not linked in. */
+static bh_t *four_bricks(const char *tag, const char *top, char *dir[4])
 {
     if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
         !kb_xlator_type_find("cluster/replicate"))
         cr_skip_test("posix, locks or replicate is not linked in");
     kb_log_level = KB_LOG_ERROR;
-    char *dir[4], vf[4096], err[256] = "";
+    char vf[4096], err[256] = "";
     size_t n = 0;
     for (int i = 0; i < 4; i++) {
-        cr_assert_not_null(dir[i] = bh_tmpdir("distrep"));
+        cr_assert_not_null(dir[i] = bh_tmpdir(tag));
         n += (size_t)snprintf(vf + n, sizeof(vf) - n,
                               "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
                               "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
                               i, dir[i], i, i);
     }
-    snprintf(vf + n, sizeof(vf) - n,
-             "volume r0\n type cluster/replicate\n subvolumes l0 l1\nend-volume\n"
-             "volume r1\n type cluster/replicate\n subvolumes l2 l3\nend-volume\n"
-             "volume dist\n type cluster/distribute\n subvolumes r0 r1\nend-volume\n");
+    snprintf(vf + n, sizeof(vf) - n, "%s", top);
     bh_t *h = bh_start(vf, err, sizeof(err));
     cr_assert_not_null(h, "%s", err);
     bh_pump(h, 50);
     cr_assert(h->graph->top->up);
-    kb_gfid_t d;
-    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
-    int per_set[2] = { 0 };
-    for (int k = 0; k < 100; k++) {
-        char name[32], rel[600];
-        snprintf(name, sizeof(name), "img-%d", k);
-        kb_gfid_t gf;
-        uint64_t fd;
-        cr_assert_eq(bh_create(h, &d, name, 0644, O_RDWR, &gf, &fd), 0, "%s", name);
-        cr_assert_eq(bh_write(h, &gf, fd, 0, name, strlen(name), 0), (int)strlen(name));
-        cr_assert_eq(bh_release(h, &gf, fd), 0);
-        unsigned m = 0;
-        for (int i = 0; i < 4; i++) {
-            struct stat st;
-            snprintf(rel, sizeof(rel), "%s/vms/%s", dir[i], name);
-            if (lstat(rel, &st) == 0)
-                m |= 1u << i;
-        }
-        cr_assert(m == 3u || m == 12u, "%s on bricks %x: one replica set, both replicas", name, m);
-        per_set[m == 12u]++;
-    }
-    cr_assert(per_set[0] >= 35 && per_set[0] <= 65, "set 0 holds %d of 100", per_set[0]);
-    /* every brick has the directory */
-    for (int i = 0; i < 4; i++) {
-        char p[600];
-        struct stat st;
-        snprintf(p, sizeof(p), "%s/vms", dir[i]);
-        cr_assert_eq(stat(p, &st), 0, "brick %d lacks the directory", i);
-    }
-    /* a rename across sets, then a migration home */
-    kb_args_t rn = { .gfid = d, .name = "img-0", .gfid2 = d, .name2 = "img-0-renamed" };
-    cr_assert_eq(bh_call(h, KB_FOP_RENAME, &rn, NULL), 0);
-    kb_iatt_t at;
-    cr_assert_eq(bh_lookup(h, &d, "img-0-renamed", &at), 0);
-    kb_args_t mg = { .gfid = d, .name = "img-0-renamed", .flags = KB_IPC_DIST_MIGRATE };
-    cr_assert_eq(bh_call(h, KB_FOP_IPC, &mg, NULL), 0);
-    uint64_t fd;
-    char buf[16] = "";
-    cr_assert_eq(bh_open(h, &at.gfid, O_RDONLY, &fd), 0);
-    cr_assert_eq(bh_read(h, &at.gfid, fd, 0, sizeof(buf), buf), 5);
-    cr_assert_eq(memcmp(buf, "img-0", 5), 0);
-    cr_assert_eq(bh_release(h, &at.gfid, fd), 0);
+    return h;
+}
+
+/* The volume the CLI builds over four_bricks: distribute over two
+ * replica sets, r0 = l0 + l1 and r1 = l2 + l3. */
+static const char SETS_2X2[] =
+    "volume r0\n type cluster/replicate\n subvolumes l0 l1\nend-volume\n"
+    "volume r1\n type cluster/replicate\n subvolumes l2 l3\nend-volume\n"
+    "volume dist\n type cluster/distribute\n subvolumes r0 r1\nend-volume\n";
+
+static void four_bricks_stop(bh_t *h, char *dir[4])
+{
     bh_stop(h);
     for (int i = 0; i < 4; i++) {
         bh_rmrf(dir[i]);
@@ -1459,32 +1428,57 @@ static int mig_ipc(bh_t *h, const kb_gfid_t *d, const char *name, uint32_t code,
     return bh_call(h, KB_FOP_IPC, &a, NULL);
 }
 
+/* The volume the CLI builds: distribute over replica sets (2 x 2 bricks). */
+Test(distribute_posix, over_replicate_sets)
+{
+    char *dir[4];
+    bh_t *h = four_bricks("distrep", SETS_2X2, dir);
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
+    int per_set[2] = { 0 };
+    for (int k = 0; k < 100; k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "img-%d", k);
+        kb_gfid_t gf;
+        uint64_t fd;
+        cr_assert_eq(bh_create(h, &d, name, 0644, O_RDWR, &gf, &fd), 0, "%s", name);
+        cr_assert_eq(bh_write(h, &gf, fd, 0, name, strlen(name), 0), (int)strlen(name));
+        cr_assert_eq(bh_release(h, &gf, fd), 0);
+        unsigned m = on_bricks(dir, "vms", name);
+        cr_assert(m == 3u || m == 12u, "%s on bricks %x: one replica set, both replicas", name, m);
+        per_set[m == 12u]++;
+    }
+    cr_assert(per_set[0] >= 35 && per_set[0] <= 65, "set 0 holds %d of 100", per_set[0]);
+    /* every brick has the directory */
+    for (int i = 0; i < 4; i++) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/vms", dir[i]);
+        cr_assert_eq(stat(p, &st), 0, "brick %d lacks the directory", i);
+    }
+    /* a rename across sets, then a migration home */
+    kb_args_t rn = { .gfid = d, .name = "img-0", .gfid2 = d, .name2 = "img-0-renamed" };
+    cr_assert_eq(bh_call(h, KB_FOP_RENAME, &rn, NULL), 0);
+    kb_iatt_t at;
+    cr_assert_eq(bh_lookup(h, &d, "img-0-renamed", &at), 0);
+    kb_args_t mg = { .gfid = d, .name = "img-0-renamed", .flags = KB_IPC_DIST_MIGRATE };
+    cr_assert_eq(bh_call(h, KB_FOP_IPC, &mg, NULL), 0);
+    uint64_t fd;
+    char buf[16] = "";
+    cr_assert_eq(bh_open(h, &at.gfid, O_RDONLY, &fd), 0);
+    cr_assert_eq(bh_read(h, &at.gfid, fd, 0, sizeof(buf), buf), 5);
+    cr_assert_eq(memcmp(buf, "img-0", 5), 0);
+    cr_assert_eq(bh_release(h, &at.gfid, fd), 0);
+    four_bricks_stop(h, dir);
+}
+
 /* A replica 2 set is up with its first brick alone (quorum "both or the
  * first"), but a rebalance must not move files onto it then: they would
  * arrive with one copy and wait for the heal daemon's periodic sweep. */
 Test(distribute_posix, rebalance_waits_for_every_brick_of_every_set)
 {
-    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
-        !kb_xlator_type_find("cluster/replicate"))
-        cr_skip_test("posix, locks or replicate is not linked in");
-    kb_log_level = KB_LOG_ERROR;
-    char *dir[4], vf[4096], err[256] = "";
-    size_t n = 0;
-    for (int i = 0; i < 4; i++) {
-        cr_assert_not_null(dir[i] = bh_tmpdir("distwhole"));
-        n += (size_t)snprintf(vf + n, sizeof(vf) - n,
-                              "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
-                              "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
-                              i, dir[i], i, i);
-    }
-    snprintf(vf + n, sizeof(vf) - n,
-             "volume r0\n type cluster/replicate\n subvolumes l0 l1\nend-volume\n"
-             "volume r1\n type cluster/replicate\n subvolumes l2 l3\nend-volume\n"
-             "volume dist\n type cluster/distribute\n subvolumes r0 r1\nend-volume\n");
-    bh_t *h = bh_start(vf, err, sizeof(err));
-    cr_assert_not_null(h, "%s", err);
-    bh_pump(h, 50);
-    cr_assert(h->graph->top->up);
+    char *dir[4];
+    bh_t *h = four_bricks("distwhole", SETS_2X2, dir);
     kb_gfid_t d;
     cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "vms", 0755, &d), 0);
     /* Every name on set 0 (set 1 drained), then laid out over both: the
@@ -1522,37 +1516,18 @@ Test(distribute_posix, rebalance_waits_for_every_brick_of_every_set)
         moved += m == 12u;
     }
     cr_assert_gt(moved, 0, "nothing hashed to set 1");
-    bh_stop(h);
-    for (int i = 0; i < 4; i++) {
-        bh_rmrf(dir[i]);
-        free(dir[i]);
-    }
+    four_bricks_stop(h, dir);
 }
 
 /* The other stacking (DESIGN §1): replicate over two distributed halves. */
 Test(distribute_posix, under_replicate)
 {
-    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks") ||
-        !kb_xlator_type_find("cluster/replicate"))
-        cr_skip_test("posix, locks or replicate is not linked in");
-    kb_log_level = KB_LOG_ERROR;
-    char *dir[4], vf[4096], err[256] = "";
-    size_t n = 0;
-    for (int i = 0; i < 4; i++) {
-        cr_assert_not_null(dir[i] = bh_tmpdir("repdist"));
-        n += (size_t)snprintf(vf + n, sizeof(vf) - n,
-                              "volume p%d\n type storage/posix\n option directory %s\nend-volume\n"
-                              "volume l%d\n type features/locks\n subvolumes p%d\nend-volume\n",
-                              i, dir[i], i, i);
-    }
-    snprintf(vf + n, sizeof(vf) - n,
-             "volume d0\n type cluster/distribute\n subvolumes l0 l1\nend-volume\n"
-             "volume d1\n type cluster/distribute\n subvolumes l2 l3\nend-volume\n"
-             "volume top\n type cluster/replicate\n subvolumes d0 d1\nend-volume\n");
-    bh_t *h = bh_start(vf, err, sizeof(err));
-    cr_assert_not_null(h, "%s", err);
-    bh_pump(h, 50);
-    cr_assert(h->graph->top->up);
+    char *dir[4];
+    bh_t *h = four_bricks("repdist",
+                          "volume d0\n type cluster/distribute\n subvolumes l0 l1\nend-volume\n"
+                          "volume d1\n type cluster/distribute\n subvolumes l2 l3\nend-volume\n"
+                          "volume top\n type cluster/replicate\n subvolumes d0 d1\nend-volume\n",
+                          dir);
     kb_gfid_t d;
     cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "data", 0755, &d), 0);
     for (int k = 0; k < 40; k++) {
@@ -1598,9 +1573,5 @@ Test(distribute_posix, under_replicate)
     cr_assert_eq(listed, 40);
     kb_args_t rel = { .gfid = d, .fd = fd };
     cr_assert_eq(bh_call(h, KB_FOP_RELEASEDIR, &rel, NULL), 0);
-    bh_stop(h);
-    for (int i = 0; i < 4; i++) {
-        bh_rmrf(dir[i]);
-        free(dir[i]);
-    }
+    four_bricks_stop(h, dir);
 }

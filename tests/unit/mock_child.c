@@ -3,10 +3,20 @@
  * unit test binary.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include "tests/unit/mock_child.h"
+
+void mock_res_cbk(void *cookie, const kb_reply_t *r)
+{
+    mock_res_t *x = cookie;
+    x->n++;
+    kb_reply_clear(&x->r);
+    if (kb_reply_copy(&x->r, r) != 0)
+        abort();                  /* out of memory in a unit test */
+}
 
 /* ---------------- state ---------------- */
 

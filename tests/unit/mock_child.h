@@ -50,6 +50,15 @@ typedef struct mock_child {
 
 extern const kb_xlator_type_t mock_xl_type;
 
+/* A call's reply as a kb_wind callback collects it (mock_res_cbk, with the
+ * mock_res_t as cookie): n counts completions, which must end at exactly
+ * 1; r is a deep copy of the last reply (kb_reply_clear it). */
+typedef struct mock_res {
+    int n;
+    kb_reply_t r;
+} mock_res_t;
+void mock_res_cbk(void *cookie, const kb_reply_t *r);
+
 /* A graph: TOP_TYPE over N mocks named c0..c{N-1}; OPTS are key, value
  * pairs for the top, NULL-terminated. Initialised on BASE; mocks start
  * disconnected (call mock_up). Freed by kb_graph_fini. */

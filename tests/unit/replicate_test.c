@@ -22,19 +22,6 @@ static mock_child_t *m[4];
 static int nkids;
 static int top_events[8];
 
-typedef struct res {
-    int n;                 /* completions: must end at exactly 1 */
-    kb_reply_t r;
-} res_t;
-
-static void cbk(void *cookie, const kb_reply_t *r)
-{
-    res_t *x = cookie;
-    x->n++;
-    kb_reply_clear(&x->r);
-    cr_assert_eq(kb_reply_copy(&x->r, r), 0);
-}
-
 static void on_top_event(kb_graph_t *gr, int ev)
 {
     if (ev >= 0 && ev < 8)
@@ -75,10 +62,10 @@ static void run_ms(int ms)
 
 static const kb_cred_t cred = { .uid = 0, .gid = 0, .pid = 1 };
 
-static res_t call(kb_op_t op, const kb_args_t *a)
+static mock_res_t call(kb_op_t op, const kb_args_t *a)
 {
-    res_t x = { 0 };
-    kb_wind(top, op, a, &cred, 7, cbk, &x);
+    mock_res_t x = { 0 };
+    kb_wind(top, op, a, &cred, 7, mock_res_cbk, &x);
     return x;
 }
 
@@ -93,7 +80,7 @@ static kb_gfid_t gf(uint8_t k)
 static uint64_t open_fd(const kb_gfid_t *g1, uint32_t flags)
 {
     kb_args_t a = { .gfid = *g1, .flags = flags };
-    res_t x = call(KB_FOP_OPEN, &a);
+    mock_res_t x = call(KB_FOP_OPEN, &a);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 0, "open: %d", x.r.status);
     uint64_t fd = x.r.fd;
@@ -101,7 +88,7 @@ static uint64_t open_fd(const kb_gfid_t *g1, uint32_t flags)
     return fd;
 }
 
-static res_t do_write(const kb_gfid_t *g1, uint64_t fd, uint64_t off, kb_buf_t *b)
+static mock_res_t do_write(const kb_gfid_t *g1, uint64_t fd, uint64_t off, kb_buf_t *b)
 {
     kb_args_t a = { .gfid = *g1, .fd = fd, .off = off, .data = b };
     return call(KB_FOP_WRITE, &a);
@@ -125,7 +112,7 @@ Test(replicate, write_fans_out_with_same_args)
     kb_gfid_t f = gf(1);
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(4096, 'x');
-    res_t x = do_write(&f, fd, 8192, b);
+    mock_res_t x = do_write(&f, fd, 8192, b);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 4096);
     uint64_t seen[3];
@@ -150,7 +137,7 @@ Test(replicate, create_same_gfid_everywhere_and_fd_map)
     start(2, NULL, true);
     kb_gfid_t dir = gf(2), nf = gf(3);
     kb_args_t a = { .gfid = dir, .name = "img.raw", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
-    res_t x = call(KB_FOP_CREATE, &a);
+    mock_res_t x = call(KB_FOP_CREATE, &a);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 0);
     cr_assert(kb_gfid_eq(&x.r.attr.gfid, &nf));
@@ -166,7 +153,7 @@ Test(replicate, create_same_gfid_everywhere_and_fd_map)
     }
     uint64_t fd = x.r.fd;
     kb_buf_t *b = pattern(512, 'q');
-    res_t w = do_write(&nf, fd, 0, b);
+    mock_res_t w = do_write(&nf, fd, 0, b);
     cr_assert_eq(w.r.status, 512);
     cr_assert_eq(mock_last(m[0], KB_FOP_WRITE)->fd, 0u);
     cr_assert_eq(mock_last(m[1], KB_FOP_WRITE)->fd, 1000u);
@@ -185,7 +172,7 @@ Test(replicate, enotconn_in_flight_still_succeeds_and_marks)
     uint64_t fd = open_fd(&f, O_RDWR);
     mock_fail(m[1], KB_FOP_WRITE, -ENOTCONN, 1);
     kb_buf_t *b = pattern(4096, 'y');
-    res_t x = do_write(&f, fd, 65536, b);
+    mock_res_t x = do_write(&f, fd, 65536, b);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 4096, "the application sees no error: %d", x.r.status);
     /* survivor blames child 1 for data, before the ack */
@@ -198,7 +185,7 @@ Test(replicate, enotconn_in_flight_still_succeeds_and_marks)
     cr_assert_eq(mock_count(m[0], KB_FOP_WRITE), 2);
     /* later writes of the hold skip child 1, go tracked, and mark nothing more */
     int adds = mock_count_xop(m[0], KB_XOP_ADD);
-    res_t y = do_write(&f, fd, 0, b);
+    mock_res_t y = do_write(&f, fd, 0, b);
     cr_assert_eq(y.r.status, 4096);
     cr_assert_eq(mock_count(m[1], KB_FOP_WRITE), 1);
     cr_assert(mock_last(m[0], KB_FOP_WRITE)->flags & KB_WF_TRACK_REGIONS);
@@ -221,7 +208,7 @@ Test(replicate, child_down_before_write_marks_in_preop_and_tracks)
     uint64_t fd = open_fd(&f, O_RDWR);
     mock_down(m[2]);
     kb_buf_t *b = pattern(1024, 'z');
-    res_t x = do_write(&f, fd, 0, b);
+    mock_res_t x = do_write(&f, fd, 0, b);
     cr_assert_eq(x.r.status, 1024);
     for (int i = 0; i < 2; i++) {
         cr_assert(mock_last(m[i], KB_FOP_WRITE)->flags & KB_WF_TRACK_REGIONS);
@@ -243,13 +230,13 @@ Test(replicate, quorum_lost_gives_erofs_and_sends_nothing)
     mock_down(m[2]);
     mock_forget(m[0]);
     kb_buf_t *b = pattern(100, 'e');
-    res_t x = do_write(&f, fd, 0, b);
+    mock_res_t x = do_write(&f, fd, 0, b);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, -EROFS);
     cr_assert_eq(m[0]->nrec, 0, "nothing wound when quorum is known lost");
     /* reads still work */
     kb_args_t r = { .gfid = f, .fd = fd, .size = 10 };
-    res_t y = call(KB_FOP_READ, &r);
+    mock_res_t y = call(KB_FOP_READ, &r);
     cr_assert_eq(y.r.status, 10);
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
@@ -263,12 +250,12 @@ Test(replicate, replica2_first_down_is_erofs_second_down_is_fine)
     kb_gfid_t f = gf(7);
     kb_args_t sa = { .gfid = f, .flags = KB_SET_MODE, .attr = { .mode = 0600 } };
     mock_down(m[1]);
-    res_t x = call(KB_FOP_SETATTR, &sa);
+    mock_res_t x = call(KB_FOP_SETATTR, &sa);
     cr_assert_eq(x.r.status, 0, "both or the first: first alone is a quorum");
     cr_assert_eq(cl_of(0, &f)->v[1 + 1][KB_CL_META], 1);
     mock_up(m[1]);
     mock_down(m[0]);
-    res_t y = call(KB_FOP_SETATTR, &sa);
+    mock_res_t y = call(KB_FOP_SETATTR, &sa);
     cr_assert_eq(y.r.status, -EROFS);
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
@@ -282,7 +269,7 @@ Test(replicate, quorum_none_allows_one)
     kb_gfid_t f = gf(8);
     kb_args_t sa = { .gfid = f, .flags = KB_SET_MODE, .attr = { .mode = 0600 } };
     mock_down(m[0]);
-    res_t x = call(KB_FOP_SETATTR, &sa);
+    mock_res_t x = call(KB_FOP_SETATTR, &sa);
     cr_assert_eq(x.r.status, 0);
     cr_assert_eq(cl_of(1, &f)->v[1 + 0][KB_CL_META], 1);
     kb_reply_clear(&x.r);
@@ -296,11 +283,11 @@ Test(replicate, size_changes_are_tracked_or_leave_dirty)
     uint64_t fd = open_fd(&f, O_RDWR);
     mock_down(m[1]);
     kb_args_t t = { .gfid = f, .fd = fd, .fd_valid = 1, .off = 4096 };
-    res_t x = call(KB_FOP_TRUNCATE, &t);
+    mock_res_t x = call(KB_FOP_TRUNCATE, &t);
     cr_assert_eq(x.r.status, 0);
     cr_assert(mock_last(m[0], KB_FOP_TRUNCATE)->flags & KB_WF_TRACK_REGIONS);
     kb_args_t fa = { .gfid = f, .fd = fd, .off = 0, .size = 1 << 20 };
-    res_t y = call(KB_FOP_FALLOCATE, &fa);
+    mock_res_t y = call(KB_FOP_FALLOCATE, &fa);
     cr_assert_eq(y.r.status, 0);
     cr_assert(mock_last(m[0], KB_FOP_FALLOCATE)->flags & KB_WF_TRACK_REGIONS);
     run_ms(150);
@@ -311,7 +298,7 @@ Test(replicate, size_changes_are_tracked_or_leave_dirty)
     run_ms(10);
     mock_fail(m[1], KB_FOP_SETATTR, -ENOTCONN, 1);
     kb_args_t sa = { .gfid = f, .flags = KB_SET_SIZE, .attr = { .size = 10 } };
-    res_t z = call(KB_FOP_SETATTR, &sa);
+    mock_res_t z = call(KB_FOP_SETATTR, &sa);
     cr_assert_eq(z.r.status, 0);
     run_ms(150);
     cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 1);
@@ -332,9 +319,9 @@ Test(replicate, replies_in_reverse_order_complete_once)
     for (int i = 0; i < 3; i++)
         m[i]->hold[KB_FOP_WRITE] = true;
     kb_buf_t *b = pattern(64, 'r');
-    res_t x = { 0 };
+    mock_res_t x = { 0 };
     kb_args_t wa = { .gfid = f, .fd = fd, .off = 0, .data = b };
-    kb_wind(top, KB_FOP_WRITE, &wa, &cred, 7, cbk, &x);
+    kb_wind(top, KB_FOP_WRITE, &wa, &cred, 7, mock_res_cbk, &x);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(mock_nheld(m[i]), 1);
     mock_complete(m[2], 0, 0);
@@ -359,12 +346,12 @@ Test(replicate, everything_held_and_answered_newest_first)
             m[i]->hold[op] = true;
     kb_buf_t *b = pattern(64, 'h');
     enum { N = 5 };
-    res_t x[N];
+    mock_res_t x[N];
     kb_args_t a[N];        /* borrowed by replicate until each completes */
     memset(x, 0, sizeof(x));
     for (int k = 0; k < N; k++) {
         a[k] = (kb_args_t){ .gfid = f, .fd = fd, .off = (uint64_t)k * 64, .data = b };
-        kb_wind(top, KB_FOP_WRITE, &a[k], &cred, 7, cbk, &x[k]);
+        kb_wind(top, KB_FOP_WRITE, &a[k], &cred, 7, mock_res_cbk, &x[k]);
     }
     /* pump: answer whatever is held, newest first, until nothing is */
     for (int round = 0; round < 100; round++) {
@@ -402,7 +389,7 @@ Test(replicate, mixed_errors_complete_once)
     for (size_t t = 0; t < 4; t++) {
         for (int i = 0; i < 3; i++)
             mock_fail(m[i], KB_FOP_WRITE, errs[t][i], errs[t][i] ? 1 : 0);
-        res_t x = do_write(&f, fd, 0, b);
+        mock_res_t x = do_write(&f, fd, 0, b);
         cr_assert_eq(x.n, 1, "case %zu", t);
         cr_assert_eq(x.r.status, want[t], "case %zu: %d", t, x.r.status);
         kb_reply_clear(&x.r);
@@ -423,7 +410,7 @@ Test(replicate, eager_lock_100_writes_one_lock_one_preop)
         mock_forget(m[i]);
     kb_buf_t *b = pattern(4096, 'w');
     for (int k = 0; k < 100; k++) {
-        res_t x = do_write(&f, fd, (uint64_t)k * 4096, b);
+        mock_res_t x = do_write(&f, fd, (uint64_t)k * 4096, b);
         cr_assert_eq(x.n, 1);
         cr_assert_eq(x.r.status, 4096);
         kb_reply_clear(&x.r);
@@ -454,14 +441,14 @@ Test(replicate, contention_flag_releases_the_eager_lock)
     kb_gfid_t f = gf(13);
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(512, 'c');
-    res_t x = do_write(&f, fd, 0, b);
+    mock_res_t x = do_write(&f, fd, 0, b);
     cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 1);
     m[1]->rflags_once = KB_RF_CONTENDED;      /* another client waits */
-    res_t y = do_write(&f, fd, 512, b);
+    mock_res_t y = do_write(&f, fd, 512, b);
     cr_assert_eq(y.r.status, 512);
     cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2, "released at once, without idling");
     cr_assert_eq(mock_last(m[0], KB_FOP_INODELK)->lock.type, KB_LK_UNLCK);
-    res_t z = do_write(&f, fd, 1024, b);
+    mock_res_t z = do_write(&f, fd, 1024, b);
     cr_assert_eq(z.r.status, 512);
     cr_assert_eq(mock_count_locks(m[0]), 2, "the next write locks again");
     kb_reply_clear(&x.r);
@@ -477,15 +464,15 @@ Test(replicate, ops_queued_behind_a_closing_hold_get_the_next_holds_verdict)
     kb_gfid_t f = gf(21);
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(512, 'k');
-    res_t a = do_write(&f, fd, 0, b);
+    mock_res_t a = do_write(&f, fd, 0, b);
     cr_assert_eq(a.r.status, 512);
     m[0]->hold[KB_FOP_WRITE] = true;
     m[1]->rflags_once = KB_RF_CONTENDED;
-    res_t rb = { 0 }, rc = { 0 };
+    mock_res_t rb = { 0 }, rc = { 0 };
     kb_args_t wb = { .gfid = f, .fd = fd, .off = 512, .data = b };
     kb_args_t wc = { .gfid = f, .fd = fd, .off = 1024, .data = b };
-    kb_wind(top, KB_FOP_WRITE, &wb, &cred, 8, cbk, &rb);
-    kb_wind(top, KB_FOP_WRITE, &wc, &cred, 9, cbk, &rc);
+    kb_wind(top, KB_FOP_WRITE, &wb, &cred, 8, mock_res_cbk, &rb);
+    kb_wind(top, KB_FOP_WRITE, &wc, &cred, 9, mock_res_cbk, &rc);
     cr_assert_eq(rb.n + rc.n, 0);
     cr_assert_eq(mock_count(m[1], KB_FOP_WRITE), 2, "C waits for the next hold");
     m[1]->hold[KB_FOP_INODELK] = true;   /* the unlock answers later, from "the loop" */
@@ -516,14 +503,14 @@ Test(replicate, flush_releases_the_eager_lock)
     kb_gfid_t f = gf(14);
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(512, 'f');
-    res_t x = do_write(&f, fd, 0, b);
+    mock_res_t x = do_write(&f, fd, 0, b);
     kb_args_t fa = { .gfid = f, .fd = fd };
-    res_t y = call(KB_FOP_FLUSH, &fa);
+    mock_res_t y = call(KB_FOP_FLUSH, &fa);
     cr_assert_eq(y.r.status, 0);
     cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2);
     cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH), 1);
     cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 0);
-    res_t z = call(KB_FOP_RELEASE, &fa);
+    mock_res_t z = call(KB_FOP_RELEASE, &fa);
     cr_assert_eq(z.r.status, 0);
     cr_assert_eq(mock_count(m[1], KB_FOP_RELEASE), 1);
     cr_assert_eq(mock_last(m[1], KB_FOP_RELEASE)->fd, 1000u);
@@ -542,7 +529,7 @@ Test(replicate, eager_lock_off_locks_every_write)
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(512, 'o');
     for (int k = 0; k < 3; k++) {
-        res_t x = do_write(&f, fd, 0, b);
+        mock_res_t x = do_write(&f, fd, 0, b);
         cr_assert_eq(x.r.status, 512);
         kb_reply_clear(&x.r);
     }
@@ -565,7 +552,7 @@ Test(replicate, reads_avoid_a_blamed_copy_and_spread)
         kb_args_t r = { .gfid = f, .fd = open_fd(&f, O_RDONLY), .size = 8 };
         for (int i = 0; i < 3; i++)
             mock_forget(m[i]);
-        res_t x = call(KB_FOP_READ, &r);
+        mock_res_t x = call(KB_FOP_READ, &r);
         cr_assert_eq(x.n, 1);
         cr_assert_eq(x.r.status, 8);
         for (int i = 0; i < 3; i++)
@@ -584,13 +571,13 @@ Test(replicate, other_clients_marks_are_seen_within_the_ttl)
     kb_gfid_t f = gf(22);
     uint64_t fd = open_fd(&f, O_RDONLY);
     kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
-    res_t x = call(KB_FOP_READ, &r);
+    mock_res_t x = call(KB_FOP_READ, &r);
     int c = x.r.data->data[0] - 'a';
     kb_reply_clear(&x.r);
     /* another client marks copy c stale */
     cl_of(1 - c, &f)->v[1 + c][KB_CL_DATA] = 1;
     run_ms(REPL_STATE_TTL_MS + 100);
-    res_t y = call(KB_FOP_READ, &r);
+    mock_res_t y = call(KB_FOP_READ, &r);
     cr_assert_eq(y.r.status, 4);
     cr_assert_eq(y.r.data->data[0], 'a' + (1 - c), "read from the copy nobody blames");
     kb_reply_clear(&y.r);
@@ -608,7 +595,7 @@ Test(replicate, read_retries_on_another_copy)
     kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
     int chosen = repl_read_pick(0x3, kb_gfid_hash(&f), 1);
     mock_fail(m[1 - chosen], KB_FOP_READ, 0, 0);
-    res_t x = call(KB_FOP_READ, &r);
+    mock_res_t x = call(KB_FOP_READ, &r);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 4);
     cr_assert_eq(x.r.data->data[0], 'a' + (1 - chosen), "served by the other copy");
@@ -616,7 +603,7 @@ Test(replicate, read_retries_on_another_copy)
     kb_reply_clear(&x.r);
     /* both failing: the error comes through, once */
     mock_fail(m[1 - chosen], KB_FOP_READ, -EIO, -1);
-    res_t y = call(KB_FOP_READ, &r);
+    mock_res_t y = call(KB_FOP_READ, &r);
     cr_assert_eq(y.n, 1);
     cr_assert_lt(y.r.status, 0);
     kb_reply_clear(&y.r);
@@ -631,11 +618,11 @@ Test(replicate, split_brain_is_eio)
     cl_of(1, &f)->v[1 + 0][KB_CL_DATA] = 3;
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
-    res_t x = call(KB_FOP_READ, &r);
+    mock_res_t x = call(KB_FOP_READ, &r);
     cr_assert_eq(x.r.status, -EIO);
     cr_assert_eq(mock_count(m[0], KB_FOP_READ) + mock_count(m[1], KB_FOP_READ), 0);
     kb_buf_t *b = pattern(4, 's');
-    res_t y = do_write(&f, fd, 0, b);
+    mock_res_t y = do_write(&f, fd, 0, b);
     cr_assert_eq(y.n, 1);
     cr_assert_eq(y.r.status, -EIO);
     cr_assert_eq(mock_count(m[0], KB_FOP_WRITE) + mock_count(m[1], KB_FOP_WRITE), 0);
@@ -646,10 +633,10 @@ Test(replicate, split_brain_is_eio)
     mock_add_entry(m[0], "d", &h, S_IFDIR | 0755);
     mock_add_entry(m[1], "d", &h, S_IFDIR | 0755);
     kb_args_t la = { .gfid = gf(19), .name = "d" };
-    res_t l = call(KB_FOP_LOOKUP, &la);
+    mock_res_t l = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(l.r.status, 0, "lookup still names it");
     kb_args_t st = { .gfid = h };
-    res_t s = call(KB_FOP_STAT, &st);
+    mock_res_t s = call(KB_FOP_STAT, &st);
     cr_assert_eq(s.r.status, -EIO);
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
@@ -667,11 +654,11 @@ Test(replicate, arbiter_never_reads_never_gets_data)
         kb_gfid_t f = gf((uint8_t)(150 + k));
         f.b[3] = (uint8_t)(k * 91);
         kb_args_t r = { .gfid = f, .fd = open_fd(&f, O_RDONLY), .size = 8 };
-        res_t x = call(KB_FOP_READ, &r);
+        mock_res_t x = call(KB_FOP_READ, &r);
         cr_assert_eq(x.r.status, 8);
         kb_reply_clear(&x.r);
         kb_args_t st = { .gfid = f };
-        res_t y = call(KB_FOP_STAT, &st);
+        mock_res_t y = call(KB_FOP_STAT, &st);
         cr_assert_eq(y.r.status, 0);
         kb_reply_clear(&y.r);
     }
@@ -679,25 +666,25 @@ Test(replicate, arbiter_never_reads_never_gets_data)
     kb_gfid_t f = gf(20);
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_buf_t *b = pattern(256, 'a');
-    res_t w = do_write(&f, fd, 0, b);
+    mock_res_t w = do_write(&f, fd, 0, b);
     cr_assert_eq(w.r.status, 256);
     cr_assert_eq(mock_count(m[2], KB_FOP_WRITE), 0, "no data to the arbiter");
     cr_assert_eq(mock_count_locks(m[2]), 1, "but it holds the lock");
     cr_assert_eq(cl_of(2, &f)->v[0][KB_CL_DATA], 1, "and the marks");
     /* data brick 0 down: 1 + arbiter still a quorum; the arbiter blames 0 */
     mock_down(m[0]);
-    res_t w2 = do_write(&f, fd, 0, b);
+    mock_res_t w2 = do_write(&f, fd, 0, b);
     cr_assert_eq(w2.r.status, 256);
     cr_assert_geq(cl_of(2, &f)->v[1 + 0][KB_CL_DATA], 1);
     run_ms(150);
     /* now 1 goes down and 0 comes back: 0 is blamed by the arbiter -> no write, no read */
     mock_down(m[1]);
     mock_up(m[0]);
-    res_t w3 = do_write(&f, fd, 0, b);
+    mock_res_t w3 = do_write(&f, fd, 0, b);
     cr_assert_eq(w3.n, 1);
     cr_assert_eq(w3.r.status, -ENOTCONN, "never write over the good copy's head: %d", w3.r.status);
     kb_args_t r = { .gfid = f, .fd = fd, .size = 8 };
-    res_t x = call(KB_FOP_READ, &r);
+    mock_res_t x = call(KB_FOP_READ, &r);
     cr_assert_lt(x.r.status, 0, "the arbiter never serves data");
     kb_reply_clear(&w.r);
     kb_reply_clear(&w2.r);
@@ -716,11 +703,11 @@ Test(replicate, lookup_gfid_mismatch_is_eio)
     mock_add_entry(m[0], "vm.img", &a, S_IFREG | 0644);
     mock_add_entry(m[1], "vm.img", &b, S_IFREG | 0644);
     kb_args_t la = { .gfid = dir, .name = "vm.img" };
-    res_t x = call(KB_FOP_LOOKUP, &la);
+    mock_res_t x = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, -EIO);
     mock_add_entry(m[1], "vm.img", &a, S_IFREG | 0644);
-    res_t y = call(KB_FOP_LOOKUP, &la);
+    mock_res_t y = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(y.r.status, 0);
     cr_assert(kb_gfid_eq(&y.r.attr.gfid, &a));
     kb_reply_clear(&x.r);
@@ -735,18 +722,18 @@ Test(replicate, lookup_missing_on_a_lagging_copy)
     mock_add_entry(m[0], "new", &a, S_IFREG | 0644);
     kb_args_t la = { .gfid = dir, .name = "new" };
     cl_of(0, &dir)->v[1 + 1][KB_CL_ENTRY] = 1;   /* dir copy 0 holds names 1 missed */
-    res_t x = call(KB_FOP_LOOKUP, &la);
+    mock_res_t x = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(x.r.status, 0);
     cr_assert(kb_gfid_eq(&x.r.attr.gfid, &a));
     /* entry split-brain on the dir: the conflicting name is EIO */
     cl_of(1, &dir)->v[1 + 0][KB_CL_ENTRY] = 1;
-    res_t y = call(KB_FOP_LOOKUP, &la);
+    mock_res_t y = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(y.r.status, -EIO);
     /* a name both agree on is fine */
     mock_add_entry(m[0], "both", &dir, S_IFDIR | 0755);
     mock_add_entry(m[1], "both", &dir, S_IFDIR | 0755);
     kb_args_t lb = { .gfid = dir, .name = "both" };
-    res_t z = call(KB_FOP_LOOKUP, &lb);
+    mock_res_t z = call(KB_FOP_LOOKUP, &lb);
     cr_assert_eq(z.r.status, 0);
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
@@ -766,7 +753,7 @@ Test(replicate, nameless_lookup_found_on_one_copy_completes)
     kb_gfid_t f = gf(35);
     kb_args_t la = { .gfid = f };
     mock_fail(m[1], KB_FOP_LOOKUP, -ENOENT, 1);
-    res_t x = call(KB_FOP_LOOKUP, &la);
+    mock_res_t x = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(x.n, 1, "the lookup completes");
     cr_assert_eq(x.r.status, 0);
     cr_assert(kb_gfid_eq(&x.r.attr.gfid, &f));
@@ -775,7 +762,7 @@ Test(replicate, nameless_lookup_found_on_one_copy_completes)
     /* gone from both: ENOENT */
     mock_fail(m[0], KB_FOP_LOOKUP, -ENOENT, 1);
     mock_fail(m[1], KB_FOP_LOOKUP, -ESTALE, 1);
-    res_t y = call(KB_FOP_LOOKUP, &la);
+    mock_res_t y = call(KB_FOP_LOOKUP, &la);
     cr_assert_eq(y.n, 1);
     cr_assert(y.r.status == -ENOENT || y.r.status == -ESTALE, "%d", y.r.status);
     kb_reply_clear(&x.r);
@@ -797,7 +784,7 @@ Test(replicate, fd_reopened_lazily_after_reconnect)
     mock_up(m[1]);
     run_ms(20);
     kb_buf_t *b = pattern(128, 'n');
-    res_t x = do_write(&f, fd, 0, b);
+    mock_res_t x = do_write(&f, fd, 0, b);
     cr_assert_eq(x.r.status, 128);
     cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "reopened by gfid");
     const kb_args_t *o = mock_last(m[1], KB_FOP_OPEN);
@@ -815,7 +802,7 @@ Test(replicate, entry_op_failover_blames_on_the_parent)
     kb_gfid_t dir = gf(41), d = gf(42);
     mock_fail(m[1], KB_FOP_MKDIR, -ENOTCONN, 1);
     kb_args_t a = { .gfid = dir, .name = "sub", .newgfid = d, .mode = 0755 };
-    res_t x = call(KB_FOP_MKDIR, &a);
+    mock_res_t x = call(KB_FOP_MKDIR, &a);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 0);
     cr_assert_eq(cl_of(0, &dir)->v[1 + 1][KB_CL_ENTRY], 1);
@@ -827,10 +814,10 @@ Test(replicate, entry_op_failover_blames_on_the_parent)
     memset(cl_of(0, &dir), 0, sizeof(kb_cl_matrix_t));
     memset(cl_of(1, &dir), 0, sizeof(kb_cl_matrix_t));
     kb_args_t st = { .gfid = dir };
-    res_t s = call(KB_FOP_STATFS, &st);
+    mock_res_t s = call(KB_FOP_STATFS, &st);
     mock_down(m[0]);        /* a CHILD_UP makes replicate forget its cached views */
     mock_up(m[0]);
-    res_t z = call(KB_FOP_MKDIR, &a);
+    mock_res_t z = call(KB_FOP_MKDIR, &a);
     cr_assert_eq(z.r.status, -EEXIST);
     for (int i = 0; i < 2; i++)
         cr_assert_eq(cl_of(i, &dir)->v[1 + (1 - i)][KB_CL_ENTRY], 0);
@@ -847,7 +834,7 @@ Test(replicate, rename_locks_both_names_in_order)
     mock_add_entry(m[0], "a", &f, S_IFREG | 0644);
     mock_add_entry(m[1], "a", &f, S_IFREG | 0644);
     kb_args_t a = { .gfid = d1, .name = "a", .gfid2 = d2, .name2 = "b" };
-    res_t x = call(KB_FOP_RENAME, &a);
+    mock_res_t x = call(KB_FOP_RENAME, &a);
     cr_assert_eq(x.r.status, 0);
     cr_assert_eq(mock_count_locks(m[0]), 2);
     /* d2 < d1: its name is locked first */
@@ -870,13 +857,13 @@ Test(replicate, posix_locks_on_all_children)
     uint64_t fd = open_fd(&f, O_RDWR);
     kb_args_t a = { .gfid = f, .fd = fd, .flags = KB_LK_SETLK,
                     .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 10, .owner = 99 } };
-    res_t x = call(KB_FOP_LK, &a);
+    mock_res_t x = call(KB_FOP_LK, &a);
     cr_assert_eq(x.r.status, 0);
     cr_assert_eq(mock_count(m[0], KB_FOP_LK), 1);
     cr_assert_eq(mock_count(m[1], KB_FOP_LK), 1);
     /* a conflict on one child: the granted one is released, -EAGAIN */
     mock_fail(m[1], KB_FOP_LK, -EAGAIN, 1);
-    res_t y = call(KB_FOP_LK, &a);
+    mock_res_t y = call(KB_FOP_LK, &a);
     cr_assert_eq(y.r.status, -EAGAIN);
     cr_assert_eq(mock_last(m[0], KB_FOP_LK)->lock.type, KB_LK_UNLCK);
     kb_reply_clear(&x.r);
@@ -906,21 +893,21 @@ Test(replicate, statfs_and_readdir)
     start(2, NULL, true);
     kb_gfid_t dir = gf(70);
     kb_args_t s = { .gfid = dir };
-    res_t x = call(KB_FOP_STATFS, &s);
+    mock_res_t x = call(KB_FOP_STATFS, &s);
     cr_assert_eq(x.r.status, 0);
     cr_assert_geq(x.r.statfs.blocks, 1000);
     kb_args_t o = { .gfid = dir };
-    res_t od = call(KB_FOP_OPENDIR, &o);
+    mock_res_t od = call(KB_FOP_OPENDIR, &o);
     cr_assert_eq(od.r.status, 0);
     kb_args_t rd = { .gfid = dir, .fd = od.r.fd, .size = 4096 };
-    res_t r = call(KB_FOP_READDIR, &rd);
+    mock_res_t r = call(KB_FOP_READDIR, &rd);
     cr_assert_eq(r.r.status, 0);
     cr_assert_eq(r.r.ndirents, 1);
     int child = r.r.dirents[0].name[1] - '0';
     rd.off = 1;     /* continues on the same child */
     for (int i = 0; i < 2; i++)
         mock_forget(m[i]);
-    res_t r2 = call(KB_FOP_READDIR, &rd);
+    mock_res_t r2 = call(KB_FOP_READDIR, &rd);
     cr_assert_eq(r2.r.status, 0);
     cr_assert_eq(mock_count(m[child], KB_FOP_READDIR), 1);
     kb_reply_clear(&x.r);
@@ -1165,7 +1152,7 @@ Test(replicate_bricks, two_clients_overlapping_writes_leave_identical_replicas)
 /* ================= randomized: exactly once under any order and faults ================= */
 
 typedef struct rcall {
-    res_t res;
+    mock_res_t res;
     kb_args_t args;
     struct rcall *next;
 } rcall_t;
@@ -1178,7 +1165,7 @@ static void rwind(kb_op_t op, const kb_args_t *a)
     c->args = *a;
     c->next = rcalls;
     rcalls = c;
-    kb_wind(top, op, &c->args, &cred, 11, cbk, &c->res);
+    kb_wind(top, op, &c->args, &cred, 11, mock_res_cbk, &c->res);
 }
 
 static unsigned rnd_state = 12345;
@@ -1299,7 +1286,7 @@ static void random_run(int nchildren, const char *const *opts, int arbiter)
             cm[i] = *cl_of(i, &f[k]);
         repl_blame_t bl;
         repl_blame_analyze(&cc, cm, repl_all(&cc), KB_CL_DATA, &bl);
-        res_t x = do_write(&f[k], fd[k], 0, b);
+        mock_res_t x = do_write(&f[k], fd[k], 0, b);
         cr_assert_eq(x.n, 1);
         cr_assert_eq(x.r.status, bl.split_brain ? -EIO : 256, "file %d: %d", k, x.r.status);
         kb_reply_clear(&x.r);

@@ -24,19 +24,6 @@ static const kb_xlator_type_t *wb_type(void)
     return t;
 }
 
-typedef struct res {
-    int n;                 /* completions: must end at exactly 1 */
-    kb_reply_t r;
-} res_t;
-
-static void cbk(void *cookie, const kb_reply_t *r)
-{
-    res_t *x = cookie;
-    x->n++;
-    kb_reply_clear(&x->r);
-    cr_assert_eq(kb_reply_copy(&x->r, r), 0);
-}
-
 static const kb_cred_t cred = { .uid = 0, .gid = 0, .pid = 1 };
 
 static kb_gfid_t gf(uint8_t k)
@@ -48,16 +35,16 @@ static kb_gfid_t gf(uint8_t k)
 }
 
 /* Wind OP on G's top; the result lands in *X (which must outlive the call). */
-static void go(kb_graph_t *g, kb_op_t op, const kb_args_t *a, res_t *x)
+static void go(kb_graph_t *g, kb_op_t op, const kb_args_t *a, mock_res_t *x)
 {
     memset(x, 0, sizeof(*x));
-    kb_wind(g->top, op, a, &cred, 7, cbk, x);
+    kb_wind(g->top, op, a, &cred, 7, mock_res_cbk, x);
 }
 
 static uint64_t open_fd(kb_graph_t *g, const kb_gfid_t *f, uint32_t flags)
 {
     kb_args_t a = { .gfid = *f, .flags = flags };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_OPEN, &a, &x);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.status, 0);
@@ -80,7 +67,7 @@ static kb_args_t wargs(const kb_gfid_t *f, uint64_t fd, uint64_t off, size_t len
 /* A WRITE in flight: its args must live until it completes. */
 typedef struct wr {
     kb_args_t a;
-    res_t x;
+    mock_res_t x;
 } wr_t;
 
 static void wr_go(kb_graph_t *g, wr_t *w, const kb_gfid_t *f, uint64_t fd, uint64_t off, size_t len,
@@ -266,7 +253,7 @@ Test(write_behind, read_and_other_ops_wait_for_earlier_writes, .init = start, .f
     kb_args_t tr = { .gfid = f, .off = 10 };
     kb_args_t lk = { .gfid = f, .fd = fd, .lock = { .type = KB_LK_UNLCK }, .flags = KB_LK_SETLK };
     kb_args_t ord = { .gfid = other, .size = 10 };
-    res_t xr, xs, xt, xl, xo;
+    mock_res_t xr, xs, xt, xl, xo;
     go(g, KB_FOP_READ, &rd, &xr);
     go(g, KB_FOP_STAT, &st, &xs);
     go(g, KB_FOP_TRUNCATE, &tr, &xt);
@@ -305,7 +292,7 @@ Test(write_behind, a_write_after_a_waiting_op_waits_behind_it, .init = start, .f
     wr_t w1, w2;
     wr_go(g, &w1, &f, fd, 0, 4096, '1');
     kb_args_t tr = { .gfid = f, .off = 0 };
-    res_t xt;
+    mock_res_t xt;
     go(g, KB_FOP_TRUNCATE, &tr, &xt);
     wr_go(g, &w2, &f, fd, 8192, 4096, '2');
     cr_assert_eq(w2.x.n, 0, "nothing overtakes a call queued before it");
@@ -328,7 +315,7 @@ Test(write_behind, fsync_and_flush_wait_and_report_a_failed_write, .init = start
     wr_t w1;
     wr_go(g, &w1, &f, fd, 0, 4096, 'x');
     kb_args_t fs = { .gfid = f, .fd = fd };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_FSYNC, &fs, &x);
     cr_assert_eq(x.n, 0, "fsync waits for the write");
     cr_assert_eq(mock_count(m, KB_FOP_FSYNC), 0);
@@ -393,7 +380,7 @@ Test(write_behind, a_short_write_is_an_error, .init = start, .fini = stop)
     mock_complete(m, 0, 0);
     kb_buf_unref(orig);
     kb_args_t fs = { .gfid = f, .fd = fd };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_FSYNC, &fs, &x);
     cr_assert_eq(x.r.status, -EIO);
     kb_reply_clear(&x.r);
@@ -408,7 +395,7 @@ Test(write_behind, release_waits_for_the_writes, .init = start, .fini = stop)
     wr_t w;
     wr_go(g, &w, &f, fd, 0, 4096, 'x');
     kb_args_t rel = { .gfid = f, .fd = fd };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_RELEASE, &rel, &x);
     cr_assert_eq(x.n, 0);
     cr_assert_eq(mock_count(m, KB_FOP_RELEASE), 0, "a close never drops a write");
@@ -472,7 +459,7 @@ Test(write_behind, lookup_of_a_written_file_is_asked_again, .init = start, .fini
     wr_t w;
     wr_go(g, &w, &f, fd, 0, 4096, 'x');
     kb_args_t lk = { .gfid = kb_gfid_root, .name = "f" };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_LOOKUP, &lk, &x);
     cr_assert_eq(mock_count(m, KB_FOP_LOOKUP), 1);
     cr_assert_eq(x.n, 0, "its answer could carry a stale size: it waits");
@@ -498,7 +485,7 @@ Test(write_behind, child_down_fails_everything_exactly_once)
     wr_go(g, &w1, &f, fd, 0, 4096, '1');
     wr_go(g, &w2, &f, fd, 4096, 4096, '2');
     kb_args_t rd = { .gfid = f, .fd = fd, .size = 10 };
-    res_t xr;
+    mock_res_t xr;
     go(g, KB_FOP_READ, &rd, &xr);
     cr_assert_eq(w1.x.n, 1);
     cr_assert_eq(w2.x.n + xr.n, 0);
@@ -507,7 +494,7 @@ Test(write_behind, child_down_fails_everything_exactly_once)
     cr_assert_eq(xr.n, 1);
     cr_assert_eq(xr.r.status, -ENOTCONN);
     kb_args_t fs = { .gfid = f, .fd = fd };
-    res_t x;
+    mock_res_t x;
     go(g, KB_FOP_FSYNC, &fs, &x);
     cr_assert_eq(x.n, 1);
     cr_assert_lt(x.r.status, 0);
@@ -518,22 +505,34 @@ Test(write_behind, child_down_fails_everything_exactly_once)
     stop();
 }
 
+/* Two graphs on one (fake) loop, as a mounted client has while it switches
+ * from A to B; B with OPTS_B. Logs quiet: lost writes are warnings. */
+static void two_graphs(const char *const *opts_b, kb_graph_t **a, kb_graph_t **b, mock_child_t **ma,
+                       mock_child_t **mb)
+{
+    static int fake_loop;
+    kb_log_level = KB_LOG_ERROR;
+    *a = wb_graph(NULL);
+    *b = wb_graph(opts_b);
+    (*a)->loop = (*b)->loop = (struct kb_loop *)&fake_loop;
+    *ma = mock_of((*a)->all[0]);
+    *mb = mock_of((*b)->all[0]);
+}
+
 /* Two graphs on one loop (a mounted client switching graphs): the new
  * graph's calls wait for the old graph's writes. */
 Test(write_behind, graphs_on_one_loop_share_one_order)
 {
-    kb_log_level = KB_LOG_ERROR;
-    static int fake_loop;
-    kb_graph_t *a = wb_graph(NULL), *b = wb_graph(NULL);
-    a->loop = b->loop = (struct kb_loop *)&fake_loop;
-    mock_child_t *ma = mock_of(a->all[0]), *mb = mock_of(b->all[0]);
+    kb_graph_t *a, *b;
+    mock_child_t *ma, *mb;
+    two_graphs(NULL, &a, &b, &ma, &mb);
     kb_gfid_t f = gf(1);
     uint64_t fa = open_fd(a, &f, O_RDWR), fb = open_fd(b, &f, O_RDWR);
     ma->hold[KB_FOP_WRITE] = true;
     wr_t w1, w2;
     wr_go(a, &w1, &f, fa, 0, 4096, '1');
     kb_args_t rd = { .gfid = f, .fd = fb, .size = 4096 };
-    res_t xr;
+    mock_res_t xr;
     go(b, KB_FOP_READ, &rd, &xr);
     wr_go(b, &w2, &f, fb, 0, 4096, '2');
     cr_assert_eq(xr.n, 0, "the new graph's read waits for the old graph's write");
@@ -561,11 +560,9 @@ Test(write_behind, graphs_on_one_loop_share_one_order)
  * write and by its fsync (errseq: nobody had seen it). */
 Test(write_behind, an_old_graph_going_with_a_write_lets_the_new_graph_go_and_reports_it)
 {
-    kb_log_level = KB_LOG_ERROR;   /* quiet: the failed write is logged as a warning */
-    static int fake_loop;
-    kb_graph_t *a = wb_graph(NULL), *b = wb_graph(NULL);
-    a->loop = b->loop = (struct kb_loop *)&fake_loop;
-    mock_child_t *ma = mock_of(a->all[0]), *mb = mock_of(b->all[0]);
+    kb_graph_t *a, *b;
+    mock_child_t *ma, *mb;
+    two_graphs(NULL, &a, &b, &ma, &mb);
     kb_gfid_t f = gf(2);
     uint64_t fa = open_fd(a, &f, O_RDWR);
     ma->hold[KB_FOP_WRITE] = true;
@@ -573,7 +570,7 @@ Test(write_behind, an_old_graph_going_with_a_write_lets_the_new_graph_go_and_rep
     wr_go(a, &w1, &f, fa, 0, 4096, '1');
     cr_assert_eq(w1.x.n, 1, "acknowledged");
     kb_args_t oa = { .gfid = f, .flags = O_RDWR }, sa = { .gfid = f };
-    res_t xo, xs;
+    mock_res_t xo, xs;
     go(b, KB_FOP_OPEN, &oa, &xo);
     go(b, KB_FOP_STAT, &sa, &xs);
     cr_assert_eq(xo.n + xs.n, 0, "the new graph waits for the old graph's write");
@@ -591,7 +588,7 @@ Test(write_behind, an_old_graph_going_with_a_write_lets_the_new_graph_go_and_rep
     cr_assert_eq(w3.x.r.status, 4096, "once");
     cr_assert_eq(mock_count(mb, KB_FOP_WRITE), 1);
     kb_args_t fs = { .gfid = f, .fd = xo.r.fd };
-    res_t xf, xf2;
+    mock_res_t xf, xf2;
     go(b, KB_FOP_FSYNC, &fs, &xf);
     cr_assert_eq(xf.n, 1);
     cr_assert_eq(xf.r.status, -ENOTCONN, "and by the fsync");
@@ -612,12 +609,10 @@ Test(write_behind, an_old_graph_going_with_a_write_lets_the_new_graph_go_and_rep
  * previous graph has outstanding. */
 Test(write_behind, off_still_waits_for_another_graphs_writes)
 {
-    kb_log_level = KB_LOG_ERROR;
-    static int fake_loop;
     const char *off[] = { "write-behind", "off", NULL };
-    kb_graph_t *a = wb_graph(NULL), *b = wb_graph(off);
-    a->loop = b->loop = (struct kb_loop *)&fake_loop;
-    mock_child_t *ma = mock_of(a->all[0]), *mb = mock_of(b->all[0]);
+    kb_graph_t *a, *b;
+    mock_child_t *ma, *mb;
+    two_graphs(off, &a, &b, &ma, &mb);
     kb_gfid_t f = gf(1);
     uint64_t fa = open_fd(a, &f, O_RDWR), fb = open_fd(b, &f, O_RDWR);
     ma->hold[KB_FOP_WRITE] = true;
@@ -625,7 +620,7 @@ Test(write_behind, off_still_waits_for_another_graphs_writes)
     wr_t w1, w2;
     wr_go(a, &w1, &f, fa, 0, 4096, '1');
     kb_args_t rd = { .gfid = f, .fd = fb, .size = 4096 };
-    res_t xr;
+    mock_res_t xr;
     go(b, KB_FOP_READ, &rd, &xr);
     wr_go(b, &w2, &f, fb, 0, 4096, '2');
     cr_assert_eq(w1.x.n, 1);
@@ -828,7 +823,7 @@ static void content_check(const char *window, const char *aggregate)
     /* and a read through write-behind sees the same */
     st->hold = false;
     kb_args_t rd = { .gfid = f, .fd = fd, .off = 0, .size = ST_SIZE };
-    res_t xr;
+    mock_res_t xr;
     go(gr, KB_FOP_READ, &rd, &xr);
     cr_assert_eq(xr.r.status, (int)want_size);
     cr_assert(memcmp(xr.r.data->data, want, want_size) == 0);
@@ -860,7 +855,7 @@ Test(write_behind, a_read_sees_the_writes_before_it)
     for (int i = 0; i < 8; i++)
         wr_go(gr, &w[i], &f, fd, (uint64_t)i * 1000, 1500, (char)('a' + i));   /* overlapping chain */
     kb_args_t rd = { .gfid = f, .fd = fd, .off = 0, .size = 16384 };
-    res_t xr;
+    mock_res_t xr;
     go(gr, KB_FOP_READ, &rd, &xr);
     while (st->nheld)
         st_complete(st->nheld - 1);        /* newest first */
@@ -885,7 +880,7 @@ Test(write_behind, readdirplus_hides_the_attributes_of_files_being_written)
     wr_go(gr, &w, &f, fd, 0, 4096, 'x');
     st->hold = false;
     kb_args_t rd = { .gfid = kb_gfid_root, .fd = 99, .size = 4096, .flags = 1 };
-    res_t x;
+    mock_res_t x;
     go(gr, KB_FOP_READDIR, &rd, &x);
     cr_assert_eq(x.n, 1);
     cr_assert_eq(x.r.ndirents, 1);
@@ -945,7 +940,7 @@ Test(write_behind, a_growing_write_goes_when_anything_waits_or_a_gap_follows)
     cr_assert_eq(mock_nheld(m), 2);
     cr_assert_eq(nth_write(1)->off, 4096u);
     kb_args_t rd = { .gfid = f, .fd = fd, .size = 10 };
-    res_t xr;
+    mock_res_t xr;
     go(g, KB_FOP_READ, &rd, &xr);                    /* a reader waits: nothing is held back */
     cr_assert_eq(mock_nheld(m), 3);
     cr_assert_eq(nth_write(2)->off, 1u << 20);
@@ -990,11 +985,11 @@ Test(write_behind, writes_with_other_flags_are_not_merged)
 /* A caller that winds again from inside the acknowledgement (allowed: a
  * callback may wind at once) must still see its write ordered first. */
 static kb_args_t again_rd;
-static res_t again_x;
+static mock_res_t again_x;
 
 static void ack_then_read(void *cookie, const kb_reply_t *r)
 {
-    cbk(cookie, r);
+    mock_res_cbk(cookie, r);
     go(g, KB_FOP_READ, &again_rd, &again_x);
 }
 
