@@ -27,7 +27,8 @@
  *    holds it (handles; stuck calls and its translators' status).
  *
  * Not carried over: POSIX/flock locks (LK) held through an fd are not moved
- * to the new graph; they are dropped with the old fd. Directory read
+ * to the new graph; they are dropped with the old fd. A handle's RELEASE
+ * first unlocks the OFD locks of its open file description (hlocks.c). Directory read
  * cursors are kept as numbers, which stays right as long as the sets a
  * directory is spread over keep their order (add-brick appends).
  *
@@ -210,6 +211,7 @@ static uint64_t handle_new(kbc_t *c, kbc_graph_t *gr, uint64_t gfd, const kb_gfi
 
 static void handle_free(kbc_t *c, kbc_handle_t *h)
 {
+    kbc_hlocks_free(h);
     c->handles[h->slot] = NULL;
     c->free_slots[c->nfree++] = h->slot;
     free(h);
@@ -341,6 +343,13 @@ static void sub_fail(struct kbc_sub *s, int status)
     kbc_sub_done(s, &r);
 }
 
+static void sub_wind(struct kbc_sub *s, kbc_graph_t *gr)
+{
+    s->graph = gr;
+    gr->inflight++;
+    kb_wind(gr->g->top, s->op, &s->a, &s->cred, kb_graph_next_req_id(gr->g), kbc_sub_done, s);
+}
+
 void kbc_sub_run(void *arg)
 {
     struct kbc_sub *s = arg;
@@ -379,9 +388,10 @@ void kbc_sub_run(void *arg)
         sub_fail(s, -ENOTCONN);
         return;
     }
-    s->graph = gr;
-    gr->inflight++;
-    kb_wind(gr->g->top, s->op, &s->a, &s->cred, kb_graph_next_req_id(gr->g), kbc_sub_done, s);
+    /* The last close of an open file description: its OFD locks go first. */
+    if (s->op == KB_FOP_RELEASE && kbc_hlocks_drop(s, s->h, gr, sub_wind))
+        return;
+    sub_wind(s, gr);
 }
 
 /* The reply as the user sees it: a new graph fd becomes a handle. */
@@ -391,6 +401,8 @@ void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out)
     *out = *in;
     if (s->graph)
         s->graph->inflight--;
+    if (s->h && (s->op == KB_FOP_LK || s->op == KB_FOP_FLUSH))
+        kbc_hlocks_note(s->h, s->op, s->args, in->status);
     if (!opens_fd(s->op) || in->status < 0 || !s->graph)
         return;
     const kb_gfid_t *gfid = &s->args->gfid;

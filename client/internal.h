@@ -26,6 +26,12 @@ typedef struct kbc_graph {
     struct kbc_graph *next;      /* c->graphs list */
 } kbc_graph_t;
 
+/* An owner that was granted a record lock through a handle (hlocks.c). */
+typedef struct kbc_lkown {
+    uint64_t owner;
+    bool process;                /* seen in a FLUSH of the handle: a POSIX (process) owner */
+} kbc_lkown_t;
+
 /* A handle: what users hold as an fd (kbc_fd_t.fd, FUSE's fi->fh). It names
  * a file opened on some graph; a graph switch reopens it (by gfid) on the new
  * graph, so handles outlive graphs. Loop thread only. */
@@ -46,6 +52,8 @@ typedef struct kbc_handle {
     uint16_t tag;                /* reuse tag in the handle value */
     uint32_t slot;               /* its index in c->handles */
     struct kbc_sub *waiting, **waiting_tail;
+    kbc_lkown_t *lkown;          /* lock owners seen on this handle (hlocks.c) */
+    uint32_t nlkown, lkown_cap;
 } kbc_handle_t;
 
 struct kbc {
@@ -118,6 +126,16 @@ void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out);
 void kbc_sub_retire(struct kbc_sub *s);      /* after the user cbk: handle and graph upkeep */
 int kbc_watch_start(kbc_t *c);               /* any thread but the loop's */
 void kbc_watch_stop(kbc_t *c);
+
+/* hlocks.c (loop thread): the record locks a handle holds, and the unlock of
+ * its open file description's own owners before its RELEASE. */
+typedef void (*kbc_hlocks_then_fn)(struct kbc_sub *s, kbc_graph_t *gr);
+void kbc_hlocks_note(kbc_handle_t *h, kb_op_t op, const kb_args_t *a, int status);
+unsigned kbc_hlocks_desc_owners(const kbc_handle_t *h);   /* owners a RELEASE unlocks */
+/* Unlocks them on GR, then calls THEN(S, GR); false (THEN not called) when
+ * there is nothing to unlock. */
+bool kbc_hlocks_drop(struct kbc_sub *s, kbc_handle_t *h, kbc_graph_t *gr, kbc_hlocks_then_fn then);
+void kbc_hlocks_free(kbc_handle_t *h);
 
 /* Absolute deadline NOW + MS for pthread_cond_timedwait (CLOCK_REALTIME). */
 struct timespec;

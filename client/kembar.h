@@ -132,6 +132,9 @@ int kbc_create(kbc_t *c, const kb_gfid_t *parent, const char *name, int flags, m
                kbc_fd_t **out, kb_iatt_t *attr);
 int kbc_close(kbc_fd_t *fd);                     /* FLUSH + RELEASE; frees fd */
 const kb_gfid_t *kbc_fd_gfid(const kbc_fd_t *fd);
+/* What kbc_submit/kbc_call take as args.fd for this open file, and its kbc_t. */
+uint64_t kbc_fd_handle(const kbc_fd_t *fd);
+kbc_t *kbc_fd_client(const kbc_fd_t *fd);
 
 /* Data: any size (split into KB_DATA_MAX pieces); short only at end of file. */
 ssize_t kbc_pread(kbc_fd_t *fd, void *buf, size_t count, off_t off);

@@ -296,6 +296,8 @@ int kbc_close(kbc_fd_t *f)
 }
 
 const kb_gfid_t *kbc_fd_gfid(const kbc_fd_t *fd) { return &fd->gfid; }
+uint64_t kbc_fd_handle(const kbc_fd_t *fd) { return fd->fd; }
+kbc_t *kbc_fd_client(const kbc_fd_t *fd) { return fd->c; }
 
 /* ---- data ---- */
 

@@ -842,3 +842,94 @@ Test(client_posix, readdir_lists_exactly_the_names, .init = register_mock)
     cr_assert_gt(sf.blocks, 0);
     posix_done(c);
 }
+
+/* ================= locks through handles (hlocks.c) ================= */
+
+/* storage/posix under features/locks, as on a brick. */
+static kbc_t *locks_client(void)
+{
+    if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks"))
+        cr_skip_test("storage/posix or features/locks is not linked in");
+    strcpy(posix_dir, "/var/tmp/kbc-locks-XXXXXX");
+    cr_assert_not_null(mkdtemp(posix_dir));
+    char vf[512], err[256] = "";
+    snprintf(vf, sizeof(vf),
+             "volume b0\n  type storage/posix\n  option directory %s\nend-volume\n\n"
+             "volume l0\n  type features/locks\n  subvolumes b0\nend-volume\n", posix_dir);
+    kbc_t *c = kbc_new_from_volfile(vf, NULL, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    return c;
+}
+
+static int lk_call(kbc_fd_t *fd, uint32_t cmd, uint32_t type, uint64_t owner, uint64_t start, kb_lock_t *out)
+{
+    kbc_t *c = kbc_fd_client(fd);
+    kb_args_t a = { .gfid = *kbc_fd_gfid(fd), .fd = kbc_fd_handle(fd), .flags = cmd,
+                    .lock = { .type = type, .start = start, .len = 10, .owner = owner, .pid = 77 } };
+    kb_reply_t r;
+    int rc = kbc_call(c, KB_FOP_LK, &a, &r);
+    if (out)
+        *out = r.lock;
+    kb_reply_clear(&r);
+    return rc;
+}
+
+static int flush_call(kbc_fd_t *fd, uint64_t owner)
+{
+    kb_args_t a = { .gfid = *kbc_fd_gfid(fd), .fd = kbc_fd_handle(fd),
+                    .lock = { .type = KB_LK_UNLCK, .owner = owner } };
+    kb_reply_t r;
+    int rc = kbc_call(kbc_fd_client(fd), KB_FOP_FLUSH, &a, &r);
+    kb_reply_clear(&r);
+    return rc;
+}
+
+/* Who holds [START, START+10) as another owner sees it: KB_LK_UNLCK = nobody. */
+static uint32_t held(kbc_fd_t *fd, uint64_t start)
+{
+    kb_lock_t l;
+    cr_assert_eq(lk_call(fd, KB_LK_GETLK, KB_LK_WRLCK, 0x2222, start, &l), 0);
+    return l.type;
+}
+
+Test(client_locks, release_drops_the_descriptions_locks_not_a_process_s)
+{
+    enum { OFD = 0xA0A0, PROC = 0xB0B0, OTHER_PROC = 0xC0C0 };
+    kbc_t *c = locks_client();
+    kbc_fd_t *d1, *d2;
+    cr_assert_eq(kbc_open_path(c, "/img", O_CREAT | O_RDWR, 0644, &d1), 0);
+    cr_assert_eq(kbc_open_path(c, "/img", O_RDWR, 0, &d2), 0);
+
+    /* A process locks through d1, closes one of its fds of d1 (FLUSH: its
+     * locks go, POSIX rule), then locks again through d2. */
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_WRLCK, PROC, 100, NULL), 0);
+    cr_assert_eq(flush_call(d1, PROC), 0);
+    cr_assert_eq(held(d2, 100), KB_LK_UNLCK, "FLUSH dropped the process's lock");
+    cr_assert_eq(lk_call(d2, KB_LK_SETLK, KB_LK_WRLCK, PROC, 200, NULL), 0);
+    /* The description's own (OFD) locks, two ranges; another process's
+     * lock through d1 that its own close will drop. */
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_WRLCK, OFD, 0, NULL), 0);
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_RDLCK, OFD, 300, NULL), 0);
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_WRLCK, OTHER_PROC, 400, NULL), 0);
+    cr_assert_eq(flush_call(d1, OTHER_PROC), 0);
+    cr_assert_eq(held(d2, 0), KB_LK_WRLCK, "the OFD lock is held while d1 is open");
+    cr_assert_eq(held(d2, 300), KB_LK_RDLCK);
+    cr_assert_eq(held(d2, 400), KB_LK_UNLCK);
+
+    /* d1's last close: its own locks are gone once the release returns;
+     * the process's lock through d2 stays. */
+    cr_assert_eq(kbc_close(d1), 0);
+    cr_assert_eq(held(d2, 0), KB_LK_UNLCK, "the OFD lock outlived its open file description");
+    cr_assert_eq(held(d2, 300), KB_LK_UNLCK, "the OFD read lock outlived its open file description");
+    cr_assert_eq(held(d2, 200), KB_LK_WRLCK, "a process's lock through another description was dropped");
+
+    /* An unlocked OFD owner costs nothing at close; flock is not ours. */
+    cr_assert_eq(kbc_open_path(c, "/img", O_RDWR, 0, &d1), 0);
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_WRLCK, OFD, 0, NULL), 0);
+    cr_assert_eq(lk_call(d1, KB_LK_SETLK, KB_LK_UNLCK, OFD, 0, NULL), 0);
+    cr_assert_eq(kbc_close(d1), 0);
+    cr_assert_eq(held(d2, 0), KB_LK_UNLCK);
+    cr_assert_eq(held(d2, 200), KB_LK_WRLCK);
+    cr_assert_eq(kbc_close(d2), 0);
+    posix_done(c);
+}
