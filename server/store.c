@@ -24,8 +24,8 @@
 #include "server/kembard.h"
 #include "server/stats.h"
 #include "xlators/changelog.h"
-#include "xlators/heal.h"
-#include "xlators/posix.h"
+#include "xlators/cluster/replicate/heal.h"
+#include "xlators/storage/posix/posix.h"
 
 struct kbd_brick_rt {
     kbd_t *d;

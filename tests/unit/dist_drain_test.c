@@ -11,7 +11,7 @@
 #include "lib/log.h"
 #include "tests/unit/dist_mock.h"
 #include "xlators/changelog.h"
-#include "xlators/distribute.h"
+#include "xlators/cluster/distribute/distribute.h"
 
 static kb_reply_t R;
 static const kb_cred_t cred = { .uid = 0 };

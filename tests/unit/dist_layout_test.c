@@ -5,7 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
-#include "xlators/dist_layout.h"
+#include "xlators/cluster/distribute/layout.h"
 
 #define ALL(n) ((n) >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << (n)) - 1)
 

@@ -12,7 +12,7 @@
 
 #include "lib/log.h"
 #include "tests/unit/dist_mock.h"
-#include "xlators/distribute.h"
+#include "xlators/cluster/distribute/distribute.h"
 
 static kb_reply_t R;
 static int ncb;

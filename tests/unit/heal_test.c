@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include "tests/unit/brick_harness.h"
-#include "xlators/replicate.h"
-#include "xlators/heal.h"
-#include "xlators/posix.h"
+#include "xlators/cluster/replicate/replicate.h"
+#include "xlators/cluster/replicate/heal.h"
+#include "xlators/storage/posix/posix.h"
 #include "lib/log.h"
 
 extern const kb_xlator_type_t kb_xl_posix, kb_xl_locks, kb_xl_replicate;

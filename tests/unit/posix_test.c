@@ -13,7 +13,7 @@
 #include <sys/xattr.h>
 #include <openssl/evp.h>
 #include "tests/unit/brick_harness.h"
-#include "xlators/posix_internal.h"
+#include "xlators/storage/posix/internal.h"
 
 static char *dir;
 static bh_t *h;

@@ -6,7 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <sys/stat.h>
-#include "xlators/repl_policy.h"
+#include "xlators/cluster/replicate/policy.h"
 #include "lib/common.h"
 
 #define B(i) REPL_BIT(i)

@@ -10,7 +10,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include "tests/unit/mock_child.h"
-#include "xlators/replicate.h"
+#include "xlators/cluster/replicate/replicate.h"
 #include "lib/log.h"
 
 extern const kb_xlator_type_t kb_xl_replicate;
