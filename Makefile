@@ -32,8 +32,10 @@ SRV_SRC := $(wildcard server/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 FUSE_SRC:= $(wildcard fuse/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
-UNIT_SRC  := $(wildcard tests/unit/*_test.c)
-TESTLIB_SRC := $(filter-out %_test.c,$(wildcard tests/unit/*.c))
+# tests/unit/ mirrors the source tree (tests/unit/xlators/cluster/replicate/ tests
+# xlators/cluster/replicate/); its other .c files (mocks, harness) are linked into every test.
+UNIT_SRC  := $(sort $(shell find tests/unit -name '*_test.c'))
+TESTLIB_SRC := $(filter-out %_test.c,$(sort $(shell find tests/unit -name '*.c')))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 BINS    := $(B)/kembard $(B)/kembar $(B)/kembar-fuse $(B)/kembar-bench

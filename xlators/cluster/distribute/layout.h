@@ -1,7 +1,8 @@
 /*
  * layout.h — cluster/distribute's name hash and per-directory layouts
  * (DESIGN §7, STYLE 11). Pure arithmetic: no I/O, no allocation, so every
- * rule here is unit-tested alone (tests/unit/dist_layout_test.c).
+ * rule here is unit-tested alone
+ * (tests/unit/xlators/cluster/distribute/layout_test.c).
  *
  * 1. The name hash (on-disk relevant: it decides which replica set holds a
  *    file, so changing it moves every file; a new one gets a new hash type).

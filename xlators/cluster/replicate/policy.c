@@ -2,9 +2,9 @@
  * policy.c — replicate's pure decision functions (policy.h).
  *
  * No I/O, no state, no allocation: every function maps facts to a decision
- * and is tested over tables in tests/unit/repl_policy_test.c. The
- * translator (the other files of this folder) and heal call these and
- * nothing else decides.
+ * and is tested over tables in tests/unit/xlators/cluster/replicate/
+ * policy_test.c. The translator (the other files of this folder) and heal
+ * call these and nothing else decides.
  */
 #include "xlators/cluster/replicate/policy.h"
 

@@ -6,7 +6,8 @@
  * what each copy's changelog matrix says (changelog.h). These functions take
  * those facts and return the decision; they do no I/O, keep no state and
  * allocate nothing, so they are unit-tested over tables
- * (tests/unit/repl_policy_test.c) and shared by the translator and heal.
+ * (tests/unit/xlators/cluster/replicate/policy_test.c) and shared by the
+ * translator and heal.
  *
  * Vocabulary
  *   child i     i-th subvolume of replicate = replica i = changelog row 1+i.

@@ -1,5 +1,5 @@
 /*
- * dist_mock.c — the in-memory brick of dist_mock.h.
+ * mock.c — the in-memory brick of mock.h ("test/dist_mock").
  *
  * Small and linear (tests hold at most a few thousand objects). Each op is
  * a function of (mock state, args) -> reply, run when the call arrives or,
@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include "tests/unit/dist_mock.h"
+#include "tests/unit/xlators/cluster/distribute/mock.h"
 #include "xlators/changelog.h"
 
 typedef struct mobj {

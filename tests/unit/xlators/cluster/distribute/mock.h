@@ -1,5 +1,5 @@
 /*
- * dist_mock.h — an in-memory brick for distribute's unit tests
+ * mock.h — an in-memory brick for distribute's unit tests
  * ("test/dist_mock"): a namespace of directories, files and symlinks keyed
  * by gfid, with fds, readdir cookies, the distribute layout IPCs, fault
  * injection (an error per op, a down brick) and deferred completion (hold

@@ -1,5 +1,5 @@
 /*
- * repl_policy_test.c — replicate's pure decisions over tables: quorum,
+ * policy_test.c — replicate's pure decisions over tables: quorum,
  * sources/sinks/split-brain from blame matrices, modification gatekeeping,
  * fan-out outcomes, read choice, lookup merge, favourite child.
  */

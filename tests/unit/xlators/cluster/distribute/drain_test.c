@@ -1,5 +1,5 @@
 /*
- * dist_drain_test.c — cluster/distribute's drain-sets option (set by
+ * drain_test.c — cluster/distribute's drain-sets option (set by
  * `volume remove-brick ... start`): new directories, healed layouts and
  * fix-layout give a draining set no range, so no new file lands there; a
  * bad value refuses the graph.
@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "lib/log.h"
-#include "tests/unit/dist_mock.h"
+#include "tests/unit/xlators/cluster/distribute/mock.h"
 #include "xlators/changelog.h"
 #include "xlators/cluster/distribute/distribute.h"
 

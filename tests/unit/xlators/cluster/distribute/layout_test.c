@@ -1,5 +1,5 @@
 /*
- * dist_layout_test.c — distribute's name hash and layout arithmetic:
+ * layout_test.c — distribute's name hash and layout arithmetic:
  * hash stability (on-disk relevant), exact coverage, no overlaps, search,
  * spread of names, re-layout that keeps names in place, the on-disk form.
  */

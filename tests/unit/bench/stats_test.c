@@ -1,5 +1,5 @@
 /*
- * bench_stats_test.c — kembar-bench's pure code: size strings and lists,
+ * stats_test.c — kembar-bench's pure code: size strings and lists,
  * running statistics, percentiles, number formatting, the results table and
  * the four report writers (table, CSV, JSON, SVG) with their escaping.
  *

@@ -1,5 +1,5 @@
 /*
- * fuse_inode_test.c — kembar-fuse's inode table (fuse/inode.c): lookup
+ * inode_test.c — kembar-fuse's inode table (fuse/inode.c): lookup
  * counts, forget, the root, gfid reuse, growth and concurrent use.
  *
  * fuse/ is a binary, not part of libkembar.a, so the module is compiled in.

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "lib/log.h"
-#include "tests/unit/dist_mock.h"
+#include "tests/unit/xlators/cluster/distribute/mock.h"
 #include "xlators/cluster/distribute/distribute.h"
 
 static kb_reply_t R;

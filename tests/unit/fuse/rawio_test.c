@@ -1,5 +1,5 @@
 /*
- * fuse_rawio_test.c — kembar-fuse's raw /dev/fuse hooks (fuse/rawio.c):
+ * rawio_test.c — kembar-fuse's raw /dev/fuse hooks (fuse/rawio.c):
  * FUSE_HANDLE_KILLPRIV_V2 added to the INIT reply only where it belongs,
  * the kill flags of WRITE and SETATTR handed to the dispatching thread,
  * and the per-opcode counters.
