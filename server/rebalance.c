@@ -46,7 +46,7 @@
  *
  * Who waits for whom: the management thread checks, before it starts a run,
  * that every client attached to the volume's bricks runs a graph of the
- * current definition (mgmt.c, wait_clients): a client still on the old
+ * current definition (mgmt_bricks.c, wait_clients): a client still on the old
  * graph does not know the new sets, and a file moved under it would lose
  * its writes. The run itself trusts that check.
  */
