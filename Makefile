@@ -4,6 +4,7 @@
 #   make demo       bring up a local replicated volume and show it working (make demo-down to remove)
 #   make install    install binaries (PREFIX=/usr/local), mount.kembar into /sbin, systemd unit
 # Sources are found by wildcard: a new .c file in a module folder is built without editing this file.
+# xlators/ holds the translator framework; each translator is a folder xlators/<class>/<name>/.
 
 PREFIX  ?= /usr/local
 SBINDIR ?= /sbin
@@ -25,13 +26,16 @@ Q :=
 else
 Q := @
 endif
-LIB_SRC := $(wildcard lib/*.c rpc/*.c xlators/*.c client/*.c)
+XL_SRC  := $(sort $(shell find xlators -name '*.c'))
+LIB_SRC := $(wildcard lib/*.c rpc/*.c client/*.c) $(XL_SRC)
 SRV_SRC := $(wildcard server/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 FUSE_SRC:= $(wildcard fuse/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
-UNIT_SRC  := $(wildcard tests/unit/*_test.c)
-TESTLIB_SRC := $(filter-out %_test.c,$(wildcard tests/unit/*.c))
+# tests/unit/ mirrors the source tree (tests/unit/xlators/cluster/replicate/ tests
+# xlators/cluster/replicate/); its other .c files (mocks, harness) are linked into every test.
+UNIT_SRC  := $(sort $(shell find tests/unit -name '*_test.c'))
+TESTLIB_SRC := $(filter-out %_test.c,$(sort $(shell find tests/unit -name '*.c')))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 BINS    := $(B)/kembard $(B)/kembar $(B)/kembar-fuse $(B)/kembar-bench

@@ -140,7 +140,7 @@ int kbd_rebal_status(kbd_t *d, const char *volume, char **out);
 int kbd_rebal_stop(kbd_t *d, const char *volume, char **out);
 void kbd_rebal_shutdown(kbd_t *d);     /* stop every run and wait (bounded) */
 
-/* mgmt.c: CLI commands run on the management thread. */
+/* mgmt.c: CLI commands run on the management thread (the verbs: mgmt*.c, map in mgmt.h). */
 int kbd_mgmt_start(kbd_t *d);
 void kbd_mgmt_stop(kbd_t *d);
 /* Queue a CLI request (loop thread); the reply is sent on CONN_ID/XID when done. */

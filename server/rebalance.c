@@ -17,7 +17,7 @@
  *                                   move: a move during a listing could make
  *                                   it show a name twice or miss one
  *     IPC DIST_MIGRATE D/name       each regular file to its hashed set,
- *                                   online (xlators/dist_migrate.c);
+ *                                   online (xlators/cluster/distribute/migrate.c);
  *                                   reply.off = bytes copied, 0 = home already
  *     then D's subdirectories, depth first
  *
@@ -34,17 +34,19 @@
  *    <state-dir>/rebalance/<volume> (one status line), so `status` answers
  *    after completion and after a restart of kembard.
  *  - stop is honoured between two files (a migration in flight finishes or
- *    undoes itself: dist_migrate.c never leaves half a move).
+ *    undoes itself: xlators/cluster/distribute/migrate.c never leaves half
+ *    a move).
  *
  * Every brick of every set must be up in the run's own graph: fix-layout
- * and migrate answer -ENOTCONN otherwise (dist_migrate.c, all_whole), so
- * the run waits for that at its start (REB_UP_WAIT_MS, then fails) and
- * ends, failed, when a brick goes away during it: a file moved onto a set
- * with a brick away would arrive with one copy.
+ * and migrate answer -ENOTCONN otherwise (all_whole in
+ * xlators/cluster/distribute/migrate.c), so the run waits for that at its
+ * start (REB_UP_WAIT_MS, then fails) and ends, failed, when a brick goes
+ * away during it: a file moved onto a set with a brick away would arrive
+ * with one copy.
  *
  * Who waits for whom: the management thread checks, before it starts a run,
  * that every client attached to the volume's bricks runs a graph of the
- * current definition (mgmt.c, wait_clients): a client still on the old
+ * current definition (mgmt_bricks.c, wait_clients): a client still on the old
  * graph does not know the new sets, and a file moved under it would lose
  * its writes. The run itself trusts that check.
  */
@@ -58,7 +60,7 @@
 #include "lib/log.h"
 #include "server/kembard.h"
 #include "xlators/changelog.h"
-#include "xlators/posix.h"
+#include "xlators/storage/posix/posix.h"
 
 #define REB_UP_WAIT_MS 20000     /* every set of the client graph up, at the start */
 #define REB_STOP_WAIT_MS 5000    /* shutdown: how long to wait for a run to end */

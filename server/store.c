@@ -8,7 +8,9 @@
  * its bricks again by itself (reconcile on load).
  *
  * The PEER operations are the only way the management thread changes
- * anything here; each is local, quick and idempotent.
+ * anything here; each is local, quick and idempotent. Those of heal (heal,
+ * heal-info, heal-resolve) are in store_heal.c; the table both files use is
+ * in store.h.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -21,32 +23,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include "lib/log.h"
-#include "server/kembard.h"
-#include "server/stats.h"
+#include "server/store.h"
 #include "xlators/changelog.h"
-#include "xlators/heal.h"
-#include "xlators/posix.h"
+#include "xlators/cluster/replicate/heal.h"
+#include "xlators/storage/posix/posix.h"
 
-struct kbd_brick_rt {
-    kbd_t *d;
-    char *volume;
-    int idx;
-    char *path;
-    kb_graph_t *graph;
-    int nconns;
-    char error[512];      /* why it is not online, for status */
-    kbd_stats_t stats;    /* fops served (serve.c records, profile/metrics read) */
-};
-
-struct kbd_vol_entry {
-    kbd_volume_t *v;
-    bool *local;                 /* [nbricks] */
-    kbd_brick_rt_t **rt;         /* [nbricks], running local bricks */
-    kb_graph_t **shd;            /* [nsets], heal daemon graph of each set with a local brick */
-    struct kbd_vol_entry *next;
-};
-
-static struct kbd_vol_entry *vol_find(kbd_t *d, const char *name)
+struct kbd_vol_entry *kbd_vol_find(kbd_t *d, const char *name)
 {
     for (struct kbd_vol_entry *e = d->vols; e; e = e->next)
         if (strcmp(e->v->name, name) == 0)
@@ -187,7 +169,7 @@ static void reconcile(kbd_t *d, struct kbd_vol_entry *e)
 
 kbd_brick_rt_t *kbd_brick_find(kbd_t *d, const char *volume, const char *path, char *why, size_t whylen)
 {
-    struct kbd_vol_entry *e = vol_find(d, volume);
+    struct kbd_vol_entry *e = kbd_vol_find(d, volume);
     if (!e) {
         snprintf(why, whylen, "volume '%s' does not exist on this node", volume);
         return NULL;
@@ -349,7 +331,7 @@ void kbd_store_shutdown(kbd_t *d)
 
 int kbd_getspec(kbd_t *d, const char *volume, char **volfile)
 {
-    struct kbd_vol_entry *e = vol_find(d, volume);
+    struct kbd_vol_entry *e = kbd_vol_find(d, volume);
     if (!e)
         return -ENOENT;
     if (e->v->status != KBD_VOL_STARTED)
@@ -360,11 +342,7 @@ int kbd_getspec(kbd_t *d, const char *volume, char **volfile)
 
 /* ---------------- peer operations ---------------- */
 
-int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out);
-int kbd_peer_heal_resolve(kbd_t *d, int argc, char **argv, char **out);
-
-static int reply_text(char **out, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int reply_text(char **out, int rc, const char *fmt, ...)
+int kbd_reply_text(char **out, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -378,10 +356,10 @@ static int reply_text(char **out, int rc, const char *fmt, ...)
 static int op_prepare(kbd_t *d, int argc, char **argv, char **out)
 {
     if (argc < 4 || (argc - 4) % 3)
-        return reply_text(out, -EINVAL, "prepare: bad arguments");
+        return kbd_reply_text(out, -EINVAL, "prepare: bad arguments");
     kb_gfid_t volid;
     if (kb_gfid_parse(argv[2], &volid))
-        return reply_text(out, -EINVAL, "prepare: bad volume id");
+        return kbd_reply_text(out, -EINVAL, "prepare: bad volume id");
     bool force = strcmp(argv[3], "1") == 0;
     int i;
     char err[512] = "";
@@ -403,9 +381,9 @@ static int op_prepare(kbd_t *d, int argc, char **argv, char **out)
     if (i < argc) {
         for (int j = 4; j < i; j += 3)
             posix_brick_unstamp(argv[j + 2]);
-        return reply_text(out, -EINVAL, "%s", err[0] ? err : "cannot prepare brick");
+        return kbd_reply_text(out, -EINVAL, "%s", err[0] ? err : "cannot prepare brick");
     }
-    return reply_text(out, 0, "ok");
+    return kbd_reply_text(out, 0, "ok");
 }
 
 /* A running brick survives a definition change that leaves its own volfile
@@ -434,23 +412,23 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
 {
     char err[256];
     if (argc != 4)
-        return reply_text(out, -EINVAL, "store: bad arguments");
+        return kbd_reply_text(out, -EINVAL, "store: bad arguments");
     kbd_volume_t *v = kbd_volume_parse(argv[3], err, sizeof(err));
     if (!v)
-        return reply_text(out, -EINVAL, "store: %s", err);
-    struct kbd_vol_entry *old = vol_find(d, v->name);
+        return kbd_reply_text(out, -EINVAL, "store: %s", err);
+    struct kbd_vol_entry *old = kbd_vol_find(d, v->name);
     if (old && !kb_gfid_eq(&old->v->id, &v->id)) {
         kbd_volume_free(v);
-        return reply_text(out, -EEXIST, "a different volume '%s' exists on this node", old->v->name);
+        return kbd_reply_text(out, -EEXIST, "a different volume '%s' exists on this node", old->v->name);
     }
     if (old && old->v->version > v->version) {
         kbd_volume_free(v);
-        return reply_text(out, -ESTALE, "this node has a newer definition of '%s'", old->v->name);
+        return kbd_reply_text(out, -ESTALE, "this node has a newer definition of '%s'", old->v->name);
     }
     struct kbd_vol_entry *e = entry_new(v);
     if (!e) {
         kbd_volume_free(v);
-        return reply_text(out, -ENOMEM, "out of memory");
+        return kbd_reply_text(out, -ENOMEM, "out of memory");
     }
     for (char *p = argv[2]; *p;) {
         int i = (int)strtol(p, &p, 10);
@@ -483,14 +461,14 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
     d->vols = e;
     int rc = save_entry(d, e);
     reconcile(d, e);
-    return rc ? reply_text(out, rc, "cannot save the volume: %s", strerror(-rc)) : reply_text(out, 0, "ok");
+    return rc ? kbd_reply_text(out, rc, "cannot save the volume: %s", strerror(-rc)) : kbd_reply_text(out, 0, "ok");
 }
 
 static int op_delete(kbd_t *d, const char *name, char **out)
 {
-    struct kbd_vol_entry *e = vol_find(d, name);
+    struct kbd_vol_entry *e = kbd_vol_find(d, name);
     if (!e)
-        return reply_text(out, 0, "ok");
+        return kbd_reply_text(out, 0, "ok");
     for (int i = 0; i < e->v->nbricks; i++) {
         brick_stop(d, e, i);
         if (e->local[i])
@@ -508,7 +486,7 @@ static int op_delete(kbd_t *d, const char *name, char **out)
         pp = &(*pp)->next;
     *pp = e->next;
     entry_free(e);
-    return reply_text(out, 0, "ok");
+    return kbd_reply_text(out, 0, "ok");
 }
 
 /* Entries in a brick's heal index (objects with pending marks). */
@@ -531,9 +509,9 @@ static int index_count(const char *brick)
  * "IDX STATE PID PORT CLIENTS TOTAL_BYTES FREE_BYTES INODES FREE_INODES HEAL_PENDING PATH\tREASON" */
 static int op_brick_status(kbd_t *d, const char *name, char **out)
 {
-    struct kbd_vol_entry *e = vol_find(d, name);
+    struct kbd_vol_entry *e = kbd_vol_find(d, name);
     if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", name);
+        return kbd_reply_text(out, -ENOENT, "volume '%s' does not exist", name);
     kb_enc_t enc;
     kb_enc_init(&enc);
     for (int i = 0; i < e->v->nbricks; i++) {
@@ -554,7 +532,7 @@ static int op_brick_status(kbd_t *d, const char *name, char **out)
         kb_enc_bytes(&enc, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
     }
     if (!(*out = kbd_enc_text(&enc)))
-        return reply_text(out, -ENOMEM, "out of memory");
+        return kbd_reply_text(out, -ENOMEM, "out of memory");
     return 0;
 }
 
@@ -563,9 +541,9 @@ static int op_brick_status(kbd_t *d, const char *name, char **out)
  * "T IDX BYTES_READ BYTES_WRITTEN SECONDS" */
 static int op_profile(kbd_t *d, int argc, char **argv, char **out)
 {
-    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    struct kbd_vol_entry *e = kbd_vol_find(d, argv[2]);
     if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+        return kbd_reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
     bool clear = argc > 3 && strcmp(argv[3], "clear") == 0;
     kb_enc_t enc;
     kb_enc_init(&enc);
@@ -596,7 +574,7 @@ static int op_profile(kbd_t *d, int argc, char **argv, char **out)
         }
     }
     if (!(*out = kbd_enc_text(&enc)))
-        return reply_text(out, -ENOMEM, "out of memory");
+        return kbd_reply_text(out, -ENOMEM, "out of memory");
     return 0;
 }
 
@@ -637,18 +615,18 @@ static int op_heal_full_ready(kbd_t *d, struct kbd_vol_entry *e, int argc, char 
 {
     int set = argc == 5 ? atoi(argv[3]) : -1, child = argc == 5 ? atoi(argv[4]) : -1, k = kbd_set_size(e->v);
     if (set < 0 || set >= e->v->nbricks / k || child < 0 || child >= k)
-        return reply_text(out, -EINVAL, "heal-full-ready: bad arguments");
+        return kbd_reply_text(out, -EINVAL, "heal-full-ready: bad arguments");
     kb_graph_t *g = e->shd[set];
     kb_xlator_t *top = g ? g->top : NULL;
     if (!top || top->nchildren != k)
-        return reply_text(out, -ENOENT, "no heal daemon of set %d on this node", set);
+        return kbd_reply_text(out, -ENOENT, "no heal daemon of set %d on this node", set);
     int others = 0;
     for (int i = 0; i < k; i++)
         others += i != child && top->children[i]->up;
     if (!top->children[child]->up || !others)
-        return reply_text(out, -EAGAIN, "the bricks of set %d are not up in the heal daemon yet", set);
+        return kbd_reply_text(out, -EAGAIN, "the bricks of set %d are not up in the heal daemon yet", set);
     int rc = kb_graph_ctl(g, KB_CTL_HEAL_FULL, NULL);
-    return rc ? reply_text(out, rc, "heal full: %s", strerror(-rc)) : reply_text(out, 0, "1");
+    return rc ? kbd_reply_text(out, rc, "heal full: %s", strerror(-rc)) : kbd_reply_text(out, 0, "1");
 }
 
 /* rebalance-start NAME DRAIN_CSV|-    rebalance-status NAME    rebalance-stop NAME
@@ -657,25 +635,25 @@ static int op_heal_full_ready(kbd_t *d, struct kbd_vol_entry *e, int argc, char 
 static int peer_rebalance(kbd_t *d, int argc, char **argv, char **out)
 {
     const char *op = argv[1];
-    struct kbd_vol_entry *e = vol_find(d, argv[2]);
+    struct kbd_vol_entry *e = kbd_vol_find(d, argv[2]);
     if (strcmp(op, "rebalance-status") == 0)
         return kbd_rebal_status(d, argv[2], out);
     if (strcmp(op, "rebalance-stop") == 0)
         return kbd_rebal_stop(d, argv[2], out);
     if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+        return kbd_reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
     if (strcmp(op, "rebalance-start") == 0) {
         uint64_t drain = 0;
         if (argc != 4 || (strcmp(argv[3], "-") && kbd_mask_parse(argv[3], &drain)))
-            return reply_text(out, -EINVAL, "rebalance-start: bad arguments");
+            return kbd_reply_text(out, -EINVAL, "rebalance-start: bad arguments");
         if (e->v->status != KBD_VOL_STARTED)
-            return reply_text(out, -EINVAL, "volume '%s' is not started", argv[2]);
+            return kbd_reply_text(out, -EINVAL, "volume '%s' is not started", argv[2]);
         return kbd_rebal_start(d, argv[2], drain, e->v->version, out);
     }
     if (strcmp(op, "heal-full-ready") == 0)
         return op_heal_full_ready(d, e, argc, argv, out);
     if (strcmp(op, "brick-files") != 0)
-        return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
+        return kbd_reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
     kb_enc_t enc;
     kb_enc_init(&enc);
     for (int i = 0; i < e->v->nbricks; i++) {
@@ -688,7 +666,7 @@ static int peer_rebalance(kbd_t *d, int argc, char **argv, char **out)
         kb_enc_bytes(&enc, line, (size_t)len);
     }
     if (!(*out = kbd_enc_text(&enc)))
-        return reply_text(out, -ENOMEM, "out of memory");
+        return kbd_reply_text(out, -ENOMEM, "out of memory");
     return 0;
 }
 
@@ -696,10 +674,10 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
 {
     *out = NULL;
     if (argc < 2)
-        return reply_text(out, -EINVAL, "peer: no operation");
+        return kbd_reply_text(out, -EINVAL, "peer: no operation");
     const char *op = argv[1];
     if (strcmp(op, "ping") == 0)
-        return reply_text(out, 0, "ok %s:%u", d->self_host, d->port);
+        return kbd_reply_text(out, 0, "ok %s:%u", d->self_host, d->port);
     if (strcmp(op, "list") == 0) {
         kb_enc_t enc;
         kb_enc_init(&enc);
@@ -708,15 +686,15 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
             kb_enc_u8(&enc, '\n');
         }
         if (!(*out = kbd_enc_text(&enc)))
-            return reply_text(out, -ENOMEM, "out of memory");
+            return kbd_reply_text(out, -ENOMEM, "out of memory");
         return 0;
     }
     if (argc < 3)
-        return reply_text(out, -EINVAL, "peer %s: missing argument", op);
+        return kbd_reply_text(out, -EINVAL, "peer %s: missing argument", op);
     if (strcmp(op, "get") == 0) {
-        struct kbd_vol_entry *e = vol_find(d, argv[2]);
+        struct kbd_vol_entry *e = kbd_vol_find(d, argv[2]);
         if (!e)
-            return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
+            return kbd_reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
         *out = kbd_volume_format(e->v);
         return *out ? 0 : -ENOMEM;
     }
@@ -725,7 +703,7 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
     if (strcmp(op, "unprepare") == 0) {
         for (int i = 2; i < argc; i++)
             posix_brick_unstamp(argv[i]);
-        return reply_text(out, 0, "ok");
+        return kbd_reply_text(out, 0, "ok");
     }
     if (strcmp(op, "store") == 0)
         return op_store(d, argc, argv, out);
@@ -745,7 +723,7 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return kbd_peer_heal_resolve(d, argc, argv, out);
     if (strncmp(op, "rebalance-", 10) == 0 || strcmp(op, "brick-files") == 0 || strcmp(op, "heal-full-ready") == 0)
         return peer_rebalance(d, argc, argv, out);
-    return reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
+    return kbd_reply_text(out, -EINVAL, "peer: unknown operation '%s'", op);
 }
 
 /* ---------------- access control ---------------- */
@@ -788,7 +766,7 @@ static bool list_match(const char *list, const char *addr)
 
 bool kbd_volume_wants_tls(kbd_t *d, const char *volume)
 {
-    struct kbd_vol_entry *e = vol_find(d, volume);
+    struct kbd_vol_entry *e = kbd_vol_find(d, volume);
     const char *v = e ? kb_opts_raw(e->v->opts, "transport.tls") : NULL;
     bool on = false;
     return v && kb_parse_bool(v, &on) == 0 && on;
@@ -796,7 +774,7 @@ bool kbd_volume_wants_tls(kbd_t *d, const char *volume)
 
 int kbd_auth_check(kbd_t *d, const char *volume, const char *addr)
 {
-    struct kbd_vol_entry *e = vol_find(d, volume);
+    struct kbd_vol_entry *e = kbd_vol_find(d, volume);
     if (!e)
         return -ENOENT;
     const char *reject = kb_opts_raw(e->v->opts, "auth.reject");
@@ -809,232 +787,6 @@ int kbd_auth_check(kbd_t *d, const char *volume, const char *addr)
     if (allow && *allow && !list_match(allow, addr))
         return -EACCES;
     return 0;
-}
-
-/* ---------------- heal: trigger and info ---------------- */
-
-static int op_heal(kbd_t *d, int argc, char **argv, char **out)
-{
-    struct kbd_vol_entry *e = vol_find(d, argv[2]);
-    if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
-    bool full = argc > 3 && strcmp(argv[3], "full") == 0;
-    int n = 0;
-    for (int s = 0; s < e->v->nbricks / kbd_set_size(e->v); s++)
-        if (e->shd[s] && kb_graph_ctl(e->shd[s], full ? KB_CTL_HEAL_FULL : KB_CTL_HEAL_SWEEP, NULL) == 0)
-            n++;
-    return reply_text(out, 0, "%d", n);
-}
-
-typedef struct ipc_wait { bool done; kb_reply_t r; } ipc_wait_t;
-
-static void ipc_cbk(void *cookie, const kb_reply_t *r)
-{
-    ipc_wait_t *w = cookie;
-    w->done = true;
-    if (kb_reply_copy(&w->r, r))
-        w->r.status = -ENOMEM;
-}
-
-/* Path of GFID on a running local brick, when the brick answers at once
- * (storage/posix runs IPC synchronously on the loop thread). */
-static void gfid_path(kbd_brick_rt_t *b, const kb_gfid_t *g, char *buf, size_t len)
-{
-    char gs[KB_GFID_STRLEN];
-    snprintf(buf, len, "<gfid:%s>", kb_gfid_str(g, gs));
-    if (!b || !b->graph)
-        return;
-    kb_args_t a = { .gfid = *g, .flags = KB_IPC_GFID_PATH };
-    ipc_wait_t w = { 0 };
-    kb_cred_t cred = { 0 };
-    kb_wind(b->graph->top, KB_FOP_IPC, &a, &cred, 0, ipc_cbk, &w);
-    if (w.done && w.r.status >= 0 && w.r.data && w.r.data->len)
-        snprintf(buf, len, "%.*s", (int)KB_MIN(w.r.data->len, len - 1), w.r.data->data);
-    if (w.done)
-        kb_reply_clear(&w.r);
-}
-
-/* heal-info NAME: for each local brick
- *   B <idx> <entries>
- *   E <idx> <status> <bytes-left> <gfid> <path>     status: pending|healing|split-brain
- *   S <idx> <healed> <bytes-written> <sweeps> <split>
- */
-static int op_heal_info(kbd_t *d, const char *name, char **out)
-{
-    struct kbd_vol_entry *e = vol_find(d, name);
-    if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", name);
-    kb_enc_t enc;
-    kb_enc_init(&enc);
-    char line[KB_PATH_MAX + 256];
-#define LINE(...) do { int n_ = snprintf(line, sizeof(line), __VA_ARGS__); \
-                       kb_enc_bytes(&enc, line, (size_t)KB_MIN(n_, (int)sizeof(line) - 1)); } while (0)
-    int k = kbd_set_size(e->v);
-    for (int i = 0; i < e->v->nbricks; i++) {
-        if (!e->local[i])
-            continue;
-        struct kb_heal_stats st = { 0 };
-        kb_graph_t *shd = e->shd[i / k];
-        if (shd)
-            kb_graph_ctl(shd, KB_CTL_HEAL_STATS, &st);
-        char *idx = NULL;
-        DIR *dh = NULL;
-        if (asprintf(&idx, "%s/.kembar/index", e->v->bricks[i].path) >= 0)
-            dh = opendir(idx);
-        free(idx);
-        int count = 0;
-        kb_enc_t ents;
-        kb_enc_init(&ents);
-        for (struct dirent *de; dh && (de = readdir(dh));) {
-            kb_gfid_t g;
-            if (kb_gfid_parse(de->d_name, &g))
-                continue;
-            count++;
-            const char *status = "pending";
-            uint64_t left = 0;
-            for (uint32_t a = 0; a < st.nactive; a++)
-                if (kb_gfid_eq(&st.active[a].gfid, &g)) {
-                    status = "healing";
-                    left = st.active[a].bytes_total - KB_MIN(st.active[a].bytes_done, st.active[a].bytes_total);
-                }
-            for (uint32_t sb = 0; sb < st.nsplit; sb++)
-                if (kb_gfid_eq(&st.split[sb], &g))
-                    status = "split-brain";
-            char path[KB_PATH_MAX];
-            gfid_path(e->rt[i], &g, path, sizeof(path));
-            int n = snprintf(line, sizeof(line), "E %d %s %llu %s %s\n", i, status, (unsigned long long)left,
-                             de->d_name, path);
-            kb_enc_bytes(&ents, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
-        }
-        if (dh)
-            closedir(dh);
-        LINE("B %d %d\n", i, count);
-        kb_enc_bytes(&enc, ents.p, ents.len);
-        kb_enc_free(&ents);
-        LINE("S %d %llu %llu %llu %u %u\n", i, (unsigned long long)st.healed,
-             (unsigned long long)st.data_bytes_written, (unsigned long long)st.sweeps, st.nsplit, shd ? 1 : 0);
-    }
-#undef LINE
-    if (!(*out = kbd_enc_text(&enc)))
-        return reply_text(out, -ENOMEM, "out of memory");
-    return 0;
-}
-
-int kbd_peer_heal(kbd_t *d, int argc, char **argv, char **out)
-{
-    if (strcmp(argv[1], "heal") == 0)
-        return op_heal(d, argc, argv, out);
-    return op_heal_info(d, argv[2], out);
-}
-
-/* ---------------- heal: split-brain resolution (issue 5) ----------------
- * heal-resolve NAME SET POLICY CHILD PATH
- *   PATH (from the volume root) is looked up on this node's bricks of replica
- *   set SET (its gfid: trusted.kembar.gfid of <brick>/<PATH>); the set's heal
- *   daemon resolves it (KB_CTL_HEAL_RESOLVE) by POLICY: latest-mtime,
- *   bigger-file, or source-brick with CHILD = the source's index in the set.
- *   The resolution runs on this loop and a peer call answers at once, so the
- *   reply is a token; -ENOENT when PATH is on none of those bricks.
- * heal-resolve-status TOKEN
- *   "running", or once the result (status and one line), after which the
- *   token is forgotten. Results nobody collects are recycled oldest first. */
-struct resolve_slot { uint64_t token; bool used, done; int status; char msg[256]; };
-static struct resolve_slot resolve_slots[16];
-static uint64_t resolve_next;
-
-static void resolve_done(void *cookie, int status, const char *msg)
-{
-    struct resolve_slot *sl = cookie;
-    sl->done = true;
-    sl->status = status;
-    snprintf(sl->msg, sizeof(sl->msg), "%s", msg ? msg : "");
-}
-
-static struct resolve_slot *resolve_slot_new(void)
-{
-    struct resolve_slot *pick = NULL;
-    for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots) && !pick; i++)
-        if (!resolve_slots[i].used)
-            pick = &resolve_slots[i];
-    for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots) && !pick; i++)
-        if (resolve_slots[i].done && (!pick || resolve_slots[i].token < pick->token))
-            pick = &resolve_slots[i];
-    if (pick)
-        *pick = (struct resolve_slot){ .token = ++resolve_next, .used = true };
-    return pick;
-}
-
-/* The gfid of PATH on a local brick of set SET (root: the fixed gfid). */
-static int resolve_gfid(struct kbd_vol_entry *e, int set, const char *path, kb_gfid_t *g)
-{
-    while (*path == '/')
-        path++;
-    for (const char *c = path; *c;) {           /* no ".." component: stay in the brick */
-        size_t n = strcspn(c, "/");
-        if (n == 2 && c[0] == '.' && c[1] == '.')
-            return -EINVAL;
-        c += n + (c[n] == '/');
-    }
-    if (!*path) {
-        *g = kb_gfid_root;
-        return 0;
-    }
-    int k = kbd_set_size(e->v);
-    for (int i = set * k; i < (set + 1) * k && i < e->v->nbricks; i++) {
-        char *full = NULL;
-        if (!e->local[i] || asprintf(&full, "%s/%s", e->v->bricks[i].path, path) < 0)
-            continue;
-        ssize_t n = lgetxattr(full, KB_XATTR_GFID, g->b, 16);
-        free(full);
-        if (n == 16)
-            return 0;
-    }
-    return -ENOENT;
-}
-
-int kbd_peer_heal_resolve(kbd_t *d, int argc, char **argv, char **out)
-{
-    if (strcmp(argv[1], "heal-resolve-status") == 0) {
-        uint64_t tok = strtoull(argv[2], NULL, 10);
-        for (size_t i = 0; i < KB_ARRAY_SIZE(resolve_slots); i++) {
-            struct resolve_slot *sl = &resolve_slots[i];
-            if (!sl->used || sl->token != tok)
-                continue;
-            if (!sl->done)
-                return reply_text(out, 0, "running");
-            sl->used = false;
-            return reply_text(out, sl->status, "%s", sl->msg);
-        }
-        return reply_text(out, -ENOENT, "no such resolution");
-    }
-    if (argc != 7)
-        return reply_text(out, -EINVAL, "heal-resolve: bad arguments");
-    struct kbd_vol_entry *e = vol_find(d, argv[2]);
-    if (!e)
-        return reply_text(out, -ENOENT, "volume '%s' does not exist", argv[2]);
-    int set = atoi(argv[3]), child = atoi(argv[5]), k = kbd_set_size(e->v);
-    const char *pol = argv[4];
-    int policy = !strcmp(pol, "latest-mtime") ? KB_HEAL_POL_MTIME : !strcmp(pol, "bigger-file") ? KB_HEAL_POL_SIZE
-               : !strcmp(pol, "source-brick") ? KB_HEAL_POL_SOURCE : -1;
-    if (policy < 0 || set < 0 || set >= e->v->nbricks / k || child < -1 || child >= k)
-        return reply_text(out, -EINVAL, "heal-resolve: bad arguments");
-    kb_gfid_t g;
-    int rc = resolve_gfid(e, set, argv[6], &g);
-    if (rc)
-        return reply_text(out, rc, rc == -ENOENT ? "%s is not on this node's bricks of replica set %d"
-                                                 : "bad path '%s'", argv[6], set);
-    if (!e->shd[set])
-        return reply_text(out, -ENOTCONN, "no heal daemon runs for replica set %d here", set);
-    struct resolve_slot *sl = resolve_slot_new();
-    if (!sl)
-        return reply_text(out, -EBUSY, "too many resolutions in progress");
-    struct kb_heal_resolve r = { .gfid = g, .policy = policy, .source = child, .done = resolve_done, .cookie = sl };
-    rc = kb_graph_ctl(e->shd[set], KB_CTL_HEAL_RESOLVE, &r);
-    if (rc) {
-        sl->used = false;
-        return reply_text(out, rc, "cannot resolve %s: %s", argv[6], strerror(-rc));
-    }
-    return reply_text(out, 0, "%llu", (unsigned long long)sl->token);
 }
 
 /* ---------------- Prometheus text ---------------- */
@@ -1100,3 +852,4 @@ char *kbd_metrics_text(kbd_t *d)
     }
     return kbd_enc_text(&e);
 }
+

@@ -23,7 +23,7 @@ for bin in "$@"; do
             cat "$out"
             [ "$bad" -eq 0 ] && bad=1   # non-zero exit with all passing: leak or crash at exit
         fi
-        echo "$(basename "$bin"): $line"
+        echo "${bin#build/asan/tests/}: $line"
         passed=$((passed + ok))
         failed=$((failed + bad))
     fi

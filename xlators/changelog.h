@@ -109,9 +109,9 @@ enum kb_ipc_code {
                                    layout changed. -ENOTCONN unless every set is up */
     KB_IPC_DIST_MIGRATE = 9,    /* args.gfid = parent directory, args.name = entry: move a
                                    regular file that is not on its hashed set there, online
-                                   (xlators/dist_migrate.c); reply.off = bytes copied (0:
-                                   nothing to do). -EMLINK hard links, -EBUSY marked file,
-                                   left in place */
+                                   (xlators/cluster/distribute/migrate.c); reply.off = bytes
+                                   copied (0: nothing to do). -EMLINK hard links, -EBUSY
+                                   marked file, left in place */
 };
 
 /*
@@ -121,7 +121,7 @@ enum kb_ipc_code {
  *
  *    KB_LAYOUT_DISK_BYTES (32) bytes; the brick treats them as opaque. The
  *    format (magic, version, hash type, this set's hash range) is described
- *    in xlators/dist_layout.h, which owns it.
+ *    in xlators/cluster/distribute/layout.h, which owns it.
  */
 #define KB_LAYOUT_XATTR      "trusted.kembar.layout"
 #define KB_LAYOUT_DISK_BYTES 32

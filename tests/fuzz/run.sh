@@ -12,9 +12,9 @@
 # Targets: fuzz_frame (frame header + call decoding, as a brick does), fuzz_reply (reply
 # decoding, as a client does), fuzz_volfile (volfile parser + option validation), fuzz_volume
 # (volume definition parser and what kembard generates from it). Each is compiled with
-# -fsanitize=fuzzer,address,undefined; the library (lib/ rpc/ xlators/ client/ and
-# server/volume.c) with -fsanitize=fuzzer-no-link,address,undefined into build/fuzz/ (incremental:
-# only changed sources are recompiled).
+# -fsanitize=fuzzer,address,undefined; the library (lib/ rpc/ xlators/ and its translator folders,
+# client/ and server/volume.c) with -fsanitize=fuzzer-no-link,address,undefined into build/fuzz/
+# (incremental: only changed sources are recompiled).
 #
 # Each run starts from the committed seeds (tests/fuzz/corpus/TARGET, read only) plus what earlier
 # runs found (build/fuzz/corpus/TARGET). A crash, leak, sanitizer report or timeout fails the run:
@@ -46,7 +46,7 @@ FZ_CFLAGS := -std=gnu11 -I. -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(pkg-config --
     -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
     -fno-sanitize-recover=undefined -Wno-unused-command-line-argument
 FZ_LIBS := $(pkg-config --libs $pkgs) -lpthread -lm
-SRC := \$(wildcard lib/*.c rpc/*.c xlators/*.c client/*.c) server/volume.c
+SRC := \$(wildcard lib/*.c rpc/*.c client/*.c) \$(shell find xlators -name '*.c') server/volume.c
 OBJ := \$(SRC:%.c=$out/obj/%.o)
 TARGETS := \$(patsubst tests/fuzz/%.c,$out/%,\$(filter-out tests/fuzz/gen_seeds.c,\$(wildcard tests/fuzz/fuzz_*.c)))
 all: \$(TARGETS)

@@ -4,7 +4,7 @@
 # kembar-fuse adds FUSE_HANDLE_KILLPRIV_V2 to the INIT reply (fuse/rawio.c): the kernel stops
 # asking for security.capability before every write(2), and tells the filesystem, by a flag on the
 # WRITE or SETATTR, when the caller lacks CAP_FSETID, so that the bricks clear setuid (and setgid
-# where the VFS would) themselves (xlators/posix_io.c, posix_inode.c). Checked here:
+# where the VFS would) themselves (xlators/storage/posix/io.c, inode.c). Checked here:
 #  - 200 writes reach kembar-fuse as 200 WRITEs and at most a couple of GETXATTRs (counted by
 #    kembar-fuse itself, SIGUSR1 state dump), where -o no_killpriv_v2 gets one GETXATTR per write;
 #  - the same writes, truncates and chowns by an unprivileged user and by root leave every mode

@@ -65,7 +65,7 @@ def sets_of(spec):
     return [s.split(",") for s in spec.split()]
 
 def name_hash(name):
-    """DIST_HASH_KB1 (xlators/dist_layout.h): FNV-1a 32, then murmur3's fmix32."""
+    """DIST_HASH_KB1 (xlators/cluster/distribute/layout.h): FNV-1a 32, then murmur3's fmix32."""
     h = 2166136261
     for c in name.encode():
         h = ((h ^ c) * 16777619) & 0xffffffff

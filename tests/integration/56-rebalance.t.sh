@@ -90,7 +90,8 @@ def placement(man, skips, *bricks):
 
 def writer(path, stop, out):
     # One descriptor for writes and read-backs, as a VM's disk: a descriptor that only reads keeps
-    # reading the copy it opened after that file migrated (dist_migrate.c, known limits).
+    # reading the copy it opened after that file migrated (known limits in
+    # xlators/cluster/distribute/migrate.c).
     fd = rfd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o644)
     n, errors, first, t0 = 0, 0, "", time.time()
     while not os.path.exists(stop):

@@ -1,0 +1,272 @@
+/*
+ * read.c — reads and lookups of cluster/replicate.
+ *
+ * A read goes to ONE child: up, a source of the op's changelog column (no
+ * copy blames it), never the arbiter; files are spread over the readable
+ * copies by gfid hash (read-hash-mode 1). The changelog view comes from the
+ * per-inode cache, fetched (XATTROP GET on every up child) when stale: after
+ * any CHILD_UP, or never fetched. Lookup and open always refresh it; our own
+ * pre-ops, marks and post-ops update it from their replies. A disconnect or
+ * -EIO from the chosen child retries on the next readable one; the
+ * application sees an error only when no readable copy answers.
+ *
+ * LOOKUP goes to every up child (cheap) so that copies holding different
+ * objects under one name (gfid or type mismatch) give -EIO, and a name that
+ * exists on some copies only is settled by the parent directory's entry
+ * changelog (repl_lookup_merge). A nameless LOOKUP (by gfid) has no parent
+ * to ask: it finds the object on the copies that hold it. The attributes
+ * returned come from a readable copy of the object.
+ *
+ * READDIR cookies are per brick: a listing continues on the child that gave
+ * them (offset != 0); if that child is lost mid-listing the READDIR fails
+ * (it cannot be resumed elsewhere).
+ */
+#include <sys/stat.h>
+#include "lib/log.h"
+#include "xlators/cluster/replicate/replicate.h"
+
+/* Column whose sources may serve OP on INO (-1: any data copy). */
+static int read_col(kb_op_t op, const repl_inode_t *ino)
+{
+    switch (op) {
+    case KB_FOP_READ: case KB_FOP_LSEEK: case KB_FOP_RCHECKSUM:
+        return KB_CL_DATA;
+    case KB_FOP_STAT:
+        return !ino->type || S_ISREG(ino->type) ? KB_CL_DATA : KB_CL_META;
+    case KB_FOP_READDIR:
+        return KB_CL_ENTRY;
+    case KB_FOP_STATFS:
+        return -1;
+    default:
+        return KB_CL_META;
+    }
+}
+
+static void read_pick(repl_op_t *op);
+
+static void read_cbk(void *cookie, const kb_reply_t *r)
+{
+    repl_op_t *op = cookie;
+    repl_priv_t *p = op->priv;
+    int i = op->child;
+    if (r->status < 0 && repl_read_retryable(r->status)) {
+        op->tried |= REPL_BIT(i);
+        op->last_err = r->status;
+        p->st.retries++;
+        kb_log_req(KB_LOG_DEBUG, p->xl->name, op->req, "%s on child %d: %s, trying another copy",
+                   kb_fop_name(op->fop), i, strerror(-r->status));
+        read_pick(op);
+        return;
+    }
+    if (op->fop == KB_FOP_READDIR && op->fd && r->status >= 0)
+        op->fd->rd_child = i;
+    repl_op_reply(op, r);
+}
+
+static void read_wind(repl_op_t *op)
+{
+    repl_priv_t *p = op->priv;
+    int i = op->child;
+    if (op->fd && !(op->fd->opened & REPL_BIT(i))) {
+        op->tried |= REPL_BIT(i);         /* could not (re)open it there */
+        op->last_err = op->last_err ? op->last_err : -EBADF;
+        read_pick(op);
+        return;
+    }
+    op->own = *op->args;
+    if (op->fd)
+        op->own.fd = op->fd->cfd[i];
+    kb_wind(p->xl->children[i], op->fop, &op->own, &op->cred, op->req, read_cbk, op);
+}
+
+/* Attributes (LOOKUP, STAT) come from the FIRST readable copy, like the
+ * attributes in modification replies (the lowest child that applied it):
+ * each brick keeps its own ctime, and two mounts (a VM's source and
+ * destination host during live migration) must see the same one. Data reads
+ * still spread over the copies by gfid hash. */
+static int attr_mode(const repl_priv_t *p, kb_op_t fop)
+{
+    return fop == KB_FOP_STAT || fop == KB_FOP_LOOKUP ? 0 : p->read_mode;
+}
+
+static void read_pick(repl_op_t *op)
+{
+    repl_priv_t *p = op->priv;
+    repl_blame_t b;
+    int col = read_col(op->fop, op->ino);
+    if (col >= 0)
+        repl_inode_blame(p, op->ino, col, &b);
+    repl_mask_t r = repl_readable(&p->cfg, col >= 0 ? col : KB_CL_DATA, p->up, col >= 0 ? &b : NULL);
+    if (op->fop == KB_FOP_READDIR && op->fd && op->args->off && op->fd->rd_child >= 0)
+        r &= REPL_BIT(op->fd->rd_child);
+    r &= ~op->tried;
+    int i = repl_read_pick(r, kb_gfid_hash(&op->ino->gfid), attr_mode(p, op->fop));
+    if (i < 0) {
+        repl_op_fail(op, op->last_err ? op->last_err : repl_unreadable_err(col >= 0 ? &b : NULL));
+        return;
+    }
+    op->child = i;
+    if (op->fd && !(op->fd->opened & REPL_BIT(i))) {
+        repl_fd_ensure(op, op->fd, REPL_BIT(i), read_wind);
+        return;
+    }
+    read_wind(op);
+}
+
+void repl_read(kb_call_t *call)
+{
+    repl_priv_t *p = call->xl->priv;
+    repl_op_t *op = repl_op_new(p, call);
+    if (!op) {
+        kb_unwind_err(call, -ENOMEM);
+        return;
+    }
+    const kb_args_t *a = call->args;
+    if (kb_args_uses_fd(op->fop, a)) {
+        if (!(op->fd = repl_fd_from(p, a->fd))) {
+            repl_op_fail(op, -EBADF);
+            return;
+        }
+        op->ino = repl_inode_ref(op->fd->ino);
+    } else if (!(op->ino = repl_inode_get(p, &a->gfid))) {
+        repl_op_fail(op, -ENOMEM);
+        return;
+    }
+    if (op->fop != KB_FOP_STATFS && !repl_inode_fresh(p, op->ino)) {
+        repl_refresh(op, op->ino, repl_all(&p->cfg), read_pick);
+        return;
+    }
+    read_pick(op);
+}
+
+/* ================= lookup ================= */
+
+static void lookup_merge(repl_op_t *op);
+
+static void lookup_reply(repl_fan_t *f, int slot, const kb_reply_t *r)
+{
+    repl_op_t *op = f->ctx;
+    if (slot >= op->priv->n)
+        return;                       /* changelog part: stored by the fan */
+    op->lst[slot] = r->status;
+    if (r->status >= 0) {
+        op->lgfid[slot] = r->attr.gfid;
+        op->lattr[slot] = r->attr;
+    }
+}
+
+static void lookup_done(repl_fan_t *f)
+{
+    repl_op_t *op = f->ctx;
+    op->sent = f->sent[0];
+    if (f->sent[1])
+        repl_inode_fetched(op->priv, op->ino);   /* nameless: refreshed alongside */
+    lookup_merge(op);
+}
+
+static void lookup_final(repl_op_t *op)
+{
+    repl_priv_t *p = op->priv;
+    repl_inode_t *obj = op->ino2 ? op->ino2 : op->ino;
+    repl_mask_t found = op->out.ok;
+    int col = S_ISREG(obj->type) ? KB_CL_DATA : KB_CL_META;
+    repl_blame_t b;
+    repl_inode_blame(p, obj, col, &b);
+    repl_mask_t r = repl_readable(&p->cfg, col, p->up, &b) & found;
+    int i = repl_read_pick(r, kb_gfid_hash(&obj->gfid), attr_mode(p, KB_FOP_LOOKUP));
+    if (i < 0)      /* split-brain or only sinks up: name it anyway; reads will say EIO */
+        i = repl_first(found & repl_data_children(&p->cfg));
+    if (i < 0)
+        i = repl_first(found);
+    kb_reply_t rep = { .status = 0, .attr = op->lattr[i] };
+    repl_op_reply(op, &rep);
+}
+
+static void lookup_merge(repl_op_t *op)
+{
+    repl_priv_t *p = op->priv;
+    bool named = op->args->name != NULL;
+    uint32_t type[KB_CL_MAX_REPLICA];
+    for (int i = 0; i < p->n; i++)
+        type[i] = op->lattr[i].mode & S_IFMT;
+    /* The parent's view is fetched afresh when the copies disagree (rare),
+     * never taken from the cache: another client may have marked it. */
+    repl_blame_t pb;
+    bool pknown = named && op->stage == 1;
+    if (pknown)
+        repl_inode_blame(p, op->ino, KB_CL_ENTRY, &pb);
+    repl_mask_t found;
+    bool need;
+    int st = repl_lookup_merge(&p->cfg, op->sent, op->lst, op->lgfid, type, pknown ? &pb : NULL,
+                               &found, &need);
+    if (need && !named) {
+        /* Nameless (by gfid): no parent to settle it, and asking the
+         * object's own changelog again never would (that looped for ever).
+         * The object is where it is found, as a gfid lookup in GlusterFS:
+         * a copy that lacks it is being created or unlinked (a migration's
+         * old copy goes brick by brick) or missed it, which entry heal of
+         * its parent settles. */
+        need = false;
+        st = 0;
+        for (int i = 0; i < p->n; i++)
+            if ((op->sent & REPL_BIT(i)) && op->lst[i] >= 0)
+                found |= REPL_BIT(i);
+    }
+    if (need) {                       /* copies disagree on the name: ask the parent */
+        op->stage = 1;
+        repl_refresh(op, op->ino, repl_all(&p->cfg), lookup_merge);
+        return;
+    }
+    if (st < 0) {
+        if (st == -EIO)
+            kb_warn(p->xl->name, "lookup %s: copies disagree (gfid/type/entry split-brain)",
+                    named ? op->args->name : "(nameless)");
+        repl_op_fail(op, st);
+        return;
+    }
+    op->out.ok = found;
+    int f0 = repl_first(found);
+    if (!named) {
+        op->ino->type = type[f0];
+        lookup_final(op);
+        return;
+    }
+    if (!(op->ino2 = repl_inode_get(p, &op->lgfid[f0]))) {
+        repl_op_fail(op, -ENOMEM);
+        return;
+    }
+    op->ino2->type = type[f0];
+    repl_refresh(op, op->ino2, found, lookup_final);
+}
+
+void repl_lookup(kb_call_t *call)
+{
+    repl_priv_t *p = call->xl->priv;
+    repl_op_t *op = repl_op_new(p, call);
+    if (!op) {
+        kb_unwind_err(call, -ENOMEM);
+        return;
+    }
+    bool named = call->args->name != NULL;
+    op->ino = repl_inode_get(p, &call->args->gfid);
+    op->lattr = calloc((size_t)p->n, sizeof(kb_iatt_t));
+    repl_fan_t *f = op->ino && op->lattr
+        ? repl_fan_new(p, named ? 1 : 2, KB_FOP_LOOKUP, call->args, &op->cred, op->req, lookup_done, op)
+        : NULL;
+    if (f && !named && repl_fan_set_cl(f, 1, op->ino, NULL)) {
+        free(f);
+        f = NULL;
+    }
+    if (!f) {
+        repl_op_fail(op, -ENOMEM);
+        return;
+    }
+    f->on_reply = lookup_reply;
+    for (int i = 0; i < p->n; i++)
+        if (p->up & REPL_BIT(i)) {
+            repl_fan_wind(f, i);
+            if (!named)
+                repl_fan_wind(f, p->n + i);
+        }
+    repl_fan_go(f);
+}
