@@ -255,9 +255,11 @@ int mgmt_cmd_profile(const ctx_t *c, int argc, char **argv, char **out, outbuf_t
 typedef struct heal_brick {
     bool reached, daemon;
     int entries, split;
+    int writing;            /* files in sync, being written: not entries (heal_index.c) */
     unsigned long long healed, written, sweeps, left;
     outbuf_t list;          /* human lines or JSON objects */
-    int nlist;
+    outbuf_t wlist;         /* the files being written, apart */
+    int nlist, nwlist;
 } heal_brick_t;
 
 static void heal_collect(const ctx_t *c, const kbd_volume_t *v, heal_brick_t *hb, bool only_split)
@@ -289,11 +291,22 @@ static void heal_collect(const ctx_t *c, const kbd_volume_t *v, heal_brick_t *hb
                        idx >= 0 && idx < v->nbricks) {
                 heal_brick_t *h = &hb[idx];
                 bool split = strcmp(status, "split-brain") == 0;
+                const char *path = l + pos;
                 h->split += split;
                 h->left += left;
+                if (strcmp(status, "writing") == 0) {
+                    h->writing++;
+                    if (c->json) {
+                        mgmt_outf(&h->wlist, "%s", h->nwlist ? "," : "");
+                        mgmt_outj(&h->wlist, path);
+                    } else {
+                        mgmt_outf(&h->wlist, "%s\n", path);
+                    }
+                    h->nwlist++;
+                    continue;
+                }
                 if (only_split && !split)
                     continue;
-                const char *path = l + pos;
                 if (c->json) {
                     mgmt_outf(&h->list, "%s{\"path\":", h->nlist ? "," : "");
                     mgmt_outj(&h->list, path);
@@ -444,7 +457,7 @@ int mgmt_cmd_heal(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o
             return mgmt_fail(out, -ENOMEM, "out of memory");
         }
         heal_collect(c, v, hb, only_split);
-        unsigned long long total = 0, left = 0, split = 0, written = 0, healed = 0;
+        unsigned long long total = 0, left = 0, split = 0, written = 0, healed = 0, writing = 0;
         if (c->json)
             mgmt_outf(o, "{\"volume\":\"%s\",\"bricks\":[", v->name);
         for (int i = 0; i < v->nbricks; i++) {
@@ -453,26 +466,32 @@ int mgmt_cmd_heal(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o
             total += (unsigned long long)h->entries;
             left += h->left;
             split += (unsigned long long)h->split;
+            writing += (unsigned long long)h->writing;
             written += h->written;
             healed += h->healed;
             if (c->json) {
                 mgmt_outf(o, "%s{\"brick\":", i ? "," : "");
                 mgmt_outj(o, bs);
                 mgmt_outf(o, ",\"connected\":%s,\"entries\":%d,\"split_brain\":%d,\"bytes_left\":%llu,"
-                        "\"healed\":%llu,\"bytes_healed\":%llu,\"list\":[%s]}",
+                        "\"healed\":%llu,\"bytes_healed\":%llu,\"list\":[%s],\"writing\":%d,\"writing_list\":[%s]}",
                      h->reached ? "true" : "false", h->entries, h->split, h->left, h->healed, h->written,
-                     h->list.p ? h->list.p : "");
+                     h->list.p ? h->list.p : "", h->writing, h->wlist.p ? h->wlist.p : "");
             } else {
-                mgmt_outf(o, "Brick %s\nStatus: %s\n%sNumber of entries%s: %d\n\n", bs ? bs : "?",
+                mgmt_outf(o, "Brick %s\nStatus: %s\n%sNumber of entries%s: %d\n", bs ? bs : "?",
                      h->reached ? "Connected" : "Transport endpoint is not connected", h->list.p ? h->list.p : "",
                      only_split ? " in split-brain" : "", only_split ? h->split : h->entries);
+                if (h->writing && !only_split)
+                    mgmt_outf(o, "Being written, all copies in sync (not entries): %d\n%s", h->writing,
+                              h->wlist.p ? h->wlist.p : "");
+                mgmt_outf(o, "\n");
             }
             free(bs);
             free(h->list.p);
+            free(h->wlist.p);
         }
         if (c->json)
             mgmt_outf(o, "],\"total_entries\":%llu,\"split_brain\":%llu,\"bytes_left\":%llu,\"healed\":%llu,"
-                    "\"bytes_healed\":%llu}\n", total, split, left, healed, written);
+                    "\"bytes_healed\":%llu,\"total_writing\":%llu}\n", total, split, left, healed, written, writing);
         free(hb);
     } else if (strcmp(argv[2], "split-brain") == 0) {
         rc = cmd_heal_split_brain(c, v, argc, argv, out, o);

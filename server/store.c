@@ -23,6 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include "lib/log.h"
+#include "server/heal_index.h"
 #include "server/store.h"
 #include "xlators/changelog.h"
 #include "xlators/cluster/replicate/heal.h"
@@ -490,21 +491,6 @@ static int op_delete(kbd_t *d, const char *name, char **out)
 }
 
 /* Entries in a brick's heal index (objects with pending marks). */
-static int index_count(const char *brick)
-{
-    char *idx = NULL;
-    int n = 0;
-    if (asprintf(&idx, "%s/.kembar/index", brick) < 0)
-        return 0;
-    DIR *dh = opendir(idx);
-    free(idx);
-    for (struct dirent *de; dh && (de = readdir(dh));)
-        n += de->d_name[0] != '.';
-    if (dh)
-        closedir(dh);
-    return n;
-}
-
 /* brick-status NAME, one line per local brick:
  * "IDX STATE PID PORT CLIENTS TOTAL_BYTES FREE_BYTES INODES FREE_INODES HEAL_PENDING PATH\tREASON" */
 static int op_brick_status(kbd_t *d, const char *name, char **out)
@@ -527,7 +513,7 @@ static int op_brick_status(kbd_t *d, const char *name, char **out)
                          online ? "online" : "offline", (int)getpid(), d->port, b ? b->nconns : 0,
                          (unsigned long long)sv.f_blocks * sv.f_frsize, (unsigned long long)sv.f_bavail * sv.f_frsize,
                          (unsigned long long)sv.f_files, (unsigned long long)sv.f_ffree,
-                         online ? index_count(e->v->bricks[i].path) : 0, e->v->bricks[i].path,
+                         online ? kbd_index_count(e->v->bricks[i].path, NULL) : 0, e->v->bricks[i].path,
                          b && !b->graph ? b->error : "");
         kb_enc_bytes(&enc, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
     }
@@ -824,7 +810,7 @@ char *kbd_metrics_text(kbd_t *d)
             bool online = b && b->graph;
             prom(&e, "kembar_brick_online{%s} %d\n", lbl, online);
             prom(&e, "kembar_brick_clients{%s} %d\n", lbl, b ? b->nconns : 0);
-            prom(&e, "kembar_heal_pending{%s} %d\n", lbl, online ? index_count(v->v->bricks[i].path) : 0);
+            prom(&e, "kembar_heal_pending{%s} %d\n", lbl, online ? kbd_index_count(v->v->bricks[i].path, NULL) : 0);
             if (!b)
                 continue;
             prom(&e, "kembar_read_bytes_total{%s} %llu\n", lbl, (unsigned long long)b->stats.bytes_read);

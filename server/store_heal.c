@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/xattr.h>
+#include "server/heal_index.h"
 #include "server/store.h"
 #include "xlators/changelog.h"
 #include "xlators/cluster/replicate/heal.h"
@@ -64,8 +65,9 @@ static void gfid_path(kbd_brick_rt_t *b, const kb_gfid_t *g, char *buf, size_t l
 }
 
 /* heal-info NAME: for each local brick
- *   B <idx> <entries>
- *   E <idx> <status> <bytes-left> <gfid> <path>     status: pending|healing|split-brain
+ *   B <idx> <entries>                               (entries that need heal: not "writing")
+ *   E <idx> <status> <bytes-left> <gfid> <path>     status: pending|healing|split-brain|writing
+ *                                                   (writing: in sync, being written; heal_index.c)
  *   S <idx> <healed> <bytes-written> <sweeps> <split>
  */
 static int op_heal_info(kbd_t *d, const char *name, char **out)
@@ -98,8 +100,8 @@ static int op_heal_info(kbd_t *d, const char *name, char **out)
             kb_gfid_t g;
             if (kb_gfid_parse(de->d_name, &g))
                 continue;
-            count++;
-            const char *status = "pending";
+            kbd_index_kind_t kind = kbd_index_classify(e->v->bricks[i].path, de->d_name);
+            const char *status = kind == KBD_INDEX_WRITING ? "writing" : "pending";
             uint64_t left = 0;
             for (uint32_t a = 0; a < st.nactive; a++)
                 if (kb_gfid_eq(&st.active[a].gfid, &g)) {
@@ -109,6 +111,9 @@ static int op_heal_info(kbd_t *d, const char *name, char **out)
             for (uint32_t sb = 0; sb < st.nsplit; sb++)
                 if (kb_gfid_eq(&st.split[sb], &g))
                     status = "split-brain";
+            if (kind == KBD_INDEX_CLEAN && strcmp(status, "pending") == 0)
+                continue;                /* counters all zero: nothing to heal */
+            count += strcmp(status, "writing") != 0;   /* in sync, being written: shown apart */
             char path[KB_PATH_MAX];
             gfid_path(e->rt[i], &g, path, sizeof(path));
             int n = snprintf(line, sizeof(line), "E %d %s %llu %s %s\n", i, status, (unsigned long long)left,
