@@ -44,7 +44,7 @@ void kbf_itable_forget(kbf_itable_t *t, uint64_t nodeid, uint64_t n);
 const kb_gfid_t *kbf_itable_gfid(kbf_itable_t *t, uint64_t nodeid);
 
 /*
- * Page-cache validation (keep_cache at open, fuse/ops.c). A content
+ * Page-cache validation (keep_cache at open, fuse/file.c). A content
  * version is what a STAT taken at open says about the data: size, mtime and
  * ctime (nanoseconds; every change of the data moves ctime, which no user
  * can set back). Swap records NOW for NODEID (NULL: forget the record) and
@@ -62,7 +62,7 @@ enum kbf_cver_cmp kbf_itable_cver_swap(kbf_itable_t *t, uint64_t nodeid, const k
 /*
  * Whether the last mode seen for NODEID (entry and attribute replies) had
  * setuid or setgid: a write that asks the bricks to clear them must then
- * drop the kernel's cached mode (fuse/ops.c, KILLPRIV_V2). Any thread.
+ * drop the kernel's cached mode (fuse/file.c, KILLPRIV_V2). Any thread.
  */
 void kbf_itable_note_mode(kbf_itable_t *t, uint64_t nodeid, uint32_t mode);
 bool kbf_itable_sxid(kbf_itable_t *t, uint64_t nodeid);

@@ -1,5 +1,6 @@
 /*
- * kbfuse.h — kembar-fuse internals shared by fuse/main.c and fuse/ops.c.
+ * kbfuse.h — kembar-fuse internals shared by fuse/main.c and the bridge
+ * (fuse/ops.c and the files that hold its ops, fuse/ops.h).
  *
  * The bridge is thin (STYLE 8): a FUSE request becomes one fop (two for
  * setattr with a size, release with flock locks), the fop's completion

@@ -576,7 +576,7 @@ static struct fuse_session *session_new(kbf_t *fs, const kbf_args_t *a)
  * larger, and used only with the libfuse this was built and checked
  * against; any other version keeps libfuse's own buffer (and writes copy
  * their payload once, as with -o threads or -o splice). Small writes copy
- * anyway (fuse/ops.c), so their buffer is simply reused.
+ * anyway (fuse/file.c), so their buffer is simply reused.
  */
 #define KBF_RX_CAP (2u << 20)
 _Static_assert(KBF_RX_CAP >= 256 * 4096 + 4096, "libfuse 3.14 reads 1 MiB + 4 KiB requests");

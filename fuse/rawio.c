@@ -21,9 +21,10 @@
  *    valid mask carry the kill flags;
  *  - each request read is looked at before libfuse dispatches it, on the
  *    same thread, and the flag of the one being dispatched is left in a
- *    thread-local for fuse/ops.c (kbf_rq_kill_suidgid), which sends it on
- *    as KB_WF_KILL_SUIDGID: the brick clears setuid, and setgid when the
- *    file is group-executable, as the VFS does (xlators/storage/posix/io.c).
+ *    thread-local (kbf_rq_kill_suidgid) for the writes of fuse/file.c and
+ *    the truncates of fuse/attr.c, which send it on as KB_WF_KILL_SUIDGID:
+ *    the brick clears setuid, and setgid when the file is group-executable,
+ *    as the VFS does (xlators/storage/posix/io.c).
  * Capabilities themselves are dropped by the brick's own file system on
  * every write and truncate (its writes are real writes), and a chown on a
  * brick clears setuid/setgid as on any local disk.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 24-fuse-cache — kembar-fuse keeps a file's page cache across opens only while nobody changed it.
 #
-# Close-to-open consistency with keep_cache (fuse/ops.c, open_finish): mount A reads a file (its
+# Close-to-open consistency with keep_cache (fuse/file.c, open_finish): mount A reads a file (its
 # pages cached), mount B changes it — a longer write, a same-size overwrite of one byte, a
 # truncate, an mtime set back with utime — and A's next open must see B's data at once, never its
 # cached pages. And the point of it: a file nobody changed keeps its cached pages at the next

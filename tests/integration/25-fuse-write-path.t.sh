@@ -3,7 +3,7 @@
 #
 # kembar-fuse reads /dev/fuse on the libkembar loop thread into receive buffers of its own; a
 # write of 32 KiB or more is sent to the bricks from where it was received (no copy), holding that
-# buffer, and the next request goes to a fresh one (fuse/main.c, fuse/ops.c). Several writers at
+# buffer, and the next request goes to a fresh one (fuse/main.c, fuse/file.c). Several writers at
 # once (each with its own record size, O_DIRECT among them) keep several such buffers in flight;
 # every file must then be byte-identical to its source through the mount and on both bricks.
 # The same through -o threads (libfuse workers, payload copied) as the reference path.

@@ -118,7 +118,7 @@
 #define WB_ALL UINT64_MAX              /* an appending write's end */
 /* Writes outstanding per inode, besides the byte window. A payload may pin
  * more memory than its length: kembar-fuse hands over large writes inside
- * their 2 MiB receive buffer (fuse/ops.c), so 32 of them hold at most 64 MiB
+ * their 2 MiB receive buffer (fuse/file.c), so 32 of them hold at most 64 MiB
  * per file, and 32 in flight is more than a stream needs. */
 #define WB_MAX_WRITES 32
 
