@@ -1,22 +1,28 @@
 /*
  * kembar.c — the CLI (DESIGN §2).
  *
- *   kembar [--server HOST[:PORT]] [--json] volume <verb> ...
+ *   kembar [--server HOST[:PORT]] [--key-file F] [--json] volume|peer <verb> ...
  *
- * The command runs on the kembard named by --server (default
- * 127.0.0.1:24800), which talks to the other nodes. Exit 0 on success;
- * otherwise a one-line reason on stderr and a non-zero exit.
+ * The command runs on the kembard named by --server, which talks to the
+ * other nodes. Without --server: this node's kembard through its local
+ * socket (/var/lib/kembar/kembard.sock, root's alone), or 127.0.0.1:24800
+ * when there is none. A kembard takes commands from root on its own node,
+ * and from members of its cluster: to a remote --server the request is
+ * signed with the cluster key (--key-file, else /var/lib/kembar/cluster.key
+ * when readable; server/trust.c). Exit 0 on success; otherwise a one-line
+ * reason on stderr and a non-zero exit.
  */
 #include <stdio.h>
 #include <unistd.h>
 #include "lib/common.h"
+#include "rpc/auth.h"
 #include "rpc/sync.h"
 #include "rpc/tls.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: kembar [--server HOST[:PORT]] [--tls-dir DIR] [--json] volume <verb> ...\n"
+        "usage: kembar [--server HOST[:PORT]] [--key-file F] [--tls-dir DIR] [--json] volume|peer <verb> ...\n"
         "  volume create NAME [replica N [arbiter 1]] HOST[:PORT]:/PATH... [force]\n"
         "  volume start|stop NAME [force]      volume delete NAME\n"
         "  volume info [NAME]   volume list   volume status [NAME]\n"
@@ -28,7 +34,31 @@ static void usage(FILE *f)
         "  volume add-brick NAME HOST[:PORT]:/PATH... [force]\n"
         "  volume rebalance NAME start [force] | status | stop\n"
         "  volume remove-brick NAME BRICK... start|status|stop|commit [force]\n"
-        "  volume replace-brick NAME OLD-BRICK NEW-BRICK [force]\n");
+        "  volume replace-brick NAME OLD-BRICK NEW-BRICK [force]\n"
+        "  peer token   peer probe HOST[:PORT] [TOKEN]   peer detach HOST[:PORT]   peer list\n");
+}
+
+#define LOCAL_SOCKET KB_DEFAULT_STATE_DIR "/kembard.sock"
+#define DEFAULT_KEY  KB_DEFAULT_STATE_DIR "/cluster.key"
+
+/* Sign requests with the cluster key of FILE (given: it must load), else
+ * this node's own when readable (root on a member) and the server is not
+ * the local one (LOCAL: root there is trusted as such). */
+static int sign_with(const char *file, bool local)
+{
+    uint8_t key[KB_AUTH_KEY_LEN];
+    char err[256] = "";
+    if (file) {
+        if (kb_auth_key_load(file, key, false, err, sizeof(err))) {
+            fprintf(stderr, "kembar: %s\n", err);
+            return -1;
+        }
+    } else if (local || access(DEFAULT_KEY, R_OK) != 0 ||
+               kb_auth_key_load(DEFAULT_KEY, key, false, err, sizeof(err))) {
+        return 0;
+    }
+    rpc_sync_set_auth_key(key);
+    return 0;
 }
 
 static unsigned long long json_num(const char *json, const char *key)
@@ -94,6 +124,7 @@ static int heal_watch(const char *host, uint16_t port, const char *vol)
 int main(int argc, char **argv)
 {
     const char *server = getenv("KEMBAR_SERVER"), *tlsdir = getenv("KEMBAR_TLS_DIR");
+    const char *keyfile = getenv("KEMBAR_KEY_FILE");
     bool json = false, watch = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -105,6 +136,8 @@ int main(int argc, char **argv)
             json = true;
         } else if (strcmp(argv[i], "--tls-dir") == 0 && i + 1 < argc) {
             tlsdir = argv[++i];
+        } else if (strcmp(argv[i], "--key-file") == 0 && i + 1 < argc) {
+            keyfile = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -129,7 +162,7 @@ int main(int argc, char **argv)
         else
             av[ac++] = argv[k];
     }
-    if (ac < 2 || strcmp(av[0], "volume") != 0) {
+    if (ac < 2 || (strcmp(av[0], "volume") != 0 && strcmp(av[0], "peer") != 0)) {
         usage(stderr);
         return 2;
     }
@@ -147,9 +180,15 @@ int main(int argc, char **argv)
         }
         rpc_sync_set_tls(ctx);
     }
+    if (sign_with(keyfile, !server || strncmp(server, "unix:", 5) == 0))
+        return 2;
     char *host = NULL;
-    uint16_t port;
-    if (kb_parse_hostport(server ? server : "127.0.0.1", &host, &port, KB_DEFAULT_PORT)) {
+    uint16_t port = 0;
+    if (server && strncmp(server, "unix:", 5) == 0) {
+        host = strdup(server);
+    } else if (!server && access(LOCAL_SOCKET, F_OK) == 0) {
+        host = strdup("unix:" LOCAL_SOCKET);
+    } else if (kb_parse_hostport(server ? server : "127.0.0.1", &host, &port, KB_DEFAULT_PORT)) {
         fprintf(stderr, "kembar: bad --server '%s'\n", server);
         return 2;
     }
@@ -164,7 +203,10 @@ int main(int argc, char **argv)
     /* create/start talk to every node: allow for slow disks */
     int rc = rpc_sync_argv(host, port, KB_PROC_CLI, ac, av, 120000, &out, err, sizeof(err));
     if (rc == -ENOTCONN || rc == -ECONNREFUSED) {
-        fprintf(stderr, "kembar: cannot reach kembard at %s:%u: %s\n", host, port, err);
+        if (port)
+            fprintf(stderr, "kembar: cannot reach kembard at %s:%u: %s\n", host, port, err);
+        else
+            fprintf(stderr, "kembar: cannot reach kembard at %s: %s\n", host + 5, err);
         return 1;
     }
     if (rc) {

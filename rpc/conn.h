@@ -109,6 +109,9 @@ int rpc_reply(rpc_conn_t *c, uint64_t xid, uint32_t proc, int32_t status,
 bool rpc_conn_is_tls(const rpc_conn_t *c);
 /* The peer's address, "1.2.3.4" or "::1" (no port). */
 const char *rpc_conn_peer(const rpc_conn_t *c);
+/* Accepted connections: the uid owning the far end when it is on this node
+ * (a local socket, or TCP over loopback); -1 when unknown (peercred.c). */
+int rpc_conn_peer_uid(const rpc_conn_t *c);
 uint64_t rpc_conn_id(const rpc_conn_t *c);      /* unique per process */
 /* Close: pending calls fail with -ENOTCONN, no reconnect, RPC_EV_DOWN is not
  * delivered, freed when safe. Usable from inside the conn's own callbacks. */

@@ -21,6 +21,8 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct rpc_listener {
@@ -36,7 +38,9 @@ struct rpc_listener {
 static void format_peer(const struct sockaddr *sa, char *out, size_t n)
 {
     out[0] = '\0';
-    if (sa->sa_family == AF_INET) {
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(out, n, "local");
+    } else if (sa->sa_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)n);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -159,8 +163,34 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
         kb_err(LOG_CTX, "accept: %s", strerror(err));
 }
 
+/* "unix:/path": the node's local socket, root's alone (mode 0600). A stale
+ * socket file left by a crash is replaced. */
+static evutil_socket_t listen_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "cannot listen on %s: path too long", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    unlink(path);
+    mode_t old = umask(0177);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 64) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static evutil_socket_t listen_socket(const char *host, uint16_t port, char *err, size_t errlen)
 {
+    if (host && strncmp(host, "unix:", 5) == 0)
+        return listen_unix(host + 5, err, errlen);
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res = NULL;
     char ps[8];
@@ -225,7 +255,8 @@ rpc_listener_t *rpc_listen(struct event_base *base, const char *host, uint16_t p
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &sl);
-    l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+    l->port = ss.ss_family == AF_UNIX ? 0
+            : ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
     l->base = base;
     l->tls = tls;

@@ -7,10 +7,13 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "lib/common.h"
 #include "lib/codec.h"
+#include "rpc/auth.h"
 #include "rpc/sync.h"
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -25,6 +28,49 @@ struct rpc_sync {
 static SSL_CTX *sync_tls;
 
 void rpc_sync_set_tls(struct ssl_ctx_st *ctx) { sync_tls = ctx; }
+
+/* Process-wide cluster key that signs argv calls (rpc/auth.h); none: unsigned. */
+static pthread_mutex_t sync_key_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t sync_key[KB_AUTH_KEY_LEN];
+static bool sync_key_set;
+
+void rpc_sync_set_auth_key(const uint8_t *key)
+{
+    pthread_mutex_lock(&sync_key_mu);
+    sync_key_set = key != NULL;
+    if (key)
+        memcpy(sync_key, key, KB_AUTH_KEY_LEN);
+    pthread_mutex_unlock(&sync_key_mu);
+}
+
+static void sign_if_keyed(uint32_t proc, kb_enc_t *e)
+{
+    pthread_mutex_lock(&sync_key_mu);
+    if (sync_key_set)
+        kb_auth_sign(sync_key, proc, e);
+    pthread_mutex_unlock(&sync_key_mu);
+}
+
+/* "unix:/path" names a local socket (the node's own kembard.sock). */
+static int unix_connect(const char *path, uint64_t deadline, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    snprintf(err, errlen, "cannot connect to %s: %s%s", path, strerror(e),
+             e == EACCES ? " (the local socket is root's: run as root)" : "");
+    (void)deadline;
+    return -1;
+}
 
 static int wait_fd(int fd, short ev, uint64_t deadline_ms)
 {
@@ -73,6 +119,18 @@ rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_m
 rpc_sync_t *rpc_sync_connect_ctx(const char *host, uint16_t port, uint32_t timeout_ms,
                                  struct ssl_ctx_st *tls, char *err, size_t errlen)
 {
+    if (strncmp(host, "unix:", 5) == 0) {
+        int ufd = unix_connect(host + 5, kb_now_ms() + timeout_ms, err, errlen);
+        rpc_sync_t *us = ufd >= 0 ? kb_zalloc(sizeof(*us)) : NULL;
+        if (!us) {
+            if (ufd >= 0)
+                close(ufd);
+            return NULL;
+        }
+        us->fd = ufd;
+        us->next_xid = 1;
+        return us;
+    }
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
     char ports[8];
     snprintf(ports, sizeof(ports), "%u", port);
@@ -259,6 +317,7 @@ int rpc_sync_argv(const char *host, uint16_t port, uint32_t proc, int argc, char
     kb_enc_u32(&e, (uint32_t)argc);
     for (int i = 0; i < argc; i++)
         kb_enc_str(&e, argv[i]);
+    sign_if_keyed(proc, &e);
     int rc = e.err;
     rpc_msg_t r;
     if (!rc)

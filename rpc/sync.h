@@ -20,7 +20,11 @@ struct ssl_ctx_st;
  * the process; NULL = plain TCP. */
 void rpc_sync_set_tls(struct ssl_ctx_st *ctx);
 
-/* Connect within timeout_ms. NULL with a one-line reason in err. */
+/* Sign every later argv call of the process with this cluster key
+ * (rpc/auth.h; copied; NULL = unsigned). */
+void rpc_sync_set_auth_key(const uint8_t *key);
+
+/* Connect within timeout_ms. HOST "unix:/path" is a local socket (PORT unused). NULL with a one-line reason in err. */
 rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_ms,
                              char *err, size_t errlen);
 /* The same with TLS context TLS for this connection alone (NULL = plain),

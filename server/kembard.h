@@ -77,6 +77,7 @@ typedef struct kbd_brick_rt kbd_brick_rt_t;
 typedef struct kbd {
     kb_loop_t *loop;
     rpc_listener_t *listener;
+    rpc_listener_t *local;         /* <state-dir>/kembard.sock: root's CLI on this node */
     char *listen_host;     /* as given (may be 0.0.0.0) */
     char *self_host;       /* how this node reaches itself (127.0.0.1 for a wildcard) */
     uint16_t port;
@@ -93,6 +94,9 @@ typedef struct kbd {
     struct kbd_rebal *rebal;       /* rebalance runs started here (rebalance.c) */
 } kbd_t;
 
+/* The local socket's name in the state dir (the CLI's default way in). */
+#define KBD_LOCAL_SOCKET "kembard.sock"
+
 /* metrics.c */
 int kbd_metrics_start(kbd_t *d, const char *addr, char *err, size_t errlen);
 void kbd_metrics_stop(kbd_t *d);
@@ -108,6 +112,8 @@ bool kbd_volume_wants_tls(kbd_t *d, const char *volume);
 int kbd_serve_start(kbd_t *d, char *err, size_t errlen);
 void kbd_serve_stop(kbd_t *d);
 void kbd_dump_inflight(kbd_t *d);
+/* Cut off the clients of VOLUME that its access rules refuse now. */
+void kbd_serve_recheck_auth(kbd_t *d, const char *volume);
 /* Clients attached to local bricks of VOLUME, one line each:
  * "ADDR VERSION WHO\n" (VERSION: the definition version their graph was made
  * from, 0 = unknown). Malloc'd text; NULL on ENOMEM. */

@@ -21,6 +21,7 @@
 #include "rpc/sync.h"
 #include "rpc/tls.h"
 #include "server/kembard.h"
+#include "server/trust.h"
 
 static void usage(FILE *f)
 {
@@ -193,6 +194,10 @@ int main(int argc, char **argv)
         return 1;
     }
     char err[256] = "";
+    if (kbd_trust_init(&d, err, sizeof(err))) {
+        fprintf(stderr, "kembard: %s\n", err);
+        return 1;
+    }
     if (kbd_serve_start(&d, err, sizeof(err))) {
         fprintf(stderr, "kembard: %s\n", err);
         return 1;

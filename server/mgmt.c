@@ -99,13 +99,17 @@ int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv
         argc--;
         argv++;
     }
+    int rc;
+    if (argc >= 1 && strcmp(argv[0], "peer") == 0) {
+        rc = mgmt_cmd_peer(&c, argc, argv, out, &o);
+        goto done;
+    }
     if (argc < 2 || strcmp(argv[0], "volume") != 0)
         return mgmt_fail(out, -EINVAL, "usage: kembar volume <create|start|stop|delete|info|status|list|set|get|heal|"
                                   "add-brick|remove-brick|replace-brick|rebalance> ...");
     argc--;
     argv++;
     const char *verb = argv[0];
-    int rc;
     if (strcmp(verb, "create") == 0)
         rc = mgmt_cmd_create(&c, argc, argv, out, &o);
     else if (strcmp(verb, "start") == 0)
@@ -142,6 +146,7 @@ int kbd_cli_run(const char *self_host, uint16_t self_port, int argc, char **argv
         rc = mgmt_cmd_profile(&c, argc, argv, out, &o, true);
     else
         rc = mgmt_fail(out, -EINVAL, "unknown command 'volume %s'", verb);
+done:
     if (rc) {
         free(o.p);
         if (!*out)

@@ -11,6 +11,7 @@
  *   mgmt_volume.c  create, start, stop, delete, set, get, info, list
  *   mgmt_report.c  status, profile, top, heal (launch, info, split-brain)
  *   mgmt_bricks.c  add-brick, rebalance, remove-brick, replace-brick
+ *   mgmt_trust.c   peer token, probe, detach, list (who is in the cluster)
  *
  * Threading: the management thread only (or a test calling kbd_cli_run);
  * nothing here touches the loop thread's state.
@@ -75,5 +76,7 @@ int mgmt_cmd_add_brick(const ctx_t *c, int argc, char **argv, char **out, outbuf
 int mgmt_cmd_rebalance(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o);
 int mgmt_cmd_remove_brick(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o);
 int mgmt_cmd_replace_brick(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o);
+/* mgmt_trust.c: ARGV[0] is "peer", ARGV[1] the verb */
+int mgmt_cmd_peer(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o);
 
 #endif

@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "server/kembard.h"
 #include "server/stats.h"
+#include "server/trust.h"
 
 /* Open-addressed set of fd numbers (0 = empty slot; fds are never 0). */
 typedef struct fdset { uint64_t *slot; uint8_t *dir; size_t cap, n; } fdset_t;
@@ -31,6 +32,7 @@ typedef struct kbd_conn {
     char who[64];          /* the client translator's name, e.g. "vm-client-1" */
     uint32_t version;      /* volume definition version of the client's graph (0: unknown) */
     fdset_t fds;
+    int uid;               /* owner of the far end when on this node (-1: not, -2: not asked yet) */
     int refs;              /* 1 while connected + 1 per call in flight */
     bool gone;
     struct kbd_conn *prev, *next;
@@ -184,6 +186,29 @@ void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
             rpc_conn_close(c->rc);
             conn_gone(c);
         }
+    }
+}
+
+/* After VOLUME's auth.allow / auth.reject / transport.tls changed: every
+ * connected client that would be refused now is cut off (its fds released,
+ * its locks dropped); it cannot come back, since the handshake and GETSPEC
+ * check the same rules. The ones still allowed see nothing. */
+void kbd_serve_recheck_auth(kbd_t *d, const char *volume)
+{
+    for (kbd_conn_t *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->brick || c->gone || strcmp(c->volume, volume) != 0)
+            continue;
+        const char *why = kbd_volume_wants_tls(d, volume) && !rpc_conn_is_tls(c->rc) ? "transport.tls is on"
+                        : kbd_auth_check(d, volume, rpc_conn_peer(c->rc)) == -EACCES ? "auth.allow/auth.reject"
+                                                                                      : NULL;
+        if (!why)
+            continue;
+        kb_warn("serve", "client %s (%s) of volume %s disconnected: no longer allowed (%s)", rpc_conn_peer(c->rc),
+                c->who, volume, why);
+        conn_cleanup_brick(c);
+        rpc_conn_close(c->rc);
+        conn_gone(c);
     }
 }
 
@@ -362,6 +387,22 @@ static void free_argv(int argc, char **argv)
     free(argv);
 }
 
+/* May this connection run a management procedure? (trust.c has the rules.) */
+static int mgmt_allowed(kbd_conn_t *c, rpc_msg_t *m, const char **why)
+{
+    if (c->uid == -2)
+        c->uid = rpc_conn_peer_uid(c->rc);
+    bool local_root = c->uid == 0, tls = rpc_conn_is_tls(c->rc);
+    bool local_socket = strcmp(rpc_conn_peer(c->rc), "local") == 0;
+    if (c->d->tls_mgmt && !tls && !local_socket) {   /* --tls-mgmt: no plain TCP at all */
+        *why = "this node accepts management commands over TLS only (kembar --tls-dir)";
+        return -EACCES;
+    }
+    kbd_trust_req_t q = { .peer = rpc_conn_peer(c->rc), .local_root = local_root, .tls_member = tls,
+                          .proc = m->hdr.proc, .payload = m->payload, .plen = m->hdr.plen };
+    return kbd_trust_check(&q, why);
+}
+
 static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
 {
     kbd_conn_t *c = arg;
@@ -387,11 +428,16 @@ static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
                              : st == -EACCES ? "access to this volume is not allowed from this address"
                              : st == -EPROTO ? "this volume requires TLS (transport.tls on)" : "bad request");
         free(vol);
-    } else if ((proc == KB_PROC_PEER || proc == KB_PROC_CLI) && c->d->tls_mgmt && !rpc_conn_is_tls(rc)) {
-        reply_text(c, m, -EACCES, "this node accepts management commands over TLS only (kembar --tls-dir)");
     } else if (proc == KB_PROC_PEER || proc == KB_PROC_CLI) {
-        int st = decode_argv(m, &argc, &argv);
-        if (st) {
+        const char *why = NULL;
+        int st = mgmt_allowed(c, m, &why);
+        if (st == 0)
+            st = decode_argv(m, &argc, &argv);
+        else
+            why = why ? why : "not allowed";
+        if (why) {
+            reply_text(c, m, st, why);
+        } else if (st) {
             reply_text(c, m, st, "malformed request");
         } else if (proc == KB_PROC_PEER) {
             st = kbd_peer_op(c->d, argc, argv, &out);
@@ -418,6 +464,7 @@ static int on_accept(void *arg, rpc_conn_t *rc)
     c->d = d;
     c->rc = rc;
     c->id = rpc_conn_id(rc);
+    c->uid = -2;
     c->refs = 1;
     c->next = d->conns;
     if (d->conns)
@@ -434,7 +481,13 @@ int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
     if (!d->listener)
         return -EADDRINUSE;
     d->port = rpc_listener_port(d->listener);
-    return 0;
+    /* The local socket: root's CLI reaches this node without a network. */
+    char *path = NULL;
+    if (asprintf(&path, "unix:%s/" KBD_LOCAL_SOCKET, d->state_dir) < 0)
+        return -ENOMEM;
+    d->local = rpc_listen(kb_loop_base(d->loop), path, 0, NULL, on_accept, d, err, errlen);
+    free(path);
+    return d->local ? 0 : -EADDRINUSE;
 }
 
 void kbd_serve_stop(kbd_t *d)
@@ -442,6 +495,14 @@ void kbd_serve_stop(kbd_t *d)
     if (d->listener)
         rpc_listener_free(d->listener);
     d->listener = NULL;
+    if (d->local) {
+        char *path = NULL;
+        if (asprintf(&path, "%s/" KBD_LOCAL_SOCKET, d->state_dir) >= 0)
+            unlink(path);
+        free(path);
+        rpc_listener_free(d->local);
+    }
+    d->local = NULL;
     while (d->conns) {
         kbd_conn_t *c = d->conns;
         rpc_conn_close(c->rc);

@@ -25,6 +25,7 @@
 #include "lib/log.h"
 #include "server/heal_index.h"
 #include "server/store.h"
+#include "server/trust.h"
 #include "xlators/changelog.h"
 #include "xlators/cluster/replicate/heal.h"
 #include "xlators/storage/posix/posix.h"
@@ -462,6 +463,7 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
     d->vols = e;
     int rc = save_entry(d, e);
     reconcile(d, e);
+    kbd_serve_recheck_auth(d, e->v->name);
     return rc ? kbd_reply_text(out, rc, "cannot save the volume: %s", strerror(-rc)) : kbd_reply_text(out, 0, "ok");
 }
 
@@ -662,6 +664,8 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
     if (argc < 2)
         return kbd_reply_text(out, -EINVAL, "peer: no operation");
     const char *op = argv[1];
+    if (strcmp(op, "kx-offer") == 0 || strcmp(op, "kx-install") == 0)
+        return kbd_trust_peer_op(d, argc, argv, out);
     if (strcmp(op, "ping") == 0)
         return kbd_reply_text(out, 0, "ok %s:%u", d->self_host, d->port);
     if (strcmp(op, "list") == 0) {

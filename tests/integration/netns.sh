@@ -57,13 +57,18 @@ nn_addr() { echo "$(nn_host "$1"):$(nn_port "$1")"; }
 nn_brick() { echo "$(nn_addr "$1"):$2"; }    # nn_brick N PATH: the CLI spelling of a brick
 
 # nn_cli N ARGS... / nn_cli_json N ARGS...: the CLI (root namespace) against node N.
+# The root namespace is a cluster member: it signs with the cluster key every node was given
+# (README, Security: a node joins by `kembar peer probe` with a token, or by receiving the key
+# file before its first start, as here).
+nn_key() { echo "$KB_TMP/nn/cluster.key"; }
 nn_cli() {
     local n=$1; shift
-    timeout -k 5 "$KB_TIMEOUT" "$KB_BIN/kembar" --server "$(nn_addr "$n")" "$@" </dev/null 8>&-
+    timeout -k 5 "$KB_TIMEOUT" "$KB_BIN/kembar" --server "$(nn_addr "$n")" --key-file "$(nn_key)" "$@" </dev/null 8>&-
 }
 nn_cli_json() {
     local n=$1; shift
-    timeout -k 5 "$KB_TIMEOUT" "$KB_BIN/kembar" --server "$(nn_addr "$n")" --json "$@" </dev/null 8>&-
+    timeout -k 5 "$KB_TIMEOUT" "$KB_BIN/kembar" --server "$(nn_addr "$n")" --key-file "$(nn_key)" --json "$@" \
+        </dev/null 8>&-
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -92,9 +97,26 @@ nn__why_not_netns() {  # prints why namespace mode cannot be used; 1 if it can
     [ "$(id -u)" = 0 ] || { echo "not root"; return 0; }
     command -v ip >/dev/null || { echo "no ip(8)"; return 0; }
     command -v nsenter >/dev/null || { echo "no nsenter(1)"; return 0; }
-    local probe="kbnn-$NN_TAG-probe"
+    # `ip -n NS` enters a mount namespace and does `mount --make-rslave /`, which fails with
+    # EINVAL when / is not a mount point (a chroot, some containers): the nodes then run on
+    # loopback ports instead. /proc/self/mountinfo lists / only when it is a mount point.
+    nn__root_is_mount || { echo "/ is not a mount point (chroot?): ip -n cannot enter a namespace"; return 0; }
+    local probe="kbnn-$NN_TAG-probe" err
     ip netns add "$probe" 2>/dev/null || { echo "ip netns add failed"; return 0; }
+    if ! err=$(ip -n "$probe" link set lo up 2>&1); then
+        ip netns del "$probe" 2>/dev/null
+        echo "ip -n failed: ${err%%$'\n'*}"; return 0
+    fi
     ip netns del "$probe" 2>/dev/null
+    return 1
+}
+
+nn__root_is_mount() {  # is / a mount point of this process's mount namespace?
+    local line f
+    while IFS= read -r line; do
+        read -r _ _ _ _ f _ <<<"$line"
+        [ "$f" = / ] && return 0
+    done </proc/self/mountinfo
     return 1
 }
 
@@ -120,6 +142,7 @@ nn_init() {
         [ "$NN_MODE" = netns ] || exec 8>&-
     fi
     trap nn__exit_trap EXIT
+    [ -s "$(nn_key)" ] || (umask 077 && openssl rand -hex 32 >"$(nn_key)") || kb_fail "cannot make a cluster key"
     dmesg 2>/dev/null | wc -l >"$KB_TMP/nn/kmsg0" || echo 0 >"$KB_TMP/nn/kmsg0"
     if [ "$NN_MODE" = netns ]; then
         ip link add "$NN_BR" type bridge || kb_fail "cannot create bridge $NN_BR"
@@ -206,7 +229,8 @@ nn__exit_trap() {
 
 nn__ready() {
     kb__node_alive "$1" || return 1
-    timeout -k 2 3 "$KB_BIN/kembar" --server "$(nn_addr "$1")" volume list </dev/null >/dev/null 2>&1 8>&-
+    timeout -k 2 3 "$KB_BIN/kembar" --server "$(nn_addr "$1")" --key-file "$(nn_key)" volume list \
+        </dev/null >/dev/null 2>&1 8>&-
 }
 
 # nn_start N [EXTRA KEMBARD ARGS...]: start (or restart after a kill) node N; returns once it
@@ -224,6 +248,7 @@ nn_start() {
     if kb__node_alive "$n"; then return 0; fi
     dir=$(kb_node_dir "$n"); port=$(nn_port "$n")
     mkdir -p "$dir/state"
+    [ -e "$dir/state/cluster.key" ] || install -m 600 "$(nn_key)" "$dir/state/cluster.key"
     nn__add_node_net "$n"
     local -a pre=()
     if [ "$NN_MODE" = netns ]; then
