@@ -2,6 +2,11 @@
 """kb-lockcheck.py — the kernel's lock rules, checked on one file seen through two paths.
 
     kb-lockcheck.py SCENARIO PATH_A PATH_B       SCENARIO: one of the names below, or "all"
+    kb-lockcheck.py probe PATH START LEN         print the lock a write-lock test over
+                                                 [START, START+LEN) finds: W, R or U (none);
+                                                 F_OFD_GETLK takes no lock, so it can watch
+                                                 qemu's image locks (bytes 100-299) without
+                                                 disturbing them, unlike qemu-img info
 
 PATH_A and PATH_B name the same file: through two kembar mounts (two kembar-fuse processes, two
 "hypervisors"), or both the same path on a local filesystem, where every rule holds (the test
@@ -424,6 +429,11 @@ SCENARIOS = [("ofd-close", s_ofd_close), ("ofd-kill9", s_ofd_kill9), ("posix-clo
 
 
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "probe":
+        fd = os.open(sys.argv[2], os.O_RDONLY)
+        t, _ = lock_op(fd, F_OFD_GETLK, fcntl.F_WRLCK, int(sys.argv[3]), int(sys.argv[4]))
+        print(NAMES.get(t, t))
+        return
     if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
