@@ -9,6 +9,8 @@
 #include "lib/common.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <uuid/uuid.h>
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -223,4 +225,31 @@ int kb_mkdir_p(const char *path, unsigned mode)
     if (stat(path, &st) < 0)
         return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* ---- the client instance id ---- */
+
+static uint8_t instance[16];
+static pthread_once_t instance_once = PTHREAD_ONCE_INIT;
+
+static void instance_init(void)
+{
+    const char *env = getenv("KB_INSTANCE_ID");
+    if (env && strlen(env) == 32) {
+        bool ok = true;
+        for (int i = 0; i < 16 && ok; i++) {
+            unsigned v;
+            ok = sscanf(env + 2 * i, "%2x", &v) == 1;
+            instance[i] = (uint8_t)v;
+        }
+        if (ok)
+            return;
+    }
+    uuid_generate(instance);
+}
+
+void kb_instance_id(uint8_t out[16])
+{
+    pthread_once(&instance_once, instance_init);
+    memcpy(out, instance, 16);
 }

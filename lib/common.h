@@ -47,6 +47,12 @@ char *kb_strdup0(const char *s);
  * Accepts "[v6addr]:port". Returns 0 or -EINVAL. */
 int kb_parse_hostport(const char *s, char **host, uint16_t *port, uint16_t dflt);
 
+/* This process's client instance id (16 bytes, random once per process; or
+ * KB_INSTANCE_ID = 32 hex digits from the environment, so a process that
+ * takes over another's mount keeps its identity). Bricks key a client's
+ * application locks by it (protocol 2, rpc/wire.h). */
+void kb_instance_id(uint8_t out[16]);
+
 /* Write a whole file atomically (tmp + fsync + rename + fsync dir). */
 int kb_write_file_atomic(const char *path, const void *data, size_t len);
 /* Read a whole file (NUL-terminated, *len excludes NUL). Caller frees. */

@@ -38,7 +38,11 @@ enum kb_msg_type { KB_MSG_CALL = 1, KB_MSG_REPLY = 2, KB_MSG_PING = 3, KB_MSG_PO
 enum kb_proc {
     KB_PROC_BASE = 1000,
     /* Bind this connection to one brick. call: str volume, str brick_path,
-     * str client_uuid, u32 flags. reply: str volume_id. */
+     * str client_name, u32 volume_version; since protocol 2 also u32
+     * proto_min, u32 proto_max, u64 features, 16 bytes client instance id,
+     * u32 lock_lease_ms, str software_version. reply: str "ok" or the
+     * reason; since protocol 2 also u32 proto (chosen), u64 features, str
+     * software_version. Fields a side does not know are ignored. */
     KB_PROC_HANDSHAKE = 1000,
     /* Fetch a client volfile. call: str volume. reply: str volfile. */
     KB_PROC_GETSPEC = 1001,
@@ -48,6 +52,19 @@ enum kb_proc {
     /* Node-to-node management. call/reply as KB_PROC_CLI. */
     KB_PROC_PEER = 1003,
 };
+
+/* Protocol versions, negotiated by KB_PROC_HANDSHAKE (the frame's version
+ * byte stays KB_WIRE_VERSION): each side speaks the highest both know.
+ *   1  kembar 0.1: the handshake ends after volume_version.
+ *   2  instance id and lock lease: application locks belong to the client
+ *      instance and outlive a connection for the lease (features/locks). */
+#define KB_PROTO_MIN 1
+#define KB_PROTO_MAX 2
+enum kb_feature {
+    KB_FEAT_LK_LEASE = 1u << 0,   /* locks keyed by instance, kept for the lease */
+};
+#define KB_FEATURES ((uint64_t)KB_FEAT_LK_LEASE)
+#define KB_LEASE_MAX_MS 120000    /* a brick keeps a gone client's locks at most this long */
 
 typedef struct kb_wire_hdr {
     uint32_t magic;

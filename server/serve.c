@@ -15,7 +15,9 @@
  */
 #include <stdio.h>
 #include <unistd.h>
+#include <event2/event.h>
 #include "lib/log.h"
+#include "rpc/wire.h"
 #include "server/kembard.h"
 #include "server/stats.h"
 #include "server/trust.h"
@@ -31,6 +33,10 @@ typedef struct kbd_conn {
     char *volume;          /* set with brick by the handshake */
     char who[64];          /* the client translator's name, e.g. "vm-client-1" */
     uint32_t version;      /* volume definition version of the client's graph (0: unknown) */
+    uint32_t proto;        /* negotiated protocol (rpc/wire.h) */
+    uint64_t lk_client;    /* the client instance's lock identity (0: this connection's id) */
+    uint32_t lease_ms;     /* how long its locks outlive its last connection */
+    char sw[32];           /* the client's software version */
     fdset_t fds;
     int uid;               /* owner of the far end when on this node (-1: not, -2: not asked yet) */
     int refs;              /* 1 while connected + 1 per call in flight */
@@ -128,6 +134,96 @@ static void release_cbk(void *cookie, const kb_reply_t *r)
     free(a);
 }
 
+/* ---------------- lock leases ----------------
+ *
+ * A client instance's application locks (features/locks, keyed by
+ * lk_client) stay while any of its connections to the brick lives (a graph
+ * switch opens new ones before the old go). When the last one goes, they
+ * are kept for the lease the client asked for (its ping-timeout, at most
+ * KB_LEASE_MAX_MS): a client that only blipped reconnects, finds them still
+ * its own, and its re-acquisition is a no-op. When the lease runs out, they
+ * are dropped (KB_CTL_LK_CLIENT_GONE), so a VM whose host died can start
+ * elsewhere; a client that comes back later must take them again, and if
+ * another client holds them meanwhile, its handle fails (replicate). */
+typedef struct kbd_lease {
+    kbd_t *d;
+    kbd_brick_rt_t *brick;
+    uint64_t lk_client;
+    struct event *ev;
+    struct kbd_lease *next;
+} kbd_lease_t;
+
+static bool instance_connected(kbd_t *d, kbd_brick_rt_t *b, uint64_t lk_client, const kbd_conn_t *except)
+{
+    for (kbd_conn_t *c = d->conns; c; c = c->next)
+        if (c != except && !c->gone && c->brick == b && c->lk_client == lk_client)
+            return true;
+    return false;
+}
+
+static void lease_free(kbd_lease_t *l)
+{
+    for (kbd_lease_t **pp = &l->d->leases; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    event_free(l->ev);
+    free(l);
+}
+
+static void lease_drop_locks(kbd_brick_rt_t *b, uint64_t lk_client)
+{
+    kb_graph_t *g = kbd_brick_graph(b);
+    if (g)
+        kb_graph_ctl(g, KB_CTL_LK_CLIENT_GONE, &lk_client);
+}
+
+static void lease_expired(evutil_socket_t fd, short what, void *arg)
+{
+    kbd_lease_t *l = arg;
+    if (!instance_connected(l->d, l->brick, l->lk_client, NULL)) {
+        kb_info("serve", "lock lease of client %016llx ran out: its locks are released",
+                (unsigned long long)l->lk_client);
+        lease_drop_locks(l->brick, l->lk_client);
+    }
+    lease_free(l);
+}
+
+/* The last connection of C's instance to its brick is going. */
+static void lease_start(kbd_conn_t *c)
+{
+    if (!c->lk_client || instance_connected(c->d, c->brick, c->lk_client, c))
+        return;
+    for (kbd_lease_t *l = c->d->leases; l; l = l->next)
+        if (l->brick == c->brick && l->lk_client == c->lk_client)
+            return;              /* already running */
+    kbd_lease_t *l = c->lease_ms ? kb_zalloc(sizeof(*l)) : NULL;
+    if (l && !(l->ev = evtimer_new(kb_loop_base(c->d->loop), lease_expired, l))) {
+        free(l);
+        l = NULL;
+    }
+    if (!l) {                    /* no lease asked (or no memory): at once */
+        lease_drop_locks(c->brick, c->lk_client);
+        return;
+    }
+    *l = (kbd_lease_t){ .d = c->d, .brick = c->brick, .lk_client = c->lk_client, .ev = l->ev,
+                        .next = c->d->leases };
+    c->d->leases = l;
+    struct timeval tv = { c->lease_ms / 1000, (c->lease_ms % 1000) * 1000 };
+    evtimer_add(l->ev, &tv);
+}
+
+/* A brick going away takes its leases with it (its locks go with its graph). */
+static void leases_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
+{
+    for (kbd_lease_t *l = d->leases, *n; l; l = n) {
+        n = l->next;
+        if (l->brick == b)
+            lease_free(l);
+    }
+}
+
 /* Release every fd the connection still holds and drop its locks. */
 static void conn_cleanup_brick(kbd_conn_t *c)
 {
@@ -149,6 +245,7 @@ static void conn_cleanup_brick(kbd_conn_t *c)
         }
         uint64_t id = c->id;
         kb_graph_ctl(g, KB_CTL_CLIENT_GONE, &id);
+        lease_start(c);
     }
     kbd_brick_conn_ref(b, -1);
     c->brick = NULL;
@@ -187,6 +284,7 @@ void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
             conn_gone(c);
         }
     }
+    leases_drop_brick(d, b);
 }
 
 /* After VOLUME's auth.allow / auth.reject / transport.tls changed: every
@@ -206,6 +304,7 @@ void kbd_serve_recheck_auth(kbd_t *d, const char *volume)
             continue;
         kb_warn("serve", "client %s (%s) of volume %s disconnected: no longer allowed (%s)", rpc_conn_peer(c->rc),
                 c->who, volume, why);
+        c->lease_ms = 0;         /* its locks go at once */
         conn_cleanup_brick(c);
         rpc_conn_close(c->rc);
         conn_gone(c);
@@ -290,6 +389,7 @@ static void handle_fop(kbd_conn_t *c, rpc_msg_t *m)
         return;
     }
     cred.client_id = c->id;        /* never trusted from the wire */
+    cred.lk_client = c->lk_client;
     if (kb_args_uses_fd(op, &q->args) && fdset_find(&c->fds, q->args.fd) < 0) {
         kb_args_clear(&q->args);
         free(q);
@@ -315,6 +415,51 @@ static void reply_text(kbd_conn_t *c, rpc_msg_t *m, int status, const char *text
     kbd_conn_reply_text(c->d, c->id, m->hdr.xid, m->hdr.proc, status, text);
 }
 
+/* The handshake's fields since protocol 2 (rpc/wire.h). */
+typedef struct hs_extra {
+    uint32_t pmin, pmax;
+    uint64_t features, lk_client;
+    uint32_t lease_ms;
+    char sw[32];
+} hs_extra_t;
+
+static void hs_extra_decode(kb_dec_t *dec, hs_extra_t *x)
+{
+    uint8_t inst[16];
+    char *sw = NULL;
+    x->pmin = kb_dec_u32(dec);
+    x->pmax = kb_dec_u32(dec);
+    x->features = kb_dec_u64(dec);
+    kb_dec_bytes(dec, inst, sizeof(inst));
+    x->lease_ms = kb_dec_u32(dec);
+    kb_dec_str(dec, &sw, sizeof(x->sw) - 1);
+    snprintf(x->sw, sizeof(x->sw), "%s", sw ? sw : "?");
+    free(sw);
+    /* The instance's lock identity: 64 bits of its id, bit 63 set (connection ids never have it). */
+    uint64_t h = 0;
+    for (int i = 0; i < 16; i++)
+        h = h * 1099511628211ull ^ inst[i];
+    x->lk_client = dec->err ? 0 : h | (1ull << 63);
+    if (dec->err) {              /* a malformed tail: treat the client as protocol 1 */
+        dec->err = 0;
+        *x = (hs_extra_t){ .pmin = 1, .pmax = 1 };
+        snprintf(x->sw, sizeof(x->sw), "?");
+    }
+}
+
+static void hs_reply(kbd_conn_t *c, rpc_msg_t *m, uint32_t proto)
+{
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, "ok");
+    kb_enc_u32(&e, proto);
+    kb_enc_u64(&e, KB_FEATURES);
+    kb_enc_str(&e, KB_VERSION);
+    if (!e.err)
+        rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, 0, e.p, (uint32_t)e.len, NULL);
+    kb_enc_free(&e);
+}
+
 static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
 {
     kb_dec_t dec;
@@ -324,8 +469,17 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
     kb_dec_str(&dec, &path, KB_PATH_MAX);
     kb_dec_str(&dec, &who, 256);
     uint32_t version = kb_dec_u32(&dec);
+    hs_extra_t x = { .pmin = 1, .pmax = 1 };
+    if (!dec.err && kb_dec_left(&dec) > 0)
+        hs_extra_decode(&dec, &x);
+    uint32_t proto = KB_MIN(x.pmax, (uint32_t)KB_PROTO_MAX);
     if (dec.err || !vol || !path) {
         reply_text(c, m, -EBADMSG, "malformed handshake");
+    } else if (proto < KB_MAX(x.pmin, (uint32_t)KB_PROTO_MIN)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "this brick speaks protocol %d-%d (kembar %s), the client %u-%u (kembar %s): "
+                 "upgrade the older side", KB_PROTO_MIN, KB_PROTO_MAX, KB_VERSION, x.pmin, x.pmax, x.sw);
+        reply_text(c, m, -EPROTONOSUPPORT, msg);
     } else if (c->brick) {
         reply_text(c, m, -EISCONN, "connection already bound to a brick");
     } else if (kbd_volume_wants_tls(c->d, vol) && !rpc_conn_is_tls(c->rc)) {
@@ -342,11 +496,17 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
             c->volume = vol;
             vol = NULL;
             c->version = version;
+            c->proto = proto;
             snprintf(c->who, sizeof(c->who), "%s", who ? who : "?");
+            snprintf(c->sw, sizeof(c->sw), "%s", x.sw);
+            if (proto >= 2 && (x.features & KB_FEAT_LK_LEASE) && x.lk_client) {
+                c->lk_client = x.lk_client;
+                c->lease_ms = KB_MIN(x.lease_ms, (uint32_t)KB_LEASE_MAX_MS);
+            }
             kbd_brick_conn_ref(b, 1);
-            kb_info("serve", "client %s (%s, version %u) attached to %s:%s", rpc_conn_peer(c->rc),
-                    c->who, version, c->volume, path);
-            reply_text(c, m, 0, "ok");
+            kb_info("serve", "client %s (%s, version %u, kembar %s, protocol %u) attached to %s:%s",
+                    rpc_conn_peer(c->rc), c->who, version, c->sw, proto, c->volume, path);
+            hs_reply(c, m, proto);
         }
     }
     free(vol);
@@ -507,6 +667,9 @@ void kbd_serve_stop(kbd_t *d)
         kbd_conn_t *c = d->conns;
         rpc_conn_close(c->rc);
         conn_gone(c);
+    }
+    while (d->leases) {          /* the bricks and their locks go with the node */
+        lease_free(d->leases);
     }
 }
 

@@ -135,6 +135,9 @@ typedef struct kb_cred {
     uint32_t groups[16];
     uint64_t lk_owner;
     uint64_t client_id;  /* set by the brick's server from the connection; never trusted from the wire */
+    uint64_t lk_client;  /* set by the brick's server: the client process's lock identity (its
+                            instance id from the handshake, shared by all its connections to the
+                            brick, bit 63 set); 0 = the connection's. Never from the wire. */
 } kb_cred_t;
 
 /* ---- arguments ---- */

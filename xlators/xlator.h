@@ -76,7 +76,11 @@ struct kb_xlator_type {
 #define KB_MAX_CHILDREN 64
 
 /* ctl codes (kb_xlator_type.ctl) — typed queries that are not fops. */
-#define KB_CTL_CLIENT_GONE 1  /* arg: uint64_t *client_id; drop that client's fds and locks */
+#define KB_CTL_CLIENT_GONE 1  /* arg: uint64_t *client_id; drop that connection's fds, its
+                                 inodelk/entrylk locks and waiting calls, and the LK locks it
+                                 holds under its own id (clients without an instance id) */
+#define KB_CTL_LK_CLIENT_GONE 3 /* arg: uint64_t *lk_client; a client instance gone for good
+                                   (its lease ran out): drop its POSIX/OFD/flock locks */
 #define KB_CTL_STATUS      2  /* arg: struct kb_ctl_status *; per-translator status text */
 
 struct kb_ctl_status { char *text; size_t len, cap; }; /* appended with kb_ctl_printf */

@@ -9,8 +9,14 @@
  *            args.name2, NULL = the whole directory); always exclusive;
  *            owner = (cred.client_id, cred.lk_owner).
  *   LK       POSIX record locks (fcntl semantics) and BSD flock (whole file,
- *            lock.flock) for applications; owner = (client_id, lock.owner).
- *            Never kernel locks: the brick's fds are shared by clients.
+ *            lock.flock) for applications; owner = (lk_client, lock.owner):
+ *            the client PROCESS's identity, not its connection's, so the
+ *            connections of a new graph (a graph switch) hold the same locks
+ *            as the old graph's, and a client that reconnects within its
+ *            lease finds them still its own (cred.lk_client, set by the
+ *            server from the handshake; the connection's id for clients
+ *            that send none). Never kernel locks: the brick's fds are
+ *            shared by clients.
  *
  * Semantics of range locks (INODELK and LK alike): two locks conflict when
  * their owners differ, their ranges overlap and one is a write lock. A
@@ -30,8 +36,10 @@
  * eager-lock holder (replicate) knows to release.
  *
  * Completion: a waiting call completes when granted, or with -ENOTCONN when
- * its client goes (ctl KB_CTL_CLIENT_GONE, which also drops every lock of
- * that client), or -EAGAIN when its owner unlocks the range meanwhile.
+ * its connection goes (ctl KB_CTL_CLIENT_GONE, which also drops the
+ * connection's inodelk/entrylk locks; its LK locks stay with its client
+ * instance until KB_CTL_LK_CLIENT_GONE says the instance is gone for good),
+ * or -EAGAIN when its owner unlocks the range meanwhile.
  * Granted waiters are completed from a queue drained after the state
  * changes, so callbacks that wind new lock calls find consistent state.
  */
@@ -503,12 +511,15 @@ static void range_lock(lk_priv_t *p, kb_call_t *call, lk_inode_t *i, lk_set_t *s
     finish(p, call, i, &r);
 }
 
+/* Whose application locks a call's are (LK, FLUSH): the client instance. */
+static uint64_t lk_client_of(const kb_cred_t *c) { return c->lk_client ? c->lk_client : c->client_id; }
+
 static lk_lock_t *req_new(kb_call_t *call, uint64_t owner, const kb_lock_t *l, int *err)
 {
     lk_lock_t *req = kb_zalloc(sizeof(*req));
     *err = req ? 0 : -ENOMEM;
     if (req) {
-        req->own = (lk_owner_t){ call->cred.client_id, owner };
+        req->own = (lk_owner_t){ call->op == KB_FOP_LK ? lk_client_of(&call->cred) : call->cred.client_id, owner };
         if (l && (*err = range_of(l, req))) {
             free(req);
             req = NULL;
@@ -606,7 +617,7 @@ static void lk_flush(kb_call_t *call)
     const kb_args_t *a = call->args;
     lk_inode_t *i = inode_find(p, &a->gfid);
     if (i && i->posix.granted) {
-        lk_lock_t req = { .own = { call->cred.client_id, a->lock.owner }, .type = KB_LK_UNLCK,
+        lk_lock_t req = { .own = { lk_client_of(&call->cred), a->lock.owner }, .type = KB_LK_UNLCK,
                           .start = 0, .end = LK_END };
         if (range_apply(&i->posix, &req) == 0)
             grant_waiters(p, i, &i->posix);
@@ -631,12 +642,26 @@ static void set_drop_client(lk_priv_t *p, lk_inode_t *i, lk_set_t *s, uint64_t c
     }
     for (lk_lock_t *w = s->waiting, *n; w; w = n) {
         n = w->next;
-        if (w->own.client == client) {
+        /* A waiting call dies with its connection, whoever the lock is for. */
+        if (w->own.client == client || (w->call && w->call->cred.client_id == client)) {
             waiter_remove(p, i, w);
             done_push(p, w, -ENOTCONN);
         }
     }
     grant_waiters(p, i, s);
+}
+
+/* A client instance gone for good: its application locks go. */
+static void drop_lk_client(lk_priv_t *p, uint64_t lk_client)
+{
+    for (size_t b = 0; b < p->nb; b++)
+        for (lk_inode_t *i = p->tab[b], *n; i; i = n) {
+            n = i->hnext;
+            set_drop_client(p, i, &i->posix, lk_client);
+            set_drop_client(p, i, &i->flock, lk_client);
+            inode_gc(p, i);
+        }
+    done_drain(p);
 }
 
 static void drop_client(lk_priv_t *p, uint64_t client)
@@ -735,6 +760,10 @@ static int lk_ctl(kb_xlator_t *xl, int code, void *arg)
         return -ENOSYS;
     if (code == KB_CTL_CLIENT_GONE) {
         drop_client(p, *(const uint64_t *)arg);
+        return 0;
+    }
+    if (code == KB_CTL_LK_CLIENT_GONE) {
+        drop_lk_client(p, *(const uint64_t *)arg);
         return 0;
     }
     if (code == KB_CTL_STATUS) {

@@ -20,6 +20,7 @@
 #include "lib/log.h"
 #include <openssl/ssl.h>
 #include "rpc/conn.h"
+#include "rpc/wire.h"
 #include "rpc/tls.h"
 #include "xlators/xlator.h"
 
@@ -57,6 +58,8 @@ typedef struct client_priv {
     char *host, *brick, *volume;
     uint16_t port;
     uint32_t version;           /* volume-version, sent in the handshake */
+    uint32_t lease_ms;          /* lock lease asked of the brick: the ping-timeout */
+    uint32_t proto;             /* negotiated with the brick (1: an old brick) */
     struct kb_ratelimit rl;
     struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
@@ -83,8 +86,24 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
     if (p->fini)
         return;
     if (status == 0) {
+        /* "ok", then (protocol 2) the brick's choice and version; an old brick sends "ok" alone. */
+        kb_dec_t d;
+        char *ok = NULL, *sw = NULL;
+        kb_dec_init(&d, reply ? reply->payload : NULL, reply ? reply->hdr.plen : 0);
+        kb_dec_str(&d, &ok, 16);
+        p->proto = 1;
+        if (!d.err && kb_dec_left(&d) > 0) {
+            uint32_t proto = kb_dec_u32(&d);
+            kb_dec_u64(&d);
+            kb_dec_str(&d, &sw, 64);
+            if (!d.err && proto >= KB_PROTO_MIN && proto <= KB_PROTO_MAX)
+                p->proto = proto;
+        }
         p->handshaken = true;
-        kb_info(p->xl->name, "connected to %s:%u:%s", p->host, p->port, p->brick);
+        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u)", p->host, p->port, p->brick,
+                sw ? sw : "0.1", p->proto);
+        free(ok);
+        free(sw);
         kb_notify_parents(p->xl, KB_EV_CHILD_UP);
         return;
     }
@@ -105,6 +124,15 @@ static void handshake(client_priv_t *p)
     kb_enc_str(&e, p->brick);
     kb_enc_str(&e, p->xl->name);
     kb_enc_u32(&e, p->version);
+    /* protocol 2 (rpc/wire.h): versions, features, our instance and its lease */
+    uint8_t inst[16];
+    kb_instance_id(inst);
+    kb_enc_u32(&e, KB_PROTO_MIN);
+    kb_enc_u32(&e, KB_PROTO_MAX);
+    kb_enc_u64(&e, KB_FEATURES);
+    kb_enc_bytes(&e, inst, sizeof(inst));
+    kb_enc_u32(&e, p->lease_ms);
+    kb_enc_str(&e, KB_VERSION);
     if (e.err) {
         kb_enc_free(&e);
         struct timeval tv = { 1, 0 };
@@ -229,6 +257,7 @@ static int client_init(kb_xlator_t *xl)
         .call_timeout_ms = (uint32_t)kb_opt_time_ms(xl->opts, client_options, "call-timeout"),
     };
     o.ping_interval_ms = KB_MAX(o.ping_timeout_ms / 4, 100u);
+    p->lease_ms = o.ping_timeout_ms;
     if (kb_opt_bool(xl->opts, client_options, "tls")) {
         char err[256] = "";
         p->tls = rpc_tls_ctx_from_dir(false, kb_opt_str(xl->opts, client_options, "tls-dir"), err, sizeof(err));

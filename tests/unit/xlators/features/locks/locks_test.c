@@ -295,3 +295,59 @@ Test(locks, pass_through)
     cr_assert_eq(bh_lookup(h, &kb_gfid_root, "d", &ia), 0);
     cr_assert(S_ISDIR(ia.mode));
 }
+
+/* ---- application locks belong to the client instance (lk_client) ---- */
+
+static int app_lk(uint64_t conn, uint64_t inst, uint32_t cmd, uint32_t type, uint64_t start, uint64_t owner)
+{
+    kb_args_t a = { .gfid = file, .flags = cmd, .lock = { .type = type, .start = start, .len = 10, .owner = owner } };
+    kb_cred_t c = { .client_id = conn, .lk_client = inst, .lk_owner = owner };
+    return bh_call_xl(h, bh_xl(h, NULL), KB_FOP_LK, &a, &c, NULL);
+}
+
+Test(locks, lk_locks_outlive_a_connection_of_their_instance)
+{
+    const uint64_t inst = 1ull << 63 | 77, other = 1ull << 63 | 88;
+    /* connection 1 of the instance takes it; connection 2 (a new graph) is the same owner */
+    cr_assert_eq(app_lk(1, inst, KB_LK_SETLK, KB_LK_WRLCK, 0, 5), 0);
+    cr_assert_eq(app_lk(2, inst, KB_LK_SETLK, KB_LK_WRLCK, 0, 5), 0, "the same instance's other connection");
+    cr_assert_eq(app_lk(3, other, KB_LK_SETLK, KB_LK_WRLCK, 0, 9), -EAGAIN);
+    /* another client waits for it */
+    bh_pending_t w;
+    kb_args_t a = { .gfid = file, .flags = KB_LK_SETLKW, .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 10, .owner = 9 } };
+    kb_cred_t c = { .client_id = 3, .lk_client = other, .lk_owner = 9 };
+    bh_start_call(h, bh_xl(h, NULL), KB_FOP_LK, &a, &c, &w);
+    bh_pump(h, 10);
+    cr_assert(!w.done);
+    /* both connections of the instance go: the lock stays (the lease is the server's) */
+    uint64_t id = 1;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_CLIENT_GONE, &id), 0);
+    id = 2;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_CLIENT_GONE, &id), 0);
+    bh_pump(h, 10);
+    cr_assert(!w.done, "a connection going does not hand the instance's lock to another client");
+    /* the instance is gone for good: now the waiter gets it */
+    id = inst;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_LK_CLIENT_GONE, &id), 0);
+    cr_assert(bh_wait(h, &w, 2000) == 0 && w.reply.status == 0, "granted once the lease ran out");
+    bh_pending_clear(&w);
+    cr_assert_eq(app_lk(4, inst, KB_LK_SETLK, KB_LK_WRLCK, 0, 5), -EAGAIN, "the old holder cannot take it back");
+}
+
+Test(locks, a_waiting_lk_call_dies_with_its_connection)
+{
+    const uint64_t inst = 1ull << 63 | 5, other = 1ull << 63 | 6;
+    cr_assert_eq(app_lk(1, other, KB_LK_SETLK, KB_LK_WRLCK, 0, 1), 0);
+    bh_pending_t w;
+    kb_args_t a = { .gfid = file, .flags = KB_LK_SETLKW, .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 10, .owner = 2 } };
+    kb_cred_t c = { .client_id = 7, .lk_client = inst, .lk_owner = 2 };
+    bh_start_call(h, bh_xl(h, NULL), KB_FOP_LK, &a, &c, &w);
+    bh_pump(h, 10);
+    uint64_t id = 7;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_CLIENT_GONE, &id), 0);
+    cr_assert(w.done && w.reply.status == -ENOTCONN, "nobody would hold the lock it waits for");
+    bh_pending_clear(&w);
+    id = other;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_LK_CLIENT_GONE, &id), 0);
+    cr_assert_eq(app_lk(8, inst, KB_LK_SETLK, KB_LK_WRLCK, 0, 2), 0, "and it was not granted behind our back");
+}
