@@ -130,4 +130,41 @@ install: all
 clean:
 	rm -rf build
 
+# ---- releases: man pages, bash completion (issue 18) ----
+#   make man           build/man/*.[158] and build/kembar.bash-completion
+# The version is KB_VERSION in lib/common.h, the one every program prints with --version; the
+# man pages take it from there.
+KB_VERSION  := $(shell sed -n 's/^.define KB_VERSION "\(.*\)"/\1/p' lib/common.h)
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+MAN_PAGES   := kembard.8 kembar.8 kembar-fuse.8 mount.kembar.8 kembar-bench.1 kembar-options.5
+MAN_OUT     := $(MAN_PAGES:%=$(B)/man/%)
+MAN_DATE    := $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%d)
+
+.PHONY: man install-doc
+man: $(MAN_OUT) $(B)/kembar.bash-completion
+
+# @VERSION@, @DATE@, and the -o options of kembar-fuse (one file, two pages) at @FUSE_OPTIONS@.
+MAN_SUBST = sed -e 's|@VERSION@|$(KB_VERSION)|g' -e 's|@DATE@|$(MAN_DATE)|g' \
+	-e '/^\.\\" @FUSE_OPTIONS@$$/{r man/fuse-options.roff' -e 'd;}'
+$(B)/man/%: man/%.in man/fuse-options.roff lib/common.h
+	@mkdir -p $(dir $@)
+	$(Q)$(MAN_SUBST) $< >$@
+# The volume options and the completion's option keys come from the option tables compiled into
+# kembard, through the generator of the README's table: they cannot drift from the code.
+$(B)/man/kembar-options.5: man/kembar-options.5.in $(B)/kembard scripts/gen-options.sh lib/common.h
+	@mkdir -p $(dir $@)
+	$(Q)KB_BIN=$(B) sh scripts/gen-options.sh --man $< | $(MAN_SUBST) >$@.tmp && mv $@.tmp $@
+$(B)/kembar.bash-completion: scripts/kembar.bash-completion $(B)/kembard scripts/gen-options.sh
+	$(Q)keys=$$(KB_BIN=$(B) sh scripts/gen-options.sh --keys | tr '\n' ' ') && \
+	  sed "s|@OPTION_KEYS@|$${keys% }|" $< >$@.tmp && mv $@.tmp $@
+
+install: install-doc
+install-doc: man
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR)
+	install -m 644 $(filter %.1,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 $(B)/kembar.bash-completion $(DESTDIR)$(BASHCOMPDIR)/kembar
+
 -include $(shell find build -name '*.d' 2>/dev/null)
