@@ -11,7 +11,8 @@
 # /var/tmp/kembar-it/<test>-<runner pid>; whatever happens to it (failure, timeout, SIGKILL) the
 # runner sweeps that root afterwards: no mount and no process outlives a test. A test that needs
 # FUSE (a "# kb-requires: fuse" line) is skipped, with the reason, only when /dev/fuse, root or
-# fusermount3 is truly missing; one that needs root ("# kb-requires: root") only without root.
+# fusermount3 is truly missing; one that needs root ("# kb-requires: root") only without root; a
+# test that finds out itself that the machine cannot run it exits 77 (kb_skip REASON).
 # Prints PASS/FAIL/SKIP per test with its time, on failure the test's output and the tail of every
 # daemon log, and ends with exactly one line "integration: N passed, M failed[, K skipped]".
 # Exit status is non-zero when any test failed.
@@ -112,6 +113,10 @@ for t in tests/integration/*.t.sh; do
         echo "PASS $name ($(secs $((t1 - t0))))"
         [ "${KB_VERBOSE:-0}" = 1 ] && sed 's/^/    /' "$out"
         passed=$((passed + 1))
+    elif [ "$rc" = 77 ]; then
+        # kb_skip: the machine cannot run it (its last "SKIP: " line says why)
+        echo "SKIP $name ($(sed -n 's/^SKIP: //p' "$out" | tail -n 1))"
+        skipped=$((skipped + 1))
     else
         why="exit $rc"
         if [ "$rc" = 124 ] || { [ "$rc" = 137 ] && [ $((t1 - t0)) -ge $((limit * 1000)) ]; }; then

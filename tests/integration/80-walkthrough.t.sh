@@ -7,6 +7,10 @@ set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
+# /sbin/mount.kembar and /usr/local/bin/kembar-fuse are the machine's: one test at a time
+# changes them (90-packages installs and purges the packages, which own /sbin/mount.kembar).
+exec 7>"$KB_IT_ROOT/system-files.lock"
+flock -w 600 7 || kb_fail "another test holds $KB_IT_ROOT/system-files.lock for 10 minutes"
 PFX=$KB_TMP/prefix
 mkdir -p "$PFX/bin" "$PFX/sbin"
 cp "$KB_BIN/kembar" "$KB_BIN/kembar-fuse" "$PFX/bin/"

@@ -217,7 +217,7 @@ kb__cleanup() {
     set +e
     [ "${KB_CLEANED:-0}" = 1 ] && return
     KB_CLEANED=1
-    [ "$rc" -ne 0 ] && kb__copy_logs
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && kb__copy_logs
     for f in "$KB_TMP"/paused/*; do [ -f "$f" ] && kill -CONT "$(cat "$f")" 2>/dev/null; done
     for f in "$KB_TMP"/mounts/*; do
         [ -f "$f" ] || continue
@@ -232,6 +232,8 @@ kb__cleanup() {
     for f in $(jobs -p); do kill -KILL "$f" 2>/dev/null; wait "$f" 2>/dev/null; done
     if [ "$rc" -eq 0 ]; then
         kb_log "$KB_TEST: ok"
+    elif [ "$rc" -eq 77 ]; then
+        kb_log "$KB_TEST: skipped"
     else
         kb_log "$KB_TEST: FAILED (exit $rc); logs kept in $KB_LOGDIR"
     fi
@@ -264,6 +266,14 @@ kb__die() {
 }
 
 kb_fail() { kb__die "$*"; }
+
+# kb_skip REASON: this machine cannot run the test (not a failure): exit 77, which the runner
+# reports as "SKIP <test> (REASON)".
+kb_skip() {
+    echo "SKIP: $*" >&2
+    trap - ERR
+    exit 77
+}
 
 kb_assert_eq() {  # kb_assert_eq EXPECTED ACTUAL [WHAT]
     [ "$1" = "$2" ] || kb__die "${3:-values differ}: expected [$1], got [$2]"
