@@ -130,18 +130,27 @@ install: all
 clean:
 	rm -rf build
 
-# ---- releases: man pages, bash completion (issue 18) ----
+# ---- releases: libkembar.so, man pages, bash completion, Debian packages (issue 18) ----
+#   make shared        build/pic/libkembar.so.VERSION (soname libkembar.so.0; PIC=1: from this
+#                      build's own objects, which are then compiled -fPIC: debian/rules)
 #   make man           build/man/*.[158] and build/kembar.bash-completion
+#   make install-lib   libkembar.so*, its headers and kembar.pc (LIBDIR, INCLUDEDIR)
+#   make deb           the Debian packages into build/deb/ (scripts/mkdeb.sh; DEB_OUT=DIR)
 # The version is KB_VERSION in lib/common.h, the one every program prints with --version; the
-# man pages take it from there.
+# man pages, the library's file name, kembar.pc and the packages take it from there.
 KB_VERSION  := $(shell sed -n 's/^.define KB_VERSION "\(.*\)"/\1/p' lib/common.h)
+SOMAJOR     := 0
+LIBDIR      ?= $(PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
 MANDIR      ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+DEB_OUT     ?= $(B)/deb
 MAN_PAGES   := kembard.8 kembar.8 kembar-fuse.8 mount.kembar.8 kembar-bench.1 kembar-options.5
 MAN_OUT     := $(MAN_PAGES:%=$(B)/man/%)
 MAN_DATE    := $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%d)
+SHLIB_NAME  := libkembar.so.$(KB_VERSION)
 
-.PHONY: man install-doc
+.PHONY: man shared install-doc install-lib deb
 man: $(MAN_OUT) $(B)/kembar.bash-completion
 
 # @VERSION@, @DATE@, and the -o options of kembar-fuse (one file, two pages) at @FUSE_OPTIONS@.
@@ -159,6 +168,23 @@ $(B)/kembar.bash-completion: scripts/kembar.bash-completion $(B)/kembard scripts
 	$(Q)keys=$$(KB_BIN=$(B) sh scripts/gen-options.sh --keys | tr '\n' ' ') && \
 	  sed "s|@OPTION_KEYS@|$${keys% }|" $< >$@.tmp && mv $@.tmp $@
 
+ifeq ($(PIC),1)
+override CFLAGS += -fPIC
+SHLIB := $(B)/$(SHLIB_NAME)
+# Exported: what the public header client/kembar.h and the headers it includes declare.
+$(B)/libkembar.map: $(LIB_OBJ) scripts/libkembar-api.sh
+	$(Q)CC="$(CC)" sh scripts/libkembar-api.sh map $(LIB_OBJ) >$@.tmp && mv $@.tmp $@
+$(SHLIB): $(LIB_OBJ) $(B)/libkembar.map
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libkembar.so.$(SOMAJOR) -Wl,--no-undefined \
+	    -Wl,--version-script=$(B)/libkembar.map -o $@ $(LIB_OBJ) $(LDLIBS)
+else
+SHLIB := $(B)/pic/$(SHLIB_NAME)
+$(SHLIB): FORCE
+	@$(MAKE) --no-print-directory B=$(B)/pic PIC=1 $@
+endif
+shared: $(SHLIB)
+
 install: install-doc
 install-doc: man
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR)
@@ -166,5 +192,23 @@ install-doc: man
 	install -m 644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 $(B)/kembar.bash-completion $(DESTDIR)$(BASHCOMPDIR)/kembar
+
+# Headers: client/kembar.h and what it includes, under INCLUDEDIR/kembar/ with their paths, and
+# INCLUDEDIR/kembar/kembar.h to include it (pkg-config --cflags kembar; #include <kembar.h>).
+install-lib: $(SHLIB)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/kembar
+	install -m 644 $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB_NAME)
+	ln -sfn $(SHLIB_NAME) $(DESTDIR)$(LIBDIR)/libkembar.so.$(SOMAJOR)
+	ln -sfn libkembar.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libkembar.so
+	for h in $$(CC="$(CC)" sh scripts/libkembar-api.sh headers); do \
+	  install -D -m 644 $$h $(DESTDIR)$(INCLUDEDIR)/kembar/$$h || exit 1; done
+	printf '/* kembar.h: libkembar, the kembar client library (client/kembar.h). */\n#include "client/kembar.h"\n' \
+	  >$(DESTDIR)$(INCLUDEDIR)/kembar/kembar.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	  -e 's|@VERSION@|$(KB_VERSION)|g' scripts/kembar.pc.in >$(DESTDIR)$(LIBDIR)/pkgconfig/kembar.pc
+	@[ -n "$(DESTDIR)" ] || ldconfig
+
+deb:
+	@KB_DEB_OUT=$(DEB_OUT) sh scripts/mkdeb.sh
 
 -include $(shell find build -name '*.d' 2>/dev/null)
