@@ -274,6 +274,18 @@ static void requeue(kbc_t *c, kbc_handle_t *h)
     }
 }
 
+static void reopen_resume(void *cookie)
+{
+    struct reopen *ro = cookie;
+    kbc_t *c = ro->c;
+    kbc_handle_t *h = ro->h;
+    kbc_graph_t *to = ro->to;
+    h->reopening = false;
+    free(ro);
+    requeue(c, h);
+    retire_check(c, to);
+}
+
 static void reopen_done(void *cookie, const kb_reply_t *r)
 {
     struct reopen *ro = cookie;
@@ -294,15 +306,16 @@ static void reopen_done(void *cookie, const kb_reply_t *r)
             release_send(h->old_graph, h->old_gfd, &h->gfid, h->is_dir);
             h->old_graph = NULL;
         }
+        /* Its locks are taken on the new graph before any call goes there
+         * (the bricks they share see the same instance: a no-op there). */
+        if (kbc_hlocks_replay(h, to, reopen_resume, ro))
+            return;
     } else {
         h->failed_on = to;
         kb_warn("client", "volume '%s': cannot reopen %s on the new graph (%s); it stays on the old one",
                 c->volume, kb_gfid_str(&h->gfid, gs), strerror(-r->status));
     }
-    h->reopening = false;
-    free(ro);
-    requeue(c, h);
-    retire_check(c, to);
+    reopen_resume(ro);
 }
 
 static void reopen_begin(kbc_t *c, kbc_handle_t *h)
@@ -360,6 +373,10 @@ void kbc_sub_run(void *arg)
         kbc_handle_t *h = handle_get(c, s->args->fd);
         if (!h) {
             sub_fail(s, -EBADF);
+            return;
+        }
+        if (h->lk_lost && !closes_fd(s->op)) {   /* a lock of it went to another client */
+            sub_fail(s, h->lk_lost);
             return;
         }
         /* A release need not move: it goes where the fd is. */

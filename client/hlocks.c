@@ -41,6 +41,13 @@
  * came through) — the brick cannot tell the kinds apart either, and
  * replicate's fds are per client, so the record would be kept N times.
  *
+ * The same handle also keeps the log of its granted LK requests
+ * (xlators/lklog.h), taken again on a new graph when a switch reopens the
+ * handle (kbc_hlocks_replay), before any call goes there: on bricks the two
+ * graphs share, the client instance already holds them and the requests
+ * are granted again; on new bricks they are taken for the first time; one
+ * that is refused (another client holds it there) fails the handle.
+ *
  * Loop thread only, like the handles.
  */
 #include "client/internal.h"
@@ -76,7 +83,13 @@ static kbc_lkown_t *owner_add(kbc_handle_t *h, uint64_t owner)
 
 void kbc_hlocks_note(kbc_handle_t *h, kb_op_t op, const kb_args_t *a, int status)
 {
+    if (op == KB_FOP_LK && status >= 0 && !kb_lklog_note(&h->lklog, a)) {
+        char gs[KB_GFID_STRLEN];
+        kb_warn("client", "more than %d lock requests through one handle of %s: its locks cannot be "
+                "carried to a new graph", KB_LKLOG_MAX, kb_gfid_str(&h->gfid, gs));
+    }
     if (op == KB_FOP_FLUSH) {
+        kb_lklog_flush(&h->lklog, a->lock.owner);
         kbc_lkown_t *o = owner_find(h, a->lock.owner);
         if (o)
             o->process = true;
@@ -104,6 +117,7 @@ unsigned kbc_hlocks_desc_owners(const kbc_handle_t *h)
 
 void kbc_hlocks_free(kbc_handle_t *h)
 {
+    kb_lklog_free(&h->lklog);
     free(h->lkown);
     h->lkown = NULL;
     h->nlkown = h->lkown_cap = 0;
@@ -176,5 +190,74 @@ bool kbc_hlocks_drop(struct kbc_sub *s, kbc_handle_t *h, kbc_graph_t *gr, kbc_hl
         kb_wind(gr->g->top, KB_FOP_LK, &d->one[k].a, &cred, kb_graph_next_req_id(gr->g), drop_cbk, &d->one[k]);
     }
     drop_one_done(d);            /* the guard */
+    return true;
+}
+
+/* ---- carrying the locks to a new graph ---- */
+
+struct hl_replay {
+    kbc_handle_t *h;
+    kbc_graph_t *gr;
+    uint32_t idx;
+    kb_args_t a;
+    kb_cred_t cred;
+    void (*then)(void *ctx);
+    void *ctx;
+};
+
+static void replay_next(struct hl_replay *r);
+
+static void replay_cbk(void *cookie, const kb_reply_t *rep)
+{
+    struct hl_replay *r = cookie;
+    r->gr->inflight--;
+    if (rep->status < 0) {
+        char gs[KB_GFID_STRLEN];
+        r->h->lk_lost = -EBADFD;
+        kb_err("client", "%s: a lock held through an open file cannot be taken on the new graph (%s): the "
+               "file fails from now on, so two clients never both write under it",
+               kb_gfid_str(&r->h->gfid, gs), strerror(-rep->status));
+        r->idx = r->h->lklog.n;  /* stop */
+    }
+    replay_next(r);
+}
+
+static void replay_next(struct hl_replay *r)
+{
+    kbc_handle_t *h = r->h;
+    if (r->idx >= h->lklog.n) {
+        void (*then)(void *) = r->then;
+        void *ctx = r->ctx;
+        free(r);
+        then(ctx);
+        return;
+    }
+    kb_lklog_args(&h->lklog, r->idx++, &r->a);
+    r->a.gfid = h->gfid;
+    r->a.fd = h->gfd;
+    r->cred = hl_cred;
+    r->cred.lk_owner = r->a.lock.owner;
+    r->gr->inflight++;
+    kb_wind(r->gr->g->top, KB_FOP_LK, &r->a, &r->cred, kb_graph_next_req_id(r->gr->g), replay_cbk, r);
+}
+
+bool kbc_hlocks_replay(kbc_handle_t *h, kbc_graph_t *gr, void (*then)(void *ctx), void *ctx)
+{
+    if (!h->lklog.n)
+        return false;
+    char gs[KB_GFID_STRLEN];
+    if (h->lklog.incomplete) {
+        h->lk_lost = -EBADFD;
+        kb_err("client", "%s: too many lock requests to carry to the new graph: the file fails from now on",
+               kb_gfid_str(&h->gfid, gs));
+        return false;
+    }
+    struct hl_replay *r = kb_zalloc(sizeof(*r));
+    if (!r) {
+        h->lk_lost = -EBADFD;
+        return false;
+    }
+    *r = (struct hl_replay){ .h = h, .gr = gr, .then = then, .ctx = ctx };
+    replay_next(r);
     return true;
 }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include "client/kembar.h"
+#include "xlators/lklog.h"
 
 /* One generation of the client graph (graphs.c). The newest is c->cur;
  * older ones are "retired" and finalised once nothing runs on them. */
@@ -54,6 +55,8 @@ typedef struct kbc_handle {
     struct kbc_sub *waiting, **waiting_tail;
     kbc_lkown_t *lkown;          /* lock owners seen on this handle (hlocks.c) */
     uint32_t nlkown, lkown_cap;
+    kb_lklog_t lklog;            /* granted LK requests, in order: taken again after a switch */
+    int lk_lost;                 /* 0, or -EBADFD: a lock could not be taken again */
 } kbc_handle_t;
 
 struct kbc {
@@ -136,6 +139,9 @@ unsigned kbc_hlocks_desc_owners(const kbc_handle_t *h);   /* owners a RELEASE un
  * there is nothing to unlock. */
 bool kbc_hlocks_drop(struct kbc_sub *s, kbc_handle_t *h, kbc_graph_t *gr, kbc_hlocks_then_fn then);
 void kbc_hlocks_free(kbc_handle_t *h);
+/* Take H's locks again on GR (its fd there is h->gfd), then THEN(CTX); false
+ * (THEN not called) when there is nothing to take. A refusal fails H. */
+bool kbc_hlocks_replay(kbc_handle_t *h, kbc_graph_t *gr, void (*then)(void *ctx), void *ctx);
 
 /* Absolute deadline NOW + MS for pthread_cond_timedwait (CLOCK_REALTIME). */
 struct timespec;

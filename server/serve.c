@@ -504,8 +504,8 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
                 c->lease_ms = KB_MIN(x.lease_ms, (uint32_t)KB_LEASE_MAX_MS);
             }
             kbd_brick_conn_ref(b, 1);
-            kb_info("serve", "client %s (%s, version %u, kembar %s, protocol %u) attached to %s:%s",
-                    rpc_conn_peer(c->rc), c->who, version, c->sw, proto, c->volume, path);
+            kb_info("serve", "client %s (%s, version %u) attached to %s:%s (kembar %s, protocol %u)",
+                    rpc_conn_peer(c->rc), c->who, version, c->volume, path, c->sw, proto);
             hs_reply(c, m, proto);
         }
     }

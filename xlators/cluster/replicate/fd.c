@@ -16,7 +16,8 @@
  * FLUSH (and the last RELEASE of an inode) also closes its eager lock.
  *
  * Posix locks (LK): on ALL up children, like GlusterFS's AFR, so a lock
- * survives the loss of one replica: non-blocking on all at once; on a
+ * survives the loss of one replica (and is taken again on a child that
+ * returns without it, before the child serves the fd: lklog.c): non-blocking on all at once; on a
  * conflict the granted ones are released and, for SETLKW, the lock is taken
  * child by child in index order (two clients never deadlock); for SETLK the
  * answer is -EAGAIN. GETLK asks the first up child holding the fd. INODELK /
@@ -41,10 +42,12 @@ static void reopen_reply(repl_fan_t *f, int slot, const kb_reply_t *r)
     }
 }
 
-static void reopen_done(repl_fan_t *f)
+/* What is left of a reopen once its fan is gone: the children it was for. */
+struct reopen_end { repl_fd_t *fd; repl_mask_t sent; };
+
+static void reopen_wake(repl_fd_t *fd, repl_mask_t sent)
 {
-    repl_fd_t *fd = f->ctx;
-    fd->reopening &= ~f->sent[0];
+    fd->reopening &= ~sent;
     /* Wake the waiters: each looks again (another reopen may be needed). */
     repl_op_t *w = fd->reopen_wait;
     fd->reopen_wait = NULL;
@@ -56,9 +59,43 @@ static void reopen_done(repl_fan_t *f)
     }
 }
 
+static void reopen_finish(void *ctx)
+{
+    struct reopen_end *e = ctx;
+    repl_fd_t *fd = e->fd;
+    repl_mask_t sent = e->sent;
+    free(e);
+    reopen_wake(fd, sent);
+}
+
+/* Reopened: the fd's locks are taken again there before anything else
+ * runs on it (lklog.c), then the waiters go. */
+static void reopen_done(repl_fan_t *f)
+{
+    repl_fd_t *fd = f->ctx;
+    struct reopen_end *e = kb_zalloc(sizeof(*e));
+    if (!e) {                            /* not served without its locks: reopened later */
+        repl_mask_t lockless = f->sent[0] & fd->opened & (fd->lk.n ? ~(repl_mask_t)0 : 0);
+        for (int i = 0; i < fd->priv->n; i++)
+            if (lockless & REPL_BIT(i)) {
+                fd->fail_gen[i] = fd->priv->child_gen[i];
+                fd->retry_ms[i] = kb_now_ms() + REPL_REOPEN_BACKOFF_MS;
+            }
+        fd->opened &= ~lockless;
+        reopen_wake(fd, f->sent[0]);
+        return;
+    }
+    *e = (struct reopen_end){ fd, f->sent[0] };
+    repl_lklog_replay(fd, f->sent[0] & fd->opened, 0, reopen_finish, e);
+}
+
 void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn cont)
 {
     repl_priv_t *p = fd->priv;
+    if (fd->lk_lost) {           /* a lock it held went to another client: never write under it */
+        repl_op_fail(op, fd->lk_lost);
+        return;
+    }
     repl_mask_t need = want & p->up & ~fd->opened;
     uint64_t now = need ? kb_now_ms() : 0;
     for (int i = 0; i < p->n; i++)
@@ -291,8 +328,10 @@ void repl_flush(kb_call_t *call)
         return;
     }
     op->ino = repl_inode_ref(op->fd->ino);
-    if (call->op == KB_FOP_FLUSH)
+    if (call->op == KB_FOP_FLUSH) {
         repl_txn_flush(p, op->ino);
+        kb_lklog_flush(&op->fd->lk, call->args->lock.owner);   /* the close rule: its POSIX locks go */
+    }
     flush_wind(op);
 }
 
@@ -357,6 +396,8 @@ static void lk_done(repl_lk_t *lk)
     repl_priv_t *p = op->priv;
     (void)p;
     if (lk->granted && !lk->err) {
+        if (op->fop == KB_FOP_LK && op->fd)
+            repl_lklog_note(op->fd, op->args);   /* lock heal: taken again on a child that returns */
         free(lk);
         repl_op_fail(op, 0);
         return;
@@ -370,6 +411,8 @@ static void lk_done(repl_lk_t *lk)
 static void unlock_all_done(repl_lk_t *lk)
 {
     repl_op_t *op = lk->ctx;
+    if (op->fop == KB_FOP_LK && op->fd)
+        repl_lklog_note(op->fd, op->args);
     free(lk);
     repl_op_fail(op, 0);
 }

@@ -356,6 +356,7 @@ void repl_fd_free(repl_fd_t *fd)
         fd->next->prev = fd->prev;
     fd->ino->nfds--;
     repl_inode_unref(p, fd->ino);
+    kb_lklog_free(&fd->lk);
     fd->magic = 0;
     free(fd);
 }
@@ -448,8 +449,10 @@ static void repl_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
         return;
     bool was_up = p->up & REPL_BIT(i);
     child_event(p, i, event);
-    if (!was_up && (p->up & REPL_BIT(i)))
+    if (!was_up && (p->up & REPL_BIT(i))) {
+        repl_lklog_child_up(p, i);
         repl_heal_child_up(p, i);
+    }
     bool serve = p->cfg.quorum_type == REPL_Q_NONE ? p->up != 0 : repl_quorum_met(&p->cfg, p->up);
     if (serve && !xl->up)
         kb_notify_parents(xl, KB_EV_CHILD_UP);

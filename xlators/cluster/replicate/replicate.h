@@ -46,6 +46,7 @@
 #ifndef KB_REPLICATE_H
 #define KB_REPLICATE_H
 
+#include "xlators/lklog.h"
 #include "xlators/xlator.h"
 #include "xlators/changelog.h"
 #include "xlators/cluster/replicate/policy.h"
@@ -137,8 +138,17 @@ struct repl_fd {
     uint64_t retry_ms[KB_CL_MAX_REPLICA]; /* after a failed (re)open: not before this */
     uint32_t fail_gen[KB_CL_MAX_REPLICA]; /* ... unless child_gen moved past this */
     int rd_child;               /* READDIR continues on the child that gave the cookies */
+    kb_lklog_t lk;              /* lock heal (lklog.c): the LK requests granted through it */
+    int lk_lost;                /* 0, or -EBADFD once a lock could not be taken again */
     repl_fd_t *next, *prev;
 };
+
+/* lklog.c: lock heal */
+typedef void (*repl_lklog_fn)(void *ctx);
+void repl_lklog_note(repl_fd_t *fd, const kb_args_t *a);   /* a granted LK (or unlock) */
+/* Take the fd's locks again on CHILDREN (just reopened), then CONT(CTX). */
+void repl_lklog_replay(repl_fd_t *fd, repl_mask_t children, uint64_t req, repl_lklog_fn cont, void *ctx);
+void repl_lklog_child_up(repl_priv_t *p, int i);           /* reopen (and re-lock) fds holding locks */
 
 /* ---- fan-out: the one shape (STYLE 4) ----
  * repl_fan_new arms pending = 1 (the guard); repl_fan_wind adds one per
