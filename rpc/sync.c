@@ -43,12 +43,14 @@ void rpc_sync_set_auth_key(const uint8_t *key)
     pthread_mutex_unlock(&sync_key_mu);
 }
 
-static void sign_if_keyed(uint32_t proc, kb_enc_t *e)
+bool rpc_sync_sign(uint32_t proc, kb_enc_t *e)
 {
     pthread_mutex_lock(&sync_key_mu);
-    if (sync_key_set)
+    bool set = sync_key_set;
+    if (set)
         kb_auth_sign(sync_key, proc, e);
     pthread_mutex_unlock(&sync_key_mu);
+    return set;
 }
 
 /* "unix:/path" names a local socket (the node's own kembard.sock). */
@@ -317,7 +319,7 @@ int rpc_sync_argv(const char *host, uint16_t port, uint32_t proc, int argc, char
     kb_enc_u32(&e, (uint32_t)argc);
     for (int i = 0; i < argc; i++)
         kb_enc_str(&e, argv[i]);
-    sign_if_keyed(proc, &e);
+    rpc_sync_sign(proc, &e);
     int rc = e.err;
     rpc_msg_t r;
     if (!rc)

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "lib/codec.h"
 #include "rpc/conn.h"
 
 typedef struct rpc_sync rpc_sync_t;
@@ -23,6 +24,9 @@ void rpc_sync_set_tls(struct ssl_ctx_st *ctx);
 /* Sign every later argv call of the process with this cluster key
  * (rpc/auth.h; copied; NULL = unsigned). */
 void rpc_sync_set_auth_key(const uint8_t *key);
+/* Append an auth block for PROC to E when the process has a key (kembard's
+ * own clients sign their brick handshakes with it); false when none. */
+bool rpc_sync_sign(uint32_t proc, kb_enc_t *e);
 
 /* Connect within timeout_ms. HOST "unix:/path" is a local socket (PORT unused). NULL with a one-line reason in err. */
 rpc_sync_t *rpc_sync_connect(const char *host, uint16_t port, uint32_t timeout_ms,

@@ -46,6 +46,9 @@ void mgmt_human_bytes(unsigned long long b, char *buf, size_t len);
  * with the reason in *OUT. */
 int mgmt_peer(const char *host, uint16_t port, char **out, int argc, ...);
 bool mgmt_brick_on(const kbd_volume_t *v, int b, const node_t *n);
+/* Fail with why HOST:PORT could not be used (R, its REPLY): unreachable, or
+ * not a member (then: how to add it). */
+int mgmt_unreachable(char **out, const char *host, uint16_t port, int r, const char *reply);
 int mgmt_volume_nodes(const kbd_volume_t *v, node_t **nodes);
 bool mgmt_is_self(const ctx_t *c, const node_t *n);
 kbd_volume_t *mgmt_get_volume(const ctx_t *c, const char *name, char **out);

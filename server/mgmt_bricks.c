@@ -112,7 +112,7 @@ static int check_new_nodes(const kbd_volume_t *v, const bool *want, char **out)
                           v->name);
             kbd_volume_free(there);
         } else if (r != -ENOENT) {
-            rc = mgmt_fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[k].host, nodes[k].port);
+            rc = mgmt_unreachable(out, nodes[k].host, nodes[k].port, r, reply);
         }
         free(reply);
     }

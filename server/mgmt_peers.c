@@ -132,6 +132,16 @@ int mgmt_store_everywhere(const ctx_t *c, const kbd_volume_t *v, bool force, cha
     return rc;
 }
 
+int mgmt_unreachable(char **out, const char *host, uint16_t port, int r, const char *reply)
+{
+    if (r == -EACCES)
+        return mgmt_fail(out, -EACCES, "node %s:%u does not take this node's commands (%s): it is not a member of "
+                         "this cluster; on %s:%u run 'kembar peer token', then here 'kembar peer probe %s:%u TOKEN'",
+                         host, port, reply ? reply : "refused", host, port, host, port);
+    return mgmt_fail(out, -EHOSTUNREACH, "node %s:%u is unreachable%s%s", host, port, reply ? ": " : "",
+                     reply ? reply : "");
+}
+
 /* Every node must answer a ping (used before changes). */
 int mgmt_check_nodes(const kbd_volume_t *v, char **out)
 {
@@ -141,8 +151,9 @@ int mgmt_check_nodes(const kbd_volume_t *v, char **out)
         return mgmt_fail(out, -ENOMEM, "out of memory");
     for (int i = 0; i < n && !rc; i++) {
         char *reply = NULL;
-        if (mgmt_peer(nodes[i].host, nodes[i].port, &reply, 2, "peer", "ping"))
-            rc = mgmt_fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[i].host, nodes[i].port);
+        int r = mgmt_peer(nodes[i].host, nodes[i].port, &reply, 2, "peer", "ping");
+        if (r)
+            rc = mgmt_unreachable(out, nodes[i].host, nodes[i].port, r, reply);
         free(reply);
     }
     free(nodes);

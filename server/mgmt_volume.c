@@ -94,7 +94,7 @@ int mgmt_cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
         if (r == 0)
             rc = mgmt_fail(out, -EEXIST, "volume '%s' already exists", name);
         else if (r != -ENOENT)
-            rc = mgmt_fail(out, -EHOSTUNREACH, "node %s:%u is unreachable", nodes[k].host, nodes[k].port);
+            rc = mgmt_unreachable(out, nodes[k].host, nodes[k].port, r, reply);
         free(reply);
     }
     char volid[KB_GFID_STRLEN];

@@ -36,6 +36,7 @@ typedef struct kbd_conn {
     uint32_t proto;        /* negotiated protocol (rpc/wire.h) */
     uint64_t lk_client;    /* the client instance's lock identity (0: this connection's id) */
     uint32_t lease_ms;     /* how long its locks outlive its last connection */
+    bool member;           /* a cluster node's own client (signed handshake): auth.allow does not apply */
     char sw[32];           /* the client's software version */
     fdset_t fds;
     int uid;               /* owner of the far end when on this node (-1: not, -2: not asked yet) */
@@ -295,8 +296,8 @@ void kbd_serve_recheck_auth(kbd_t *d, const char *volume)
 {
     for (kbd_conn_t *c = d->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->brick || c->gone || strcmp(c->volume, volume) != 0)
-            continue;
+        if (!c->brick || c->gone || c->member || strcmp(c->volume, volume) != 0)
+            continue;            /* a member's own client (heal daemon, rebalance) stays */
         const char *why = kbd_volume_wants_tls(d, volume) && !rpc_conn_is_tls(c->rc) ? "transport.tls is on"
                         : kbd_auth_check(d, volume, rpc_conn_peer(c->rc)) == -EACCES ? "auth.allow/auth.reject"
                                                                                       : NULL;
@@ -484,7 +485,8 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
         reply_text(c, m, -EISCONN, "connection already bound to a brick");
     } else if (kbd_volume_wants_tls(c->d, vol) && !rpc_conn_is_tls(c->rc)) {
         reply_text(c, m, -EACCES, "this volume requires TLS (transport.tls on)");
-    } else if (kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc)) == -EACCES) {
+    } else if (!(c->member = kbd_trust_signed(KB_PROC_HANDSHAKE, m->payload, m->hdr.plen)) &&
+               kbd_auth_check(c->d, vol, rpc_conn_peer(c->rc)) == -EACCES) {
         kb_warn("serve", "client %s refused for volume %s by auth.allow/auth.reject", rpc_conn_peer(c->rc), vol);
         reply_text(c, m, -EACCES, "access to this volume is not allowed from this address");
     } else {

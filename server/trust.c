@@ -9,6 +9,9 @@
  *   2. it came over TLS with a certificate the node's CA signed (--tls-dir;
  *      the listener checks the certificate both ways).
  *   3. it carries an auth block (rpc/auth.h) signed with the cluster key.
+ * The same key marks a node's own clients (heal daemon, rebalance): their
+ * brick handshake carries an auth block, and a member's client is not
+ * subject to a volume's auth.allow / auth.reject (kbd_trust_signed).
  * Everyone else gets one line ("not a member of this cluster ...") and the
  * attempt is logged with the address; from an address that failed
  * TRUST_MAX_FAILS times within TRUST_WINDOW_MS, everything is refused
@@ -184,12 +187,15 @@ int kbd_trust_check(const kbd_trust_req_t *q, const char **why)
     uint64_t now = wall_ms();
     char addr[64];
     bare_addr(q->peer, addr, sizeof(addr));
+    /* The key exchange first: it proves itself (a wrong token fails there, and
+     * guessing a 128-bit token offline is hopeless), and a member refused a few
+     * times by a node that was not yet one must still be able to make it join. */
+    if (unsigned_ok(q->proc, q->payload, q->plen))
+        return 0;
     if (banned(addr, now)) {
         *why = "too many failed attempts from this address: try again in a minute";
         return -EACCES;
     }
-    if (unsigned_ok(q->proc, q->payload, q->plen))
-        return 0;
     pthread_mutex_lock(&trust->mu);
     int rc = kb_auth_check(&trust->replay, trust->key, q->proc, q->payload, q->plen, now);
     pthread_mutex_unlock(&trust->mu);
@@ -425,4 +431,14 @@ int kbd_trust_peer_op(kbd_t *d, int argc, char **argv, char **out)
     if (strcmp(argv[1], "kx-offer") == 0)
         return kx_offer(argc, argv, out);
     return kx_install(d, argc, argv, out);
+}
+
+bool kbd_trust_signed(uint32_t proc, const uint8_t *payload, size_t plen)
+{
+    if (!trust)
+        return false;
+    pthread_mutex_lock(&trust->mu);
+    int rc = kb_auth_check(&trust->replay, trust->key, proc, payload, plen, wall_ms());
+    pthread_mutex_unlock(&trust->mu);
+    return rc == 0;
 }

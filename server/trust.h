@@ -28,6 +28,10 @@ typedef struct kbd_trust_req {
 /* 0: carry it out; -EACCES with a one-line reason in *why (logged, counted). */
 int kbd_trust_check(const kbd_trust_req_t *q, const char **why);
 
+/* Is PAYLOAD (a handshake) signed with the cluster key? Quiet: nothing is
+ * logged or counted (an unsigned handshake is an ordinary client's). */
+bool kbd_trust_signed(uint32_t proc, const uint8_t *payload, size_t plen);
+
 /* PEER kx-offer / kx-install (loop thread). */
 int kbd_trust_peer_op(kbd_t *d, int argc, char **argv, char **out);
 

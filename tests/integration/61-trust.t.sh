@@ -249,7 +249,10 @@ print("%d MiB written, %.0f IOPS" % (w["io_bytes"] >> 20, w["iops"]))' "$KB_TMP/
     grep -h 'no longer allowed' "$(kb_node_log 1)" "$(kb_node_log 2)" | sed 's/^/    /' >&2
     for n in 1 2; do
         ! node_log_has "$n" "client $NN_NET\.254 .*no longer allowed" || kb_fail "node $n cut the allowed client off"
+        # the nodes' own heal daemons sign their handshakes with the cluster key: auth.allow is not for them
+        ! node_log_has "$n" "shd-client-[0-9]*) of volume rv disconnected" || kb_fail "node $n cut a heal daemon off"
     done
+    kb_assert_eq 0 "$(nn_heal_total 1 rv)" "heal info of rv (the heal daemons still reach every brick)"
     kb_umount "$ma"
     kb_umount "$mb"
 }

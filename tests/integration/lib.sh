@@ -423,6 +423,12 @@ kb_node_start() {  # kb_node_start N [EXTRA KEMBARD ARGS...]
     kb__node_alive "$n" && kb_fail "node $n already running (pid $(kb_node_pid "$n"))"
     kb__port_busy "$port" && kb_fail "port $port is already in use by another process (ss -ltnp 'sport = :$port')"
     mkdir -p "$dir/state"
+    # One cluster key for the test's nodes, as a joined cluster has (README, Security): their own
+    # clients (heal daemon, rebalance) then sign their handshakes. KB_OWN_KEY=1: the node makes its own.
+    if [ "${KB_OWN_KEY:-0}" != 1 ] && [ ! -e "$dir/state/cluster.key" ]; then
+        [ -s "$KB_TMP/cluster.key" ] || (umask 077 && openssl rand -hex 32 >"$KB_TMP/cluster.key")
+        install -m 600 "$KB_TMP/cluster.key" "$dir/state/cluster.key"
+    fi
     "$KB_BIN/kembard" --listen "127.0.0.1:$port" --state-dir "$dir/state" \
         --log-file "$dir/kembard.log" --log-level debug "$@" </dev/null >>"$dir/kembard.out" 2>&1 9>&- &
     pid=$!

@@ -20,6 +20,7 @@
 #include "lib/log.h"
 #include <openssl/ssl.h>
 #include "rpc/conn.h"
+#include "rpc/sync.h"
 #include "rpc/wire.h"
 #include "rpc/tls.h"
 #include "xlators/xlator.h"
@@ -133,6 +134,7 @@ static void handshake(client_priv_t *p)
     kb_enc_bytes(&e, inst, sizeof(inst));
     kb_enc_u32(&e, p->lease_ms);
     kb_enc_str(&e, KB_VERSION);
+    rpc_sync_sign(KB_PROC_HANDSHAKE, &e);   /* a node's own client (heal, rebalance) says so */
     if (e.err) {
         kb_enc_free(&e);
         struct timeval tv = { 1, 0 };
