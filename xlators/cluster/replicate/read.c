@@ -123,8 +123,8 @@ void repl_read(kb_call_t *call)
     }
     const kb_args_t *a = call->args;
     if (kb_args_uses_fd(op->fop, a)) {
-        if (!(op->fd = repl_fd_from(p, a->fd))) {
-            repl_op_fail(op, -EBADF);
+        if (!(op->fd = repl_fd_from(p, a->fd)) || op->fd->lk_lost) {
+            repl_op_fail(op, op->fd ? op->fd->lk_lost : -EBADF);   /* lk_lost: lklog.c */
             return;
         }
         op->ino = repl_inode_ref(op->fd->ino);

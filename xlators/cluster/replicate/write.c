@@ -181,8 +181,8 @@ void repl_modify(kb_call_t *call)
     }
     op->col = repl_op_col(op->fop, a);
     if (kb_args_uses_fd(op->fop, a)) {
-        if (!(op->fd = repl_fd_from(p, a->fd))) {
-            repl_op_fail(op, -EBADF);
+        if (!(op->fd = repl_fd_from(p, a->fd)) || op->fd->lk_lost) {
+            repl_op_fail(op, op->fd ? op->fd->lk_lost : -EBADF);   /* lk_lost: lklog.c */
             return;
         }
         op->ino = repl_inode_ref(op->fd->ino);

@@ -1308,3 +1308,55 @@ Test(replicate, random_arbiter, .timeout = 60)
     const char *opts[] = { "arbiter-count", "1", NULL };
     random_run(3, opts, 2);
 }
+
+/* ---- lock heal (lklog.c) ---- */
+
+static mock_res_t lk(uint64_t fd, const kb_gfid_t *g1, uint32_t type, uint64_t start, uint64_t len, uint64_t owner)
+{
+    kb_args_t a = { .gfid = *g1, .fd = fd, .flags = KB_LK_SETLK,
+                    .lock = { .type = type, .start = start, .len = len, .owner = owner } };
+    return call(KB_FOP_LK, &a);
+}
+
+Test(replicate, locks_are_taken_again_on_a_child_that_comes_back)
+{
+    start(2, NULL, true);
+    kb_gfid_t f1 = gf(41);
+    uint64_t fd = open_fd(&f1, O_RDWR);
+    mock_res_t x = lk(fd, &f1, KB_LK_WRLCK, 100, 1, 0xA);     /* the image lock (qemu's OFD) */
+    cr_assert_eq(x.r.status, 0);
+    x = lk(fd, &f1, KB_LK_RDLCK, 200, 1, 0xB);
+    cr_assert_eq(x.r.status, 0);
+    x = lk(fd, &f1, KB_LK_UNLCK, 0, 0, 0xB);                   /* B let everything go */
+    cr_assert_eq(x.r.status, 0);
+    int before = mock_count(m[1], KB_FOP_LK);
+
+    mock_down(m[1]);                                           /* a brick restarts: its locks are gone */
+    mock_up(m[1]);
+    run_ms(5);
+    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "the fd holding locks is reopened at once, not at its next op");
+    cr_assert_eq(mock_count(m[1], KB_FOP_LK), before + 1, "only A's lock is taken again (B unlocked all)");
+    const kb_args_t *last = mock_last(m[1], KB_FOP_LK);
+    cr_assert(last && last->lock.owner == 0xA && last->lock.type == KB_LK_WRLCK && last->lock.start == 100 &&
+              last->lock.len == 1 && last->flags == KB_LK_SETLK, "the same request, non-blocking");
+    kb_buf_t *b = pattern(4096, 'x');
+    x = do_write(&f1, fd, 0, b);
+    cr_assert_eq(x.r.status, 4096, "the fd works after the replay");
+    kb_reply_clear(&x.r);
+
+    /* Another client took the lock on that brick while this one was away
+     * past its lease: the fd must fail, never write as if it held it. */
+    mock_down(m[1]);
+    mock_fail(m[1], KB_FOP_LK, -EAGAIN, 1);
+    mock_up(m[1]);
+    run_ms(5);
+    x = do_write(&f1, fd, 0, b);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, -EBADFD, "a lost lock fails the fd: %d", x.r.status);
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    kb_args_t a = { .gfid = f1, .fd = fd };
+    x = call(KB_FOP_RELEASE, &a);
+    cr_assert_eq(x.r.status, 0, "a lost fd can still be closed");
+    stop();
+}
