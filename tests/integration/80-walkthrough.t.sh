@@ -34,7 +34,7 @@ mkdir -p /usr/local/bin
 install_sys "$REPO/scripts/mount.kembar" /sbin/mount.kembar
 install_sys "$KB_BIN/kembar-fuse" /usr/local/bin/kembar-fuse
 export PATH="$PFX/sbin:$PFX/bin:$PATH" BIN=$PFX/bin SBIN=$PFX/sbin DATA=$KB_TMP/walk MNT=$KB_TMP/vmstore
-export N1=$(kb_addr 1) N2=$(kb_addr 2) N3=$(kb_addr 3)
+export N1=$(kb_addr 1) N2=$(kb_addr 2) N3=$(kb_addr 3) QMP=$REPO/tests/tools/kb-qmp.py
 echo "$MNT" >"$KB_TMP/mounts/walk-a"
 echo "$MNT-b" >"$KB_TMP/mounts/walk-b"
 awk '/<!-- walkthrough:begin -->/{on=1; next} /<!-- walkthrough:end -->/{on=0} on && !/^```/' \
@@ -43,6 +43,10 @@ awk '/<!-- walkthrough:begin -->/{on=1; next} /<!-- walkthrough:end -->/{on=0} o
 kb_log "running the README walk-through ($(wc -l <"$KB_TMP/walk.sh") lines)"
 kb_t 300 bash -eux "$KB_TMP/walk.sh" >"$KB_TMP/walk.out" 2>&1 || { restore_helper; tail -30 "$KB_TMP/walk.out" >&2; kb_fail "the README walk-through failed"; }
 grep -q 'No errors were found' "$KB_TMP/walk.out" || kb_fail "qemu-img check did not pass"
+# the live migration ran, and the destination ran the VM with its lock
+grep -q 'total_ms=' "$KB_TMP/walk.out" || kb_fail "the live migration did not complete"
+grep -qx 'running' "$KB_TMP/walk.out" || kb_fail "the migrated VM did not run on the destination"
+kb_log "live migration: $(grep -o 'total_ms=[0-9]* downtime_ms=[0-9]*' "$KB_TMP/walk.out" | head -1)"
 # both data bricks hold the image, identical; the arbiter holds it without data
 kb_assert_same_file "$DATA/b1/vm-100-disk-0.qcow2" "$DATA/b2/vm-100-disk-0.qcow2"
 kb_assert_eq 0 "$(stat -c %s "$DATA/arbiter/vm-100-disk-0.qcow2" 2>/dev/null || echo missing)" "arbiter holds no data"
