@@ -539,6 +539,8 @@ void kbc_sub_done(void *arg, const kb_reply_t *reply)
     struct kbc_sub *s = arg;
     kbc_t *c = s->c;
     kb_reply_t out;
+    if (kbc_sub_retry_open(s, reply))
+        return;
     kbc_sub_unwound(s, reply, &out);
     sub_cbk_depth++;
     s->cbk(s->cookie, &out);

@@ -411,6 +411,42 @@ void kbc_sub_run(void *arg)
     sub_wind(s, gr);
 }
 
+/*
+ * Open-unlinked files: a file unlinked (or renamed over) while open has no
+ * name and, on the bricks, no gfid handle any more, but its open fds still
+ * work — as on ext4, fstat must give st_nlink 0, and a truncate or chmod of
+ * the open file must work. The kernel asks those by inode (fstat is a
+ * GETATTR without a file handle), so a STAT/SETATTR/TRUNCATE by gfid that
+ * finds nothing is asked again through an open handle of that gfid, if this
+ * client has one. Only on that error path: the handle table is scanned.
+ */
+bool kbc_sub_retry_open(struct kbc_sub *s, const kb_reply_t *r)
+{
+    if ((r->status != -ESTALE && r->status != -ENOENT) || s->h || s->args == &s->by_handle ||
+        (s->op != KB_FOP_STAT && s->op != KB_FOP_SETATTR && s->op != KB_FOP_TRUNCATE))
+        return false;
+    kbc_t *c = s->c;
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < c->nhandles && !v; i++) {
+        kbc_handle_t *h = c->handles[i];
+        if (h && !h->is_dir && !h->closing && !h->closed && kb_gfid_eq(&h->gfid, &s->args->gfid))
+            v = ((uint64_t)h->tag << KBC_HANDLE_TAG_SHIFT) | (i + 1);
+    }
+    if (!v)
+        return false;
+    if (s->graph)
+        s->graph->inflight--;
+    s->graph = NULL;
+    s->by_handle = *s->args;
+    s->by_handle.fd = v;
+    s->by_handle.fd_valid = 1;
+    s->args = &s->by_handle;
+    /* From a completion: in a fresh loop turn, not inside the unwinding translators. */
+    if (kb_loop_run_in(c->loop, kbc_sub_run, s) < 0)
+        kbc_sub_run(s);
+    return true;
+}
+
 /* The reply as the user sees it: a new graph fd becomes a handle. */
 void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out)
 {

@@ -108,6 +108,7 @@ struct kbc_sub {
     kbc_handle_t *opened;        /* OPEN/CREATE/OPENDIR: the handle made for the reply */
     uint64_t opened_fd;          /*   and its value (the user may release it in the cbk) */
     struct kbc_sub *next;        /* in h->waiting */
+    kb_args_t by_handle;         /* an object gone by gfid, asked again through an open handle */
 };
 
 struct kbc_fd {
@@ -127,6 +128,9 @@ void kbc_sub_run(void *sub);                 /* route through handles, wind, or 
 void kbc_sub_done(void *sub, const kb_reply_t *reply);  /* client.c: the wind's callback */
 void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out);
 void kbc_sub_retire(struct kbc_sub *s);      /* after the user cbk: handle and graph upkeep */
+/* STAT/SETATTR/TRUNCATE by gfid that found no object: true when it was sent
+ * again through an open handle of that gfid (open-unlinked files). */
+bool kbc_sub_retry_open(struct kbc_sub *s, const kb_reply_t *r);
 int kbc_watch_start(kbc_t *c);               /* any thread but the loop's */
 void kbc_watch_stop(kbc_t *c);
 

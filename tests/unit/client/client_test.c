@@ -933,3 +933,20 @@ Test(client_locks, release_drops_the_descriptions_locks_not_a_process_s)
     cr_assert_eq(kbc_close(d2), 0);
     posix_done(c);
 }
+
+Test(client_posix, an_open_unlinked_file_is_stat_through_its_handle, .init = register_mock)
+{
+    kbc_t *c = posix_client();
+    kbc_fd_t *fd;
+    cr_assert_eq(kbc_open_path(c, "/gone", O_CREAT | O_RDWR, 0644, &fd), 0);
+    cr_assert_eq(kbc_pwrite(fd, "abcdef", 6, 0), 6);
+    kb_gfid_t g = *kbc_fd_gfid(fd);
+    cr_assert_eq(kbc_unlink(c, &kb_gfid_root, "gone"), 0);
+    kb_iatt_t ia;
+    cr_assert_eq(kbc_stat(c, &g, &ia), 0, "fstat of an open-unlinked file (by gfid, as the kernel asks)");
+    cr_assert_eq(ia.nlink, 0);
+    cr_assert_eq(ia.size, 6);
+    cr_assert_eq(kbc_close(fd), 0);
+    cr_assert_neq(kbc_stat(c, &g, &ia), 0, "once closed it is gone");
+    posix_done(c);
+}
