@@ -11,9 +11,13 @@
  * Name resolution is getaddrinfo on the loop thread: instant for numeric
  * addresses and /etc/hosts, but a dead DNS server would stall the loop.
  *
- * Liveness (client side): a tick every min(ping_interval, ping_timeout/4)
+ * Liveness (client side): a tick every min(ping_interval, ping_timeout/20)
  * sends a PING when ping_interval has passed and declares the peer dead when
- * no byte at all arrived for ping_timeout. Bytes that do not yet make a whole
+ * no byte at all arrived for ping_timeout. The tick is what bounds how late
+ * past ping_timeout a frozen brick is noticed — a writer's worst stall is
+ * ping_timeout + one tick (5.25 s at the default 5 s; it was ping_timeout/4,
+ * which let a stall reach 6.2 s); four timer wake-ups a second per
+ * connection cost nothing measurable. Bytes that do not yet make a whole
  * frame count too (every read stamps last_rx_ms; for TLS the tick sees the
  * input buffer grow), so a 4 MiB reply on a slow link does not look like
  * silence.
@@ -41,7 +45,7 @@ void rpc_schedule_retry(rpc_conn_t *c)
 
 static uint32_t tick_period(const rpc_conn_t *c)
 {
-    uint32_t p = KB_MIN(c->ping_interval_ms, c->ping_timeout_ms / 4);
+    uint32_t p = KB_MIN(c->ping_interval_ms, c->ping_timeout_ms / 20);
     return KB_MAX(p, 10u);
 }
 
