@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <event2/event.h>
 #include "lib/log.h"
+#include "rpc/argv.h"
 #include "rpc/wire.h"
 #include "server/kembard.h"
 #include "server/stats.h"
@@ -516,39 +517,6 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
     free(who);
 }
 
-static int decode_argv(rpc_msg_t *m, int *argc, char ***argv)
-{
-    kb_dec_t dec;
-    kb_dec_init(&dec, m->payload, m->hdr.plen);
-    uint32_t n = kb_dec_u32(&dec);
-    if (dec.err || n == 0 || n > 256)
-        return -EBADMSG;
-    char **v = calloc(n + 1, sizeof(char *));
-    if (!v)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        kb_dec_str(&dec, &v[i], KB_WIRE_PLEN_MAX);
-        if (!dec.err && !v[i])
-            dec.err = -EBADMSG;
-    }
-    if (dec.err) {
-        for (uint32_t i = 0; i < n; i++)
-            free(v[i]);
-        free(v);
-        return -EBADMSG;
-    }
-    *argc = (int)n;
-    *argv = v;
-    return 0;
-}
-
-static void free_argv(int argc, char **argv)
-{
-    for (int i = 0; i < argc; i++)
-        free(argv[i]);
-    free(argv);
-}
-
 /* May this connection run a management procedure? (trust.c has the rules.) */
 static int mgmt_allowed(kbd_conn_t *c, rpc_msg_t *m, const char **why)
 {
@@ -594,7 +562,7 @@ static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
         const char *why = NULL;
         int st = mgmt_allowed(c, m, &why);
         if (st == 0)
-            st = decode_argv(m, &argc, &argv);
+            st = rpc_argv_decode(m->payload, m->hdr.plen, &argc, &argv);
         else
             why = why ? why : "not allowed";
         if (why) {
@@ -604,10 +572,10 @@ static void on_request(void *arg, rpc_conn_t *rc, rpc_msg_t *m)
         } else if (proc == KB_PROC_PEER) {
             st = kbd_peer_op(c->d, argc, argv, &out);
             reply_text(c, m, st, out);
-            free_argv(argc, argv);
+            rpc_argv_free(argc, argv);
         } else if ((st = kbd_mgmt_submit(c->d, c->id, m->hdr.xid, argc, argv))) {
             reply_text(c, m, st, "management queue full");
-            free_argv(argc, argv);
+            rpc_argv_free(argc, argv);
         }
     } else {
         reply_text(c, m, -EPROTONOSUPPORT, "unknown procedure");

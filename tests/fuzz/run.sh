@@ -28,7 +28,7 @@ out=build/fuzz
 long=${KB_LONG:-0}
 if [ "$long" = 1 ]; then secs=${KB_FUZZ_TIME:-120}; else secs=${KB_FUZZ_TIME:-10}; fi
 jobs=${KB_FUZZ_JOBS:-2}
-all_targets="fuzz_frame fuzz_reply fuzz_volfile fuzz_volume"
+all_targets="fuzz_frame fuzz_reply fuzz_volfile fuzz_volume fuzz_mgmt"
 pkgs="fuse3 uuid libcrypto libssl libevent libevent_pthreads libevent_openssl liburing"
 
 command -v clang >/dev/null 2>&1 || { echo "fuzz: clang is missing (apt-get install clang)" >&2; exit 2; }
