@@ -112,6 +112,8 @@ const char *rpc_conn_peer(const rpc_conn_t *c);
 /* Accepted connections: the uid owning the far end when it is on this node
  * (a local socket, or TCP over loopback); -1 when unknown (peercred.c). */
 int rpc_conn_peer_uid(const rpc_conn_t *c);
+/* The connection's TLS session (NULL: plain TCP, or not up). */
+struct ssl_st *rpc_conn_ssl(const rpc_conn_t *c);
 uint64_t rpc_conn_id(const rpc_conn_t *c);      /* unique per process */
 /* Close: pending calls fail with -ENOTCONN, no reconnect, RPC_EV_DOWN is not
  * delivered, freed when safe. Usable from inside the conn's own callbacks. */

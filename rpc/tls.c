@@ -5,13 +5,25 @@
  * sides: a server refuses a client without a certificate signed by the CA,
  * and a client refuses such a server. Host names are not checked: cluster
  * nodes are often addressed by IP, and the CA is private to the cluster.
+ *
+ * Revocation: a crl.pem beside ca.pem (one or more PEM CRLs of the CA) is
+ * checked for every peer certificate (X509_V_FLAG_CRL_CHECK). A server
+ * reloads ca.pem and crl.pem when they change (rpc_tls_reload) and checks
+ * the certificate of every connection it already has against them again
+ * (rpc_tls_peer_ok), so a revoked client or one whose CA was removed is
+ * cut off, not only refused next time.
  */
 #include "rpc/tls.h"
 #include "lib/common.h"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
 {
@@ -82,11 +94,96 @@ fail:
     return NULL;
 }
 
+/* A verification store of CA (and CRL, when the file exists). */
+static X509_STORE *store_load(const char *ca, const char *crl, char *err, size_t errlen)
+{
+    X509_STORE *st = X509_STORE_new();
+    if (!st || X509_STORE_load_file(st, ca) != 1) {
+        set_err(err, errlen, "cannot load CA file", ca);
+        X509_STORE_free(st);
+        return NULL;
+    }
+    FILE *f = crl ? fopen(crl, "r") : NULL;
+    if (f) {
+        int n = 0;
+        for (X509_CRL *x; (x = PEM_read_X509_CRL(f, NULL, NULL, NULL)); n++) {
+            X509_STORE_add_crl(st, x);
+            X509_CRL_free(x);
+        }
+        fclose(f);
+        ERR_clear_error();       /* the end of the file reads as an error */
+        if (n == 0) {
+            if (err && errlen)
+                snprintf(err, errlen, "%s holds no CRL", crl);
+            X509_STORE_free(st);
+            return NULL;
+        }
+        X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    }
+    return st;
+}
+
+static void dir_files(const char *dir, char *ca, char *crl, size_t n)
+{
+    snprintf(ca, n, "%s/ca.pem", dir);
+    snprintf(crl, n, "%s/crl.pem", dir);
+}
+
 struct ssl_ctx_st *rpc_tls_ctx_from_dir(bool server, const char *dir, char *err, size_t errlen)
 {
-    char cert[4096], key[4096], ca[4096];
+    char cert[4096], key[4096], ca[4096], crl[4096];
     snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
     snprintf(key, sizeof(key), "%s/key.pem", dir);
-    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
-    return rpc_tls_ctx_new(server, cert, key, ca, err, errlen);
+    dir_files(dir, ca, crl, sizeof(ca));
+    SSL_CTX *ctx = rpc_tls_ctx_new(server, cert, key, ca, err, errlen);
+    if (ctx && access(crl, F_OK) == 0 && rpc_tls_reload(ctx, dir, err, errlen)) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+int rpc_tls_reload(struct ssl_ctx_st *ctx, const char *dir, char *err, size_t errlen)
+{
+    char ca[4096], crl[4096];
+    dir_files(dir, ca, crl, sizeof(ca));
+    X509_STORE *st = store_load(ca, access(crl, F_OK) == 0 ? crl : NULL, err, errlen);
+    if (!st)
+        return -EINVAL;
+    SSL_CTX_set_cert_store(ctx, st);   /* takes it; frees the old one */
+    return 0;
+}
+
+uint64_t rpc_tls_dir_stamp(const char *dir)
+{
+    char ca[4096], crl[4096];
+    dir_files(dir, ca, crl, sizeof(ca));
+    struct stat a, b;
+    uint64_t s = 0;
+    if (stat(ca, &a) == 0)
+        s ^= (uint64_t)a.st_mtim.tv_sec * 1000000007ull ^ (uint64_t)a.st_mtim.tv_nsec ^ (uint64_t)a.st_size << 20;
+    if (stat(crl, &b) == 0)
+        s ^= ((uint64_t)b.st_mtim.tv_sec * 998244353ull ^ (uint64_t)b.st_mtim.tv_nsec ^ (uint64_t)b.st_size) << 1;
+    else
+        s ^= 0x5a5a;
+    return s;
+}
+
+bool rpc_tls_peer_ok(struct ssl_ctx_st *ctx, struct ssl_st *ssl, char *why, size_t whylen)
+{
+    X509 *peer = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    if (!peer) {
+        snprintf(why, whylen, "no peer certificate");
+        return false;
+    }
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    bool ok = vc && X509_STORE_CTX_init(vc, SSL_CTX_get_cert_store(ctx), peer, chain) == 1 &&
+              X509_verify_cert(vc) == 1;
+    if (!ok)
+        snprintf(why, whylen, "%s", vc ? X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)) : "out of memory");
+    X509_STORE_CTX_free(vc);
+    X509_free(peer);
+    ERR_clear_error();
+    return ok;
 }

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ssl_ctx_st;
 
@@ -25,5 +26,15 @@ struct ssl_ctx_st *rpc_tls_ctx_new(bool server, const char *cert, const char *ke
  * kembard --tls-dir, kembar --tls-dir, kembar-fuse -o tls-dir and
  * protocol/client's tls-dir all use). */
 struct ssl_ctx_st *rpc_tls_ctx_from_dir(bool server, const char *dir, char *err, size_t errlen);
+
+/* Revocation (a server's): load DIR's ca.pem and crl.pem (when present)
+ * into CTX again, for the connections to come: 0 or -EINVAL (reason in
+ * err; CTX unchanged). rpc_tls_dir_stamp says when those files changed;
+ * rpc_tls_peer_ok checks a live connection's peer certificate against
+ * CTX's current CA and CRLs (false: WHY says why). */
+struct ssl_st;
+int rpc_tls_reload(struct ssl_ctx_st *ctx, const char *dir, char *err, size_t errlen);
+uint64_t rpc_tls_dir_stamp(const char *dir);
+bool rpc_tls_peer_ok(struct ssl_ctx_st *ctx, struct ssl_st *ssl, char *why, size_t whylen);
 
 #endif

@@ -98,6 +98,8 @@ typedef struct kbd {
 /* The local socket's name in the state dir (the CLI's default way in). */
 #define KBD_LOCAL_SOCKET "kembard.sock"
 
+    struct event *tls_watch;       /* --tls-dir: CA/CRL changes re-check connected peers (serve.c) */
+    uint64_t tls_stamp;
 /* metrics.c */
 int kbd_metrics_start(kbd_t *d, const char *addr, char *err, size_t errlen);
 void kbd_metrics_stop(kbd_t *d);

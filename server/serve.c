@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include "lib/log.h"
 #include "rpc/argv.h"
+#include "rpc/tls.h"
 #include "rpc/wire.h"
 #include "server/kembard.h"
 #include "server/stats.h"
@@ -310,6 +311,47 @@ void kbd_serve_recheck_auth(kbd_t *d, const char *volume)
         conn_cleanup_brick(c);
         rpc_conn_close(c->rc);
         conn_gone(c);
+    }
+}
+
+/* ---------------- certificate revocation ----------------
+ * Every TLS_CHECK_MS the node looks at its --tls-dir's ca.pem and crl.pem;
+ * when they changed it loads them for the connections to come and checks
+ * the certificate of every connection it has (clients and management)
+ * against them again: one revoked, or no longer signed by a listed CA, is
+ * cut off at once (its locks go with it). */
+#define TLS_CHECK_MS 2000
+
+static void tls_recheck(kbd_t *d)
+{
+    char err[256] = "";
+    if (rpc_tls_reload(d->tls_server, d->tls_dir, err, sizeof(err)) ||
+        (d->tls_client && rpc_tls_reload(d->tls_client, d->tls_dir, err, sizeof(err)))) {
+        kb_err("serve", "TLS files of %s changed but cannot be used (%s): the old ones stay", d->tls_dir, err);
+        return;
+    }
+    kb_info("serve", "TLS: CA and revocation list of %s reloaded; checking connected peers", d->tls_dir);
+    for (kbd_conn_t *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        char why[160];
+        if (c->gone || !rpc_conn_is_tls(c->rc) || rpc_tls_peer_ok(d->tls_server, rpc_conn_ssl(c->rc), why, sizeof(why)))
+            continue;
+        kb_warn("serve", "TLS peer %s (%s) disconnected: its certificate is no longer valid (%s)", rpc_conn_peer(c->rc),
+                c->brick ? c->who : "management", why);
+        c->lease_ms = 0;
+        conn_cleanup_brick(c);
+        rpc_conn_close(c->rc);
+        conn_gone(c);
+    }
+}
+
+static void tls_watch(evutil_socket_t fd, short what, void *arg)
+{
+    kbd_t *d = arg;
+    uint64_t stamp = rpc_tls_dir_stamp(d->tls_dir);
+    if (stamp != d->tls_stamp) {
+        d->tls_stamp = stamp;
+        tls_recheck(d);
     }
 }
 
@@ -617,11 +659,23 @@ int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
         return -ENOMEM;
     d->local = rpc_listen(kb_loop_base(d->loop), path, 0, NULL, on_accept, d, err, errlen);
     free(path);
-    return d->local ? 0 : -EADDRINUSE;
+    if (!d->local)
+        return -EADDRINUSE;
+    if (d->tls_server && d->tls_dir) {
+        d->tls_stamp = rpc_tls_dir_stamp(d->tls_dir);
+        d->tls_watch = event_new(kb_loop_base(d->loop), -1, EV_PERSIST, tls_watch, d);
+        struct timeval tv = { TLS_CHECK_MS / 1000, (TLS_CHECK_MS % 1000) * 1000 };
+        if (d->tls_watch)
+            evtimer_add(d->tls_watch, &tv);
+    }
+    return 0;
 }
 
 void kbd_serve_stop(kbd_t *d)
 {
+    if (d->tls_watch)
+        event_free(d->tls_watch);
+    d->tls_watch = NULL;
     if (d->listener)
         rpc_listener_free(d->listener);
     d->listener = NULL;

@@ -2,7 +2,9 @@
 # 60-tls-auth — TLS and access control (issue 8): a volume with transport.tls on is reachable
 # only over TLS with a certificate of the volume's CA (mount with tls-dir works, a plain mount
 # and one with a foreign CA's certificate are refused); a node started with --tls-mgmt takes CLI
-# commands over TLS only; auth.allow / auth.reject keep a client from mounting.
+# commands over TLS only; auth.allow / auth.reject keep a client from mounting; a certificate
+# revoked (crl.pem in the node's tls-dir) cuts its mounted client off within seconds, while the
+# other client of the volume goes on (issue 19).
 # kb-requires: root
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -27,6 +29,7 @@ mkca "$T/ca" kembar-test-ca
 mkca "$T/rogue-ca" rogue-ca
 mkcert "$T/node" "$T/ca" node1
 mkcert "$T/client" "$T/ca" client1
+mkcert "$T/client2" "$T/ca" client2
 mkcert "$T/rogue" "$T/rogue-ca" rogue
 
 kb_node_start 1 --tls-dir "$T/node"
@@ -100,7 +103,60 @@ auth() {
     kb_umount "$M"
 }
 
+# py_write FILE: one O_DIRECT 4 KiB write at 0 (through the kernel, no page cache); "ok" or the errno name
+py_write() {
+    kb_t 20 "$KB_PY" - "$1" <<'EOF' 2>/dev/null || echo "timeout"
+import errno, mmap, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(b"r" * 4096)
+    os.pwrite(fd, buf, 0)
+    os.fsync(fd)
+    os.close(fd)
+    print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+EOF
+}
+revoke() {
+    local b m1=$KB_TMP/r1 m2=$KB_TMP/r2 i
+    b=$(kb_brick_path 1 rev)
+    kb_cli 1 volume create rev "$(kb_brick 1 "$b")" force >/dev/null
+    kb_cli 1 volume set rev transport.tls on >/dev/null
+    kb_cli 1 volume start rev >/dev/null
+    kb_mount rev "$m1" "tls-dir=$T/client"
+    kb_mount rev "$m2" "tls-dir=$T/client2"
+    kb_assert_eq ok "$(py_write "$m1/a")" "client1 writes"
+    kb_assert_eq ok "$(py_write "$m2/b")" "client2 writes"
+    # the CA revokes client2 and the node is given the new revocation list
+    (cd "$T/ca" && touch index.txt && echo 01 >crlnumber &&
+        printf '[ ca ]\ndefault_ca = kb\n[ kb ]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n' >ca.cnf &&
+        openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -revoke "$T/client2/cert.pem" >/dev/null 2>&1 &&
+        openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -gencrl -out crl.pem >/dev/null 2>&1) ||
+        kb_fail "cannot make a revocation list"
+    cp "$T/ca/crl.pem" "$T/node/crl.pem.new"
+    mv "$T/node/crl.pem.new" "$T/node/crl.pem"
+    local t0 r=ok
+    t0=$(date +%s%N)
+    for i in $(seq 1 25); do
+        r=$(py_write "$m2/b")
+        [ "$r" != ok ] && break
+        sleep 0.2
+    done
+    kb_log "the revoked client's write failed with $r after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    kb_assert_ne ok "$r" "a write by the revoked client within 5 s"
+    grep -q 'certificate is no longer valid' "$(kb_node_log 1)" || kb_fail "no log line for the revoked peer"
+    kb_assert_eq ok "$(py_write "$m1/a")" "client1 (not revoked) still writes"
+    mkdir -p "$KB_TMP/r3"
+    KB_EXPECT_RE='certificate|handshake|revoked|cannot reach any server' kb_expect_fail 20 "mount with a revoked certificate" \
+        "$KB_BIN/kembar-fuse" -o "tls-dir=$T/client2" "$(kb_addr 1):/rev" "$KB_TMP/r3"
+    kb_umount "$m1"
+    umount -l "$m2" 2>/dev/null || true
+}
+
 kb_section "TLS volume: only TLS clients of the volume's CA" tls_volume
 kb_section "TLS management" tls_mgmt
 kb_section "auth.allow / auth.reject" auth
+kb_section "a revoked certificate cuts its client off" revoke
 kb_done
