@@ -90,6 +90,8 @@ typedef struct kbd {
     struct ssl_ctx_st *tls_server; /* --tls-dir: listener accepts TLS (and plain) */
     struct ssl_ctx_st *tls_client; /* --tls-dir: this node's peer calls use TLS */
     const char *tls_dir;           /* --tls-dir as given (rebalance's client graph uses it) */
+    struct event *tls_watch;       /* --tls-dir: CA/CRL changes re-check connected peers (serve.c) */
+    uint64_t tls_stamp;
     bool tls_mgmt;                 /* --tls-mgmt: CLI and peer calls must come over TLS */
     struct evhttp *metrics;        /* --metrics: Prometheus endpoint */
     struct kbd_rebal *rebal;       /* rebalance runs started here (rebalance.c) */
@@ -98,8 +100,6 @@ typedef struct kbd {
 /* The local socket's name in the state dir (the CLI's default way in). */
 #define KBD_LOCAL_SOCKET "kembard.sock"
 
-    struct event *tls_watch;       /* --tls-dir: CA/CRL changes re-check connected peers (serve.c) */
-    uint64_t tls_stamp;
 /* metrics.c */
 int kbd_metrics_start(kbd_t *d, const char *addr, char *err, size_t errlen);
 void kbd_metrics_stop(kbd_t *d);
