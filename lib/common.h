@@ -17,7 +17,7 @@
 #include <string.h>
 #include <assert.h>
 
-#define KB_VERSION "0.1.0"
+#define KB_VERSION "0.2.0"
 
 #define KB_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define KB_MIN(a, b) ((a) < (b) ? (a) : (b))
