@@ -242,18 +242,23 @@ static void posix_free(posix_priv_t *p)
     free(p);
 }
 
+/* Before anything on the brick is written: its identity (when the volfile
+ * names the volume), then its on-disk format, upgraded when older (brick.c). */
 static int posix_check_volume(kb_xlator_t *xl, const char *dir)
 {
     const char *vol = kb_opt_str(xl->opts, posix_options, "volume-id");
-    if (!vol || !*vol)
-        return 0;
-    kb_gfid_t v;
-    if (kb_gfid_parse(vol, &v)) {
-        kb_err(xl->name, "option volume-id: '%s' is not a uuid", vol);
-        return -EINVAL;
-    }
     char why[512] = "";
-    int rc = posix_brick_check(dir, &v, why, sizeof(why));
+    int rc = 0;
+    if (vol && *vol) {
+        kb_gfid_t v;
+        if (kb_gfid_parse(vol, &v)) {
+            kb_err(xl->name, "option volume-id: '%s' is not a uuid", vol);
+            return -EINVAL;
+        }
+        rc = posix_brick_check(dir, &v, why, sizeof(why));
+    }
+    if (!rc)
+        rc = posix_brick_upgrade(dir, why, sizeof(why));
     if (rc)
         kb_err(xl->name, "refusing brick: %s", why);
     return rc;
