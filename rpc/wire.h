@@ -49,12 +49,25 @@ enum kb_proc {
     /* A CLI command. call: u32 argc, str argv[argc]. reply: str stdout_text.
      * status < 0: the reply's str is the one-line reason. */
     KB_PROC_CLI = 1002,
-    /* Node-to-node management. call/reply as KB_PROC_CLI. */
+    /* Node-to-node management. call/reply as KB_PROC_CLI. argv[1] names the
+     * operation (server/store.c). Since kembar 0.2 every node answers
+     * "version" (no arguments) with one line of key=value fields:
+     *   version=0.2.0 proto-min=1 proto-max=2 features=0x1 op-version=2
+     *   brick-format=1 state-format=1
+     * (the reader ignores keys it does not know, and new keys go at the
+     * end). A kembar 0.1 node answers -EINVAL ("peer version: missing
+     * argument"), which no later node does: it is version 0.1.0, protocol
+     * 1-1, features 0, op-version 1 (lib/version.h). */
     KB_PROC_PEER = 1003,
 };
+#define KB_PEER_VERSION_OP "version"
 
 /* Protocol versions, negotiated by KB_PROC_HANDSHAKE (the frame's version
  * byte stays KB_WIRE_VERSION): each side speaks the highest both know.
+ * Node-to-node management calls (KB_PROC_PEER) carry no version: a node
+ * asks another for its "version" (above) before using an operation the
+ * other may not know. The op-version (lib/version.h) is the feature level
+ * of a release as a whole; it is not negotiated per connection.
  *   1  kembar 0.1: the handshake ends after volume_version.
  *   2  instance id and lock lease: application locks belong to the client
  *      instance and outlive a connection for the lease (features/locks). */

@@ -39,6 +39,7 @@ typedef struct kbd_volume {
     kbd_brick_t *bricks;
     kb_option_set_t *opts; /* `volume set` values, by volume key */
     uint64_t drain;       /* replica sets being drained by remove-brick (bit i = set i) */
+    uint32_t op_version;  /* the oldest op-version that must serve it (lib/version.h); >= 1 */
 } kbd_volume_t;
 
 #define KBD_MAX_SETS 64   /* drain masks and distribute's set masks are 64 bits */
@@ -70,6 +71,13 @@ char *kbd_volgen_brick(const kbd_volume_t *v, int i);
 /* Find the option definition for a `volume set` key across all translator
  * types; NULL if unknown. */
 const kb_option_def_t *kbd_option_find(const char *volume_key, const char **xl_type);
+/* The options of the volume itself (auth.allow, auth.reject,
+ * cluster.op-version), NULL-key terminated. */
+const kb_option_def_t *kbd_volume_options(void);
+/* The `volume set` key of the volume's op-version (not stored as an option). */
+#define KBD_OP_VERSION_KEY "cluster.op-version"
+/* The op-version V's settings need: the highest kb_opt_since of its options. */
+uint32_t kbd_volume_needs(const kbd_volume_t *v);
 
 /* A running brick (serve.c). */
 typedef struct kbd_brick_rt kbd_brick_rt_t;
@@ -118,9 +126,23 @@ void kbd_dump_inflight(kbd_t *d);
 /* Cut off the clients of VOLUME that its access rules refuse now. */
 void kbd_serve_recheck_auth(kbd_t *d, const char *volume);
 /* Clients attached to local bricks of VOLUME, one line each:
- * "ADDR VERSION WHO\n" (VERSION: the definition version their graph was made
- * from, 0 = unknown). Malloc'd text; NULL on ENOMEM. */
+ * "ADDR VERSION WHO PROTO SW\n" (VERSION: the definition version their graph
+ * was made from, 0 = unknown; PROTO the protocol spoken, SW the client's
+ * release, "?" when it did not say: kembar 0.1). kembar 0.1 nodes send the
+ * first three fields only. Malloc'd text; NULL on ENOMEM. */
 char *kbd_serve_clients(kbd_t *d, const char *volume);
+
+/* kembard's state dir carries its format (lib/version.h, the rule) in
+ * <state-dir>/format: the number in decimal and a newline. 1: kembar 0.1.0's
+ * layout (vols/<name>/{info,local}, rebalance/), which wrote no such file;
+ * kembar 0.2 added cluster.key, peers and kembard.sock, which 0.1.0 ignores,
+ * so the format stayed 1. */
+#define KBD_STATE_FORMAT 1u
+#define KBD_STATE_FORMAT_FILE "format"
+/* Check DIR's format before anything in it is touched: newer than
+ * KBD_STATE_FORMAT is refused (-EPROTONOSUPPORT, one line in err, nothing
+ * written); older or absent is upgraded in place and stamped. 0 or -errno. */
+int kbd_state_format(const char *dir, char *err, size_t errlen);
 
 /* store.c: per-node state (loop thread) */
 int kbd_store_load(kbd_t *d);                 /* load all volumes, start started ones */

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include "lib/log.h"
+#include "lib/version.h"
 #include "rpc/sync.h"
 #include "rpc/tls.h"
 #include "server/kembard.h"
@@ -34,8 +35,20 @@ static void usage(FILE *f)
             KB_DEFAULT_PORT, KB_DEFAULT_STATE_DIR);
 }
 
-/* The `volume set` options of every translator, as the Markdown table the
- * README carries (make docs writes it there; a test checks it is current). */
+/* One row of the table below; an option a later release introduced says so. */
+static void print_option_row(const kb_option_def_t *o, const char *type)
+{
+    uint32_t since = kb_opt_since(o->volume_key);
+    const char *rel = kb_op_version_release(since);
+    printf("| `%s` | %s | %s | %s", o->volume_key, o->dflt && *o->dflt ? o->dflt : "-", type, o->description);
+    if (since > 1)
+        printf(". Since kembar %s: refused while a node or client of the volume runs an older release", rel ? rel : "?");
+    printf(" |\n");
+}
+
+/* The `volume set` options of every translator and of the volume itself, as
+ * the Markdown table the README carries (make docs writes it there; a test
+ * checks it is current). */
 static int print_options_markdown(void)
 {
     printf("| key | default | translator | description |\n|---|---|---|---|\n");
@@ -43,15 +56,10 @@ static int print_options_markdown(void)
         const kb_xlator_type_t *t = kb_xlator_types[i];
         for (const kb_option_def_t *o = t ? t->options : NULL; o && o->key; o++)
             if (o->volume_key)
-                printf("| `%s` | %s | %s | %s |\n", o->volume_key, o->dflt && *o->dflt ? o->dflt : "-", t->name,
-                       o->description);
+                print_option_row(o, t->name);
     }
-    const char *vol[] = { "auth.allow", "auth.reject" };
-    for (size_t i = 0; i < 2; i++) {
-        const kb_option_def_t *o = kbd_option_find(vol[i], NULL);
-        if (o)
-            printf("| `%s` | %s | volume | %s |\n", o->volume_key, o->dflt && *o->dflt ? o->dflt : "-", o->description);
-    }
+    for (const kb_option_def_t *o = kbd_volume_options(); o->key; o++)
+        print_option_row(o, "volume");
     return 0;
 }
 
@@ -180,6 +188,12 @@ int main(int argc, char **argv)
     int rc = kb_mkdir_p(state, 0700);
     if (rc) {
         fprintf(stderr, "kembard: cannot create state dir %s: %s\n", state, strerror(-rc));
+        return 1;
+    }
+    char ferr[512] = "";
+    if (kbd_state_format(state, ferr, sizeof(ferr))) {   /* before anything in it is touched */
+        fprintf(stderr, "kembard: %s\n", ferr);
+        kb_err("kembard", "%s", ferr);
         return 1;
     }
     int notify_fd = -1;

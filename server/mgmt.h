@@ -58,6 +58,25 @@ int mgmt_list_names(const ctx_t *c, char ***names, char **out);
 void mgmt_local_csv(const kbd_volume_t *v, const node_t *n, char *buf, size_t len);
 int mgmt_store_everywhere(const ctx_t *c, const kbd_volume_t *v, bool force, char **out);
 int mgmt_check_nodes(const kbd_volume_t *v, char **out);
+
+/* What a node runs, as its PEER "version" says (rpc/wire.h); a kembar 0.1
+ * node, which refuses the operation (-EINVAL), is 0.1.0 / protocol 1-1 /
+ * op-version 1. */
+typedef struct node_ver {
+    char version[32];
+    uint32_t proto_min, proto_max, op_version;
+    uint64_t features;
+} node_ver_t;
+/* 0 with *NV filled, or -errno with why in *OUT (unreachable, refused). */
+int mgmt_node_version(const char *host, uint16_t port, node_ver_t *nv, char **out);
+/* The lowest op-version among the nodes of V: 0 with it in *MIN (and its
+ * node's release in MIN_WHO, "host:port runs kembar X"), or -errno with the
+ * reason in *OUT (a node did not answer). */
+int mgmt_min_op_version(const kbd_volume_t *v, uint32_t *min, char *min_who, size_t wholen, char **out);
+/* Refuse (-EPROTONOSUPPORT, one line in *OUT naming WHAT) unless every node
+ * of V — and with CLIENTS every client attached to one of its bricks — runs
+ * a release of op-version NEED or later. */
+int mgmt_need_op_version(const kbd_volume_t *v, uint32_t need, bool clients, const char *what, char **out);
 int mgmt_prepare_bricks(const kbd_volume_t *v, const bool *want, bool force, char **out);
 void mgmt_unprepare_bricks(const kbd_volume_t *v, const bool *want);
 

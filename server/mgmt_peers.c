@@ -12,9 +12,12 @@
  *  - A store reaches every node of the volume and this one; without force
  *    each of them must take it.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include "lib/version.h"
 #include "rpc/sync.h"
+#include "rpc/wire.h"
 #include "server/mgmt.h"
 
 #define PEER_TIMEOUT_MS 15000
@@ -26,6 +29,13 @@ static int peerv(const char *host, uint16_t port, char **out, int argc, char **a
     if (rc && !*out)
         *out = strdup(err);
     return rc;
+}
+
+/* "0.2" for op-version 2 (messages). */
+static const char *release_name(uint32_t ov)
+{
+    const char *r = kb_op_version_release(ov);
+    return r ? r : "a newer release";
 }
 
 int mgmt_peer(const char *host, uint16_t port, char **out, int argc, ...)
@@ -111,6 +121,19 @@ int mgmt_store_everywhere(const ctx_t *c, const kbd_volume_t *v, bool force, cha
         return mgmt_fail(out, -ENOMEM, "out of memory");
     }
     bool self_done = false;
+    /* A volume that needs a newer release than 0.1 goes to no node below it
+     * (a kembar 0.1 node would take it and ignore what it cannot honour). */
+    char what[64];
+    snprintf(what, sizeof(what), "volume '%s' (op-version %u) needs", v->name, v->op_version);
+    for (int i = 0; i < n && !rc && v->op_version > 1; i++) {
+        node_ver_t nv;
+        int r = mgmt_node_version(nodes[i].host, nodes[i].port, &nv, out);
+        if (r && !(force && (r == -ENOTCONN || r == -ETIMEDOUT || r == -ECONNREFUSED)))
+            rc = r;
+        else if (!r && nv.op_version < v->op_version)
+            rc = mgmt_fail(out, -EPROTONOSUPPORT, "node %s:%u runs kembar %s, which %s >= %s", nodes[i].host,
+                           nodes[i].port, nv.version, what, release_name(v->op_version));
+    }
     for (int i = 0; i < n && !rc; i++) {
         char csv[1024], *reply = NULL;
         mgmt_local_csv(v, &nodes[i], csv, sizeof(csv));
@@ -156,6 +179,114 @@ int mgmt_check_nodes(const kbd_volume_t *v, char **out)
             rc = mgmt_unreachable(out, nodes[i].host, nodes[i].port, r, reply);
         free(reply);
     }
+    free(nodes);
+    return rc;
+}
+
+/* ---------------- versions (lib/version.h) ---------------- */
+
+int mgmt_node_version(const char *host, uint16_t port, node_ver_t *nv, char **out)
+{
+    char *reply = NULL;
+    *nv = (node_ver_t){ .proto_min = 1, .proto_max = 1, .op_version = 1 };
+    snprintf(nv->version, sizeof(nv->version), "0.1.0");
+    int rc = mgmt_peer(host, port, &reply, 2, "peer", KB_PEER_VERSION_OP);
+    if (rc == -EINVAL) {
+        free(reply);                    /* kembar 0.1 ("peer version: missing argument"): the defaults above */
+        return 0;
+    }
+    if (rc) {
+        mgmt_unreachable(out, host, port, rc, reply);
+        free(reply);
+        return rc;
+    }
+    char *save = NULL;
+    for (char *t = reply ? strtok_r(reply, " \n", &save) : NULL; t; t = strtok_r(NULL, " \n", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq)
+            continue;
+        *eq++ = 0;
+        if (strcmp(t, "version") == 0)
+            snprintf(nv->version, sizeof(nv->version), "%s", eq);
+        else if (strcmp(t, "proto-min") == 0)
+            nv->proto_min = (uint32_t)strtoul(eq, NULL, 10);
+        else if (strcmp(t, "proto-max") == 0)
+            nv->proto_max = (uint32_t)strtoul(eq, NULL, 10);
+        else if (strcmp(t, "features") == 0)
+            nv->features = strtoull(eq, NULL, 16);
+        else if (strcmp(t, "op-version") == 0)
+            nv->op_version = (uint32_t)strtoul(eq, NULL, 10);
+    }
+    free(reply);
+    nv->op_version = KB_MAX(nv->op_version, 1u);
+    return 0;
+}
+
+int mgmt_min_op_version(const kbd_volume_t *v, uint32_t *min, char *min_who, size_t wholen, char **out)
+{
+    node_t *nodes;
+    int n = mgmt_volume_nodes(v, &nodes), rc = 0;
+    if (n < 0)
+        return mgmt_fail(out, -ENOMEM, "out of memory");
+    *min = UINT32_MAX;
+    for (int i = 0; i < n && !rc; i++) {
+        node_ver_t nv;
+        if ((rc = mgmt_node_version(nodes[i].host, nodes[i].port, &nv, out)))
+            break;
+        if (nv.op_version < *min) {
+            *min = nv.op_version;
+            snprintf(min_who, wholen, "node %s:%u runs kembar %s", nodes[i].host, nodes[i].port, nv.version);
+        }
+    }
+    free(nodes);
+    return rc;
+}
+
+/* The clients attached to the bricks of V on node N: each line of PEER
+ * "clients" is "ADDR VERSION WHO PROTO SW" (PROTO and SW since kembar 0.2;
+ * server/serve.c). The first whose release is below NEED fails. */
+static int clients_need(const node_t *n, const kbd_volume_t *v, uint32_t need, const char *what, char **out)
+{
+    char *reply = NULL, *save = NULL;
+    int rc = mgmt_peer(n->host, n->port, &reply, 3, "peer", "clients", v->name);
+    if (rc) {
+        rc = mgmt_unreachable(out, n->host, n->port, rc, reply);
+        free(reply);
+        return rc;
+    }
+    for (char *l = reply ? strtok_r(reply, "\n", &save) : NULL; l && !rc; l = strtok_r(NULL, "\n", &save)) {
+        char addr[64], who[128], sw[32] = "?";
+        unsigned ver, proto = 1;
+        if (sscanf(l, "%63s %u %127s %u %31s", addr, &ver, who, &proto, sw) < 3)
+            continue;
+        if (kb_op_version_of(sw) >= need)
+            continue;
+        rc = mgmt_fail(out, -EPROTONOSUPPORT, "client %s (%s, on %s:%u) runs kembar %s, which %s >= %s: upgrade it "
+                       "or unmount it first", addr, who, n->host, n->port, strcmp(sw, "?") ? sw : "0.1",
+                       what, release_name(need));
+    }
+    free(reply);
+    return rc;
+}
+
+int mgmt_need_op_version(const kbd_volume_t *v, uint32_t need, bool clients, const char *what, char **out)
+{
+    if (need <= 1)
+        return 0;
+    node_t *nodes;
+    int n = mgmt_volume_nodes(v, &nodes), rc = 0;
+    if (n < 0)
+        return mgmt_fail(out, -ENOMEM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        node_ver_t nv;
+        if ((rc = mgmt_node_version(nodes[i].host, nodes[i].port, &nv, out)))
+            break;
+        if (nv.op_version < need)
+            rc = mgmt_fail(out, -EPROTONOSUPPORT, "node %s:%u runs kembar %s, which %s >= %s", nodes[i].host,
+                           nodes[i].port, nv.version, what, release_name(need));
+    }
+    for (int i = 0; i < n && !rc && clients; i++)
+        rc = clients_need(&nodes[i], v, need, what, out);
     free(nodes);
     return rc;
 }

@@ -8,7 +8,8 @@
  *   kembar peer probe HOST[:PORT]        only check: does HOST accept us?
  *   kembar peer detach HOST[:PORT]       a new cluster key for every other
  *                                        member: HOST is out
- *   kembar peer list                     the members this node knows of
+ *   kembar peer list                     the members this node knows of and
+ *                                        the release each runs
  *
  * Promises: a probe or detach that fails says which node and why, in one
  * line; detach refuses a node that still holds bricks; a member that cannot
@@ -20,6 +21,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "lib/version.h"
 #include "server/mgmt.h"
 #include "server/trust.h"
 
@@ -271,23 +273,36 @@ static int cmd_list(const ctx_t *c, char **out, outbuf_t *o)
     if (n < 0)
         return n;
     if (c->json)
-        mgmt_outf(o, "{\"self\":\"%s:%u\",\"peers\":[", c->self_host, c->self_port);
+        mgmt_outf(o, "{\"self\":\"%s:%u\",\"version\":\"%s\",\"op_version\":%u,\"peers\":[", c->self_host,
+                  c->self_port, KB_VERSION, KB_OP_VERSION);
     else
-        mgmt_outf(o, "%-32s %s\n%-32s %s\n", "Node", "State", c->self_host, "this node");
+        mgmt_outf(o, "%-32s %s\n%-32s this node (kembar %s)\n", "Node", "State", c->self_host, KB_VERSION);
     for (int i = 0; i < n; i++) {
         char *why = NULL;
         int rc = ping(nodes[i].host, nodes[i].port, &why);
+        node_ver_t nv = { .version = "-" };
+        if (!rc) {                       /* what it runs (a kembar 0.1 node: 0.1.0) */
+            char *ignore = NULL;
+            if (mgmt_node_version(nodes[i].host, nodes[i].port, &nv, &ignore))
+                snprintf(nv.version, sizeof(nv.version), "?");
+            free(ignore);
+        }
         char hp[300];
         snprintf(hp, sizeof(hp), "%s:%u", nodes[i].host, nodes[i].port);
         if (c->json) {
             mgmt_outf(o, "%s{\"node\":", i ? "," : "");
             mgmt_outj(o, hp);
-            mgmt_outf(o, ",\"member\":%s,\"reason\":", rc ? "false" : "true");
+            mgmt_outf(o, ",\"member\":%s,\"version\":", rc ? "false" : "true");
+            mgmt_outj(o, nv.version);
+            mgmt_outf(o, ",\"op_version\":%u,\"protocol\":\"%u-%u\",\"reason\":", nv.op_version, nv.proto_min,
+                      nv.proto_max);
             mgmt_outj(o, rc ? (why ? why : strerror(-rc)) : "");
             mgmt_outf(o, "}");
         } else {
-            mgmt_outf(o, "%-32s %s%s\n", hp, rc ? "not reachable as a member: " : "member",
-                      rc ? (why ? why : strerror(-rc)) : "");
+            if (rc)
+                mgmt_outf(o, "%-32s not reachable as a member: %s\n", hp, why ? why : strerror(-rc));
+            else
+                mgmt_outf(o, "%-32s member (kembar %s)\n", hp, nv.version);
         }
         free(why);
     }

@@ -10,10 +10,15 @@
  *    take force to skip the unreachable ones); start, stop and set bump the
  *    definition's version.
  *  - A value given to set is checked against the option's typed table
- *    before anything is stored.
+ *    before anything is stored; an option a later release introduced is
+ *    refused while a node or client of the volume runs an older one, and
+ *    raises the volume's op-version when it is stored (lib/version.h).
+ *  - A new volume's op-version is the lowest its nodes run; it never goes
+ *    down (set cluster.op-version max|N raises it).
  *  - info and list read this node's definitions only; they change nothing.
  */
 #include <stdio.h>
+#include "lib/version.h"
 #include "server/mgmt.h"
 
 /* ---------------- volume create ---------------- */
@@ -99,6 +104,10 @@ int mgmt_cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
     }
     char volid[KB_GFID_STRLEN];
     kb_gfid_str(&v->id, volid);
+    /* op-version: the lowest release among its nodes (lib/version.h) */
+    char who[320];
+    if (!rc && (rc = mgmt_min_op_version(v, &v->op_version, who, sizeof(who), out)) == 0)
+        v->op_version = KB_MIN(v->op_version, KB_OP_VERSION);
     if (!rc)
         rc = mgmt_prepare_bricks(v, NULL, force, out);
     if (!rc && (rc = mgmt_store_everywhere(c, v, false, out)))
@@ -190,10 +199,54 @@ int mgmt_cmd_delete(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
     return rc;
 }
 
+/* volume set NAME cluster.op-version max|N: the definition's op-version,
+ * raised to N (max: the lowest release among the nodes of the volume) once
+ * every node runs it; never lowered. */
+static int set_op_version(const ctx_t *c, const char *name, const char *arg, char **out, outbuf_t *o)
+{
+    char *end;
+    unsigned long want = strtoul(arg, &end, 10);
+    bool max = strcmp(arg, "max") == 0;
+    if (!max && (end == arg || *end || want < 1 || want > UINT32_MAX))
+        return mgmt_fail(out, -EINVAL, "%s: 'max' or a number from 1 (1 = kembar 0.1, %u = this release, %s)",
+                         KBD_OP_VERSION_KEY, KB_OP_VERSION, KB_VERSION);
+    kbd_volume_t *v = mgmt_get_volume(c, name, out);
+    if (!v)
+        return -ENOENT;
+    uint32_t min = 0;
+    char who[320] = "";
+    int rc = mgmt_min_op_version(v, &min, who, sizeof(who), out);
+    if (!rc && max)
+        want = KB_MIN(min, KB_OP_VERSION);
+    const char *rel = kb_op_version_release((uint32_t)want);
+    if (rc) {
+    } else if (want < v->op_version) {
+        rc = mgmt_fail(out, -EINVAL, "volume '%s' has op-version %u: it never goes down", v->name, v->op_version);
+    } else if (want > KB_OP_VERSION || want > min) {
+        if (want <= min)
+            snprintf(who, sizeof(who), "this node runs kembar %s", KB_VERSION);
+        rc = mgmt_fail(out, -EPROTONOSUPPORT, "%s, which op-version %lu needs >= %s", who, want,
+                       rel ? rel : "a newer release");
+    } else if (want > v->op_version) {
+        v->op_version = (uint32_t)want;
+        v->version++;
+        rc = mgmt_store_everywhere(c, v, false, out);
+    }
+    if (!rc && c->json)
+        mgmt_outf(o, "{\"volume\":\"%s\",\"set\":true,\"op_version\":%u}\n", v->name, v->op_version);
+    else if (!rc)
+        mgmt_outf(o, "volume set: %s: success (op-version %u, kembar %s and later)\n", v->name, v->op_version,
+                  kb_op_version_release(v->op_version));
+    kbd_volume_free(v);
+    return rc;
+}
+
 int mgmt_cmd_set(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
 {
     if (argc < 4)
         return mgmt_fail(out, -EINVAL, "usage: volume set NAME KEY VALUE");
+    if (strcmp(argv[2], KBD_OP_VERSION_KEY) == 0)
+        return set_op_version(c, argv[1], argv[3], out, o);
     const char *type = NULL;
     const kb_option_def_t *def = kbd_option_find(argv[2], &type);
     if (!def)
@@ -204,7 +257,17 @@ int mgmt_cmd_set(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
     kbd_volume_t *v = mgmt_get_volume(c, argv[1], out);
     if (!v)
         return -ENOENT;
-    int rc = kb_opts_set(v->opts, argv[2], argv[3]);
+    /* an option a later release introduced: every node and client must run it */
+    uint32_t since = kb_opt_since(argv[2]);
+    char what[128];
+    snprintf(what, sizeof(what), "%s needs", argv[2]);
+    int rc = mgmt_need_op_version(v, since, true, what, out);
+    if (rc) {
+        kbd_volume_free(v);
+        return rc;
+    }
+    v->op_version = KB_MAX(v->op_version, since);
+    rc = kb_opts_set(v->opts, argv[2], argv[3]);
     if (!rc) {
         v->version++;
         rc = mgmt_store_everywhere(c, v, false, out);
@@ -225,11 +288,8 @@ int mgmt_cmd_set_help(const ctx_t *c, outbuf_t *o)
             if (d->volume_key)
                 mgmt_outf(o, "%s\t%s\t%s\t%s\n", d->volume_key, d->dflt ? d->dflt : "-", t->name, d->description);
     }
-    for (const char *k = "auth.allow"; k; k = strcmp(k, "auth.allow") == 0 ? "auth.reject" : NULL) {
-        const kb_option_def_t *d = kbd_option_find(k, NULL);
-        if (d)
-            mgmt_outf(o, "%s\t%s\t%s\t%s\n", d->volume_key, d->dflt ? d->dflt : "-", "volume", d->description);
-    }
+    for (const kb_option_def_t *d = kbd_volume_options(); d->key; d++)
+        mgmt_outf(o, "%s\t%s\t%s\t%s\n", d->volume_key, d->dflt ? d->dflt : "-", "volume", d->description);
     return 0;
 }
 
@@ -243,10 +303,12 @@ int mgmt_cmd_get(const ctx_t *c, int argc, char **argv, char **out, outbuf_t *o)
     int rc = 0;
     if (argc > 2) {
         const kb_option_def_t *def = kbd_option_find(argv[2], NULL);
+        char ov[16];
+        snprintf(ov, sizeof(ov), "%u", v->op_version);
         if (!def) {
             rc = mgmt_fail(out, -EINVAL, "unknown option '%s'", argv[2]);
         } else {
-            const char *val = kb_opts_raw(v->opts, argv[2]);
+            const char *val = strcmp(argv[2], KBD_OP_VERSION_KEY) == 0 ? ov : kb_opts_raw(v->opts, argv[2]);
             if (c->json) {
                 mgmt_outf(o, "{");
                 mgmt_outj(o, argv[2]);
@@ -296,8 +358,9 @@ static void info_one(const ctx_t *c, const kbd_volume_t *v, outbuf_t *o, bool fi
         mgmt_outf(o, "%s{\"name\":", first ? "" : ",");
         mgmt_outj(o, v->name);
         mgmt_outf(o, ",\"id\":\"%s\",\"type\":\"%s\",\"status\":\"%s\",\"replica\":%d,\"arbiter\":%d,"
-                "\"sets\":%d,\"version\":%u,\"bricks\":[",
-             id, vol_type(v), kbd_status_name(v->status), v->replica, v->arbiter, v->nbricks / k, v->version);
+                "\"sets\":%d,\"version\":%u,\"op_version\":%u,\"bricks\":[",
+             id, vol_type(v), kbd_status_name(v->status), v->replica, v->arbiter, v->nbricks / k, v->version,
+             v->op_version);
         for (int i = 0; i < v->nbricks; i++) {
             char *bs = kbd_brick_str(&v->bricks[i]);
             mgmt_outf(o, "%s{\"brick\":", i ? "," : "");
@@ -317,8 +380,10 @@ static void info_one(const ctx_t *c, const kbd_volume_t *v, outbuf_t *o, bool fi
         mgmt_outf(o, "}}");
         return;
     }
-    mgmt_outf(o, "%sVolume Name: %s\nType: %s\nVolume ID: %s\nStatus: %s\n", first ? "" : "\n", v->name,
-         vol_type(v), id, kbd_status_name(v->status));
+    const char *rel = kb_op_version_release(v->op_version);
+    mgmt_outf(o, "%sVolume Name: %s\nType: %s\nVolume ID: %s\nStatus: %s\nOp-version: %u (kembar %s and later)\n",
+              first ? "" : "\n", v->name, vol_type(v), id, kbd_status_name(v->status), v->op_version,
+              rel ? rel : "?");
     if (k > 1)
         mgmt_outf(o, "Number of Bricks: %d x (%d%s) = %d\n", v->nbricks / k, v->replica, v->arbiter ? " + 1 arbiter" : "",
              v->nbricks);

@@ -513,7 +513,7 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
     kb_dec_str(&dec, &path, KB_PATH_MAX);
     kb_dec_str(&dec, &who, 256);
     uint32_t version = kb_dec_u32(&dec);
-    hs_extra_t x = { .pmin = 1, .pmax = 1 };
+    hs_extra_t x = { .pmin = 1, .pmax = 1, .sw = "?" };   /* protocol 1: a client of kembar 0.1 */
     if (!dec.err && kb_dec_left(&dec) > 0)
         hs_extra_decode(&dec, &x);
     uint32_t proto = KB_MIN(x.pmax, (uint32_t)KB_PROTO_MAX);
@@ -704,7 +704,8 @@ char *kbd_serve_clients(kbd_t *d, const char *volume)
     for (kbd_conn_t *c = d->conns; c; c = c->next)
         if (c->brick && !c->gone && strcmp(c->volume, volume) == 0) {
             char line[256];
-            int n = snprintf(line, sizeof(line), "%s %u %s\n", rpc_conn_peer(c->rc), c->version, c->who);
+            int n = snprintf(line, sizeof(line), "%s %u %s %u %s\n", rpc_conn_peer(c->rc), c->version, c->who,
+                             c->proto ? c->proto : 1, c->sw[0] ? c->sw : "?");
             kb_enc_bytes(&e, line, (size_t)KB_MIN(n, (int)sizeof(line) - 1));
         }
     return kbd_enc_text(&e);

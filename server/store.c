@@ -23,6 +23,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include "lib/log.h"
+#include "lib/version.h"
+#include "rpc/wire.h"
 #include "server/heal_index.h"
 #include "server/store.h"
 #include "server/trust.h"
@@ -42,6 +44,64 @@ static char *vol_dir(kbd_t *d, const char *name)
 {
     char *p = NULL;
     return asprintf(&p, "%s/vols/%s", d->state_dir, name) < 0 ? NULL : p;
+}
+
+/* A definition this node cannot serve: its op-version is newer than ours
+ * (written by a newer kembar, lib/version.h). 0, or -EPROTONOSUPPORT with
+ * the reason in ERR. */
+static int op_version_ok(const kbd_volume_t *v, char *err, size_t errlen)
+{
+    if (v->op_version <= KB_OP_VERSION)
+        return 0;
+    snprintf(err, errlen, "volume '%s' has op-version %u, which this node (kembar %s, op-version %u) does not reach: "
+             "upgrade it", v->name, v->op_version, KB_VERSION, KB_OP_VERSION);
+    return -EPROTONOSUPPORT;
+}
+
+/* ---------------- the state dir's format ---------------- */
+
+int kbd_state_format(const char *dir, char *err, size_t errlen)
+{
+    char *path = NULL, *text = NULL;
+    size_t len;
+    if (asprintf(&path, "%s/%s", dir, KBD_STATE_FORMAT_FILE) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = kb_read_file(path, &text, &len);
+    unsigned long have = 0;
+    if (rc == 0) {
+        char *end;
+        errno = 0;
+        have = strtoul(text, &end, 10);
+        if (errno || end == text || (*end && *end != '\n') || have < 1 || have > UINT32_MAX) {
+            snprintf(err, errlen, "%s: not a format number: refusing to touch this state dir", path);
+            rc = -EINVAL;
+        }
+    } else if (rc == -ENOENT) {
+        have = 1;                      /* kembar 0.1.0 stamped none */
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
+    }
+    if (!rc && have > KBD_STATE_FORMAT) {
+        snprintf(err, errlen, "state dir %s has format %lu; this kembard (%s) knows up to %u: a newer kembard wrote "
+                 "it; run that (nothing was changed)", dir, have, KB_VERSION, KBD_STATE_FORMAT);
+        rc = -EPROTONOSUPPORT;
+    }
+    /* Older: the steps from each format to the next would run here, each
+     * safe to run twice (a crash before the stamp repeats them). None yet. */
+    if (!rc && (!text || have < KBD_STATE_FORMAT)) {
+        char stamp[16];
+        int n = snprintf(stamp, sizeof(stamp), "%u\n", KBD_STATE_FORMAT);
+        if ((rc = kb_write_file_atomic(path, stamp, (size_t)n)))
+            snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
+        else if (text)
+            kb_info("store", "state dir %s: format %lu -> %u", dir, have, KBD_STATE_FORMAT);
+    }
+    free(text);
+    free(path);
+    return rc;
 }
 
 /* ---------------- bricks ---------------- */
@@ -274,6 +334,12 @@ static void load_one(kbd_t *d, const char *name)
         kb_err("store", "volume %s: bad definition: %s", name, err);
         goto out;
     }
+    if (op_version_ok(v, err, sizeof(err))) {
+        /* left on disk as it is: the kembar that wrote it serves it again */
+        kb_err("store", "not serving %s", err);
+        kbd_volume_free(v);
+        goto out;
+    }
     struct kbd_vol_entry *e = entry_new(v);
     if (!e) {
         kbd_volume_free(v);
@@ -418,6 +484,11 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
     kbd_volume_t *v = kbd_volume_parse(argv[3], err, sizeof(err));
     if (!v)
         return kbd_reply_text(out, -EINVAL, "store: %s", err);
+    int rc = op_version_ok(v, err, sizeof(err));
+    if (rc) {
+        kbd_volume_free(v);
+        return kbd_reply_text(out, rc, "%s", err);
+    }
     struct kbd_vol_entry *old = kbd_vol_find(d, v->name);
     if (old && !kb_gfid_eq(&old->v->id, &v->id)) {
         kbd_volume_free(v);
@@ -461,7 +532,7 @@ static int op_store(kbd_t *d, int argc, char **argv, char **out)
     }
     e->next = d->vols;
     d->vols = e;
-    int rc = save_entry(d, e);
+    rc = save_entry(d, e);
     reconcile(d, e);
     kbd_serve_recheck_auth(d, e->v->name);
     return rc ? kbd_reply_text(out, rc, "cannot save the volume: %s", strerror(-rc)) : kbd_reply_text(out, 0, "ok");
@@ -668,6 +739,10 @@ int kbd_peer_op(kbd_t *d, int argc, char **argv, char **out)
         return kbd_trust_peer_op(d, argc, argv, out);
     if (strcmp(op, "ping") == 0)
         return kbd_reply_text(out, 0, "ok %s:%u", d->self_host, d->port);
+    if (strcmp(op, KB_PEER_VERSION_OP) == 0)     /* rpc/wire.h: what this node runs */
+        return kbd_reply_text(out, 0, "version=%s proto-min=%d proto-max=%d features=0x%llx op-version=%u "
+                              "brick-format=%u state-format=%u", KB_VERSION, KB_PROTO_MIN, KB_PROTO_MAX,
+                              (unsigned long long)KB_FEATURES, KB_OP_VERSION, KB_BRICK_FORMAT, KBD_STATE_FORMAT);
     if (strcmp(op, "list") == 0) {
         kb_enc_t enc;
         kb_enc_init(&enc);

@@ -10,6 +10,9 @@
  *   status=started            created | started | stopped
  *   replica=2                 data copies per replica set
  *   arbiter=0                 1: each set has one more, metadata-only brick
+ *   op-version=2              the oldest op-version that must be able to
+ *                             serve the volume (lib/version.h); absent = 1
+ *                             (kembar 0.1.0 wrote none and ignores it)
  *   drain=1,3                 replica sets being drained by remove-brick (set
  *                             indices; absent when none): distribute gives them
  *                             no hash range in new directories
@@ -27,14 +30,35 @@
 #include "server/kembard.h"
 #include "xlators/changelog.h"
 
-/* Options that belong to the volume rather than to one translator. */
+/* Options that belong to the volume rather than to one translator.
+ * cluster.op-version is the definition's op-version field, not an option:
+ * `volume set` handles it apart (server/mgmt_volume.c); it is here to be
+ * found, documented and completed like the others. */
 static const kb_option_def_t volume_options[] = {
     { "auth.allow", "auth.allow", KB_OPT_STR, "*", 0, 0, NULL,
       "Comma-separated client addresses (or * / prefix*) allowed to mount and do I/O" },
     { "auth.reject", "auth.reject", KB_OPT_STR, "", 0, 0, NULL,
       "Comma-separated client addresses refused (checked before auth.allow)" },
+    { KBD_OP_VERSION_KEY, KBD_OP_VERSION_KEY, KB_OPT_STR, NULL, 0, 0, NULL,
+      "The oldest release that must be able to serve the volume (1 = kembar 0.1, 2 = 0.2; a new volume gets "
+      "the oldest its nodes run): `max` raises it to what every node of the volume runs, and setting an "
+      "option a release introduced raises it to that release; it never goes down, and a node of an older "
+      "release is no longer given the volume" },
     { NULL },
 };
+
+const kb_option_def_t *kbd_volume_options(void) { return volume_options; }
+
+uint32_t kbd_volume_needs(const kbd_volume_t *v)
+{
+    uint32_t need = 1;
+    for (size_t i = 0; i < kb_opts_count(v->opts); i++) {
+        const char *k, *val;
+        kb_opts_at(v->opts, i, &k, &val);
+        need = KB_MAX(need, kb_opt_since(k));
+    }
+    return need;
+}
 
 const kb_option_def_t *kbd_option_find(const char *volume_key, const char **xl_type)
 {
@@ -255,6 +279,7 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
         return NULL;
     }
     v->replica = 1;
+    v->op_version = 1;                  /* absent: written by kembar 0.1.0 */
     int rc = 0;
     bool have_id = false;
     char *save = NULL;
@@ -276,6 +301,15 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
             have_id = kb_gfid_parse(val, &v->id) == 0;
         } else if (strcmp(k, "version") == 0) {
             v->version = (uint32_t)strtoul(val, NULL, 10);
+        } else if (strcmp(k, "op-version") == 0) {
+            char *end;
+            errno = 0;
+            unsigned long ov = strtoul(val, &end, 10);
+            if (errno || end == val || *end || ov < 1 || ov > UINT32_MAX) {
+                snprintf(err, errlen, "bad op-version line");
+                rc = -EINVAL;
+            }
+            v->op_version = (uint32_t)ov;
         } else if (strcmp(k, "status") == 0) {
             v->status = strcmp(val, "started") == 0 ? KBD_VOL_STARTED
                         : strcmp(val, "stopped") == 0 ? KBD_VOL_STOPPED : KBD_VOL_CREATED;
@@ -323,8 +357,9 @@ char *kbd_volume_format(const kbd_volume_t *v)
     kb_enc_init(&e);
 #define PUT(...) do { int n_ = snprintf(line, sizeof(line), __VA_ARGS__); \
                       kb_enc_bytes(&e, line, (size_t)KB_MIN(n_, (int)sizeof(line) - 1)); } while (0)
-    PUT("format=1\nname=%s\nid=%s\nversion=%u\nstatus=%s\nreplica=%d\narbiter=%d\n", v->name,
-        kb_gfid_str(&v->id, id), v->version, kbd_status_name(v->status), v->replica, v->arbiter);
+    PUT("format=1\nname=%s\nid=%s\nversion=%u\nstatus=%s\nreplica=%d\narbiter=%d\nop-version=%u\n", v->name,
+        kb_gfid_str(&v->id, id), v->version, kbd_status_name(v->status), v->replica, v->arbiter,
+        KB_MAX(v->op_version, 1u));
     if (v->drain) {
         char csv[256];
         kbd_mask_csv(v->drain, csv, sizeof(csv));

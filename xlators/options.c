@@ -77,6 +77,21 @@ void kb_opts_at(const kb_option_set_t *s, size_t i, const char **key, const char
     *value = s->vals[i];
 }
 
+/* ---- op-versions ---- */
+
+/* `volume set` keys introduced after the first release (options.h). */
+static const struct { const char *volume_key; uint32_t since; } introduced[] = {
+    { "network.lock-lease", 2 },    /* protocol/client: the lock lease asked of the bricks */
+};
+
+uint32_t kb_opt_since(const char *volume_key)
+{
+    for (size_t i = 0; volume_key && i < KB_ARRAY_SIZE(introduced); i++)
+        if (strcmp(introduced[i].volume_key, volume_key) == 0)
+            return introduced[i].since;
+    return 1;
+}
+
 /* ---- parsers ---- */
 
 int kb_parse_size(const char *s, uint64_t *out)

@@ -48,6 +48,15 @@ bool kb_opt_bool(const kb_option_set_t *s, const kb_option_def_t *defs, const ch
 uint64_t kb_opt_size(const kb_option_set_t *s, const kb_option_def_t *defs, const char *key);
 uint64_t kb_opt_time_ms(const kb_option_set_t *s, const kb_option_def_t *defs, const char *key);
 
+/* The op-version (lib/version.h) that introduced the `volume set` key
+ * VOLUME_KEY: 1 (the first release) unless xlators/options.c lists it. Kept
+ * apart from the tables (whose entries are positional) in one list; a unit
+ * test holds the keys of the first release, so a new key cannot be left out
+ * of it. `volume set` refuses a key while a node or client of the volume
+ * runs an older release, and raises the volume's op-version to it: an older
+ * translator refuses a graph naming an option it does not know. */
+uint32_t kb_opt_since(const char *volume_key);
+
 /* Parsers shared by the CLI. */
 int kb_parse_size(const char *s, uint64_t *out);     /* 0 / -EINVAL */
 int kb_parse_bool(const char *s, bool *out);

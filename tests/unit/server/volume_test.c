@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include "lib/version.h"
 #include "server/kembard.h"
 
 static kbd_volume_t *make(int nbricks, int replica, int arbiter)
@@ -190,6 +191,100 @@ Test(volume, option_lookup)
     cr_assert_str_eq(type, "protocol/client");
     cr_assert_not_null(kbd_option_find("auth.allow", &type));
     cr_assert_null(kbd_option_find("no.such-option", &type));
+}
+
+/* The op-version line (lib/version.h): absent in kembar 0.1.0's
+ * definitions (= 1), written by every later one, kept through a round trip,
+ * a future one parsed (the node refuses it, not the parser), junk refused. */
+Test(volume, op_version_line)
+{
+    char err[256];
+    kbd_volume_t *v = make(3, 2, 1);
+    char *text = kbd_volume_format(v);
+    cr_assert(strstr(text, "\nop-version=1\n"), "%s", text);
+    /* a 0.1.0 definition: no op-version line */
+    char *old = strdup(text), *l = strstr(old, "op-version=1\n");
+    memmove(l, l + strlen("op-version=1\n"), strlen(l + strlen("op-version=1\n")) + 1);
+    kbd_volume_t *w = kbd_volume_parse(old, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(w->op_version, 1);
+    kbd_volume_free(w);
+    v->op_version = 2;
+    free(text);
+    text = kbd_volume_format(v);
+    w = kbd_volume_parse(text, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(w->op_version, 2);
+    char *again = kbd_volume_format(w);
+    cr_assert_str_eq(text, again);
+    kbd_volume_free(w);
+    free(again);
+    const char *bad[] = { "op-version=0", "op-version=x", "op-version=", "op-version=-1", "op-version=99999999999" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *t = NULL;
+        cr_assert_gt(asprintf(&t, "%s%s\n", old, bad[i]), 0);
+        cr_assert_null(kbd_volume_parse(t, err, sizeof(err)), "%s accepted", bad[i]);
+        free(t);
+    }
+    char *future = NULL;
+    cr_assert_gt(asprintf(&future, "%sop-version=7\n", old), 0);
+    w = kbd_volume_parse(future, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(w->op_version, 7);
+    kbd_volume_free(w);
+    free(future);
+    free(old);
+    free(text);
+    kbd_volume_free(v);
+}
+
+/* What a volume's settings need: the newest option's op-version. */
+Test(volume, settings_need)
+{
+    kbd_volume_t *v = make(2, 2, 0);
+    cr_assert_eq(kbd_volume_needs(v), 1);
+    kb_opts_set(v->opts, "network.ping-timeout", "3");
+    cr_assert_eq(kbd_volume_needs(v), 1, "an option of the first release");
+    kb_opts_set(v->opts, "network.lock-lease", "30");
+    cr_assert_eq(kbd_volume_needs(v), 2, "network.lock-lease came with 0.2");
+    kbd_volume_free(v);
+    const char *type;
+    cr_assert_not_null(kbd_option_find(KBD_OP_VERSION_KEY, &type));
+    cr_assert_str_eq(type, "volume");
+}
+
+/* Every `volume set` key kembar 0.1.0 had. A key not in this list was added
+ * later and must say which op-version introduced it (xlators/options.c),
+ * or an older node or client would be handed a setting it cannot honour. */
+Test(volume, new_options_declare_their_op_version)
+{
+    static const char *const first_release[] = {
+        "storage.flush-behind", "network.ping-timeout", "network.frame-timeout", "transport.tls",
+        "cluster.quorum-type", "cluster.quorum-count", "cluster.eager-lock", "cluster.eager-lock-idle",
+        "cluster.favorite-child-policy", "cluster.read-hash-mode", "cluster.heal-interval",
+        "cluster.heal-parallel", "performance.write-behind", "performance.write-behind-window-size",
+        "performance.aggregate-size", "auth.allow", "auth.reject",
+    };
+    int seen = 0;
+    for (size_t i = 0; i <= kb_xlator_ntypes; i++) {
+        const kb_option_def_t *d = i < kb_xlator_ntypes ? (kb_xlator_types[i] ? kb_xlator_types[i]->options : NULL)
+                                                        : kbd_volume_options();
+        for (; d && d->key; d++) {
+            if (!d->volume_key || strcmp(d->volume_key, KBD_OP_VERSION_KEY) == 0)
+                continue;          /* the definition's own field, not an option a node must honour */
+            bool old = false;
+            for (size_t k = 0; k < sizeof(first_release) / sizeof(first_release[0]); k++)
+                old |= strcmp(first_release[k], d->volume_key) == 0;
+            seen += old;
+            if (old)
+                cr_assert_eq(kb_opt_since(d->volume_key), 1, "%s is from the first release", d->volume_key);
+            else
+                cr_assert_gt(kb_opt_since(d->volume_key), 1, "%s is new since kembar 0.1: declare the op-version "
+                             "that introduced it in xlators/options.c", d->volume_key);
+            cr_assert_leq(kb_opt_since(d->volume_key), KB_OP_VERSION, "%s", d->volume_key);
+        }
+    }
+    cr_assert_eq(seen, (int)(sizeof(first_release) / sizeof(first_release[0])), "an option of 0.1 went missing");
 }
 
 /* Found by fuzz_volume: what the definition or the volfile cannot carry is

@@ -41,6 +41,10 @@ static const kb_option_def_t client_options[] = {
       "(keep well under guest disk timeouts of 30 s)" },
     { "call-timeout", "network.frame-timeout", KB_OPT_TIME, "120", 1000, 3600000, NULL,
       "Seconds after which a single call is failed with ETIMEDOUT" },
+    { "lock-lease", "network.lock-lease", KB_OPT_TIME, NULL, 0, KB_LEASE_MAX_MS, NULL,
+      "Seconds a brick keeps a client's application locks (a VM's image lock) after its last "
+      "connection to the brick went: a client back within it still holds them, one that died frees "
+      "them for another host after it (0: at once; unset: the ping-timeout; at most 120)" },
     { "tls", "transport.tls", KB_OPT_BOOL, "off", 0, 0, NULL,
       "Encrypt client-brick traffic with TLS and check certificates both ways; bricks refuse "
       "plain connections to the volume" },
@@ -259,7 +263,9 @@ static int client_init(kb_xlator_t *xl)
         .call_timeout_ms = (uint32_t)kb_opt_time_ms(xl->opts, client_options, "call-timeout"),
     };
     o.ping_interval_ms = KB_MAX(o.ping_timeout_ms / 4, 100u);
-    p->lease_ms = o.ping_timeout_ms;
+    /* the lease asked of the bricks: network.lock-lease, else the ping-timeout */
+    p->lease_ms = kb_opts_raw(xl->opts, "lock-lease") ? (uint32_t)kb_opt_time_ms(xl->opts, client_options, "lock-lease")
+                                                      : o.ping_timeout_ms;
     if (kb_opt_bool(xl->opts, client_options, "tls")) {
         char err[256] = "";
         p->tls = rpc_tls_ctx_from_dir(false, kb_opt_str(xl->opts, client_options, "tls-dir"), err, sizeof(err));
