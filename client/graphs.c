@@ -334,8 +334,227 @@ static void reopen_begin(kbc_t *c, kbc_handle_t *h)
 
 static bool handle_wants_reopen(const kbc_t *c, const kbc_handle_t *h)
 {
-    return c->cur && h->graph != c->cur && h->failed_on != c->cur && !h->reopening && !h->old_graph &&
-           !h->closing && !h->closed;
+    return c->cur && h->graph && h->graph != c->cur && h->failed_on != c->cur && !h->reopening &&
+           !h->old_graph && !h->closing && !h->closed;
+}
+
+/* ---------------- handles as data (client/takeover.h) ---------------- */
+
+static uint64_t handle_value(const kbc_handle_t *h)
+{
+    return ((uint64_t)h->tag << KBC_HANDLE_TAG_SHIFT) | (h->slot + 1);
+}
+
+void kbc_handle_changed(kbc_t *c, const kbc_handle_t *h)
+{
+    if (!c->hwatch_put)
+        return;
+    kbc_handle_info_t info = { .value = handle_value(h), .gfid = h->gfid, .flags = h->flags,
+                               .is_dir = h->is_dir, .lk_lost = h->lk_lost, .nowners = h->nlkown,
+                               .owners = h->lkown, .locks = &h->lklog };
+    c->hwatch_put(c->hwatch_arg, &info);
+}
+
+void kbc_handles_watch(kbc_t *c, kbc_handle_put_fn put, kbc_handle_closed_fn closed, void *arg)
+{
+    c->hwatch_arg = arg;
+    c->hwatch_put = put;
+    c->hwatch_closed = closed;
+}
+
+struct restore_sync {            /* on the caller's stack */
+    int rc;
+    bool placed;                 /* (c->mu) the handles exist: the caller may go on */
+};
+
+struct restore {
+    kbc_t *c;
+    const kbc_handle_info_t *hs; /* the caller's, until sync->placed */
+    uint32_t n;
+    struct restore_sync *sync;   /* the caller's, until placed */
+    unsigned pending, failed;    /* loop thread: reopens not yet settled (+1 guard) */
+    void (*done)(void *arg, unsigned failed);
+    void *arg;
+};
+
+struct restore_one {
+    struct restore *r;
+    kbc_handle_t *h;
+    kbc_graph_t *gr;
+    kb_args_t a;
+};
+
+static void restore_settled(struct restore *r)
+{
+    if (--r->pending)
+        return;
+    void (*done)(void *, unsigned) = r->done;
+    void *arg = r->arg;
+    unsigned failed = r->failed;
+    free(r);
+    done(arg, failed);
+}
+
+static void restore_resume(void *cookie)
+{
+    struct restore_one *o = cookie;
+    struct restore *r = o->r;
+    kbc_handle_t *h = o->h;
+    h->reopening = false;
+    if (h->lk_lost)
+        r->failed++;
+    requeue(r->c, h);
+    free(o);
+    restore_settled(r);
+}
+
+static void restore_reopened(void *cookie, const kb_reply_t *rep)
+{
+    struct restore_one *o = cookie;
+    kbc_t *c = o->r->c;
+    kbc_handle_t *h = o->h;
+    char gs[KB_GFID_STRLEN];
+    o->gr->inflight--;
+    if (rep->status == 0) {
+        h->graph = o->gr;
+        h->gfd = rep->fd;
+        o->gr->nfds++;
+        /* Its locks before any call (the bricks keep them for this instance:
+         * a no-op there, unless the lease ran out and someone took them). */
+        if (!h->lk_lost && kbc_hlocks_replay(h, o->gr, restore_resume, o))
+            return;
+    } else {
+        h->lk_lost = -EBADFD;
+        kb_err("client", "volume '%s': cannot reopen %s taken over from the previous process (%s): "
+               "its calls fail from now on", c->volume, kb_gfid_str(&h->gfid, gs), strerror(-rep->status));
+        kbc_handle_changed(c, h);
+    }
+    restore_resume(o);
+}
+
+/* Make the handle at its value's slot and tag (loop thread). */
+static int restore_place(kbc_t *c, const kbc_handle_info_t *in, kbc_handle_t **out)
+{
+    uint32_t slot = (uint32_t)in->value - 1;
+    uint16_t tag = (uint16_t)(in->value >> KBC_HANDLE_TAG_SHIFT);
+    if ((uint32_t)in->value == 0 || !tag || (in->value >> (KBC_HANDLE_TAG_SHIFT + 16)))
+        return -EINVAL;
+    if (slot >= c->handles_cap) {
+        uint32_t cap = c->handles_cap ? c->handles_cap : 64;
+        while (cap <= slot)
+            cap *= 2;
+        kbc_handle_t **hs = realloc(c->handles, cap * sizeof(*hs));
+        if (hs)
+            c->handles = hs;
+        uint32_t *fs = hs ? realloc(c->free_slots, cap * sizeof(*fs)) : NULL;
+        if (!fs)
+            return -ENOMEM;
+        c->free_slots = fs;
+        c->handles_cap = cap;
+    }
+    while (c->nhandles <= slot)
+        c->handles[c->nhandles++] = NULL;
+    if (c->handles[slot])
+        return -EEXIST;
+    kbc_handle_t *h = kb_zalloc(sizeof(*h));
+    kbc_lkown_t *own = in->nowners ? malloc(in->nowners * sizeof(*own)) : NULL;
+    uint32_t nl = in->locks ? in->locks->n : 0;
+    kb_lkreq_t *req = nl ? malloc(nl * sizeof(*req)) : NULL;
+    if (!h || (in->nowners && !own) || (nl && !req)) {
+        free(h);
+        free(own);
+        free(req);
+        return -ENOMEM;
+    }
+    if (own)
+        memcpy(own, in->owners, in->nowners * sizeof(*own));
+    if (req)
+        memcpy(req, in->locks->req, nl * sizeof(*req));
+    *h = (kbc_handle_t){ .gfid = in->gfid, .flags = in->flags, .is_dir = in->is_dir, .tag = tag,
+                         .slot = slot, .restored = true, .reopening = true, .lk_lost = in->lk_lost,
+                         .lkown = own, .nlkown = in->nowners, .lkown_cap = in->nowners,
+                         .lklog = { .req = req, .n = nl, .cap = nl,
+                                    .incomplete = in->locks && in->locks->incomplete } };
+    h->waiting_tail = &h->waiting;
+    c->handles[slot] = h;
+    if ((uint16_t)(tag - c->next_tag) < 0x8000)
+        c->next_tag = tag;       /* new handles' tags follow the newest restored */
+    *out = h;
+    return 0;
+}
+
+static void restore_job(void *arg)
+{
+    struct restore *r = arg;
+    kbc_t *c = r->c;
+    kbc_handle_t **made = r->n ? calloc(r->n, sizeof(*made)) : NULL;
+    int rc = r->n && !made ? -ENOMEM : 0;
+    for (uint32_t i = 0; i < r->n && rc == 0; i++)
+        rc = restore_place(c, &r->hs[i], &made[i]);
+    if (rc == 0) {
+        c->nfree = 0;            /* the free slots are the holes between restored ones */
+        for (uint32_t i = c->nhandles; i-- > 0;)
+            if (!c->handles[i])
+                c->free_slots[c->nfree++] = i;
+    } else {
+        for (uint32_t i = 0; i < r->n && made; i++)
+            if (made[i]) {
+                c->handles[made[i]->slot] = NULL;
+                kbc_hlocks_free(made[i]);
+                free(made[i]);
+            }
+    }
+    pthread_mutex_lock(&c->mu);
+    r->sync->rc = rc;
+    r->sync->placed = true;      /* r->hs and r->sync belong to the caller again */
+    r->sync = NULL;
+    r->hs = NULL;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (rc < 0) {
+        free(made);
+        free(r);
+        return;
+    }
+    r->pending = r->n + 1;
+    for (uint32_t i = 0; i < r->n; i++) {
+        kbc_handle_t *h = made[i];
+        struct restore_one *o = c->cur ? kb_zalloc(sizeof(*o)) : NULL;
+        if (!o) {
+            h->reopening = false;
+            h->lk_lost = -EBADFD;
+            r->failed++;
+            restore_settled(r);
+            continue;
+        }
+        *o = (struct restore_one){ .r = r, .h = h, .gr = c->cur };
+        o->a.gfid = h->gfid;
+        o->a.flags = h->flags;
+        c->cur->inflight++;
+        kb_wind(c->cur->g->top, h->is_dir ? KB_FOP_OPENDIR : KB_FOP_OPEN, &o->a, &internal_cred,
+                kb_graph_next_req_id(c->cur->g), restore_reopened, o);
+    }
+    free(made);
+    restore_settled(r);          /* the guard */
+}
+
+int kbc_handles_restore(kbc_t *c, const kbc_handle_info_t *hs, uint32_t n,
+                        void (*done)(void *arg, unsigned failed), void *arg)
+{
+    struct restore_sync sync = { 0 };
+    struct restore *r = kb_zalloc(sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    *r = (struct restore){ .c = c, .hs = hs, .n = n, .sync = &sync, .done = done, .arg = arg };
+    if (kb_loop_run_in(c->loop, restore_job, r) < 0) {
+        free(r);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!sync.placed)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    return sync.rc;
 }
 
 /* ---------------- calls ---------------- */
@@ -397,6 +616,10 @@ void kbc_sub_run(void *arg)
         s->a.fd = h->gfd;
         h->busy++;
         gr = h->graph;
+        if (!gr) {               /* restored, and its reopen failed: no fd anywhere to release */
+            sub_fail(s, closes_fd(s->op) ? 0 : -EBADFD);
+            return;
+        }
     }
     if (!gr || !gr->g->top) {
         if (s->h)
@@ -454,8 +677,14 @@ void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out)
     *out = *in;
     if (s->graph)
         s->graph->inflight--;
-    if (s->h && (s->op == KB_FOP_LK || s->op == KB_FOP_FLUSH))
+    if (s->h && (s->op == KB_FOP_LK || s->op == KB_FOP_FLUSH)) {
         kbc_hlocks_note(s->h, s->op, s->args, in->status);
+        kbc_handle_changed(c, s->h);
+    }
+    /* The handle is gone for its user once its RELEASE is answered: the watch
+     * hears it first (a RELEASE of a previous fd after a reopen is internal). */
+    if (s->h && closes_fd(s->op) && s->graph == s->h->graph && s->gfd == s->h->gfd && c->hwatch_closed)
+        c->hwatch_closed(c->hwatch_arg, ((uint64_t)s->h->tag << KBC_HANDLE_TAG_SHIFT) | (s->h->slot + 1));
     if (!opens_fd(s->op) || in->status < 0 || !s->graph)
         return;
     const kb_gfid_t *gfid = &s->args->gfid;
@@ -466,6 +695,7 @@ void kbc_sub_unwound(struct kbc_sub *s, const kb_reply_t *in, kb_reply_t *out)
     if (out->fd) {
         s->opened = handle_get(c, out->fd);
         s->opened_fd = out->fd;
+        kbc_handle_changed(c, s->opened);
     }
     if (!out->fd) {
         s->graph->nfds++;        /* release_send takes it back */
@@ -491,8 +721,10 @@ void kbc_sub_retire(struct kbc_sub *s)
         }
         if (closes_fd(s->op) && on_current) {
             h->closed = true;
-            h->graph->nfds--;
-            retire_check(c, h->graph);
+            if (h->graph) {
+                h->graph->nfds--;
+                retire_check(c, h->graph);
+            }
         }
         if (h->closed) {
             if (!h->old_graph && h->busy == 0)

@@ -218,6 +218,7 @@ static void replay_cbk(void *cookie, const kb_reply_t *rep)
                "file fails from now on, so two clients never both write under it",
                kb_gfid_str(&r->h->gfid, gs), strerror(-rep->status));
         r->idx = r->h->lklog.n;  /* stop */
+        kbc_handle_changed(r->gr->c, r->h);
     }
     replay_next(r);
 }
@@ -250,11 +251,13 @@ bool kbc_hlocks_replay(kbc_handle_t *h, kbc_graph_t *gr, void (*then)(void *ctx)
         h->lk_lost = -EBADFD;
         kb_err("client", "%s: too many lock requests to carry to the new graph: the file fails from now on",
                kb_gfid_str(&h->gfid, gs));
+        kbc_handle_changed(gr->c, h);
         return false;
     }
     struct hl_replay *r = kb_zalloc(sizeof(*r));
     if (!r) {
         h->lk_lost = -EBADFD;
+        kbc_handle_changed(gr->c, h);
         return false;
     }
     *r = (struct hl_replay){ .h = h, .gr = gr, .then = then, .ctx = ctx };

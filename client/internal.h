@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include "client/kembar.h"
+#include "client/takeover.h"
 #include "xlators/lklog.h"
 
 /* One generation of the client graph (graphs.c). The newest is c->cur;
@@ -26,12 +27,6 @@ typedef struct kbc_graph {
     uint64_t retired_ms;         /*   when it stopped being current (kb_now_ms) */
     struct kbc_graph *next;      /* c->graphs list */
 } kbc_graph_t;
-
-/* An owner that was granted a record lock through a handle (hlocks.c). */
-typedef struct kbc_lkown {
-    uint64_t owner;
-    bool process;                /* seen in a FLUSH of the handle: a POSIX (process) owner */
-} kbc_lkown_t;
 
 /* A handle: what users hold as an fd (kbc_fd_t.fd, FUSE's fi->fh). It names
  * a file opened on some graph; a graph switch reopens it (by gfid) on the new
@@ -49,6 +44,8 @@ typedef struct kbc_handle {
     uint64_t old_gfd;            /*   the calls still running on it (old_busy) are done */
     unsigned old_busy;
     kbc_graph_t *failed_on;      /* the reopen on this graph failed: stay where we are */
+    bool restored;               /* made by kbc_handles_restore: graph is NULL until its reopen,
+                                    and stays NULL if that failed (lk_lost says why) */
     unsigned busy;               /* ops in flight on gfd */
     uint16_t tag;                /* reuse tag in the handle value */
     uint32_t slot;               /* its index in c->handles */
@@ -71,6 +68,9 @@ struct kbc {
     uint32_t *free_slots, nfree;
     uint16_t next_tag;
     bool closing;                /* loop thread: kbc_free is finalising the graphs */
+    kbc_handle_put_fn hwatch_put;       /* loop thread: kbc_handles_watch (client/takeover.h) */
+    kbc_handle_closed_fn hwatch_closed;
+    void *hwatch_arg;
     char *volume;                /* "" when built from a volfile text */
     kbc_opts_t opts;
     char *tls_dir;               /* owned copy of opts.tls_dir */
@@ -146,6 +146,9 @@ void kbc_hlocks_free(kbc_handle_t *h);
 /* Take H's locks again on GR (its fd there is h->gfd), then THEN(CTX); false
  * (THEN not called) when there is nothing to take. A refusal fails H. */
 bool kbc_hlocks_replay(kbc_handle_t *h, kbc_graph_t *gr, void (*then)(void *ctx), void *ctx);
+
+/* graphs.c: tell the handle watch (if any) what H holds now. */
+void kbc_handle_changed(kbc_t *c, const kbc_handle_t *h);
 
 /* Absolute deadline NOW + MS for pthread_cond_timedwait (CLOCK_REALTIME). */
 struct timespec;
