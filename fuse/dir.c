@@ -16,6 +16,7 @@
  *  - The kernel never caches a listing: another client may change it.
  */
 #include "fuse/ops.h"
+#include "fuse/handover.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -179,6 +180,7 @@ static void done_opendir(kbf_req_t *r, const kb_reply_t *rep)
     }
     r->fi.fh = rep->fd;
     r->fi.cache_readdir = 0;     /* another client may change it any time */
+    kbf_ho_opened(r->fs, r->unique, rep->fd);
     if (fuse_reply_open(r->req, &r->fi) != 0)
         kbf_release_fd(r->fs, &r->a.gfid, rep->fd, true);
     kbf_req_free(r);
@@ -189,6 +191,7 @@ void kbf_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     kbf_req_t *r = kbf_req_inode(req, ino, true);
     if (!r)
         return;
+    kbf_ho_resent_open(r->fs, r->unique);
     r->fi = *fi;
     kbf_req_submit(r, KB_FOP_OPENDIR, done_opendir);
 }

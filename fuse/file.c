@@ -16,6 +16,8 @@
  *    fd that holds flock locks unlocks them before the fd goes.
  */
 #include "fuse/ops.h"
+#include "fuse/handover.h"
+#include "fuse/journal.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -61,6 +63,7 @@ static void open_finish(kbf_req_t *r)
     bool keep = c == KBF_CVER_SAME;
     r->fi.fh = r->open_fd;
     open_reply_flags(&r->fi, keep);
+    kbf_ho_opened(fs, r->unique, r->open_fd);
     if (fuse_reply_open(r->req, &r->fi) != 0)
         kbf_release_fd(fs, &r->a.gfid, r->open_fd, false);
     kbf_req_free(r);
@@ -92,6 +95,7 @@ void kbf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     kbf_req_t *r = kbf_req_inode(req, ino, true);
     if (!r)
         return;
+    kbf_ho_resent_open(r->fs, r->unique);
     r->fi = *fi;
     r->ino = ino;
     /* O_TRUNC never reaches us (atomic_o_trunc is off): truncation comes as
@@ -124,6 +128,7 @@ static void done_create(kbf_req_t *r, const kb_reply_t *rep)
     }
     r->fi.fh = rep->fd;
     open_reply_flags(&r->fi, false);
+    kbf_ho_opened(fs, r->unique, rep->fd);
     if (fuse_reply_create(r->req, &e, &r->fi) != 0) {
         kb_gfid_t g = *kbf_itable_gfid(fs->it, e.ino);
         kbf_itable_forget(fs->it, e.ino, 1);
@@ -138,6 +143,7 @@ void kbf_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     kbf_req_t *r = kbf_req_create_in(req, parent, name);
     if (!r)
         return;
+    kbf_ho_resent_open(r->fs, r->unique);
     r->fi = *fi;
     r->a.mode = (mode & 07777) | S_IFREG;
     r->a.flags = (uint32_t)(fi->flags | O_CREAT);
@@ -255,7 +261,10 @@ void kbf_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t
     r->kill_notify = kbf_rq_kill_suidgid && kbf_itable_sxid(r->fs->it, ino);
     if (r->kill_notify)          /* the bricks' setgid rule asks whether the writer is in the group */
         kbf_cred_from_req(&r->cred, req, true);
-    kbf_req_submit(r, KB_FOP_WRITE, done_write);
+    if (kbf_journal_wants(r->fs, fi->flags))
+        kbf_journal_submit_write(r, done_write);   /* write-behind may acknowledge it early */
+    else
+        kbf_req_submit(r, KB_FOP_WRITE, done_write);
 }
 
 void kbf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -4,19 +4,22 @@
  * The kernel names an inode by a 64-bit node id that it holds a "lookup
  * count" on: +1 for every successful reply carrying an entry (lookup, mknod,
  * mkdir, symlink, link, create, each readdirplus entry), -N for every
- * forget(N). The table keeps one entry per gfid the kernel knows; the node id
- * is the entry's address, so mapping a node id back to its gfid costs no lock
- * and no search. An entry is freed when its count drops to zero; the same
- * gfid looked up later gets a fresh entry (and maybe a different node id).
- * The root (kb_gfid_root) is node id 1 (FUSE_ROOT_ID) and lives as long as
- * the table; its counts are ignored.
+ * forget(N). The table keeps one record per gfid the kernel knows, in an
+ * array of fixed records (fuse/state.h kbf_st_node_t): node id = index +
+ * KBF_NODE_BASE, so mapping a node id back to its gfid costs no lock and no
+ * search, and the array can live in the mount's shared state, where the
+ * next serving process finds every node id the kernel holds (issue 15). A
+ * record is freed when its count drops to zero and reused later; the same
+ * gfid looked up again gets a fresh record (and maybe another node id). The
+ * root (kb_gfid_root) is node id 1 (FUSE_ROOT_ID) and lives as long as the
+ * table; its counts are ignored.
  *
  * Why a node id can be read without a lock: the kernel never sends a request
  * for a node id after it forgot it, and never forgets it while a request on
- * it is in flight, so the entry outlives every request that names it. The
- * gfid of an entry never changes.
+ * it is in flight, so the record outlives every request that names it. The
+ * gfid of a live record never changes.
  *
- * Thread-safe: one mutex guards the hash and every count.
+ * Thread-safe: one mutex guards the hash, the free list and every count.
  */
 #ifndef KB_FUSE_INODE_H
 #define KB_FUSE_INODE_H
@@ -25,14 +28,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fuse/state.h"
 #include "lib/gfid.h"
 
 #define KBF_ROOT_ID 1
 
 typedef struct kbf_itable kbf_itable_t;
 
+/* A table of its own (records in private memory): tests, and mounts that
+ * cannot be handed over. */
 kbf_itable_t *kbf_itable_new(void);
-void kbf_itable_free(kbf_itable_t *t);          /* frees every entry */
+/* A table over CAP shared records REC, of which *HWM were ever used (the
+ * state's header keeps the count): the live ones (nlookup > 0) are taken
+ * over as they are, node ids and counts, and the rest are free. */
+kbf_itable_t *kbf_itable_open(kbf_st_node_t *rec, uint32_t cap, uint32_t *hwm);
+void kbf_itable_free(kbf_itable_t *t);          /* the records stay where they are */
 
 /* Take one kernel lookup reference on GFID (creating its entry) and return
  * its node id; 0 on allocation failure. Call it just BEFORE replying with

@@ -17,8 +17,10 @@
 #include "client/kembar.h"
 #include "fuse/inode.h"
 #include "fuse/rawio.h"
+#include "fuse/state.h"
 
-typedef struct kbf {
+typedef struct kbf kbf_t;
+struct kbf {
     kbc_t *kbc;
     kbf_itable_t *it;
     struct fuse_session *se;
@@ -35,10 +37,28 @@ typedef struct kbf {
     kb_buf_t *rx_cur;
     kbf_raw_t raw;               /* raw /dev/fuse traffic (fuse/rawio.c) */
 
+    /* Handover (issue 15, fuse/handover.c). */
+    kbf_state_t st;              /* the mount's shared state (st.hdr NULL: none, no handover) */
+    int ctl;                     /* the supervisor's control socket, -1 */
+    bool takeover;               /* this process took a previous one's mount over */
+    bool handover;               /* it can itself be replaced (hooks in, resend works) */
+    bool threads;                /* -o threads: libfuse's workers read /dev/fuse */
+    const kbf_st_conn_t *init_conn;  /* a takeover's INIT: what kbf_init chooses again */
+    kbf_st_conn_t conn_chosen;   /* what kbf_init chose */
+    uint64_t swallow_unique;     /* replies with this unique are the synthetic INIT's: not sent */
+    int swallowed;               /*   and their error, once one was (1: none yet) */
+    int stopping;                /* (atomic) a restart: no more requests are read */
+    bool unmounted;              /* reading /dev/fuse said ENODEV */
+    void (*stop_reading)(kbf_t *fs);  /* loop thread: detach /dev/fuse (fuse/main.c) */
+    void *reader;                /*   its argument */
+    struct kbf_journal *journal; /* writes acknowledged early (fuse/journal.c); NULL: none */
+    struct kbf_stale *stale;     /* (mu) handles a takeover found, by the request that made them */
+    uint32_t nstale;             /* (mu) */
+
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned inflight;           /* (mu) requests whose fop has not completed */
-} kbf_t;
+};
 
 /* The low-level ops table (fuse/ops.c); userdata is the kbf_t. */
 extern const struct fuse_lowlevel_ops kbf_ops;

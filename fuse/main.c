@@ -3,6 +3,12 @@
  *
  *   kembar-fuse [-f] [-d] [-o OPT[,OPT]] HOST[:PORT][,HOST[:PORT]...]:/VOLUME MOUNTPOINT
  *   kembar-fuse [-f] [-o ...] --volfile FILE MOUNTPOINT      (tests: no volfile server)
+ *   kembar-fuse --restart MOUNTPOINT                          (issue 15)
+ *
+ * Two processes serve a mount (issue 15): a small supervisor that owns it
+ * (fuse/super.c) and a serving process that does the work, started by the
+ * supervisor as `kembar-fuse --serve FD ARGS...` (the same arguments) and
+ * replaced by a new one when it dies or on --restart (fuse/handover.c).
  *
  * Promises:
  *  - The volume is connected (kbc_new: volfile fetched, graph up) BEFORE the
@@ -11,8 +17,9 @@
  *  - Without -f the process forks first (threads do not survive fork) and
  *    the parent exits 0 only once the mount is live in the child, or with
  *    the child's status and message if it failed.
- *  - umount / fusermount3 -u end the session; the process then waits for
- *    fops in flight (bounded), tears the client down and exits 0.
+ *  - umount / fusermount3 -u end the session; the serving process then
+ *    waits for fops in flight (bounded), tears the client down and exits 0,
+ *    and the supervisor with it.
  */
 #include "fuse/kbfuse.h"
 
@@ -29,6 +36,9 @@
 
 #include <event2/event.h>
 
+#include "fuse/ctl.h"
+#include "fuse/handover.h"
+#include "fuse/super.h"
 #include "lib/log.h"
 
 #define KBF_DRAIN_MS 10000
@@ -46,12 +56,18 @@ typedef struct kbf_args {
     int log_level;
     unsigned max_threads, max_idle;
     unsigned read_ahead_kb;      /* 0: leave the kernel's default (128) */
+    char *pid_file;              /* owned: -o pid-file=F */
+    int serve_fd;                /* --serve FD: a serving process (the supervisor's socket); -1 */
+    const char *restart;         /* --restart MOUNTPOINT */
     char fuse_opts[2048];        /* mount options handed to libfuse as they are */
 } kbf_args_t;
 
 static const char *const usage_text =
     "usage: kembar-fuse [-f] [-d] [-o OPT[,OPT...]] HOST[:PORT][,HOST[:PORT]...]:/VOLUME MOUNTPOINT\n"
     "       kembar-fuse [-f] [-o ...] --volfile FILE MOUNTPOINT\n"
+    "       kembar-fuse --restart MOUNTPOINT\n"
+    "  --restart          replace the process serving MOUNTPOINT with the binary installed now,\n"
+    "                     under running I/O (open files, locks and node ids are kept)\n"
     "  -f                 stay in the foreground (log to stderr)\n"
     "  -d                 FUSE debug output (implies -f)\n"
     "  -o attr_timeout=S  seconds attributes may be cached (default 1)\n"
@@ -67,6 +83,7 @@ static const char *const usage_text =
     "  -o max_threads=N   FUSE worker threads with -o threads (default 32)\n"
     "  -o read_ahead_kb=N kernel readahead for buffered reads (default 1024, 0: kernel's)\n"
     "  -o tls-dir=DIR     cert.pem, key.pem, ca.pem for volumes with transport.tls on\n"
+    "  -o pid-file=F      write the pid of the process that serves the mount (kept current)\n"
     "  -o ro,nosuid,nodev,noexec,noatime,... mount flags; auto_unmount\n"
     "mount(8)-only options (_netdev, defaults, auto, noauto, user, nofail, x-*) are ignored.\n";
 
@@ -203,6 +220,18 @@ static void parse_one_opt(kbf_args_t *a, const char *o)
         free(a->tls_dir);
         a->tls_dir = strdup(v);
     }
+    else if ((v = opt_val(o, "pid-file", "pid_file"))) {
+        free(a->pid_file);
+        a->pid_file = NULL;
+        char abs[PATH_MAX];      /* the supervisor is a daemon: relative to where we started */
+        if (v[0] != '/' && getcwd(abs, sizeof(abs)) && strlen(abs) + strlen(v) + 2 < sizeof(abs)) {
+            strcat(abs, "/");
+            strcat(abs, v);
+            v = abs;
+        }
+        if (!*v || !(a->pid_file = strdup(v)))
+            die(2, "bad value '%s' for pid-file", v);
+    }
     else if (fuse_flag(o))
         add_fuse_opt(a, o);
     else
@@ -224,7 +253,7 @@ static void parse_args(kbf_args_t *a, int argc, char **argv)
 {
     *a = (kbf_args_t){ .attr_timeout = 1.0, .entry_timeout = 1.0, .allow_other = true,
                        .default_permissions = true, .log_level = KB_LOG_INFO,
-                       .max_threads = 32, .max_idle = 16, .read_ahead_kb = 1024 };
+                       .max_threads = 32, .max_idle = 16, .read_ahead_kb = 1024, .serve_fd = -1 };
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
@@ -242,6 +271,18 @@ static void parse_args(kbf_args_t *a, int argc, char **argv)
             if (!list)
                 die(2, "-o needs an argument");
             parse_opts(a, list);
+        } else if (strcmp(s, "--restart") == 0) {
+            if (i + 1 >= argc)
+                die(2, "--restart needs a mount point");
+            a->restart = argv[++i];
+            return;
+        } else if (strcmp(s, "--serve") == 0 && i == 1) {   /* from the supervisor only */
+            char *end;
+            long fd = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (fd < 0 || fd > INT_MAX || *end)
+                die(2, "--serve needs the supervisor's socket");
+            a->serve_fd = (int)fd;
+            i++;
         } else if (strcmp(s, "--volfile") == 0) {
             if (i + 1 >= argc)
                 die(2, "--volfile needs a file");
@@ -358,23 +399,6 @@ static int daemon_fork(void)
     _exit(WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : 1);
 }
 
-static void daemon_ready(int fd)
-{
-    if (fd < 0)
-        return;
-    int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-        dup2(devnull, 0);
-        dup2(devnull, 1);
-        dup2(devnull, 2);        /* from here on, messages go to the log file */
-        if (devnull > 2)
-            close(devnull);
-    }
-    ssize_t n = write(fd, "1", 1);
-    (void)n;
-    close(fd);
-}
-
 /* ---------------- readahead ---------------- */
 
 /* "MAJ:MIN" of the mount at MNT from /proc/self/mountinfo (the last, i.e.
@@ -435,7 +459,7 @@ static void dump_state(evutil_socket_t sig, short what, void *arg)
     unsigned inflight = fs->inflight;
     pthread_mutex_unlock(&fs->mu);
     kb_log_write(KB_LOG_INFO, "fuse", 0, "state: %u requests in flight, %zu inodes known to the kernel",
-                 inflight, kbf_itable_count(fs->it));
+                 inflight, fs->it ? kbf_itable_count(fs->it) : 0);
     char line[1024];
     size_t n = 0;
     for (unsigned op = 0; op < KBF_RAW_NOPS && n < sizeof(line) - 64; op++) {
@@ -460,40 +484,9 @@ static void install_dump(void *arg)
     kb_warn("fuse", "SIGUSR1 state dump not available");
 }
 
-/* ---------------- raw /dev/fuse I/O (fuse/rawio.c) ---------------- */
-
-static ssize_t raw_read(int fd, void *buf, size_t len, void *userdata)
-{
-    ssize_t n = read(fd, buf, len);
-    if (n > 0)
-        kbf_raw_note(&((kbf_t *)userdata)->raw, buf, (size_t)n);
-    return n;
-}
-
-static ssize_t raw_writev(int fd, struct iovec *iov, int count, void *userdata)
-{
-    if (kbf_raw_patch(&((kbf_t *)userdata)->raw, iov, count))
-        kb_info("fuse", "handle_killpriv_v2: writes no longer ask for security.capability");
-    return writev(fd, iov, count);
-}
-
-/* After mounting, before the first request is read. With -o splice
- * libfuse would read requests past these hooks: they are left out. */
-static void raw_install(kbf_t *fs, bool killpriv_v2)
-{
-    static const struct fuse_custom_io io = { .read = raw_read, .writev = raw_writev };
-    if (fs->splice)
-        return;
-    if (fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se)) < 0) {
-        kb_warn("fuse", "no raw /dev/fuse hooks: every write asks for security.capability");
-        return;
-    }
-    fs->raw.want_killpriv_v2 = killpriv_v2;
-}
-
 /* ---------------- main ---------------- */
 
-static kbc_t *connect_volume(const kbf_args_t *a)
+static kbc_t *connect_volume(const kbf_args_t *a, kbf_t *fs)
 {
     char err[512] = "";
     kbc_t *c;
@@ -506,8 +499,11 @@ static kbc_t *connect_volume(const kbf_args_t *a)
         char *text = NULL;
         size_t len;
         int rc = kb_read_file(a->volfile, &text, &len);
-        if (rc < 0)
-            die(1, "cannot read volfile '%s': %s", a->volfile, strerror(-rc));
+        if (rc < 0) {
+            snprintf(err, sizeof(err), "cannot read volfile '%s': %s", a->volfile, strerror(-rc));
+            kbf_ho_failed(fs, err);
+            die(1, "%s", err);
+        }
         c = kbc_new_from_volfile(text, NULL, err, sizeof(err));
         free(text);
     } else {
@@ -515,8 +511,10 @@ static kbc_t *connect_volume(const kbf_args_t *a)
         c = kbc_new(a->spec, &ko, err, sizeof(err));
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!c)
+    if (!c) {
+        kbf_ho_failed(fs, err);
         die(1, "%s", err);
+    }
     return c;
 }
 
@@ -642,9 +640,21 @@ static void fuse_readable(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* A restart (fuse/handover.c): read no more; the rest is resent to the next process. */
+static void loop_stop_reading(kbf_t *fs)
+{
+    struct fuse_on_loop *fl = fs->reader;
+    if (fl && fl->ev)
+        event_del(fl->ev);
+}
+
 static void fuse_attach(void *arg)
 {
     struct fuse_on_loop *fl = arg;
+    fl->fs->reader = fl;
+    fl->fs->stop_reading = loop_stop_reading;
+    if (__atomic_load_n(&fl->fs->stopping, __ATOMIC_ACQUIRE))
+        return;                  /* stopped before it started */
     fl->ev = event_new(kb_loop_base(fl->loop), fuse_session_fd(fl->se), EV_READ | EV_PERSIST,
                        fuse_readable, fl);
     if (!fl->ev || event_add(fl->ev, NULL) < 0) {
@@ -657,6 +667,8 @@ static void fuse_attach(void *arg)
 static void fuse_detach(void *arg)
 {
     struct fuse_on_loop *fl = arg;
+    fl->fs->stop_reading = NULL;
+    fl->fs->reader = NULL;
     if (fl->ev)
         event_free(fl->ev);
     fl->ev = NULL;
@@ -717,66 +729,78 @@ static int run_loop(struct fuse_session *se, const kbf_args_t *a, kbf_t *fs)
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The supervisor (fuse/super.c): it mounts, and runs serving processes. */
+static int supervise(kbf_args_t *a, const char *mnt, int argc, char **argv)
 {
-    kbf_args_t a;
-    parse_args(&a, argc, argv);
+    int ready_fd = a->foreground ? -1 : daemon_fork();
+    kb_log_level = a->log_level;
+    if (!a->log_file && !a->foreground)
+        a->log_file = default_log_path(mnt);
+    if (a->log_file && kb_log_open(a->log_file) < 0)
+        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", a->log_file);
+    fuse_set_log_func(fuse_log_to_kb);
+    /* A session only for the mount: the supervisor never reads a request. */
+    struct fuse_session *se = session_new(NULL, a);
+    if (!se)
+        die(1, "cannot start a FUSE session: %s", fuse_last_error());
+    kbf_super_cfg_t cfg = { .mnt = mnt, .se = se, .argc = argc, .argv = argv, .pid_file = a->pid_file,
+                            .ready_fd = ready_fd, .handover = !a->splice, .last_error = fuse_last_error };
+    int rc = kbf_super_run(&cfg);
+    fuse_session_destroy(se);
+    return rc;
+}
 
-    char mnt[PATH_MAX];
-    struct stat st;
-    if (!realpath(a.mountpoint, mnt) || stat(mnt, &st) < 0)
-        die(1, "mount point '%s': %s", a.mountpoint, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        die(1, "mount point '%s' is not a directory", a.mountpoint);
-    if (a.spec) {
-        kbc_spec_t spec;
-        char err[256];
-        if (kbc_spec_parse(a.spec, &spec, err, sizeof(err)) < 0)
-            die(2, "%s", err);
-        kbc_spec_clear(&spec);
-    }
-
-    int ready_fd = a.foreground ? -1 : daemon_fork();
-    kb_log_level = a.log_level;
-    if (!a.log_file && !a.foreground)
-        a.log_file = default_log_path(mnt);
-    if (a.log_file && kb_log_open(a.log_file) < 0)
-        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", a.log_file);
-    kb_log_set_ident("kembar-fuse");
+/* A serving process: the volume, the FUSE session on the supervisor's /dev/fuse. */
+static int serve(kbf_args_t *a, const char *mnt)
+{
+    kb_log_level = a->log_level;
+    if (!a->log_file && !a->foreground)
+        a->log_file = default_log_path(mnt);
+    if (a->log_file && kb_log_open(a->log_file) < 0)
+        fprintf(stderr, "kembar-fuse: cannot open log file '%s'; logging to stderr\n", a->log_file);
+    char ident[40];
+    snprintf(ident, sizeof(ident), "kembar-fuse[%d]", (int)getpid());
+    kb_log_set_ident(ident);
     fuse_set_log_func(fuse_log_to_kb);
     signal(SIGPIPE, SIG_IGN);
 
-    kbf_t fs = { .attr_timeout = a.attr_timeout, .entry_timeout = a.entry_timeout,
-                 .negative_timeout = a.negative_timeout, .security_xattrs = a.security_xattrs,
-                 .default_permissions = a.default_permissions,
-                 .acl = a.acl, .splice = a.splice };
+    kbf_t fs = { .attr_timeout = a->attr_timeout, .entry_timeout = a->entry_timeout,
+                 .negative_timeout = a->negative_timeout, .security_xattrs = a->security_xattrs,
+                 .default_permissions = a->default_permissions,
+                 .acl = a->acl, .splice = a->splice, .threads = a->threads, .ctl = -1 };
     pthread_mutex_init(&fs.mu, NULL);
     pthread_cond_init(&fs.cv, NULL);
-    fs.it = kbf_itable_new();
-    if (!fs.it)
-        die(1, "out of memory");
-    fs.kbc = connect_volume(&a);
+    char why[512];
+    if (kbf_ho_start(&fs, a->serve_fd, why, sizeof(why)) < 0)
+        die(1, "%s", why);
+    fs.kbc = connect_volume(a, &fs);
     kb_loop_run_in(kbc_loop(fs.kbc), install_dump, &fs);
 
-    fs.se = session_new(&fs, &a);
-    if (!fs.se)
-        die(1, "cannot start a FUSE session: %s", fuse_last_error());
+    fs.se = session_new(&fs, a);
+    if (!fs.se) {
+        snprintf(why, sizeof(why), "cannot start a FUSE session: %s", fuse_last_error());
+        kbf_ho_failed(&fs, why);
+        die(1, "%s", why);
+    }
     if (fuse_set_signal_handlers(fs.se) < 0)
         die(1, "cannot install signal handlers");
-    if (fuse_session_mount(fs.se, mnt) < 0)
-        die(1, "cannot mount on '%s': %s", mnt, fuse_last_error());
-    raw_install(&fs, !a.no_killpriv_v2);
-    kb_info("fuse", "mounted %s on %s", a.volfile ? a.volfile : a.spec, mnt);
-    set_read_ahead(mnt, a.read_ahead_kb);
-    daemon_ready(ready_fd);
+    if (kbf_ho_go(&fs, !a->no_killpriv_v2, !a->foreground, a->log_file) < 0)
+        _exit(1);                /* logged; the supervisor starts another */
+    if (!fs.takeover) {
+        kb_info("fuse", "serving %s on %s", a->volfile ? a->volfile : a->spec, mnt);
+        set_read_ahead(mnt, a->read_ahead_kb);
+    }
 
-    int rc = run_loop(fs.se, &a, &fs);
+    int rc = run_loop(fs.se, a, &fs);
     /* libfuse returns the signal number when a signal ended the session */
-    if (rc > 0)
-        kb_info("fuse", "unmounting %s (signal %d)", mnt, rc);
-    else
-        kb_info("fuse", "unmounting %s (%s)", mnt, rc ? strerror(-rc) : "unmounted");
-    fuse_session_unmount(fs.se);
+    if (!fs.unmounted) {
+        /* A signal: the supervisor puts another process in our place. */
+        kb_info("fuse", "ending (%s); the mount stays", rc > 0 ? "a signal" : rc ? strerror(-rc) : "asked");
+        if (!kbf_drain(&fs, KBF_DRAIN_MS))
+            _exit(0);
+        _exit(0);
+    }
+    kb_info("fuse", "unmounted %s", mnt);
     fuse_remove_signal_handlers(fs.se);
     if (!kbf_drain(&fs, KBF_DRAIN_MS)) {
         /* Their replies would reach a destroyed session: leave it all. */
@@ -786,6 +810,36 @@ int main(int argc, char **argv)
     fuse_session_destroy(fs.se);
     kbc_free(fs.kbc);
     kbf_itable_free(fs.it);
-    free(a.log_file);
+    kbf_state_unmap(&fs.st);
+    free(a->log_file);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    kbf_args_t a;
+    parse_args(&a, argc, argv);
+    if (a.restart)
+        return kbf_ctl_restart(a.restart, 120);
+
+    char mnt[PATH_MAX];
+    struct stat st;
+    /* A serving process never looks at the mount point: it may be the one to answer. */
+    if (a.serve_fd >= 0) {
+        if (!realpath(a.mountpoint, mnt) && snprintf(mnt, sizeof(mnt), "%s", a.mountpoint) < 0)
+            return 1;
+    } else {
+        if (!realpath(a.mountpoint, mnt) || stat(mnt, &st) < 0)
+            die(1, "mount point '%s': %s", a.mountpoint, strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+            die(1, "mount point '%s' is not a directory", a.mountpoint);
+    }
+    if (a.spec) {
+        kbc_spec_t spec;
+        char err[256];
+        if (kbc_spec_parse(a.spec, &spec, err, sizeof(err)) < 0)
+            die(2, "%s", err);
+        kbc_spec_clear(&spec);
+    }
+    return a.serve_fd >= 0 ? serve(&a, mnt) : supervise(&a, mnt, argc, argv);
 }

@@ -24,6 +24,8 @@
  *  - No lock is held across a fuse_reply_* or a kbc_submit.
  */
 #include "fuse/ops.h"
+#include "fuse/journal.h"
+#include "fuse/resend.h"
 
 #include <time.h>
 
@@ -81,6 +83,7 @@ kbf_req_t *kbf_req_new(fuse_req_t req, fuse_ino_t ino, bool groups)
     }
     r->fs = fs;
     r->req = req;
+    r->unique = kbf_rq_unique;
     /* Supplementary groups matter only where the bricks judge permissions;
      * with default_permissions the kernel already did, from the mode bits. */
     kbf_cred_from_req(&r->cred, req, groups && !fs->default_permissions);
@@ -117,6 +120,7 @@ void kbf_req_free(kbf_req_t *r)
 {
     kbf_t *fs = r->fs;
     kb_args_clear(&r->a);
+    kb_buf_unref(r->rs_value);
     if (r->intr_armed)
         pthread_mutex_destroy(&r->imu);
     free(r);
@@ -126,13 +130,28 @@ void kbf_req_free(kbf_req_t *r)
 static void req_cbk(void *cookie, const kb_reply_t *rep)
 {
     kbf_req_t *r = cookie;
+    /* Write-behind ordered this call after the writes of its gfid acknowledged
+     * before it: those are on the bricks now (fuse/journal.c). */
+    if (!r->journaled)
+        kbf_journal_barrier(r->fs, &r->a.gfid, r->jseq);
+    /* Sent again after a takeover: it may have done its work before. */
+    if ((r->unique & KBF_UNIQUE_RESEND) && rep->status < 0 && kbf_resend_recover(r, rep))
+        return;
     r->done(r, rep);
 }
 
 void kbf_req_submit(kbf_req_t *r, kb_op_t op, kbf_done_fn done)
 {
+    kbf_t *fs = r->fs;
     r->done = done;
-    kbc_submit(r->fs->kbc, op, &r->a, &r->cred, req_cbk, r);
+    r->op = op;
+    if (!fs->journal) {
+        kbc_submit(fs->kbc, op, &r->a, &r->cred, req_cbk, r);
+        return;
+    }
+    r->jseq = kbf_journal_enter(fs);
+    kbc_submit(fs->kbc, op, &r->a, &r->cred, req_cbk, r);
+    kbf_journal_leave(fs);
 }
 
 /*
@@ -224,7 +243,12 @@ kbf_req_t *kbf_req_create_in(fuse_req_t req, fuse_ino_t parent, const char *name
     kbf_req_t *r = kbf_req_new(req, parent, true);
     if (!r || !kbf_arg_str(r, &r->a.name, name))
         return NULL;
-    kb_gfid_generate(&r->a.newgfid);
+    /* The same request sent again after a takeover chooses the same gfid
+     * and so knows its own entry (fuse/resend.c). */
+    if (r->fs->st.hdr && r->unique)
+        kbf_state_gfid_for(r->fs->st.hdr->salt, r->unique & ~KBF_UNIQUE_RESEND, &r->a.newgfid);
+    else
+        kb_gfid_generate(&r->a.newgfid);
     return r;
 }
 
@@ -292,8 +316,25 @@ static void kbf_init(void *userdata, struct fuse_conn_info *conn)
     want(conn, FUSE_CAP_SPLICE_READ, fs->splice);
     want(conn, FUSE_CAP_SPLICE_WRITE, fs->splice);
     want(conn, FUSE_CAP_SPLICE_MOVE, false);
-    kb_info("fuse", "kernel protocol %u.%u, max_write %u, capabilities 0x%x of 0x%x",
-            conn->proto_major, conn->proto_minor, conn->max_write, conn->want, conn->capable);
+    /* A takeover (fuse/handover.c): the kernel keeps what the first INIT
+     * told it, whatever this binary would choose now. */
+    const kbf_st_conn_t *was = fs->init_conn;
+    if (was) {
+        conn->want = was->want & conn->capable;
+        conn->max_write = was->max_write;
+        conn->max_readahead = was->max_readahead;
+        conn->max_background = was->max_background;
+        conn->congestion_threshold = was->congestion_threshold;
+        conn->time_gran = was->time_gran;
+    }
+    fs->conn_chosen = (kbf_st_conn_t){ .want = conn->want, .max_write = conn->max_write,
+                                       .max_readahead = conn->max_readahead,
+                                       .max_background = conn->max_background,
+                                       .congestion_threshold = conn->congestion_threshold,
+                                       .time_gran = conn->time_gran, .proto_minor = conn->proto_minor };
+    kb_info("fuse", "kernel protocol %u.%u, max_write %u, capabilities 0x%x of 0x%x%s",
+            conn->proto_major, conn->proto_minor, conn->max_write, conn->want, conn->capable,
+            was ? " (as negotiated by the first serving process)" : "");
 }
 
 const struct fuse_lowlevel_ops kbf_ops = {

@@ -38,6 +38,17 @@ struct kbf_req {
     bool intr_armed;
     pthread_mutex_t imu;
     bool kill_notify;            /* write: drop the kernel's mode once done (KILLPRIV_V2) */
+    bool journaled;              /* write: its bytes are in the journal (fuse/journal.c) */
+    uint64_t jseq;               /* the journal's sequence number when it was submitted */
+    uint64_t unique;             /* the kernel's (KBF_UNIQUE_RESEND: sent again after a takeover) */
+    kb_op_t op;                  /* the fop submitted last */
+    /* A resent request that finds its own earlier work (fuse/resend.c). */
+    kbf_done_fn rs_done;         /* its completion, called with the answer; NULL: not recovering */
+    kb_op_t rs_op;
+    int rs_status, rs_src_status;
+    kb_gfid_t rs_want;
+    kb_iatt_t rs_attr;
+    kb_buf_t *rs_value;          /* owned */
     bool replied;                /* (imu) the one reply has been sent */
 };
 

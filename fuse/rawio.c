@@ -33,6 +33,7 @@
  *
  * Also counted here: requests per opcode, for the SIGUSR1 state dump.
  */
+#include <errno.h>
 #include <linux/fuse.h>
 #include <stddef.h>
 #include <string.h>
@@ -42,6 +43,7 @@
 #include "fuse/rawio.h"
 
 _Thread_local bool kbf_rq_kill_suidgid;
+_Thread_local uint64_t kbf_rq_unique;
 
 /* Requests fewer than this many bytes carry no argument we look at. */
 #define HDR sizeof(struct fuse_in_header)
@@ -49,10 +51,12 @@ _Thread_local bool kbf_rq_kill_suidgid;
 void kbf_raw_note(kbf_raw_t *st, const void *buf, size_t n)
 {
     kbf_rq_kill_suidgid = false;
+    kbf_rq_unique = 0;
     if (n < HDR)
         return;
     struct fuse_in_header h;
     memcpy(&h, buf, sizeof(h));
+    kbf_rq_unique = h.unique;
     const char *arg = (const char *)buf + HDR;
     size_t alen = n - HDR;
     if (h.opcode < KBF_RAW_NOPS)
@@ -64,6 +68,8 @@ void kbf_raw_note(kbf_raw_t *st, const void *buf, size_t n)
             memcpy(&in, arg, KB_MIN(alen, sizeof(in)));
             st->kernel_flags = in.flags;
             st->init_unique = h.unique;
+            st->init_len = (uint32_t)KB_MIN(n, sizeof(st->init_req));
+            memcpy(st->init_req, buf, st->init_len);
             __atomic_store_n(&st->init_seen, true, __ATOMIC_RELEASE);
         }
         break;
@@ -107,6 +113,34 @@ bool kbf_raw_patch(kbf_raw_t *st, struct iovec *iov, int count)
     memcpy((char *)iov[1].iov_base + fl, &out.flags, sizeof(out.flags));
     st->killpriv_v2 = true;
     return true;
+}
+
+bool kbf_raw_is_init_reply(const kbf_raw_t *st, const struct iovec *iov, int count)
+{
+    struct fuse_out_header h;
+    if (__atomic_load_n(&st->init_done, __ATOMIC_ACQUIRE) || !__atomic_load_n(&st->init_seen, __ATOMIC_ACQUIRE) ||
+        count < 1 || iov[0].iov_len < sizeof(h))
+        return false;
+    memcpy(&h, iov[0].iov_base, sizeof(h));
+    return h.unique == st->init_unique;
+}
+
+size_t kbf_raw_flatten(const struct iovec *iov, int count, void *out, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; i < count && n < cap; i++) {
+        size_t k = KB_MIN(iov[i].iov_len, cap - n);
+        memcpy((char *)out + n, iov[i].iov_base, k);
+        n += k;
+    }
+    return n;
+}
+
+int kbf_raw_resend(int fd)
+{
+    struct fuse_out_header h = { .len = sizeof(h), .error = KBF_NOTIFY_RESEND, .unique = 0 };
+    ssize_t n = write(fd, &h, sizeof(h));
+    return n == (ssize_t)sizeof(h) ? 0 : n < 0 ? -errno : -EIO;
 }
 
 const char *kbf_raw_opname(unsigned op)

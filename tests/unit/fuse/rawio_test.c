@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include "fuse/rawio.c"
 
@@ -142,4 +143,55 @@ Test(rawio, flag_is_per_thread)
     pthread_join(t, &res);
     cr_assert_null(res);
     cr_assert(kbf_rq_kill_suidgid, "another thread's request left this one's flag alone");
+}
+
+/* Issue 15: what a takeover needs from the raw traffic. */
+Test(rawio, init_is_kept_as_read_and_its_reply_recognised)
+{
+    kbf_raw_t st = { 0 };
+    note_init(&st, 8, FUSE_ASYNC_READ);
+    cr_assert_eq(st.init_len, sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in));
+    struct fuse_in_header h;
+    memcpy(&h, st.init_req, sizeof(h));
+    cr_assert_eq(h.opcode, FUSE_INIT);
+    cr_assert_eq(h.unique, 8);
+    struct fuse_out_header oh = { .len = sizeof(oh), .unique = 8 };
+    struct iovec iov[1] = { { &oh, sizeof(oh) } };
+    cr_assert(kbf_raw_is_init_reply(&st, iov, 1));
+    oh.unique = 10;
+    cr_assert_not(kbf_raw_is_init_reply(&st, iov, 1), "another request's reply");
+    oh.unique = 8;
+    st.init_done = true;
+    cr_assert_not(kbf_raw_is_init_reply(&st, iov, 1), "once");
+    char flat[8];
+    struct iovec two[2] = { { "abc", 3 }, { "defgh", 5 } };
+    cr_assert_eq(kbf_raw_flatten(two, 2, flat, 6), 6);
+    cr_assert_eq(memcmp(flat, "abcdef", 6), 0);
+}
+
+Test(rawio, each_request_leaves_its_unique_on_the_thread)
+{
+    kbf_raw_t st = { 0 };
+    char buf[256];
+    struct fuse_write_in w = { .size = 0 };
+    kbf_raw_note(&st, buf, request(buf, FUSE_WRITE, 1234 | KBF_UNIQUE_RESEND, &w, sizeof(w)));
+    cr_assert_eq(kbf_rq_unique, 1234 | KBF_UNIQUE_RESEND, "a resent request says so");
+    kbf_raw_note(&st, buf, 4);
+    cr_assert_eq(kbf_rq_unique, 0, "a runt has none");
+}
+
+Test(rawio, resend_is_one_notify_with_code_7)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(kbf_raw_resend(p[1]), 0);
+    struct fuse_out_header h;
+    cr_assert_eq(read(p[0], &h, sizeof(h)), (ssize_t)sizeof(h));
+    cr_assert_eq(h.len, sizeof(h));
+    cr_assert_eq(h.error, 7, "FUSE_NOTIFY_RESEND");
+    cr_assert_eq(h.unique, 0, "a notification");
+    close(p[0]);
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_lt(kbf_raw_resend(p[1]), 0, "no reader: an error, not a crash");
+    close(p[1]);
 }
