@@ -164,22 +164,6 @@ join_and_leave() {
 
 # ---------------------------------------------------------------------------------------------
 
-# ns_mount N SPEC MNT: kembar-fuse started in node N's network namespace (its mount is in ours):
-# recorded like kb_mount_spec's, so cleanup unmounts it and ends the client.
-ns_mount() {
-    local n=$1 spec=$2 mnt=$3 key pid rc=0
-    mkdir -p "$mnt"
-    key=$(echo "$mnt" | md5sum | cut -c1-12)
-    echo "$mnt" >"$KB_TMP/mounts/$key"
-    timeout -k 5 30 nsenter "--net=/run/netns/$(nn__ns "$n")" -- "$KB_BIN/kembar-fuse" \
-        -o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=info" "$spec" "$mnt" \
-        </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" 8>&- 9>&- || rc=$?
-    [ "$rc" -eq 0 ] || { kb__log_tail "$KB_TMP/mount-$key.err"; kb_fail "kembar-fuse in node $n's namespace: exit $rc"; }
-    kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
-    pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
-    kb_log "mounted $spec on $mnt from node $n's namespace (kembar-fuse pid ${pid:-?})"
-}
-
 # py_write PATH OFF: one O_DIRECT 4 KiB write + fsync; prints "ok" or the errno name.
 py_write() {
     kb_t 20 "$KB_PY" - "$@" <<'EOF'
@@ -203,7 +187,7 @@ revocation() {
     local ma=$KB_TMP/mnt-a mb=$KB_TMP/mnt-b mb2=$KB_TMP/mnt-b2 fpid t0 t1 got="" i fio_rc=0 key
     local spec="$A1,$A2:/rv"
     nn_mount rv "$ma" "" 1 2
-    ns_mount 3 "$spec" "$mb"
+    nn_mount_from 3 "$spec" "$mb"
     kb_assert_eq ok "$(py_write "$ma/a" 0)" "write through the root namespace's client"
     kb_assert_eq ok "$(py_write "$mb/b" 0)" "write through node 3's namespace's client"
     kb_wait_until 5 test -s "$RV2/b" || kb_fail "b did not reach brick 2"

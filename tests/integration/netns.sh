@@ -9,6 +9,7 @@
 #     nn_node_start 1; nn_node_start 2
 #     nn_cli 1 volume create v replica 2 "$(nn_brick 1 "$B1")" "$(nn_brick 2 "$B2")" force
 #     nn_mount v "$KB_TMP/mnt"     # FUSE client in the root namespace
+#     nn_mount_from 9 "$(nn_addr 1),$(nn_addr 2):/v" "$KB_TMP/mnt9"   # ... on another host (netns)
 #     nn_kill 2; nn_start 2; nn_pause 1; nn_resume 1; nn_partition 2; nn_unpartition 2
 #
 # What it promises
@@ -454,6 +455,26 @@ nn_mount() {
     fi
     for n in "${nodes[@]}"; do spec+="${spec:+,}$(nn_addr "$n")"; done
     kb_mount_spec "$spec:/$vol" "$mnt" "$opts" 8>&-
+}
+
+# nn_mount_from N SPEC MNT [OPTS]: kembar-fuse started in node N's network namespace (netns mode;
+# N may be a namespace with no node in it, made by nn__add_node_net N: another host), its mount in
+# ours; recorded like kb_mount_spec's, so cleanup unmounts it and ends the client, and
+# nn_clients_connected reads its log. nn_partition N / nn_unpartition N cut that host's cable.
+nn_mount_from() {
+    local n=$1 spec=$2 mnt=$3 opts=${4:-} key pid rc=0
+    [ "$NN_MODE" = netns ] || kb_fail "nn_mount_from: needs namespaces (mode $NN_MODE)"
+    nn__add_node_net "$n"
+    mkdir -p "$mnt"
+    key=$(echo "$mnt" | md5sum | cut -c1-12)
+    echo "$mnt" >"$KB_TMP/mounts/$key"
+    timeout -k 5 30 nsenter "--net=/run/netns/$(nn__ns "$n")" -- "$KB_BIN/kembar-fuse" \
+        -o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=${KB_FUSE_LOG_LEVEL:-info}${opts:+,$opts}" \
+        "$spec" "$mnt" </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" 8>&- 9>&- || rc=$?
+    [ "$rc" -eq 0 ] || { kb__log_tail "$KB_TMP/mount-$key.err"; kb_fail "kembar-fuse in node $n's namespace: exit $rc"; }
+    kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
+    pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
+    kb_log "mounted $spec on $mnt from node $n's namespace (kembar-fuse pid ${pid:-?})"
 }
 
 # nn_heal_total N VOL: total entries pending heal (from `volume heal VOL info --json`), or "?"

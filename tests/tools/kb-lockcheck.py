@@ -7,6 +7,13 @@
                                                  F_OFD_GETLK takes no lock, so it can watch
                                                  qemu's image locks (bytes 100-299) without
                                                  disturbing them, unlike qemu-img info
+    kb-lockcheck.py try PATH                     from a new process and description, ask
+                                                 (non-blocking) for what "hold" holds: an OFD
+                                                 write lock on [0,64K), a POSIX one on
+                                                 [64K,128K), flock LOCK_EX; print e.g.
+                                                 "ofd=EAGAIN posix=EAGAIN flock=EAGAIN" (a lock
+                                                 granted, "ok", is given back at once)
+    kb-lockcheck.py hold PATH LOG [TAG [WAIT]]   a lock holder that writes (see "hold" below)
 
 PATH_A and PATH_B name the same file: through two kembar mounts (two kembar-fuse processes, two
 "hypervisors"), or both the same path on a local filesystem, where every rule holds (the test
@@ -36,9 +43,28 @@ Scenarios (each prints its steps and "ok NAME: ..." or "FAIL NAME: ..."; exit 1 
   ofd-fork       OFD description shared with a forked child: the child's close (and exit) keeps
                  the lock; the parent's last close drops it
 While each lock is held, the conflicting request through B is refused (and a disjoint one granted).
+
+hold: the application side of a VM host's image lock, for tests that put a holder through the
+life of a cluster (tests/integration/62-lock-life). It opens PATH three times (created if
+missing) and takes an OFD write lock on [0,64K) through the first description, a POSIX write
+lock on [64K,128K) through the second and flock(LOCK_EX) through the third, all non-blocking:
+with WAIT (seconds) it asks again every 50 ms until granted or WAIT is over (exit 3), without it
+a refusal is exit 3 at once. Then, every 100 ms until SIGTERM or SIGINT, a tick N writes a
+4 KiB record (TAG and N, repeated) at offset 0 through the first descriptor and at 64K through
+the second, each pwrite followed by fsync. LOG gets one line per event, flushed at once,
+with wall-clock times (time.time()) so a test can set them against its own steps:
+    locked T                                   every lock granted
+    w T0 T1 N ofd|posix ok|ERRNO[:pwrite|:fsync]   one write+fsync, started T0, ended T1
+    summary ticks=.. ok=.. errors=.. first_error=.. last_ofd=N last_posix=N readback=R sha256=S
+At the end, the whole file is read back through the first descriptor: readback=ok when it is
+exactly what the last successful writes make it (the records at 0 and 64K, zeros between),
+else "differs" or the errno name of the read; sha256 is that of the expected content, so a test
+can compare brick copies with it. The summary also goes to stdout; the exit status is 0.
+TAG defaults to "A"; the holder of another client uses another, so a record tells who wrote it.
 """
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -428,7 +454,131 @@ SCENARIOS = [("ofd-close", s_ofd_close), ("ofd-kill9", s_ofd_kill9), ("posix-clo
              ("mixed", s_mixed), ("flock-dup", s_flock_dup), ("ofd-fork", s_ofd_fork)]
 
 
+# ---- hold / try: a lock holder that writes, and what another client is refused ----------------
+
+HOLD_RANGES = {"ofd": (0, 65536), "posix": (65536, 65536)}
+REC = 4096
+ERRNAME = lambda e: errno.errorcode.get(e.errno, str(e.errno))
+
+
+def record(tag, n):
+    unit = ("%s %d\n" % (tag, n)).encode()
+    return (unit * (REC // len(unit) + 1))[:REC]
+
+
+def take_locks(fds):
+    """Every lock of a holder, non-blocking: None, or the first refusal as 'KIND=ERRNO'."""
+    for kind, (start, length) in HOLD_RANGES.items():
+        try:
+            lock_op(fds[kind], F_OFD_SETLK if kind == "ofd" else fcntl.F_SETLK, fcntl.F_WRLCK,
+                    start, length)
+        except OSError as e:
+            return "%s=%s" % (kind, ERRNAME(e))
+    try:
+        fcntl.flock(fds["flock"], fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return "flock=%s" % ERRNAME(e)
+    return None
+
+
+def hold(path, logpath, tag="A", wait=None):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    log = open(logpath, "a", buffering=1)
+    fds = {k: os.open(path, os.O_RDWR | os.O_CREAT, 0o644) for k in ("ofd", "posix", "flock")}
+    deadline = time.monotonic() + (float(wait) if wait else 0)
+    while True:
+        why = take_locks(fds)
+        if why is None:
+            break
+        if time.monotonic() >= deadline or stop:
+            log.write("refused %.6f %s\n" % (time.time(), why))
+            print("kb-lockcheck hold: %s: locks refused (%s)" % (path, why), file=sys.stderr)
+            sys.exit(3)
+        time.sleep(0.05)
+    log.write("locked %.6f\n" % time.time())
+    ticks = ok = errors = 0
+    first = "-"
+    last = {"ofd": -1, "posix": -1}
+    t_next = time.monotonic()
+    while not stop:
+        for kind in ("ofd", "posix"):
+            off = HOLD_RANGES[kind][0]
+            rec = record(tag, ticks)
+            t0, res, step = time.time(), "ok", "pwrite"
+            try:
+                if os.pwrite(fds[kind], rec, off) != REC:
+                    raise OSError(errno.EIO, "short write")
+                step = "fsync"
+                os.fsync(fds[kind])
+            except OSError as e:
+                res = "%s:%s" % (ERRNAME(e), step)
+            log.write("w %.6f %.6f %d %s %s\n" % (t0, time.time(), ticks, kind, res))
+            if res == "ok":
+                ok += 1
+                last[kind] = ticks
+            else:
+                errors += 1
+                if first == "-":
+                    first = "tick%d/%s/%s" % (ticks, kind, res)
+        ticks += 1
+        t_next += 0.1
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    size = HOLD_RANGES["posix"][0] + REC if last["posix"] >= 0 else (REC if last["ofd"] >= 0 else 0)
+    want = bytearray(size)
+    for kind in ("ofd", "posix"):
+        if last[kind] >= 0:
+            off = HOLD_RANGES[kind][0]
+            want[off:off + REC] = record(tag, last[kind])
+    try:
+        got = os.pread(fds["ofd"], 1 << 20, 0)
+        readback = "ok" if got == bytes(want) else "differs(%d bytes, want %d)" % (len(got), len(want))
+    except OSError as e:
+        readback = ERRNAME(e)
+    summary = ("summary ticks=%d ok=%d errors=%d first_error=%s last_ofd=%d last_posix=%d readback=%s sha256=%s" %
+               (ticks, ok, errors, first, last["ofd"], last["posix"], readback,
+                hashlib.sha256(bytes(want)).hexdigest()))
+    log.write(summary + "\n")
+    print(summary, flush=True)
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def try_locks(path):
+    """What a holder's locks are to another client: each asked for alone, non-blocking."""
+    fd = os.open(path, os.O_RDWR)
+    out = []
+    try:
+        for kind, (start, length) in HOLD_RANGES.items():
+            cmd = F_OFD_SETLK if kind == "ofd" else fcntl.F_SETLK
+            try:
+                lock_op(fd, cmd, fcntl.F_WRLCK, start, length)
+                lock_op(fd, cmd, fcntl.F_UNLCK, start, length)
+                out.append(kind + "=ok")
+            except OSError as e:
+                out.append("%s=%s" % (kind, ERRNAME(e)))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            out.append("flock=ok")
+        except OSError as e:
+            out.append("flock=%s" % ERRNAME(e))
+    finally:
+        os.close(fd)
+    print(" ".join(out))
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "try":
+        try_locks(sys.argv[2])
+        return
+    if 4 <= len(sys.argv) <= 6 and sys.argv[1] == "hold":
+        hold(*sys.argv[2:])
+        return
     if len(sys.argv) == 5 and sys.argv[1] == "probe":
         fd = os.open(sys.argv[2], os.O_RDONLY)
         t, _ = lock_op(fd, F_OFD_GETLK, fcntl.F_WRLCK, int(sys.argv[3]), int(sys.argv[4]))
