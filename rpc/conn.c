@@ -688,6 +688,11 @@ int rpc_reply(rpc_conn_t *c, uint64_t xid, uint32_t proc, int32_t status,
 /* ------------------------------------------------------------------ */
 /* both                                                                 */
 
+uint64_t rpc_conn_last_rx_ms(const rpc_conn_t *c)
+{
+    return c->last_rx_ms;
+}
+
 struct ssl_st *rpc_conn_ssl(const rpc_conn_t *c)
 {
     return c && c->tls && c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;

@@ -115,6 +115,7 @@ int rpc_conn_peer_uid(const rpc_conn_t *c);
 /* The connection's TLS session (NULL: plain TCP, or not up). */
 struct ssl_st *rpc_conn_ssl(const rpc_conn_t *c);
 uint64_t rpc_conn_id(const rpc_conn_t *c);      /* unique per process */
+uint64_t rpc_conn_last_rx_ms(const rpc_conn_t *c); /* kb_now_ms() of the last byte read */
 /* Close: pending calls fail with -ENOTCONN, no reconnect, RPC_EV_DOWN is not
  * delivered, freed when safe. Usable from inside the conn's own callbacks. */
 void rpc_conn_close(rpc_conn_t *c);

@@ -290,6 +290,35 @@ void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
     leases_drop_brick(d, b);
 }
 
+/* A client that holds locks and went silent (its host lost, its cable cut)
+ * is not noticed by TCP while a reply to it is unacknowledged: keepalive
+ * does not run then, and retransmission gives up after ~15 minutes. Clients
+ * ping every ping-timeout/4, so one silent for its whole lease (its
+ * ping-timeout) has declared this brick dead already; the brick does the
+ * same: the connection is closed and, the lease having passed in silence,
+ * its locks go at once, so another host can take over the VM. */
+#define SILENCE_CHECK_MS 500
+
+static void silence_watch(evutil_socket_t fd, short what, void *arg)
+{
+    kbd_t *d = arg;
+    uint64_t now = kb_now_ms();
+    for (kbd_conn_t *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->gone || !c->brick || !c->lk_client || !c->lease_ms)
+            continue;
+        uint64_t quiet = now - rpc_conn_last_rx_ms(c->rc);
+        if (quiet <= c->lease_ms)
+            continue;
+        kb_warn("serve", "client %s (%s) silent for %llu ms, past its lock lease of %u ms: disconnected, its "
+                "locks released", rpc_conn_peer(c->rc), c->who, (unsigned long long)quiet, c->lease_ms);
+        c->lease_ms = 0;
+        conn_cleanup_brick(c);
+        rpc_conn_close(c->rc);
+        conn_gone(c);
+    }
+}
+
 /* After VOLUME's auth.allow / auth.reject / transport.tls changed: every
  * connected client that would be refused now is cut off (its fds released,
  * its locks dropped); it cannot come back, since the handshake and GETSPEC
@@ -661,6 +690,11 @@ int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
     free(path);
     if (!d->local)
         return -EADDRINUSE;
+    d->silence_watch = event_new(kb_loop_base(d->loop), -1, EV_PERSIST, silence_watch, d);
+    if (d->silence_watch) {
+        struct timeval tv = { 0, SILENCE_CHECK_MS * 1000 };
+        evtimer_add(d->silence_watch, &tv);
+    }
     if (d->tls_server && d->tls_dir) {
         d->tls_stamp = rpc_tls_dir_stamp(d->tls_dir);
         d->tls_watch = event_new(kb_loop_base(d->loop), -1, EV_PERSIST, tls_watch, d);
@@ -673,6 +707,9 @@ int kbd_serve_start(kbd_t *d, char *err, size_t errlen)
 
 void kbd_serve_stop(kbd_t *d)
 {
+    if (d->silence_watch)
+        event_free(d->silence_watch);
+    d->silence_watch = NULL;
     if (d->tls_watch)
         event_free(d->tls_watch);
     d->tls_watch = NULL;
