@@ -98,6 +98,13 @@ enum {
 enum kb_lock_type { KB_LK_RDLCK = 0, KB_LK_WRLCK = 1, KB_LK_UNLCK = 2 };
 /* cmd (args.flags) for INODELK / LK */
 enum kb_lock_cmd { KB_LK_GETLK = 0, KB_LK_SETLK = 1, KB_LK_SETLKW = 2 };
+/* LK flags above the command (protocol 2 bricks only: protocol/client strips
+ * them for older ones). KB_LK_RECLAIM: a lock this client held, taken again
+ * by lock heal (a brick that came back, a new graph); a brick that dropped
+ * this client instance's locks when its lease ran out refuses it with
+ * -ESTALE — whoever took the range meanwhile may have written under it. */
+#define KB_LK_CMD_MASK 0xffu
+#define KB_LK_RECLAIM  0x100u
 /* ENTRYLK args.flags: low byte cmd (KB_ELK_LOCK / KB_ELK_LOCK_NB / KB_ELK_UNLOCK) */
 enum kb_entrylk_cmd { KB_ELK_LOCK = 0, KB_ELK_LOCK_NB = 1, KB_ELK_UNLOCK = 2 };
 typedef struct kb_lock {

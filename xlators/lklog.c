@@ -16,7 +16,8 @@ static void drop_owner(kb_lklog_t *l, uint64_t owner, bool flock)
 
 bool kb_lklog_note(kb_lklog_t *l, const kb_args_t *a)
 {
-    if (a->flags != KB_LK_SETLK && a->flags != KB_LK_SETLKW)
+    uint32_t cmd = a->flags & KB_LK_CMD_MASK;
+    if (cmd != KB_LK_SETLK && cmd != KB_LK_SETLKW)
         return true;
     bool flock = a->lock.flock;
     if (a->lock.type == KB_LK_UNLCK && a->lock.start == 0 && a->lock.len == 0) {
@@ -53,7 +54,7 @@ void kb_lklog_free(kb_lklog_t *l)
 void kb_lklog_args(const kb_lklog_t *l, uint32_t i, kb_args_t *a)
 {
     const kb_lkreq_t *r = &l->req[i];
-    *a = (kb_args_t){ .flags = KB_LK_SETLK,
+    *a = (kb_args_t){ .flags = KB_LK_SETLK | KB_LK_RECLAIM,
                       .lock = { .type = r->type, .start = r->start, .len = r->len, .owner = r->owner,
                                 .pid = r->pid, .flock = r->flock } };
 }

@@ -41,7 +41,8 @@ typedef struct kb_lklog {
 bool kb_lklog_note(kb_lklog_t *l, const kb_args_t *a);
 void kb_lklog_flush(kb_lklog_t *l, uint64_t owner);
 void kb_lklog_free(kb_lklog_t *l);
-/* Request I as LK arguments (gfid and fd to be filled by the caller). */
+/* Request I as LK arguments for taking it again: non-blocking, marked
+ * KB_LK_RECLAIM (gfid and fd to be filled by the caller). */
 void kb_lklog_args(const kb_lklog_t *l, uint32_t i, kb_args_t *a);
 
 #endif

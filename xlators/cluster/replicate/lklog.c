@@ -68,8 +68,9 @@ static void lost(replay_t *r, int child, const char *why)
 static void replay_cbk(void *cookie, const kb_reply_t *rep)
 {
     replay_t *r = cookie;
-    if (rep->status == -EAGAIN || rep->status == -EDEADLK) {
-        lost(r, r->child, "another client holds it now");
+    if (rep->status == -EAGAIN || rep->status == -EDEADLK || rep->status == -ESTALE) {
+        lost(r, r->child, rep->status == -ESTALE ? "the brick dropped it when this client's lease ran out"
+                                                 : "another client holds it now");
         r->todo = 0;             /* nothing more to rebuild for this fd */
         r->child = -1;
     } else if (rep->status < 0) {

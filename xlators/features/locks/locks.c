@@ -48,6 +48,7 @@
 #include "xlators/xlator.h"
 
 #define LK_END UINT64_MAX
+#define LK_TOMBS 1024
 
 typedef struct lk_owner { uint64_t client, owner; } lk_owner_t;
 
@@ -91,6 +92,8 @@ typedef struct lk_priv {
     unsigned nwaiting;        /* all inodes: skip lookups when zero */
     lk_lock_t *done, **done_tail;
     bool draining;
+    uint64_t tomb[LK_TOMBS];  /* client instances whose lease ran out (tombstoned) */
+    unsigned ntomb;
 } lk_priv_t;
 
 /* ---------------- inode table ---------------- */
@@ -547,10 +550,28 @@ static void lk_inodelk(kb_call_t *call)
     range_lock(p, call, i, &d->set, req, a->flags, true);
 }
 
+/* Client instances whose locks were dropped when their lease ran out: their
+ * reclaims are refused (KB_LK_RECLAIM). A ring: the oldest are forgotten,
+ * which only matters for a client gone for longer than LK_TOMBS drops. */
+static bool tombstoned(const lk_priv_t *p, uint64_t lk_client)
+{
+    if (!lk_client)              /* no identity (a graph without a server): nothing to refuse */
+        return false;
+    for (unsigned i = 0; i < LK_TOMBS; i++)
+        if (p->tomb[i] == lk_client)
+            return true;
+    return false;
+}
+
 static void lk_lk(kb_call_t *call)
 {
     lk_priv_t *p = call->xl->priv;
     const kb_args_t *a = call->args;
+    uint32_t cmd = a->flags & KB_LK_CMD_MASK;
+    if ((a->flags & KB_LK_RECLAIM) && tombstoned(p, lk_client_of(&call->cred))) {
+        kb_unwind_err(call, -ESTALE);
+        return;
+    }
     int err;
     lk_lock_t *req = req_new(call, a->lock.owner, &a->lock, &err);
     lk_inode_t *i = req ? inode_get(p, &a->gfid) : NULL;
@@ -563,7 +584,7 @@ static void lk_lk(kb_call_t *call)
         req->start = 0;
         req->end = LK_END;
     }
-    range_lock(p, call, i, a->lock.flock ? &i->flock : &i->posix, req, a->flags, false);
+    range_lock(p, call, i, a->lock.flock ? &i->flock : &i->posix, req, cmd, false);
 }
 
 static void lk_entrylk(kb_call_t *call)
@@ -651,9 +672,12 @@ static void set_drop_client(lk_priv_t *p, lk_inode_t *i, lk_set_t *s, uint64_t c
     grant_waiters(p, i, s);
 }
 
-/* A client instance gone for good: its application locks go. */
+/* A client instance gone for good: its application locks go, and it may
+ * not reclaim them. */
 static void drop_lk_client(lk_priv_t *p, uint64_t lk_client)
 {
+    if (!tombstoned(p, lk_client))
+        p->tomb[p->ntomb++ % LK_TOMBS] = lk_client;
     for (size_t b = 0; b < p->nb; b++)
         for (lk_inode_t *i = p->tab[b], *n; i; i = n) {
             n = i->hnext;

@@ -226,6 +226,13 @@ static void client_fop(kb_call_t *call)
         tmp.fd = a->fd & FD_NUM_MASK;
         send = &tmp;
     }
+    if (call->op == KB_FOP_LK && (a->flags & ~KB_LK_CMD_MASK) && p->proto < 2) {
+        if (send != &tmp) {
+            tmp = *a;
+            send = &tmp;
+        }
+        tmp.flags &= KB_LK_CMD_MASK;   /* a protocol-1 brick knows the command alone */
+    }
     kb_enc_t e;
     kb_enc_init(&e);
     kb_cred_encode(&e, &call->cred);

@@ -1338,7 +1338,8 @@ Test(replicate, locks_are_taken_again_on_a_child_that_comes_back)
     cr_assert_eq(mock_count(m[1], KB_FOP_LK), before + 1, "only A's lock is taken again (B unlocked all)");
     const kb_args_t *last = mock_last(m[1], KB_FOP_LK);
     cr_assert(last && last->lock.owner == 0xA && last->lock.type == KB_LK_WRLCK && last->lock.start == 100 &&
-              last->lock.len == 1 && last->flags == KB_LK_SETLK, "the same request, non-blocking");
+              last->lock.len == 1 && (last->flags & KB_LK_CMD_MASK) == KB_LK_SETLK &&
+              (last->flags & KB_LK_RECLAIM), "the same request, non-blocking, as a reclaim");
     kb_buf_t *b = pattern(4096, 'x');
     x = do_write(&f1, fd, 0, b);
     cr_assert_eq(x.r.status, 4096, "the fd works after the replay");

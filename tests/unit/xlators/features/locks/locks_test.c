@@ -351,3 +351,17 @@ Test(locks, a_waiting_lk_call_dies_with_its_connection)
     cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_LK_CLIENT_GONE, &id), 0);
     cr_assert_eq(app_lk(8, inst, KB_LK_SETLK, KB_LK_WRLCK, 0, 2), 0, "and it was not granted behind our back");
 }
+
+Test(locks, a_client_whose_lease_ran_out_cannot_reclaim)
+{
+    const uint64_t inst = 1ull << 63 | 99;
+    cr_assert_eq(app_lk(1, inst, KB_LK_SETLK, KB_LK_RDLCK, 0, 3), 0);     /* qemu's shared locks */
+    cr_assert_eq(app_lk(1, inst, KB_LK_SETLK | KB_LK_RECLAIM, KB_LK_RDLCK, 0, 3), 0,
+                 "a reclaim while the lease holds (a blip, a brick that restarted) is granted");
+    uint64_t id = inst;
+    cr_assert_eq(kb_graph_ctl(h->graph, KB_CTL_LK_CLIENT_GONE, &id), 0);
+    /* Another host took the VM and let it go again: nothing conflicts now,
+     * but the old holder must not silently get its lock back. */
+    cr_assert_eq(app_lk(2, inst, KB_LK_SETLK | KB_LK_RECLAIM, KB_LK_RDLCK, 0, 3), -ESTALE);
+    cr_assert_eq(app_lk(2, inst, KB_LK_SETLK, KB_LK_RDLCK, 0, 4), 0, "a new lock of that client is its right");
+}
