@@ -241,7 +241,8 @@ static void sweep_end(heal_t *hs)
         uint64_t max = hs->p->heal_interval_ms;
         hs->retry_ms = hs->retry_ms ? KB_MIN(hs->retry_ms * 2, max) : KB_MIN((uint64_t)HEAL_RETRY_MIN_MS, max);
         hs->sweep_all = true;
-        arm(hs->kick_ev, hs->retry_ms);
+        /* jitter: two daemons that collided must not collide again in step */
+        arm(hs->kick_ev, hs->retry_ms + (uint64_t)(kb_now_ns() % (hs->retry_ms / 2 + 1)));
     } else {
         hs->retry_ms = 0;
     }
@@ -490,6 +491,12 @@ static void crawl_start(heal_t *hs)
 void heal_obj_done(heal_t *hs, hobj_t *h)
 {
     char gs[KB_GFID_STRLEN];
+    /* Another healer held it. When two daemons were woken by the same
+     * returning brick they can each hold it on some copies and both skip
+     * it: look again soon (a jittered retry sweep), not at the next
+     * periodic sweep a minute later. */
+    if (h->skipped && !h->has_res)
+        hs->sweep_again = true;
     if (!h->skipped) {
         if (h->err && !h->split) {
             hs->st.failed++;
