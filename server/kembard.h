@@ -94,6 +94,7 @@ typedef struct kbd {
     struct kbd_conn *conns;        /* live server connections */
     struct kbd_lease *leases;      /* lock leases of clients gone (serve.c) */
     struct event *silence_watch;   /* clients silent past their lease are cut off (serve.c) */
+    uint64_t silence_tick_ms, silence_resumed_ms; /* its last tick; when it found itself stalled */
     struct kbd_mgmt *mgmt;
     uint64_t started_ms;
     struct ssl_ctx_st *tls_server; /* --tls-dir: listener accepts TLS (and plain) */

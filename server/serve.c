@@ -298,16 +298,24 @@ void kbd_serve_drop_brick(kbd_t *d, kbd_brick_rt_t *b)
  * same: the connection is closed and, the lease having passed in silence,
  * its locks go at once, so another host can take over the VM. */
 #define SILENCE_CHECK_MS 500
+#define SILENCE_STALL_MS 2000   /* a tick this late: we were the silent one */
 
 static void silence_watch(evutil_socket_t fd, short what, void *arg)
 {
     kbd_t *d = arg;
     uint64_t now = kb_now_ms();
+    /* A tick long overdue: this process was stopped (SIGSTOP, a frozen VM)
+     * or starved, and has not read its sockets either. Its clients were not
+     * silent; what they sent meanwhile waits unread. Count silence from
+     * now: a client gets a whole lease to be heard again. */
+    if (d->silence_tick_ms && now - d->silence_tick_ms > SILENCE_STALL_MS)
+        d->silence_resumed_ms = now;
+    d->silence_tick_ms = now;
     for (kbd_conn_t *c = d->conns, *next; c; c = next) {
         next = c->next;
         if (c->gone || !c->brick || !c->lk_client || !c->lease_ms)
             continue;
-        uint64_t quiet = now - rpc_conn_last_rx_ms(c->rc);
+        uint64_t quiet = now - KB_MAX(rpc_conn_last_rx_ms(c->rc), d->silence_resumed_ms);
         if (quiet <= c->lease_ms)
             continue;
         kb_warn("serve", "client %s (%s) silent for %llu ms, past its lock lease of %u ms: disconnected, its "
