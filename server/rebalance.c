@@ -23,8 +23,10 @@
  *
  * Counts: files scanned (regular files met), moved (a migration that copied
  * bytes — an empty file that moves copies none and is not counted), bytes,
- * skipped (hard links -EMLINK and files another migration holds -EBUSY,
- * left in place by design), failures (any other error; logged, the crawl
+ * skipped (hard links -EMLINK, files another migration holds -EBUSY and
+ * files a client holds a lock on -ETXTBSY — a running VM's image — left
+ * in place by design; in a drain, a locked file is a failure: the set must
+ * be emptied), failures (any other error; logged, the crawl
  * goes on: a failure is not fatal, but remove-brick commit refuses a drain
  * that had any).
  *
@@ -293,10 +295,16 @@ static void crawl_dir(crawl_t *cr, const kb_gfid_t *dir, const char *path)
                 cr->lost = true;
                 break;
             }
-            if (rc == -EMLINK || rc == -EBUSY) {
+            if (rc == -ETXTBSY && r->drain) {
+                /* a drained set must be emptied: a file left there would go with it */
+                failure(cr, path, ents[i].name, "migrate (in use: a client holds a lock on it; stop "
+                        "the VM or release the lock, then run the drain again)", rc);
+            } else if (rc == -EMLINK || rc == -EBUSY || rc == -ETXTBSY) {
                 count(cr, &r->skipped, 1);
                 kb_info("rebalance", "%s: %s/%s left in place: %s", r->volume, path, ents[i].name,
-                        rc == -EMLINK ? "hard links" : "another migration holds it");
+                        rc == -EMLINK ? "hard links"
+                        : rc == -EBUSY ? "another migration holds it"
+                                       : "in use: a client holds a lock on it (moved by a later rebalance)");
             } else if (rc < 0 && rc != -ENOENT) {
                 failure(cr, path, ents[i].name, "migrate", rc);
             } else if (copied) {

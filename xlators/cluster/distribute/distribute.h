@@ -242,6 +242,7 @@ typedef struct dist_local {  /* per-call local block (forwarded ops) */
     uint8_t kind, from_cache, retried;
     uint8_t mig_retry;       /* already sent again after a migration */
     uint8_t locked;          /* holds the migration lock (read) on SET ... */
+    uint8_t lk_nb;           /* a blocking LK sent non-blocking under it (inode.c forward_file) */
     uint64_t lk_owner;       /* ... as this owner */
 } dist_local_t;
 /* Send CALL (l->args) to SET; its reply goes through the migration check. */

@@ -42,6 +42,13 @@ static void fwd_cbk(void *cookie, const kb_reply_t *r)
         l->locked = 0;
         dist_mig_unlock_async(call->xl, l->set, &l->args.gfid, l->lk_owner);
     }
+    if (l->lk_nb && r->status == -EAGAIN) {
+        l->lk_nb = 0;
+        l->args.flags = call->args->flags;   /* it must wait: now blocking, without the migration lock */
+        l->mig_retry = 1;
+        dist_forward(call, l->set);
+        return;
+    }
     if (is_miss(r->status) && l->from_cache && !l->retried) {
         l->retried = 1;
         l->from_cache = 0;
@@ -90,14 +97,33 @@ void dist_forward(kb_call_t *call, int set)
     kb_wind_from(call, call->xl->children[set], &l->args, fwd_cbk, call);
 }
 
-/* A file's op: a chmod runs under the migration lock (migrate.c). */
+/* A lock request (LK taking a lock, not an unlock or a query). */
+static bool lk_takes(const kb_call_t *call, const kb_args_t *a)
+{
+    uint32_t cmd = a->flags & KB_LK_CMD_MASK;
+    return call->op == KB_FOP_LK && a->lock.type != KB_LK_UNLCK && (cmd == KB_LK_SETLK || cmd == KB_LK_SETLKW);
+}
+
+/* A file's op: a chmod, and a lock request, run under the migration lock
+ * (read; migrate.c). A lock is then granted either before a migration
+ * looks for holders (which leaves the file in place) or after it ended, on
+ * the copy that is the file (the fd moves there first): never on a copy
+ * being dropped. A blocking request is sent non-blocking under the lock;
+ * if it must wait, it waits without it (fwd_cbk), so a lock queue never
+ * holds a migration up — a lock granted later goes to a holder queued
+ * behind one the migration saw, and the file stayed. */
 static void forward_file(kb_call_t *call, int set)
 {
     dist_local_t *l = call->local;
-    if (call->op == KB_FOP_SETATTR && (l->args.flags & KB_SET_MODE) && !l->mig_retry)
+    if (!l->mig_retry && ((call->op == KB_FOP_SETATTR && (l->args.flags & KB_SET_MODE)) || lk_takes(call, &l->args))) {
+        if (call->op == KB_FOP_LK && (l->args.flags & KB_LK_CMD_MASK) == KB_LK_SETLKW) {
+            l->args.flags = (l->args.flags & ~KB_LK_CMD_MASK) | KB_LK_SETLK;
+            l->lk_nb = 1;
+        }
         dist_mig_modelock(call, set);
-    else
+    } else {
         dist_forward(call, set);
+    }
 }
 
 static void route(kb_call_t *call, int set, bool is_dir)

@@ -58,8 +58,9 @@
  *   fallback). A migrator that dies between the rename and the swap (two
  *   brick ops) leaves the file under DIST_MIG_PREFIX<gfid> on the old set;
  *   one that dies after the swap leaves that hidden name as garbage. The
- *   migration needs features/locks on the bricks (-ENOSYS without). POSIX
- *   and flock locks (LK) held on the old copy are not carried over.
+ *   migration needs features/locks on the bricks (-ENOSYS without). A file
+ *   a client holds a POSIX, OFD or flock lock on is not moved at all
+ *   (-ETXTBSY; "a file in use" below): its locks would not follow it.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -431,6 +432,8 @@ typedef struct mig {
     uint8_t diff[MIG_WINDOW_BLOCKS];
     uint8_t thole[MIG_WINDOW_BLOCKS];    /* the target's block is a hole (all-zero digest, posix) */
     char hidden[KB_NAME_MAX + 1];
+    dist_step_fn after_idle;             /* in_use_check: the step when nobody holds a lock */
+    bool chk_flock;                      /* in_use_check: the flock query is the one out */
 } mig_t;
 
 static mig_t *M(dist_frame_t *f) { return f->opaque; }
@@ -446,6 +449,7 @@ static bool all_zero_bytes(const char *p, size_t n)
 static bool all_zero(const kb_buf_t *b) { return all_zero_bytes(b->data, b->len); }
 
 static void mg_bulk(dist_frame_t *f);
+static void in_use_check(dist_frame_t *f, dist_step_fn next);
 static void mg_sync(dist_frame_t *f);
 static void mg_sync_block(dist_frame_t *f);
 static void mg_abort(dist_frame_t *f, int err);
@@ -731,6 +735,13 @@ static void mg_marked(dist_frame_t *f)
     mg_sync(f);
 }
 
+static void mg_mark(dist_frame_t *f)
+{
+    mig_t *m = M(f);
+    kb_args_t a = { .gfid = m->g, .flags = KB_SET_MODE, .attr = { .mode = m->mode | DIST_MIG_BITS } };
+    one(f, m->s, KB_FOP_SETATTR, &a, mg_marked);
+}
+
 static void mg_locked(dist_frame_t *f)
 {
     mig_t *m = M(f);
@@ -740,8 +751,7 @@ static void mg_locked(dist_frame_t *f)
         mg_abort(f, es < 0 ? es : et);
         return;
     }
-    kb_args_t a = { .gfid = m->g, .flags = KB_SET_MODE, .attr = { .mode = m->mode | DIST_MIG_BITS } };
-    one(f, m->s, KB_FOP_SETATTR, &a, mg_marked);
+    in_use_check(f, mg_mark);
 }
 
 static void mg_lock(dist_frame_t *f)
@@ -750,6 +760,52 @@ static void mg_lock(dist_frame_t *f)
     lock_args(&f->sub[m->s].args, &m->g, KB_LK_WRLCK, KB_LK_SETLKW, (uint64_t)(uintptr_t)m);
     lock_args(&f->sub[m->t].args, &m->g, KB_LK_WRLCK, KB_LK_SETLKW, (uint64_t)(uintptr_t)m);
     dist_fan_root(f, KB_FOP_INODELK, dist_bit(m->s) | dist_bit(m->t), mg_locked);
+}
+
+/* -- a file in use (locked) stays where it is --
+ *
+ * A client holding a POSIX, OFD or flock lock on the file (qemu holds its
+ * image's lock bytes while the VM runs) would keep it only on the copy this
+ * migration drops: another host could then lock the moved file and write it
+ * beside the running VM. So such a file is not moved (-ETXTBSY: rebalance
+ * counts it skipped, a drain a failure, both say why); it moves once its
+ * holders let go. Asked twice: before the bulk copy (no copy of a running
+ * VM's image made in vain) and under the migration lock, where it counts:
+ * from then until the swap no client lock is granted on S (distribute takes
+ * the migration lock, read, around every lock request: lk_under_mig). */
+
+static void in_use_got(dist_frame_t *f)
+{
+    mig_t *m = M(f);
+    const kb_reply_t *r = &f->sub[m->s].reply;
+    if (r->status < 0 && r->status != -ENOSYS && r->status != -EOPNOTSUPP) {
+        mg_abort(f, r->status);
+        return;
+    }
+    if (r->status == 0 && r->lock.type != KB_LK_UNLCK) {
+        dist_flog(f, KB_LOG_INFO, "'%s' stays on set %d: a client holds a %s lock on it (owner %llx)", m->name,
+                  m->s, m->chk_flock ? "flock" : "POSIX/OFD", (unsigned long long)r->lock.owner);
+        mg_abort(f, -ETXTBSY);
+        return;
+    }
+    if (!m->chk_flock) {
+        m->chk_flock = true;
+        kb_args_t a = { .gfid = m->g, .fd = m->sfd, .flags = KB_LK_GETLK,
+                        .lock = { .type = KB_LK_WRLCK, .flock = 1, .owner = (uint64_t)(uintptr_t)m } };
+        one(f, m->s, KB_FOP_LK, &a, in_use_got);
+        return;
+    }
+    m->after_idle(f);
+}
+
+static void in_use_check(dist_frame_t *f, dist_step_fn next)
+{
+    mig_t *m = M(f);
+    m->after_idle = next;
+    m->chk_flock = false;
+    kb_args_t a = { .gfid = m->g, .fd = m->sfd, .flags = KB_LK_GETLK,
+                    .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 0, .owner = (uint64_t)(uintptr_t)m } };
+    one(f, m->s, KB_FOP_LK, &a, in_use_got);
 }
 
 /* -- 2. bulk copy -- */
@@ -813,7 +869,7 @@ static void mg_src_opened(dist_frame_t *f)
     m->sfd = r->fd;
     m->sopen = true;
     m->off = 0;
-    mg_bulk(f);
+    in_use_check(f, mg_bulk);
 }
 
 static void mg_target_marked(dist_frame_t *f)

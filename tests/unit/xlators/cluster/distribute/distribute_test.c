@@ -1283,51 +1283,59 @@ Test(distribute_posix, files_spread_listed_once_renamed_in_place)
     real_stop(&r);
 }
 
-Test(distribute_posix, migrate_over_real_bricks_with_locks)
+/* Two real bricks (posix under locks) under distribute, and in directory
+ * m a file (gfid GF, open read-write as FD) whose name B hashes to the
+ * brick it is not on (bitmask MA): a file rebalance would move. */
+static void misplaced_file(real_t *r, kb_gfid_t *d, char b[32], kb_gfid_t *gf, uint64_t *fd, unsigned *ma)
 {
     if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks"))
         cr_skip_test("storage/posix or features/locks is not linked in");
     kb_log_level = KB_LOG_ERROR;
-    real_t r = { 0 };
     char vf[1024], err[256] = "";
     for (int i = 0; i < 2; i++)
-        cr_assert_not_null(r.dir[i] = bh_tmpdir("distmig"));
+        cr_assert_not_null(r->dir[i] = bh_tmpdir("distmig"));
     snprintf(vf, sizeof(vf),
              "volume p0\n type storage/posix\n option directory %s\nend-volume\n"
              "volume b0\n type features/locks\n subvolumes p0\nend-volume\n"
              "volume p1\n type storage/posix\n option directory %s\nend-volume\n"
              "volume b1\n type features/locks\n subvolumes p1\nend-volume\n"
              "volume dist\n type cluster/distribute\n subvolumes b0 b1\nend-volume\n",
-             r.dir[0], r.dir[1]);
-    cr_assert_not_null(r.h = bh_start(vf, err, sizeof(err)), "%s", err);
-    bh_pump(r.h, 10);
-    kb_gfid_t d;
-    cr_assert_eq(bh_mkdir(r.h, &kb_gfid_root, "m", 0755, &d), 0);
-    /* a file renamed so that its name hashes to the other brick */
-    kb_gfid_t gf;
-    uint64_t fd;
-    cr_assert_eq(bh_create(r.h, &d, "seed", 0640, O_RDWR, &gf, &fd), 0);
-    unsigned ma = on_disk(&r, "m/seed", NULL);
+             r->dir[0], r->dir[1]);
+    cr_assert_not_null(r->h = bh_start(vf, err, sizeof(err)), "%s", err);
+    bh_pump(r->h, 10);
+    cr_assert_eq(bh_mkdir(r->h, &kb_gfid_root, "m", 0755, d), 0);
+    cr_assert_eq(bh_create(r->h, d, "seed", 0640, O_RDWR, gf, fd), 0);
+    *ma = on_disk(r, "m/seed", NULL);
     dist_layout_t l;
     dist_layout_clear(&l, 2);
     for (int i = 0; i < 2; i++) {
         char p[512];
         uint8_t v[64];
-        snprintf(p, sizeof(p), "%s/m", r.dir[i]);
+        snprintf(p, sizeof(p), "%s/m", r->dir[i]);
         ssize_t n = lgetxattr(p, KB_LAYOUT_XATTR, v, sizeof(v));
         cr_assert_eq(dist_layout_decode(&l, i, v, (size_t)n), 0);
     }
-    char b[32];
     for (int k = 0;; k++) {
-        snprintf(b, sizeof(b), "vm-%d.img", k);
-        if (1u << dist_layout_search(&l, dist_hash_str(b)) != ma)
+        snprintf(b, 32, "vm-%d.img", k);
+        if (1u << dist_layout_search(&l, dist_hash_str(b)) != *ma)
             break;
     }
-    kb_args_t rn = { .gfid = d, .name = "seed", .gfid2 = d, .name2 = b };
-    cr_assert_eq(bh_call(r.h, KB_FOP_RENAME, &rn, NULL), 0);
+    kb_args_t rn = { .gfid = *d, .name = "seed", .gfid2 = *d, .name2 = b };
+    cr_assert_eq(bh_call(r->h, KB_FOP_RENAME, &rn, NULL), 0);
     char rel[64];
     snprintf(rel, sizeof(rel), "m/%s", b);
-    cr_assert_eq(on_disk(&r, rel, NULL), ma, "renamed in place: misplaced");
+    cr_assert_eq(on_disk(r, rel, NULL), *ma, "renamed in place: misplaced");
+}
+
+Test(distribute_posix, migrate_over_real_bricks_with_locks)
+{
+    real_t r = { 0 };
+    kb_gfid_t d, gf;
+    uint64_t fd;
+    unsigned ma;
+    char b[32], rel[64];
+    misplaced_file(&r, &d, b, &gf, &fd, &ma);
+    snprintf(rel, sizeof(rel), "m/%s", b);
     static char data[5 * 1024 * 1024 + 123];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)(i * 7 + i / 4096);
@@ -1363,6 +1371,51 @@ Test(distribute_posix, migrate_over_real_bricks_with_locks)
     cr_assert_eq(memcmp(back + 3, data + 3, sizeof(data) - 3), 0, "content identical");
     cr_assert_eq(bh_release(r.h, &gf, fd), 0);
     real_readdir_all(&r, &d, 0);
+    real_stop(&r);
+}
+
+/* A file a client holds a lock on (a running VM's image) is not moved:
+ * the lock would stay on the copy dropped. POSIX/OFD and flock alike;
+ * once unlocked it moves, and a lock taken afterwards through the old fd
+ * lands on the new copy (the fd moves first), where another owner sees it. */
+Test(distribute_posix, a_locked_file_is_not_migrated)
+{
+    real_t r = { 0 };
+    kb_gfid_t d, gf;
+    uint64_t fd;
+    unsigned ma;
+    char b[32], rel[64];
+    misplaced_file(&r, &d, b, &gf, &fd, &ma);
+    snprintf(rel, sizeof(rel), "m/%s", b);
+    cr_assert_eq(bh_write(r.h, &gf, fd, 0, "DATA", 4, 0), 4);
+    kb_args_t mg = { .gfid = d, .name = b, .flags = KB_IPC_DIST_MIGRATE };
+    for (int flock = 0; flock < 2; flock++) {
+        kb_args_t lk = { .gfid = gf, .fd = fd, .flags = KB_LK_SETLK,
+                         .lock = { .type = KB_LK_WRLCK, .start = 100, .len = flock ? 0 : 1, .owner = 0xA, .flock = (uint32_t)flock } };
+        cr_assert_eq(bh_call(r.h, KB_FOP_LK, &lk, NULL), 0);
+        cr_assert_eq(bh_call(r.h, KB_FOP_IPC, &mg, NULL), -ETXTBSY, "%s lock held: left in place", flock ? "flock" : "POSIX");
+        cr_assert_eq(on_disk(&r, rel, NULL), ma, "still on its brick");
+        lk.lock.type = KB_LK_UNLCK;
+        cr_assert_eq(bh_call(r.h, KB_FOP_LK, &lk, NULL), 0);
+    }
+    kb_reply_t rep;
+    cr_assert_eq(bh_call(r.h, KB_FOP_IPC, &mg, &rep), 0);
+    kb_reply_clear(&rep);
+    cr_assert_eq(on_disk(&r, rel, NULL), 3u - ma, "unlocked: moved");
+    /* the old fd locks: the lock must be where the file is now */
+    kb_args_t lk = { .gfid = gf, .fd = fd, .flags = KB_LK_SETLKW,
+                     .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 10, .owner = 0xA } };
+    cr_assert_eq(bh_call(r.h, KB_FOP_LK, &lk, NULL), 0);
+    uint64_t fd2;
+    cr_assert_eq(bh_open(r.h, &gf, O_RDWR, &fd2), 0);
+    kb_args_t q = { .gfid = gf, .fd = fd2, .flags = KB_LK_SETLK,
+                    .lock = { .type = KB_LK_WRLCK, .start = 5, .len = 1, .owner = 0xB } };
+    cr_assert_eq(bh_call(r.h, KB_FOP_LK, &q, NULL), -EAGAIN, "the old fd's lock holds on the new copy");
+    char buf[8] = "";
+    cr_assert_eq(bh_read(r.h, &gf, fd2, 0, 4, buf), 4);
+    cr_assert_eq(memcmp(buf, "DATA", 4), 0);
+    cr_assert_eq(bh_release(r.h, &gf, fd2), 0);
+    cr_assert_eq(bh_release(r.h, &gf, fd), 0);
     real_stop(&r);
 }
 
