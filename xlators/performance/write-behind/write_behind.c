@@ -58,7 +58,9 @@
  *    as Linux does); and the next behind-eligible WRITE of each fd fails with
  *    it once, without being sent, so a streaming writer learns early. FSYNC
  *    and FLUSH still run (FLUSH drops POSIX locks). An error remembered on an
- *    inode is forgotten when its last fd is released.
+ *    inode is forgotten when its last fd is released. An fd whose write
+ *    failed writes through (not behind) until one succeeds; one that failed
+ *    with EBADFD (replicate: its lock was lost) fails every later write.
  *  - What is NOT promised: another client sees a behind write once it
  *    completed, i.e. at the latest after this client's fsync or close (the
  *    close-to-open consistency every NFS-like system gives). A client that
@@ -195,6 +197,8 @@ typedef struct wb_fd {
     uint32_t flags;               /* open flags */
     wb_inode_t *ino;              /* referenced */
     uint32_t wr_gen, sync_gen;    /* errors reported to WRITE / FSYNC+FLUSH */
+    int dead;                     /* the fd itself failed (-EBADFD: its lock was lost): every write fails */
+    bool wary;                    /* a write of this fd failed: write through until one succeeds */
 } wb_fd_t;
 
 typedef struct wb_priv {
@@ -208,6 +212,7 @@ typedef struct wb_priv {
 
 static void wb_process(wb_inode_t *ino);
 static void write_free(wb_write_t *w);
+static void fd_failed(wb_fd_t *f, int st);
 
 /* ---------------- domains (registry shared by the loops' threads) ---------------- */
 
@@ -456,6 +461,7 @@ static void write_done(void *cookie, const kb_reply_t *r)
     if (st < 0) {
         ino_error(ino, st);
         wb_priv_t *p = w->xl->priv;
+        fd_failed(p->dom ? fd_find(p, w->args.fd) : NULL, st);
         char gs[KB_GFID_STRLEN];
         if (kb_ratelimit_ok(&p->rl))
             kb_log_req(KB_LOG_WARN, w->xl->name, w->req_id,
@@ -466,6 +472,23 @@ static void write_done(void *cookie, const kb_reply_t *r)
     w->state = WB_DONE;
     ino->nwound--;
     wb_process(ino);
+}
+
+/* A write of F failed with ST. A failed fd (its lock lost while this
+ * client was away: -EBADFD from replicate, for good) fails every later
+ * write at once: acknowledging one would be a silent success on a
+ * descriptor that can never write again. Any other failure (the bricks
+ * unreachable, a full disk) makes the fd write through until a write
+ * succeeds, so the next write learns the truth before it is acknowledged
+ * (after a cut, the first write on a descriptor whose lock was lost fails
+ * itself, not only the fsync after it). */
+static void fd_failed(wb_fd_t *f, int st)
+{
+    if (!f)
+        return;
+    f->wary = true;
+    if (st == -EBADFD)
+        f->dead = st;
 }
 
 static wb_write_t *write_new(kb_call_t *call, const wb_fd_t *f)
@@ -720,6 +743,14 @@ static void wb_reply(void *cookie, const kb_reply_t *r)
             return;
         }
         break;
+    case KB_FOP_WRITE:            /* written through: what it says of the fd */
+        if (p->dom && (f = fd_find(p, a->fd))) {
+            if (r->status < 0)
+                fd_failed(f, r->status);
+            else
+                f->wary = false;
+        }
+        break;
     case KB_FOP_LOOKUP:
         if (a->name && relookup(call, r))
             return;
@@ -764,6 +795,10 @@ static void wb_write(kb_call_t *call)
     wb_priv_t *p = call->xl->priv;
     const kb_args_t *a = call->args;
     wb_fd_t *f = p->enabled && dom_bind(call->xl) ? fd_find(p, a->fd) : NULL;
+    if (f && f->dead) {
+        kb_unwind_err(call, f->dead);
+        return;
+    }
     if (!f || !a->data || !a->data->len || (a->flags & O_DIRECT) || (f->flags & (O_DSYNC | O_SYNC))) {
         wb_ordered(call);         /* a synchronous write */
         return;
@@ -772,6 +807,10 @@ static void wb_write(kb_call_t *call)
     if (f->wr_gen != ino->err_gen) {
         f->wr_gen = ino->err_gen;
         kb_unwind_err(call, ino->err);
+        return;
+    }
+    if (f->wary) {
+        wb_ordered(call);         /* after a failure: through, until one succeeds */
         return;
     }
     wb_local_t *l = call->local;

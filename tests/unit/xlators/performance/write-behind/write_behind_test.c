@@ -363,6 +363,59 @@ Test(write_behind, fsync_and_flush_wait_and_report_a_failed_write, .init = start
     wr_clear(&w4);
 }
 
+/* A lock holder whose lock was lost (replicate fails its fd with EBADFD)
+ * must not be told a later write succeeded: after any failed write the fd
+ * writes through until one succeeds, and after EBADFD it fails at once. */
+Test(write_behind, a_failed_fd_is_not_written_behind, .init = start, .fini = stop)
+{
+    kb_gfid_t f = gf(1);
+    uint64_t fd = open_fd(g, &f, O_RDWR);
+    m->hold[KB_FOP_WRITE] = true;
+    wr_t w1, w2, w3, w4;
+    wr_go(g, &w1, &f, fd, 0, 4096, 'a');
+    cr_assert_eq(w1.x.r.status, 4096, "behind");
+    mock_complete(m, 0, -ENOTCONN);             /* the bricks were away */
+    wr_go(g, &w2, &f, fd, 4096, 4096, 'b');
+    cr_assert_eq(w2.x.r.status, -ENOTCONN, "the failure, once (errseq)");
+    wr_go(g, &w3, &f, fd, 4096, 4096, 'b');
+    cr_assert_eq(w3.x.n, 0, "then through: not acknowledged before the child answers");
+    mock_complete(m, 0, -EBADFD);               /* back, and the lock was lost */
+    cr_assert_eq(w3.x.r.status, -EBADFD);
+    int sent = mock_count(m, KB_FOP_WRITE);
+    for (int i = 0; i < 3; i++) {
+        wr_t w;
+        wr_go(g, &w, &f, fd, 0, 4096, 'c');
+        cr_assert_eq(w.x.n, 1);
+        cr_assert_eq(w.x.r.status, -EBADFD, "every later write fails at once");
+        wr_clear(&w);
+    }
+    cr_assert_eq(mock_count(m, KB_FOP_WRITE), sent, "and none is sent");
+    /* a write through that succeeds makes an fd trusted again (another file) */
+    f = gf(2);
+    uint64_t fd2 = open_fd(g, &f, O_RDWR);
+    m->hold[KB_FOP_WRITE] = false;
+    mock_fail(m, KB_FOP_WRITE, -EIO, 1);
+    wr_go(g, &w4, &f, fd2, 0, 4096, 'd');
+    cr_assert_eq(w4.x.r.status, 4096, "behind, then failed");
+    wr_t w5, w6;
+    wr_go(g, &w5, &f, fd2, 0, 4096, 'e');
+    cr_assert_eq(w5.x.r.status, -EIO, "reported once");
+    wr_go(g, &w6, &f, fd2, 0, 4096, 'e');
+    cr_assert_eq(w6.x.r.status, 4096, "through, succeeded");
+    m->hold[KB_FOP_WRITE] = true;
+    wr_t w7;
+    wr_go(g, &w7, &f, fd2, 0, 4096, 'f');
+    cr_assert_eq(w7.x.r.status, 4096, "behind again");
+    mock_complete_all(m, false);
+    wr_clear(&w1);
+    wr_clear(&w2);
+    wr_clear(&w3);
+    wr_clear(&w4);
+    wr_clear(&w5);
+    wr_clear(&w6);
+    wr_clear(&w7);
+}
+
 Test(write_behind, a_short_write_is_an_error, .init = start, .fini = stop)
 {
     kb_gfid_t f = gf(1);
