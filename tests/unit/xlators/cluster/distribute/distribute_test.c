@@ -1286,7 +1286,8 @@ Test(distribute_posix, files_spread_listed_once_renamed_in_place)
 /* Two real bricks (posix under locks) under distribute, and in directory
  * m a file (gfid GF, open read-write as FD) whose name B hashes to the
  * brick it is not on (bitmask MA): a file rebalance would move. */
-static void misplaced_file(real_t *r, kb_gfid_t *d, char b[32], kb_gfid_t *gf, uint64_t *fd, unsigned *ma)
+static void misplaced_file(real_t *r, kb_gfid_t *d, char b[32], char rel[64], kb_gfid_t *gf, uint64_t *fd,
+                           unsigned *ma)
 {
     if (!kb_xlator_type_find("storage/posix") || !kb_xlator_type_find("features/locks"))
         cr_skip_test("storage/posix or features/locks is not linked in");
@@ -1322,8 +1323,7 @@ static void misplaced_file(real_t *r, kb_gfid_t *d, char b[32], kb_gfid_t *gf, u
     }
     kb_args_t rn = { .gfid = *d, .name = "seed", .gfid2 = *d, .name2 = b };
     cr_assert_eq(bh_call(r->h, KB_FOP_RENAME, &rn, NULL), 0);
-    char rel[64];
-    snprintf(rel, sizeof(rel), "m/%s", b);
+    snprintf(rel, 64, "m/%s", b);
     cr_assert_eq(on_disk(r, rel, NULL), *ma, "renamed in place: misplaced");
 }
 
@@ -1334,8 +1334,7 @@ Test(distribute_posix, migrate_over_real_bricks_with_locks)
     uint64_t fd;
     unsigned ma;
     char b[32], rel[64];
-    misplaced_file(&r, &d, b, &gf, &fd, &ma);
-    snprintf(rel, sizeof(rel), "m/%s", b);
+    misplaced_file(&r, &d, b, rel, &gf, &fd, &ma);
     static char data[5 * 1024 * 1024 + 123];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)(i * 7 + i / 4096);
@@ -1385,8 +1384,7 @@ Test(distribute_posix, a_locked_file_is_not_migrated)
     uint64_t fd;
     unsigned ma;
     char b[32], rel[64];
-    misplaced_file(&r, &d, b, &gf, &fd, &ma);
-    snprintf(rel, sizeof(rel), "m/%s", b);
+    misplaced_file(&r, &d, b, rel, &gf, &fd, &ma);
     cr_assert_eq(bh_write(r.h, &gf, fd, 0, "DATA", 4, 0), 4);
     kb_args_t mg = { .gfid = d, .name = b, .flags = KB_IPC_DIST_MIGRATE };
     for (int flock = 0; flock < 2; flock++) {
