@@ -243,6 +243,7 @@ static void conn_cleanup_brick(kbd_conn_t *c)
             if (!a)
                 continue;
             a->fd = fd;
+            a->flags = KB_REL_CONN_GONE;   /* not its close: it may reconnect and reopen */
             kb_cred_t cred = { .client_id = c->id };
             kb_wind(g->top, c->fds.dir[i] ? KB_FOP_RELEASEDIR : KB_FOP_RELEASE, a, &cred, 0, release_cbk, a);
         }

@@ -176,6 +176,12 @@ enum {
                                           setgid if group-executable (the writer lacks
                                           CAP_FSETID: FUSE_HANDLE_KILLPRIV_V2) */
 
+/* RELEASE / RELEASEDIR args.flags, set only by the brick's server (RELEASE
+ * carries no flags on the wire): the fd goes because its client's connection
+ * went, not because the client closed it. The client may come back and
+ * reopen by gfid: storage/posix keeps an open-unlinked file for it. */
+#define KB_REL_CONN_GONE (1u << 0)
+
 typedef struct kb_reply {
     int32_t status;
     uint32_t rflags;     /* KB_RF_* */

@@ -13,6 +13,9 @@
  * Handles follow the user-visible links: the last unlink of a non-directory
  * (st_nlink == 2: user link + handle) removes the handle, a rename that
  * replaces a target does the same for the target, rmdir removes the record.
+ * Except for a regular file the brick holds open: it becomes an orphan,
+ * handle kept until the last close (orphan.c), its marker made durable
+ * before the name goes.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -265,12 +268,17 @@ void posix_op_unlink(kb_call_t *call)
     int rc = posix_resolve_entry(p, &a->gfid, a->name, &o);
     if (!rc && S_ISDIR(o.st.st_mode))
         rc = -EISDIR;
-    if (!rc && unlinkat(o.dfd, o.name, 0))
+    /* nlink counts the handle: 2 means this is the last user link. Open
+     * here, the object stays reachable by gfid (an orphan); otherwise it is
+     * gone for new lookups, and open fds elsewhere keep only the inode. */
+    bool last = !rc && !kb_gfid_is_null(&o.gfid) && o.st.st_nlink <= 2;
+    int kept = last && S_ISREG(o.st.st_mode) && o.st.st_nlink == 2 ? posix_orphan_mark(p, &o.gfid) : 0;
+    if (!rc && unlinkat(o.dfd, o.name, 0)) {
         rc = -errno;
-    /* nlink counted the handle: 2 means that was the last user link. Open
-     * fds keep the inode; the object is gone for new lookups. */
-    if (!rc && !kb_gfid_is_null(&o.gfid) && o.st.st_nlink <= 2 &&
-        posix_handle_unlink(p, &o.gfid, o.st.st_ino))
+        if (kept > 0)
+            posix_orphan_unmark(p, &o.gfid);
+    }
+    if (!rc && last && kept <= 0 && posix_handle_unlink(p, &o.gfid, o.st.st_ino))
         posix_cl_forget(p, &o.gfid);
     posix_obj_put(p, &o);
     posix_unwind_status(call, rc);
@@ -318,10 +326,11 @@ static void moved(posix_priv_t *p, posix_obj_t *o, const kb_gfid_t *g, bool is_d
         kb_err(p->xl->name, "rename: rewriting the record of a directory failed: %s", strerror(-rc));
 }
 
-/* A rename replaced the object DST described (stat before the rename). */
-static void replaced(posix_priv_t *p, const posix_obj_t *dst)
+/* A rename replaced the object DST described (stat before the rename);
+ * ORPHANED: it was open here and its marker is on disk: its handle stays. */
+static void replaced(posix_priv_t *p, const posix_obj_t *dst, bool orphaned)
 {
-    if (kb_gfid_is_null(&dst->gfid))
+    if (kb_gfid_is_null(&dst->gfid) || orphaned)
         return;
     if (S_ISDIR(dst->st.st_mode)) {
         posix_handle_unlink(p, &dst->gfid, 0);
@@ -342,8 +351,16 @@ static int rename_do(posix_priv_t *p, const kb_args_t *a, posix_obj_t *src, posi
     bool same = dst_exists && src->st.st_ino == dst->st.st_ino && src->st.st_dev == dst->st.st_dev;
     if (same && !(flags & RENAME_EXCHANGE))
         return (flags & RENAME_NOREPLACE) ? -EEXIST : 0;   /* POSIX: links of one file, no-op */
-    if (syscall(SYS_renameat2, src->dfd, src->name, dst->dfd, dst->name, flags))
-        return -errno;
+    /* Renamed over the last name of a file open here: an orphan. */
+    bool over = dst_exists && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) && S_ISREG(dst->st.st_mode) &&
+                dst->st.st_nlink == 2 && !kb_gfid_is_null(&dst->gfid);
+    int kept = over ? posix_orphan_mark(p, &dst->gfid) : 0;
+    if (syscall(SYS_renameat2, src->dfd, src->name, dst->dfd, dst->name, flags)) {
+        int rc = -errno;
+        if (kept > 0)
+            posix_orphan_unmark(p, &dst->gfid);
+        return rc;
+    }
     bool src_dir = S_ISDIR(src->st.st_mode);
     if (flags & RENAME_EXCHANGE) {
         bool dst_dir = S_ISDIR(dst->st.st_mode);
@@ -352,7 +369,7 @@ static int rename_do(posix_priv_t *p, const kb_args_t *a, posix_obj_t *src, posi
         return 0;
     }
     if (dst_exists)
-        replaced(p, dst);
+        replaced(p, dst, kept > 0);
     moved(p, dst, &src->gfid, src_dir, &a->gfid2);
     return 0;
 }
@@ -392,6 +409,10 @@ void posix_op_link(kb_call_t *call)
     int rc = posix_resolve(p, &a->gfid, &o);
     if (!rc && S_ISDIR(o.st.st_mode))
         rc = -EPERM;
+    /* An open-unlinked file has no name to come back to (ext4 refuses to
+     * link an unlinked inode too): no heal resurrects it. */
+    if (!rc && posix_orphan_is(p, &a->gfid))
+        rc = -ENOENT;
     if (!rc) {
         rc = posix_resolve_entry(p, &a->gfid2, a->name2, &d);
         rc = rc == 0 ? -EEXIST : rc == -ENOENT ? 0 : rc;

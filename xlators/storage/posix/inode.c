@@ -236,12 +236,14 @@ void posix_op_flush(kb_call_t *call)
 
 void posix_op_release(kb_call_t *call)
 {
-    posix_unwind_status(call, posix_fd_release(posix_priv(call), call->args->fd, false));
+    bool gone = call->args->flags & KB_REL_CONN_GONE;
+    posix_unwind_status(call, posix_fd_release(posix_priv(call), call->args->fd, false, gone));
 }
 
 void posix_op_releasedir(kb_call_t *call)
 {
-    posix_unwind_status(call, posix_fd_release(posix_priv(call), call->args->fd, true));
+    bool gone = call->args->flags & KB_REL_CONN_GONE;
+    posix_unwind_status(call, posix_fd_release(posix_priv(call), call->args->fd, true, gone));
 }
 
 void posix_op_fsyncdir(kb_call_t *call)

@@ -8,6 +8,7 @@
  *   inode.c      inode ops (stat, setattr, xattrs, open, lseek, ...)
  *   io.c         data I/O through io_uring joined to the graph's loop
  *   changelog.c  XATTROP, heal index, dirty-region maps, IPC
+ *   orphan.c     open-unlinked files: kept by gfid until the last close
  *   brick.c      brick stamping (posix.h)
  *
  * Threading: everything here runs on the graph's loop thread; no locks.
@@ -65,6 +66,17 @@ typedef struct posix_fd {
     struct posix_fd *hnext;
 } posix_fd_t;
 
+/* A regular file the brick holds open, by gfid (orphan.c): its fds in the
+ * table, and whether it lost its last name meanwhile (an orphan: its handle
+ * stays, .kembar/unlinked/<gfid> records it). */
+typedef struct posix_held {
+    kb_gfid_t gfid;
+    uint32_t nfds;
+    bool orphan;
+    uint64_t keep_until;      /* orphan held by nobody: kept until then (kb_now_ms) */
+    struct posix_held *next;
+} posix_held_t;
+
 /* A dirty-region map held in memory (changelog.c). */
 typedef struct posix_rmap {
     kb_gfid_t gfid;
@@ -75,11 +87,12 @@ typedef struct posix_rmap {
 } posix_rmap_t;
 
 struct posix_ring;
+struct event;
 
 typedef struct posix_priv {
     kb_xlator_t *xl;
     char *dir;
-    int root_fd, internal_fd, handles_fd, index_fd, regions_fd;
+    int root_fd, internal_fd, handles_fd, index_fd, regions_fd, unlinked_fd;
 
     /* directory fd cache: hash + LRU (head = most recent) */
     posix_dent_t **dc_tab;
@@ -91,6 +104,14 @@ typedef struct posix_priv {
     posix_fd_t **ft_tab;
     size_t ft_nb, ft_count;
     uint64_t ft_next;
+
+    /* held files and orphans (orphan.c) */
+    posix_held_t **hd_tab;
+    size_t hd_nb, hd_count, orphans;
+    uint64_t grace_ms;        /* orphan-grace: how long an orphan waits for its client */
+    struct event *sweep_ev;   /* removes the kept orphans nobody came back for */
+    uint64_t sweep_at;        /* when it is armed for (kb_now_ms), 0: not armed */
+    bool stopping;            /* fini: fds close, orphans stay for the next start */
 
     /* region maps */
     posix_rmap_t *rm_head;
@@ -178,7 +199,8 @@ posix_fd_t *posix_fd_add(posix_priv_t *p, int fd, const kb_gfid_t *g, uint32_t f
 /* Validated lookup of a wire fd number (takes a reference) or NULL. */
 posix_fd_t *posix_fd_get(posix_priv_t *p, uint64_t num, const kb_gfid_t *g);
 void posix_fd_put(posix_priv_t *p, posix_fd_t *f);
-int posix_fd_release(posix_priv_t *p, uint64_t num, bool want_dir);
+/* CONN_GONE: the fd goes with its client's connection (KB_REL_CONN_GONE). */
+int posix_fd_release(posix_priv_t *p, uint64_t num, bool want_dir, bool conn_gone);
 void posix_unwind_attr(kb_call_t *call, int status, const struct stat *st, const kb_gfid_t *g);
 void posix_unwind_status(kb_call_t *call, int status);
 
@@ -232,6 +254,27 @@ int posix_regions_track(posix_priv_t *p, const kb_gfid_t *g, uint64_t off, uint6
 /* The object is gone: drop its index entry and region map. */
 void posix_cl_forget(posix_priv_t *p, const kb_gfid_t *g);
 void posix_rm_fini(posix_priv_t *p);
+
+/* ---- orphan.c ---- */
+/* Scan .kembar/unlinked (leftovers of the previous run) and keep them for
+ * GRACE_MS (0, or no BASE: remove them at once). */
+int posix_orphan_init(posix_priv_t *p, struct event_base *base, uint64_t grace_ms);
+void posix_orphan_fini(posix_priv_t *p);
+/* The fd table opens / closes an fd on regular file G. The last close of an
+ * orphan removes it, unless it is kept (stopping; a kept one; CONN_GONE:
+ * the fd went with its client's connection, kept for the grace). */
+int posix_held_ref(posix_priv_t *p, const kb_gfid_t *g);
+void posix_held_unref(posix_priv_t *p, const kb_gfid_t *g, bool conn_gone);
+/* Before the last name of regular file G goes: 1 when the brick holds it
+ * open and its marker is now durable (keep the handle), 0 when it is not
+ * open here, -errno when the marker could not be made (logged: remove the
+ * handle as if not open). */
+int posix_orphan_mark(posix_priv_t *p, const kb_gfid_t *g);
+/* The name removal failed after posix_orphan_mark returned 1. */
+void posix_orphan_unmark(posix_priv_t *p, const kb_gfid_t *g);
+bool posix_orphan_is(const posix_priv_t *p, const kb_gfid_t *g);
+/* Remove every orphan no fd holds and no grace keeps; returns how many. */
+unsigned posix_orphan_sweep(posix_priv_t *p);
 
 /* ---- brick.c ---- */
 int posix_rmtree_at(int dfd, const char *name, int depth);

@@ -10,7 +10,10 @@
  *     invisible to clients (see internal.h for the confinement rule);
  *   - an fd on the wire is a number looked up in the brick's fd table, never
  *     a pointer; a stale or foreign number reads as -EBADF;
- *   - a client that goes away (ctl KB_CTL_CLIENT_GONE) loses all its fds.
+ *   - a client that goes away (ctl KB_CTL_CLIENT_GONE) loses all its fds;
+ *   - a regular file unlinked while open here stays reachable by gfid until
+ *     the brick's last fd on it is closed, and for a grace after a restart
+ *     or its client's connection went, to be reopened (orphan.c).
  *
  * This file holds the descriptor, init/fini, the fd table and the reply
  * helpers; the ops live in entry.c, inode.c, io.c and changelog.c.
@@ -37,6 +40,11 @@ static const kb_option_def_t posix_options[] = {
       "Start writing a file's dirty pages to disk after this many bytes of buffered writes "
       "(0: leave it to the kernel's writeback), so an fsync finds little left to write; "
       "bricks read it when they start (volume stop/start)" },
+    { "orphan-grace", "storage.orphan-grace", KB_OPT_TIME, "120", 0, 3600000, NULL,
+      "Seconds a brick keeps a file that was open and unlinked when the brick stopped or crashed, or "
+      "when the connection of the client holding it went, so the client can reopen it when it "
+      "reconnects (as long as the longest lock lease); then it is removed unless reopened; bricks "
+      "read it when they start" },
     { NULL },
 };
 
@@ -71,8 +79,10 @@ posix_fd_t *posix_fd_add(posix_priv_t *p, int fd, const kb_gfid_t *g, uint32_t f
                          uint64_t client_id)
 {
     posix_fd_t *f = kb_zalloc(sizeof(*f));
-    if (!f)
+    if (!f || (!is_dir && posix_held_ref(p, g))) {
+        free(f);
         return NULL;
+    }
     f->num = p->ft_next++;
     f->fd = fd;
     f->bfd = -1;
@@ -119,7 +129,7 @@ void posix_fd_put(posix_priv_t *p, posix_fd_t *f)
     free(f);
 }
 
-static void ft_unhash(posix_priv_t *p, posix_fd_t *f)
+static void ft_unhash(posix_priv_t *p, posix_fd_t *f, bool conn_gone)
 {
     posix_fd_t **pp = &p->ft_tab[ft_slot(p, f->num)];
     while (*pp && *pp != f)
@@ -127,15 +137,17 @@ static void ft_unhash(posix_priv_t *p, posix_fd_t *f)
     if (*pp) {
         *pp = f->hnext;
         p->ft_count--;
+        if (!f->is_dir)
+            posix_held_unref(p, &f->gfid, conn_gone);   /* the last of an orphan removes it */
     }
 }
 
-int posix_fd_release(posix_priv_t *p, uint64_t num, bool want_dir)
+int posix_fd_release(posix_priv_t *p, uint64_t num, bool want_dir, bool conn_gone)
 {
     posix_fd_t *f = num ? ft_find(p, num) : NULL;
     if (!f || f->is_dir != want_dir)
         return -EBADF;
-    ft_unhash(p, f);
+    ft_unhash(p, f, conn_gone);
     posix_fd_put(p, f);       /* in-flight I/O keeps the real fd open */
     return 0;
 }
@@ -148,7 +160,7 @@ static unsigned ft_drop(posix_priv_t *p, uint64_t client, bool all)
         for (posix_fd_t *f = p->ft_tab[i], *nx; f; f = nx) {
             nx = f->hnext;
             if (all || f->client_id == client) {
-                ft_unhash(p, f);
+                ft_unhash(p, f, true);
                 posix_fd_put(p, f);
                 n++;
             }
@@ -218,6 +230,8 @@ static int posix_open_brick(posix_priv_t *p)
         rc = open_internal(p->internal_fd, "index", &p->index_fd);
     if (!rc)
         rc = open_internal(p->internal_fd, "regions", &p->regions_fd);
+    if (!rc)
+        rc = open_internal(p->internal_fd, "unlinked", &p->unlinked_fd);
     if (rc)
         kb_err(p->xl->name, "%s: preparing %s/: %s", p->dir, KB_INTERNAL_DIR, strerror(-rc));
     return rc;
@@ -228,13 +242,16 @@ static void posix_free(posix_priv_t *p)
     if (!p)
         return;
     posix_io_fini(p);
+    p->stopping = true;       /* the orphans stay for the next start (orphan.c) */
     if (p->ft_tab) {
         ft_drop(p, 0, true);
         free(p->ft_tab);
     }
+    posix_orphan_fini(p);
     posix_rm_fini(p);
     posix_dc_fini(p);
-    int *fds[] = { &p->regions_fd, &p->index_fd, &p->handles_fd, &p->internal_fd, &p->root_fd };
+    int *fds[] = { &p->unlinked_fd, &p->regions_fd, &p->index_fd, &p->handles_fd, &p->internal_fd,
+                   &p->root_fd };
     for (size_t i = 0; i < KB_ARRAY_SIZE(fds); i++)
         if (*fds[i] >= 0)
             close(*fds[i]);
@@ -278,7 +295,7 @@ static int posix_init(kb_xlator_t *xl)
     if (!p)
         return -ENOMEM;
     p->xl = xl;
-    p->root_fd = p->internal_fd = p->handles_fd = p->index_fd = p->regions_fd = -1;
+    p->root_fd = p->internal_fd = p->handles_fd = p->index_fd = p->regions_fd = p->unlinked_fd = -1;
     p->ft_nb = 256;
     p->ft_next = 1;
     p->rm_max = (unsigned)kb_opt_int(xl->opts, posix_options, "region-cache-size");
@@ -287,12 +304,13 @@ static int posix_init(kb_xlator_t *xl)
         posix_free(p);
         return -ENOMEM;
     }
+    struct event_base *base = xl->graph ? xl->graph->base : NULL;
     if ((rc = posix_open_brick(p)) ||
-        (rc = posix_dc_init(p, (size_t)kb_opt_int(xl->opts, posix_options, "dir-cache-size")))) {
+        (rc = posix_dc_init(p, (size_t)kb_opt_int(xl->opts, posix_options, "dir-cache-size"))) ||
+        (rc = posix_orphan_init(p, base, kb_opt_time_ms(xl->opts, posix_options, "orphan-grace")))) {
         posix_free(p);
         return rc;
     }
-    struct event_base *base = xl->graph ? xl->graph->base : NULL;
     if (kb_opt_bool(xl->opts, posix_options, "io-uring") && base) {
         rc = posix_io_init(p, base, (unsigned)kb_opt_int(xl->opts, posix_options, "ring-size"));
         if (rc)
@@ -371,8 +389,9 @@ static int posix_ctl(kb_xlator_t *xl, int code, void *arg)
         return 0;
     }
     case KB_CTL_STATUS:
-        kb_ctl_printf(arg, "%s: brick %s, %zu open fds, %zu/%zu cached dirs, %s I/O\n", xl->name, p->dir,
-                      p->ft_count, p->dc_count, p->dc_max, p->ring ? "io_uring" : "synchronous");
+        kb_ctl_printf(arg, "%s: brick %s, %zu open fds, %zu/%zu cached dirs, %zu open-unlinked, %s I/O\n",
+                      xl->name, p->dir, p->ft_count, p->dc_count, p->dc_max, p->orphans,
+                      p->ring ? "io_uring" : "synchronous");
         return 0;
     default:
         return -ENOSYS;

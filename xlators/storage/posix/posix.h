@@ -4,7 +4,8 @@
  * Brick root identity: the root directory carries
  *   trusted.kembar.volume-id  16 raw bytes (the volume's uuid)
  *   trusted.kembar.brick-id   16 raw bytes (this brick's uuid)
- * and <brick>/.kembar/ holds internal state (handles/, index/, regions/).
+ * and <brick>/.kembar/ holds internal state (handles/, index/, regions/,
+ * unlinked/: one empty file per gfid of an open-unlinked file, orphan.c).
  *
  * On-disk format (lib/version.h has the rule): the brick root carries
  *   trusted.kembar.format     4 bytes, u32 little-endian: the brick format
