@@ -30,6 +30,15 @@
  * A copy that other copies blame has its entry on THEIR bricks' indexes
  * (they hold the pending counters), so summing pending over the bricks of
  * a set counts each file needing heal at least once.
+ *
+ * Open-unlinked files (storage/posix orphan.c) are classified like the
+ * rest, by their handle: one a process still writes through a descriptor
+ * while a copy is away is pending (heal info shows it as <gfid:...>) until
+ * the heal daemon heals it by gfid — restarting the node with the good copy
+ * before that would serve the process stale data. Its entry goes with the
+ * object at its last close (index before handle), and a leftover of a crash
+ * nobody reopens goes when the brick's orphan grace runs out, so no orphan
+ * stays counted.
  */
 #include <dirent.h>
 #include <stdio.h>

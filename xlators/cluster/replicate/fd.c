@@ -6,8 +6,9 @@
  * magic on use) holding the gfid (through its inode), the open flags and
  * each child's own fd. OPEN / OPENDIR / CREATE go to every up child; a child
  * that was down, or lost its fds in a reconnect (CHILD_DOWN clears them), is
- * reopened lazily — OPEN by gfid with the saved flags, without O_CREAT /
- * O_EXCL / O_TRUNC — by the first op that needs it there. Concurrent ops
+ * reopened — OPEN by gfid with the saved flags, without O_CREAT / O_EXCL /
+ * O_TRUNC — when it comes up (file fds: repl_fd_child_up), else by the first
+ * op that needs it there (directory fds, failed reopens). Concurrent ops
  * share one reopen; a reopen that fails is retried after
  * REPL_REOPEN_BACKOFF_MS, or at once after that child's next CHILD_UP. O_TRUNC on open becomes a TRUNCATE to 0 inside a data
  * transaction, so it is marked like any other write.
@@ -136,6 +137,33 @@ void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn c
         if (start & REPL_BIT(i))
             repl_fan_wind(f, i);
     repl_fan_go(f);
+}
+
+/* ================= a child came back ================= */
+
+static void up_done(repl_op_t *op, const kb_reply_t *r) { (void)op; (void)r; }
+static void up_reopened(repl_op_t *op) { repl_op_fail(op, 0); }
+
+/* Child I is up again: every file fd reopens there now, not at its next op.
+ *  - An fd holding locks takes them again (lklog.c): a VM that holds its
+ *    image lock and does no I/O for a while must not leave the lock missing
+ *    on a brick.
+ *  - A brick back from a restart keeps the open-unlinked files it had open
+ *    only for its orphan-grace (storage/posix orphan.c): an idle fd on one of
+ *    them must reopen before that runs out, or that copy is gone for good.
+ * One OPEN per open file per returning child, as lazily it would cost at the
+ * file's next op; directory fds stay lazy (nothing on the brick waits). */
+void repl_fd_child_up(repl_priv_t *p, int i)
+{
+    for (repl_fd_t *fd = p->fds; fd; fd = fd->next) {
+        if (fd->dir || fd->lk_lost || (fd->opened & REPL_BIT(i)))
+            continue;
+        repl_op_t *t = repl_op_new(p, NULL);
+        if (!t)
+            return;              /* the fd's next op reopens it */
+        t->done = up_done;
+        repl_fd_ensure(t, fd, REPL_BIT(i), up_reopened);
+    }
 }
 
 static void release_done(repl_fan_t *f) { (void)f; }

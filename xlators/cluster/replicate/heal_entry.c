@@ -7,12 +7,15 @@
  *   snapshot  LOOKUP + XATTROP GET; heal_plan(KB_CL_ENTRY)
  *   list      READDIR (plus: gfids) of every copy taking part
  *   per sink  1. names the sink has and the source has not (or has with
- *                another gfid): if that gfid still lives on the source, it
- *                was renamed: RENAME it on the sink to where the source
- *                has it (GFID_PATH on the source, resolved on the sink);
- *                else it was deleted: UNLINK, or remove the tree.
+ *                another gfid): if that gfid still lives on the source
+ *                with a name, it was renamed: RENAME it on the sink to
+ *                where the source has it (GFID_PATH on the source, resolved
+ *                on the sink); else it was deleted (absent, or open and
+ *                unlinked there: nlink 0): UNLINK, or remove the tree.
  *             2. names the source has and the sink lacks: if the sink holds
- *                that gfid under another name, LINK it (files) or RENAME it
+ *                that gfid under another name, LINK it (files; a file open
+ *                and unlinked on the sink is refused, -ENOENT, so the name
+ *                stays pending there until its last close) or RENAME it
  *                here (directories: GFID_PATH on the sink); else create it
  *                with the SAME gfid, mode and owner (MKDIR, MKNOD — regular
  *                files too, empty —, SYMLINK with the source's target),
@@ -398,8 +401,12 @@ static void del_looked(void *ctx, hbatch_t *b)
 {
     hentry_t *he = ctx;
     int st = st0(b);
+    /* A file unlinked on the source while open there is kept by gfid,
+     * nameless, for the clients holding it (nlink 0; storage/posix
+     * orphan.c): deleted, not renamed. */
+    bool unlinked = st >= 0 && !S_ISDIR(b->q[0].r.attr.mode) && b->q[0].r.attr.nlink == 0;
     hb_free(b);
-    if (absent(st)) {           /* deleted on the source */
+    if (absent(st) || unlinked) {   /* deleted on the source */
         del_remove(he);
         return;
     }

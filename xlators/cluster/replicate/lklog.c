@@ -137,24 +137,3 @@ void repl_lklog_replay(repl_fd_t *fd, repl_mask_t children, uint64_t req, repl_l
     *r = (replay_t){ .fd = fd, .todo = children, .child = -1, .req = req, .cont = cont, .ctx = ctx };
     replay_next(r);
 }
-
-/* ---------------- a child came back ---------------- */
-
-static void heal_done(repl_op_t *op, const kb_reply_t *r) { (void)op; (void)r; }
-static void heal_reopened(repl_op_t *op) { repl_op_fail(op, 0); }
-
-/* Child I is up again: every fd holding locks reopens there now (and so
- * takes them again), not at its next op — a VM that holds its image lock
- * and does no I/O for a while must not leave the lock missing on a brick. */
-void repl_lklog_child_up(repl_priv_t *p, int i)
-{
-    for (repl_fd_t *fd = p->fds; fd; fd = fd->next) {
-        if (!fd->lk.n || fd->lk_lost || (fd->opened & REPL_BIT(i)))
-            continue;
-        repl_op_t *t = repl_op_new(p, NULL);
-        if (!t)
-            return;              /* the fd's next op reopens it */
-        t->done = heal_done;
-        repl_fd_ensure(t, fd, REPL_BIT(i), heal_reopened);
-    }
-}

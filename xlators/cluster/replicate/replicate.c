@@ -450,7 +450,7 @@ static void repl_notify(kb_xlator_t *xl, int event, kb_xlator_t *child)
     bool was_up = p->up & REPL_BIT(i);
     child_event(p, i, event);
     if (!was_up && (p->up & REPL_BIT(i))) {
-        repl_lklog_child_up(p, i);
+        repl_fd_child_up(p, i);
         repl_heal_child_up(p, i);
     }
     bool serve = p->cfg.quorum_type == REPL_Q_NONE ? p->up != 0 : repl_quorum_met(&p->cfg, p->up);

@@ -148,7 +148,6 @@ typedef void (*repl_lklog_fn)(void *ctx);
 void repl_lklog_note(repl_fd_t *fd, const kb_args_t *a);   /* a granted LK (or unlock) */
 /* Take the fd's locks again on CHILDREN (just reopened), then CONT(CTX). */
 void repl_lklog_replay(repl_fd_t *fd, repl_mask_t children, uint64_t req, repl_lklog_fn cont, void *ctx);
-void repl_lklog_child_up(repl_priv_t *p, int i);           /* reopen (and re-lock) fds holding locks */
 
 /* ---- fan-out: the one shape (STYLE 4) ----
  * repl_fan_new arms pending = 1 (the guard); repl_fan_wind adds one per
@@ -263,6 +262,8 @@ static inline uint64_t repl_fd_num(repl_fd_t *fd) { return (uint64_t)(uintptr_t)
 void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn cont);
 /* Send RELEASE for the child fds in MASK (fire and forget). */
 void repl_fd_release_children(repl_priv_t *p, repl_fd_t *fd, repl_mask_t mask);
+/* Child I came up: reopen every file fd there now (and re-lock: lklog.c). */
+void repl_fd_child_up(repl_priv_t *p, int i);
 
 /* ---- changelog helpers ---- */
 /* Make part PART of F an XATTROP on GFID adding DELTA (NULL: a GET).

@@ -536,6 +536,54 @@ Test(heal, entries_created_deleted_renamed_during_an_outage)
     stop(h);
 }
 
+/* A file open through replicate, unlinked and written while brick 1 was
+ * away: brick 1 comes back still holding the name. The fd is reopened
+ * there at CHILD_UP; entry heal removes the name (the source keeps the file
+ * open and nameless: deleted, not renamed) and brick 1 keeps it as an
+ * orphan too; data heal brings its content over by gfid. No name comes
+ * back anywhere; the last close removes both copies. */
+Test(heal, an_open_unlinked_file_is_healed_by_gfid_never_named_again)
+{
+    bh_t *h = start(2, NULL);
+    kb_gfid_t d, g;
+    cr_assert_eq(bh_mkdir(h, &kb_gfid_root, "d", 0755, &d), 0);
+    uint64_t f = mkfile(h, &d, "f", 64 * KiB, 21, &g);
+    settle(h);
+    char gs[KB_GFID_STRLEN], hrel[128], mrel[128];
+    kb_gfid_str(&g, gs);
+    snprintf(hrel, sizeof(hrel), ".kembar/handles/%.2s/%.2s/%s", gs, gs + 2, gs);
+    snprintf(mrel, sizeof(mrel), ".kembar/unlinked/%s", gs);
+
+    child(h, 1, KB_EV_CHILD_DOWN);
+    kb_xlator_t *p1 = bh_xl(h, "p1");
+    uint64_t client = h->cred.client_id;   /* its connection went: brick 1 closed our fds */
+    cr_assert_eq(p1->type->ctl(p1, KB_CTL_CLIENT_GONE, &client), 0);
+    kb_args_t ua = { .gfid = d, .name = "f" };
+    cr_assert_eq(entry_op(h, KB_FOP_UNLINK, &ua), 0);
+    write_blk(h, &g, f, 8 * KiB, 4 * KiB, 'u');
+    settle(h);
+    cr_assert(!bexists(0, "d/f") && bexists(0, hrel) && bexists(0, mrel), "brick 0: open, nameless");
+    cr_assert(bexists(1, "d/f") && !bexists(1, mrel), "brick 1 missed the unlink");
+
+    child(h, 1, KB_EV_CHILD_UP);
+    bh_pump(h, 20);
+    heal_all(h);
+    cr_assert(!bexists(0, "d/f") && !bexists(1, "d/f"), "no name on either brick");
+    cr_assert(bexists(1, hrel) && bexists(1, mrel), "brick 1 keeps it for the reopened fd");
+    assert_same(hrel);
+    assert_clean(hrel);
+    cr_assert_eq(index_count(0) + index_count(1), 0);
+    /* the descriptor still works on both copies */
+    write_blk(h, &g, f, 0, 4 * KiB, 'w');
+    settle(h);
+    assert_same(hrel);
+    cr_assert_eq(bh_release(h, &g, f), 0);
+    bh_pump(h, 20);
+    for (int i = 0; i < 2; i++)
+        cr_assert(!bexists(i, hrel) && !bexists(i, mrel), "brick %d: gone at the last close", i);
+    stop(h);
+}
+
 /* ================= metadata ================= */
 
 Test(heal, metadata_mode_owner_xattrs)

@@ -772,7 +772,10 @@ Test(replicate, nameless_lookup_found_on_one_copy_completes)
 
 /* ---------------- fds, entries, locks, events ---------------- */
 
-Test(replicate, fd_reopened_lazily_after_reconnect)
+/* A file fd is reopened when the child comes back, not at its next op: a
+ * brick back from a restart keeps an open-unlinked file only for its
+ * orphan-grace (storage/posix orphan.c). */
+Test(replicate, fd_reopened_by_gfid_when_the_child_comes_back)
 {
     start(2, NULL, true);
     kb_gfid_t f = gf(40);
@@ -783,10 +786,11 @@ Test(replicate, fd_reopened_lazily_after_reconnect)
     mock_down(m[1]);
     mock_up(m[1]);
     run_ms(20);
+    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "reopened by gfid at CHILD_UP, before any op");
     kb_buf_t *b = pattern(128, 'n');
     mock_res_t x = do_write(&f, fd, 0, b);
     cr_assert_eq(x.r.status, 128);
-    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "reopened by gfid");
+    cr_assert_eq(mock_count(m[1], KB_FOP_OPEN), 2, "once");
     const kb_args_t *o = mock_last(m[1], KB_FOP_OPEN);
     cr_assert(kb_gfid_eq(&o->gfid, &f));
     cr_assert_eq(o->flags & (O_TRUNC | O_CREAT), 0);
