@@ -6,7 +6,9 @@
  *  - The lock owner is the kernel's (fi->lock_owner); flock locks cover
  *    the whole file, with BSD semantics.
  *  - An interrupted blocking wait ends at once with EINTR, still with one
- *    reply only (lk_interrupt); a lock granted after that is unlocked again.
+ *    reply only (lk_interrupt); the wait is withdrawn, a lock granted after
+ *    that is unlocked again, and the owner's next requests on the file wait
+ *    for both (never a lock its owner holds released by an old request).
  */
 #include "fuse/ops.h"
 
@@ -61,32 +63,152 @@ void kbf_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct
 /*
  * Blocking lock waits (F_SETLKW, flock without LOCK_NB) may be interrupted
  * by a signal. The wait then ends with EINTR at once (the kernel restarts
- * the syscall when the handler allows it), and a lock granted later for
- * that request is released again, since nobody holds it. imu decides who
- * sends the one reply: lk_interrupt (EINTR) or the completion.
+ * the syscall when the handler allows it); imu decides who sends the one
+ * reply: lk_interrupt (EINTR) or the completion.
+ *
+ * The request is still waiting at the bricks: an orphan. It is withdrawn
+ * (KB_LK_CANCEL), and should the bricks have granted it first, the lock is
+ * released again, since nobody holds it. Until the orphan has completed
+ * (and that release with it), every later lock request of the same owner on
+ * the same file waits here, in order. Otherwise the caller's next F_SETLKW
+ * (a signal handler returning, a retry loop) could be granted first, merge
+ * with the orphan's grant (same owner, same range), and the orphan's
+ * release would then drop the lock the caller was just told it holds:
+ * another client granted it too (found by the thrash with lock holders).
+ * Not carried over a kembar-fuse handover: an orphan in flight then is
+ * released by its completion or with the fd.
  */
-static void lk_interrupt(fuse_req_t req, void *data)
+typedef struct lk_defer {
+    struct lk_defer *next;
+    kbf_req_t *r;
+    bool wait;
+} lk_defer_t;
+
+typedef struct lk_orphans {
+    struct lk_orphans *next;
+    kb_gfid_t gfid;
+    uint64_t owner;
+    unsigned n;                  /* orphans of this owner on this file not completed */
+    lk_defer_t *head, **tail;    /* requests waiting for them, in arrival order */
+} lk_orphans_t;
+
+static pthread_mutex_t orph_mu = PTHREAD_MUTEX_INITIALIZER;
+static lk_orphans_t *orphans;    /* (orph_mu) */
+
+static lk_orphans_t **orph_find(const kb_gfid_t *g, uint64_t owner)
 {
-    kbf_req_t *r = data;
-    pthread_mutex_lock(&r->imu);
-    if (!r->replied) {
-        r->replied = true;
-        fuse_reply_err(req, EINTR);
-    }
-    pthread_mutex_unlock(&r->imu);
+    lk_orphans_t **pp = &orphans;
+    while (*pp && !((*pp)->owner == owner && kb_gfid_eq(&(*pp)->gfid, g)))
+        pp = &(*pp)->next;
+    return pp;
 }
 
+static void submit_now(kbf_req_t *r);
+
+/* An orphan of OWNER on G completed: once none is left, what waited goes. */
+static void orphan_done(const kb_gfid_t *g, uint64_t owner)
+{
+    pthread_mutex_lock(&orph_mu);
+    lk_orphans_t **pp = orph_find(g, owner), *e = *pp;
+    lk_defer_t *d = NULL;
+    if (e && --e->n == 0) {
+        *pp = e->next;
+        d = e->head;
+        free(e);
+    }
+    pthread_mutex_unlock(&orph_mu);
+    while (d) {
+        lk_defer_t *next = d->next;
+        kbf_req_t *r = d->r;
+        bool gone = false;
+        if (d->wait) {
+            pthread_mutex_lock(&r->imu);
+            gone = r->replied;   /* interrupted while it waited here: it never went */
+            r->lk_sent = !gone;
+            pthread_mutex_unlock(&r->imu);
+        }
+        free(d);
+        if (gone) {
+            r->req = NULL;
+            kbf_req_free(r);
+        } else {
+            submit_now(r);
+        }
+        d = next;
+    }
+}
+
+static void orphan_unlocked(kbf_req_t *u, const kb_reply_t *rep)
+{
+    orphan_done(&u->a.gfid, u->a.lock.owner);
+    kbf_done_drop(u, rep);
+}
+
+/* The orphan R was granted after its EINTR: release what nobody holds. */
 static void unlock_orphan(kbf_req_t *r)
 {
     kbf_req_t *u = kbf_req_internal(r->fs, &r->a.gfid);
-    if (!u)
+    if (!u) {
+        orphan_done(&r->a.gfid, r->a.lock.owner);
         return;
+    }
     u->a.fd = r->a.fd;
     u->a.lock = r->a.lock;
     u->a.lock.type = KB_LK_UNLCK;
     u->a.flags = KB_LK_SETLK;
     u->cred = r->cred;
+    kbf_req_submit(u, KB_FOP_LK, orphan_unlocked);
+}
+
+/* Withdraw the orphan's wait at the bricks (its completion comes then,
+ * -EAGAIN, and lets what waits behind it go). */
+static void cancel_orphan(kbf_t *fs, const kb_args_t *a, const kb_cred_t *cred)
+{
+    kbf_req_t *u = kbf_req_internal(fs, &a->gfid);
+    if (!u)
+        return;                  /* it completes when granted, then released */
+    u->a.fd = a->fd;
+    u->a.lock = a->lock;
+    u->a.lock.type = KB_LK_UNLCK;
+    u->a.flags = KB_LK_SETLK | KB_LK_CANCEL;
+    u->cred = *cred;
     kbf_req_submit(u, KB_FOP_LK, kbf_done_drop);
+}
+
+static void lk_interrupt(fuse_req_t req, void *data)
+{
+    kbf_req_t *r = data;
+    bool orphan = false;
+    kb_args_t a;
+    kb_cred_t cred;
+    kbf_t *fs = r->fs;
+    pthread_mutex_lock(&r->imu);
+    if (!r->replied) {
+        r->replied = true;
+        if ((orphan = r->lk_sent)) {
+            a = r->a;
+            a.data = NULL;
+            cred = r->cred;
+            /* before the EINTR: the caller's next request must find it */
+            pthread_mutex_lock(&orph_mu);
+            lk_orphans_t **pp = orph_find(&a.gfid, a.lock.owner), *e = *pp;
+            if (!e && (e = calloc(1, sizeof(*e)))) {
+                e->gfid = a.gfid;
+                e->owner = a.lock.owner;
+                e->tail = &e->head;
+                *pp = e;
+            }
+            if (e)
+                e->n++;
+            else
+                orphan = false;  /* no memory: as before, its grant is released when it comes */
+            pthread_mutex_unlock(&orph_mu);
+        }
+        fuse_reply_err(req, EINTR);
+    }
+    pthread_mutex_unlock(&r->imu);
+    if (orphan)
+        cancel_orphan(fs, &a, &cred);
 }
 
 static void done_setlk(kbf_req_t *r, const kb_reply_t *rep)
@@ -96,9 +218,14 @@ static void done_setlk(kbf_req_t *r, const kb_reply_t *rep)
         bool replied = r->replied;
         r->replied = true;
         pthread_mutex_unlock(&r->imu);
-        if (replied) {           /* EINTR went out; the request is gone */
+        if (replied) {           /* EINTR went out; the request is an orphan */
+            pthread_mutex_lock(&orph_mu);
+            bool counted = *orph_find(&r->a.gfid, r->a.lock.owner) != NULL;
+            pthread_mutex_unlock(&orph_mu);
             if (rep->status == 0)
                 unlock_orphan(r);
+            else if (counted)
+                orphan_done(&r->a.gfid, r->a.lock.owner);
             r->req = NULL;
             kbf_req_free(r);
             return;
@@ -108,16 +235,36 @@ static void done_setlk(kbf_req_t *r, const kb_reply_t *rep)
     kbf_reply_err(r, rep->status < 0 ? rep->status : 0);
 }
 
+static void submit_now(kbf_req_t *r)
+{
+    kbf_req_submit(r, KB_FOP_LK, done_setlk);
+}
+
 static void submit_setlk(kbf_req_t *r, bool wait)
 {
     wait = wait && r->a.lock.type != KB_LK_UNLCK;
     r->a.flags = wait ? KB_LK_SETLKW : KB_LK_SETLK;
-    if (wait) {
+    if (wait) {                  /* armed first: once deferred, R may be sent and freed at any time */
         pthread_mutex_init(&r->imu, NULL);
         r->intr_armed = true;
         fuse_req_interrupt_func(r->req, lk_interrupt, r);
+    }
+    lk_defer_t *d = NULL;
+    pthread_mutex_lock(&orph_mu);
+    lk_orphans_t *e = *orph_find(&r->a.gfid, r->a.lock.owner);
+    if (e && (d = calloc(1, sizeof(*d)))) {
+        d->r = r;
+        d->wait = wait;
+        *e->tail = d;
+        e->tail = &d->next;
+    }
+    pthread_mutex_unlock(&orph_mu);
+    if (d)
+        return;                  /* orphan_done sends it, or frees it if interrupted meanwhile */
+    if (wait) {
         pthread_mutex_lock(&r->imu);
         bool gone = r->replied;  /* interrupted before we even asked */
+        r->lk_sent = !gone;
         pthread_mutex_unlock(&r->imu);
         if (gone) {
             r->req = NULL;
@@ -125,7 +272,7 @@ static void submit_setlk(kbf_req_t *r, bool wait)
             return;
         }
     }
-    kbf_req_submit(r, KB_FOP_LK, done_setlk);
+    submit_now(r);
 }
 
 void kbf_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,

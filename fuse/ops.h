@@ -36,6 +36,7 @@ struct kbf_req {
     kbf_req_t *parent;           /* the STAT's: the OPEN request it serves */
     /* SETLKW / blocking flock only: the kernel may interrupt the wait. */
     bool intr_armed;
+    bool lk_sent;                /* (imu) on its way to the bricks: an interrupt leaves an orphan */
     pthread_mutex_t imu;
     bool kill_notify;            /* write: drop the kernel's mode once done (KILLPRIV_V2) */
     bool journaled;              /* write: its bytes are in the journal (fuse/journal.c) */

@@ -105,6 +105,11 @@ enum kb_lock_cmd { KB_LK_GETLK = 0, KB_LK_SETLK = 1, KB_LK_SETLKW = 2 };
  * -ESTALE — whoever took the range meanwhile may have written under it. */
 #define KB_LK_CMD_MASK 0xffu
 #define KB_LK_RECLAIM  0x100u
+/* KB_LK_CANCEL (with SETLK, type UNLCK): withdraw the owner's requests still
+ * waiting over the range (an interrupted F_SETLKW / flock); the locks it
+ * holds stay. A protocol-1 brick sees a plain unlock. Never logged for
+ * replay (lklog). */
+#define KB_LK_CANCEL   0x200u
 /* ENTRYLK args.flags: low byte cmd (KB_ELK_LOCK / KB_ELK_LOCK_NB / KB_ELK_UNLOCK) */
 enum kb_entrylk_cmd { KB_ELK_LOCK = 0, KB_ELK_LOCK_NB = 1, KB_ELK_UNLOCK = 2 };
 typedef struct kb_lock {

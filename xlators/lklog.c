@@ -17,7 +17,7 @@ static void drop_owner(kb_lklog_t *l, uint64_t owner, bool flock)
 bool kb_lklog_note(kb_lklog_t *l, const kb_args_t *a)
 {
     uint32_t cmd = a->flags & KB_LK_CMD_MASK;
-    if (cmd != KB_LK_SETLK && cmd != KB_LK_SETLKW)
+    if ((cmd != KB_LK_SETLK && cmd != KB_LK_SETLKW) || (a->flags & KB_LK_CANCEL))
         return true;
     bool flock = a->lock.flock;
     if (a->lock.type == KB_LK_UNLCK && a->lock.start == 0 && a->lock.len == 0) {

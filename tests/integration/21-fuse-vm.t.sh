@@ -234,6 +234,69 @@ EOF
     kb_umount "$MNT2"
 }
 
+interrupted_wait() {
+    # A blocking lock wait interrupted by a signal (EINTR), asked again at once by the same open
+    # file; the holder on the other mount lets go; the second ask is granted, and the lock must
+    # stay held: a third open file may not get it. (The first, interrupted request was still
+    # waiting at the brick; its late grant and release once dropped the lock granted again.)
+    kb_mount vm "$MNT2"
+    : >"$MNT/intr"
+    kb_wait_until 2 test -e "$MNT2/intr" || kb_fail "mount 2 does not see the new file"
+    local out
+    out=$(kb_t 60 "$KB_PY" - "$MNT/intr" "$MNT2/intr" <<'EOF'
+import fcntl, os, signal, struct, sys, time
+F_OFD_SETLK, F_OFD_SETLKW = 37, 38
+A, B = sys.argv[1], sys.argv[2]
+def ofd(fd, cmd, t):
+    return fcntl.fcntl(fd, cmd, struct.pack("hhqqi4x", t, 0, 0, 0, 0))
+class Alarm(Exception): pass
+def on_alarm(*_): raise Alarm()
+signal.signal(signal.SIGALRM, on_alarm)
+kinds = {"ofd": (lambda fd: ofd(fd, F_OFD_SETLKW, fcntl.F_WRLCK),
+                 lambda fd: ofd(fd, F_OFD_SETLK, fcntl.F_WRLCK),
+                 lambda fd: ofd(fd, F_OFD_SETLK, fcntl.F_UNLCK)),
+         "flock": (lambda fd: fcntl.flock(fd, fcntl.LOCK_EX),
+                   lambda fd: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                   lambda fd: fcntl.flock(fd, fcntl.LOCK_UN))}
+res = []
+for kind, (wait, try_, unlock) in kinds.items():
+    x = os.open(A, os.O_RDWR)
+    wait(x)
+    y = os.open(B, os.O_RDWR)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        wait(y)
+        sys.exit("%s: granted while the other mount holds it" % kind)
+    except Alarm:
+        pass
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.5)
+        unlock(x)
+        os._exit(0)
+    wait(y)                                    # granted once X lets go
+    os.waitpid(pid, 0)
+    refused = 0
+    for i in range(10):
+        time.sleep(0.1)
+        z = os.open(A, os.O_RDWR)
+        try:
+            try_(z)
+        except OSError:
+            refused += 1
+        os.close(z)
+    unlock(y)
+    os.close(y)
+    os.close(x)
+    res.append("%s %d/10 refused" % (kind, refused))
+print("; ".join(res))
+EOF
+    ) || kb_fail "interrupted lock wait: $out"
+    kb_assert_eq "ofd 10/10 refused; flock 10/10 refused" "$out" "a third open file asking for the lock the re-asked wait was granted"
+    kb_umount "$MNT2"
+}
+
 df_size() {
     local m b
     m=$(kb_t 10 df -B1 --output=size "$MNT" | tail -1 | tr -d ' ')
@@ -257,6 +320,7 @@ kb_section "qemu-img/qemu-io qcow2" qemu
 kb_section "fio randwrite verify" fio_verify
 kb_section "flock/fcntl locks" locks
 kb_section "two mounts" two_mounts
+kb_section "an interrupted lock wait asked again: the lock stays held" interrupted_wait
 kb_section "df" df_size
 kb_umount "$MNT"
 kb_done

@@ -584,7 +584,15 @@ static void lk_lk(kb_call_t *call)
         req->start = 0;
         req->end = LK_END;
     }
-    range_lock(p, call, i, a->lock.flock ? &i->flock : &i->posix, req, cmd, false);
+    lk_set_t *set = a->lock.flock ? &i->flock : &i->posix;
+    if (a->flags & KB_LK_CANCEL) {   /* only its waiting requests go (KB_LK_CANCEL) */
+        cancel_own_waiters(p, i, set, req);
+        lock_free(req);
+        kb_reply_t r = { 0 };
+        finish(p, call, i, &r);
+        return;
+    }
+    range_lock(p, call, i, set, req, cmd, false);
 }
 
 static void lk_entrylk(kb_call_t *call)

@@ -365,3 +365,39 @@ Test(locks, a_client_whose_lease_ran_out_cannot_reclaim)
     cr_assert_eq(app_lk(2, inst, KB_LK_SETLK | KB_LK_RECLAIM, KB_LK_RDLCK, 0, 3), -ESTALE);
     cr_assert_eq(app_lk(2, inst, KB_LK_SETLK, KB_LK_RDLCK, 0, 4), 0, "a new lock of that client is its right");
 }
+
+/* An interrupted F_SETLKW is withdrawn (KB_LK_CANCEL): the owner's waiting
+ * request ends (-EAGAIN) and is never granted later, while the locks that
+ * owner holds stay; a cancel is never a lock nor an unlock. */
+Test(locks, a_cancel_withdraws_only_the_waiting_request)
+{
+    const uint64_t x = 1ull << 63 | 11, y = 1ull << 63 | 12;
+    cr_assert_eq(app_lk(1, x, KB_LK_SETLK, KB_LK_WRLCK, 0, 1), 0);          /* X holds [0,100) */
+    cr_assert_eq(app_lk(2, y, KB_LK_SETLK, KB_LK_RDLCK, 200, 1), 0);        /* Y holds [200,300) */
+    for (uint32_t flock = 0; flock < 2; flock++) {
+        if (flock)
+            cr_assert_eq(lk(1, KB_LK_SETLK, KB_LK_WRLCK, 0, 0, 1, NULL), 0);  /* flock held (client 1) */
+        bh_pending_t w;
+        kb_args_t a = { .gfid = file, .flags = KB_LK_SETLKW,
+                        .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 100, .owner = 2, .flock = flock } };
+        kb_cred_t c = { .client_id = 2, .lk_client = y, .lk_owner = 2 };
+        bh_start_call(h, bh_xl(h, NULL), KB_FOP_LK, &a, &c, &w);
+        bh_pump(h, 10);
+        cr_assert(!w.done, "Y waits");
+        kb_args_t cancel = a;
+        cancel.flags = KB_LK_SETLK | KB_LK_CANCEL;
+        cancel.lock.type = KB_LK_UNLCK;
+        kb_reply_t r;
+        cr_assert_eq(bh_call_xl(h, bh_xl(h, NULL), KB_FOP_LK, &cancel, &c, &r), 0);
+        kb_reply_clear(&r);
+        cr_assert(w.done && w.reply.status == -EAGAIN, "the wait is withdrawn");
+        bh_pending_clear(&w);
+        if (flock)
+            cr_assert_eq(lk(1, KB_LK_SETLK, KB_LK_UNLCK, 0, 0, 1, NULL), 0);
+    }
+    /* Y's read lock is still Y's: X may not write-lock it */
+    cr_assert_eq(app_lk(3, x, KB_LK_SETLK, KB_LK_WRLCK, 200, 1), -EAGAIN, "Y's own lock stays");
+    /* and nothing was granted to Y behind X: once X lets go, a third owner gets [0,100) */
+    cr_assert_eq(app_lk(1, x, KB_LK_SETLK, KB_LK_UNLCK, 0, 1), 0);
+    cr_assert_eq(app_lk(4, 1ull << 63 | 13, KB_LK_SETLK, KB_LK_WRLCK, 0, 4), 0, "no late grant to Y");
+}
