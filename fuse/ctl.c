@@ -155,18 +155,27 @@ static int restart_at(const char *mnt, unsigned timeout_s, kbf_msg_t *res)
     }
     kbf_msg_t m = { .type = KBF_MSG_RESTART };
     snprintf(m.text, sizeof(m.text), "%s", mnt);
-    int rc = kbf_msg_send(s, &m, -1);
+    /* A supervisor that refuses the caller (EPERM) answers and hangs up
+     * without reading the request (so does every supervisor still running
+     * an older binary): the send may then fail with EPIPE, or the first read
+     * report the unread request with ECONNRESET. Its answer is still there
+     * to read, and says why. */
+    int sent = kbf_msg_send(s, &m, -1), rc = sent;
     struct pollfd p = { .fd = s, .events = POLLIN };
-    if (rc == 0) {
+    if (sent == 0 || sent == -EPIPE || sent == -ECONNRESET) {
         int pr;
         do
             pr = poll(&p, 1, (int)timeout_s * 1000);
         while (pr < 0 && errno == EINTR);
         rc = pr == 0 ? -ETIMEDOUT : pr < 0 ? -errno : kbf_msg_recv(s, res, NULL);
+        if (rc == -ECONNRESET)   /* reported once; what was sent before the hang-up follows */
+            rc = kbf_msg_recv(s, res, NULL);
         if (rc == 0)
             rc = -ECONNRESET;
         else if (rc == 1)
             rc = res->type == KBF_MSG_RESULT ? 0 : -EBADMSG;
+        if (rc < 0 && sent < 0)
+            rc = sent;
     }
     close(s);
     return rc;

@@ -7,8 +7,9 @@
  * supervisor ignoring message types it does not know (fuse/super.c
  * on_msg), the abstract socket name of a mount point, the mount point
  * spelled as an absolute path, and the restart socket's answers: busy,
- * not handed over, another mount's path, and that root and the
- * supervisor's own user may ask (real uids, when run as root).
+ * not handed over, another mount's path, who may ask (root or the
+ * supervisor's own user: checked with real uids when run as root), and a
+ * refusal sent before the supervisor hangs up is read by the caller.
  *
  * fuse/ is a binary, not part of libkembar.a: the modules are compiled in.
  */
@@ -450,8 +451,9 @@ Test(fuse_ctl, the_restart_socket_answers)
     cr_assert_eq(kbf_ctl_restart(mnt, 5), 1, "one line on stderr, exit status 1");
 }
 
-/* A uid for the access test: not root. */
+/* Uids for the access test: not root, not each other. */
 #define UID_SUPER 65534
+#define UID_OTHER 65533
 
 static void become(uid_t uid)
 {
@@ -459,7 +461,8 @@ static void become(uid_t uid)
         _exit(90);
 }
 
-/* A caller with UID: the exit status says what it was answered (2: busy). */
+/* A caller with UID: the exit status says what it was answered (1: no,
+ * 2: busy). */
 static pid_t caller_as(uid_t uid, const char *path)
 {
     pid_t pid = fork();
@@ -470,7 +473,7 @@ static pid_t caller_as(uid_t uid, const char *path)
         int rc = restart_at(path, 5, &res);
         if (rc < 0)
             _exit(100 + (-rc & 127));
-        _exit(res.arg == -EBUSY ? 2 : 92);
+        _exit(res.arg == -EPERM && strstr(res.text, "only root") ? 1 : res.arg == -EBUSY ? 2 : 92);
     }
     return pid;
 }
@@ -489,8 +492,8 @@ Test(fuse_ctl, only_root_or_the_supervisors_user_may_ask)
         cr_skip_test("needs root to run callers (and a supervisor) with other uids");
     snprintf(mnt, sizeof(mnt), "/kbf-ctl-test/%d/users", (int)getpid());
     cfg.mnt = mnt;
-    /* A supervisor run by an ordinary user (a user's own mount), for two
-     * callers: root, that user. */
+    /* A supervisor run by an ordinary user (a user's own mount), for three
+     * callers: root, that user, another user. */
     int go[2];
     cr_assert_eq(pipe(go), 0);
     pid_t sup = fork();
@@ -506,7 +509,7 @@ Test(fuse_ctl, only_root_or_the_supervisors_user_may_ask)
             _exit(93);
         if (write(go[1], "1", 1) != 1)
             _exit(94);
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
             struct pollfd p = { .fd = s.lsock, .events = POLLIN };
             if (poll(&p, 1, 5000) != 1)
                 _exit(95);
@@ -522,5 +525,50 @@ Test(fuse_ctl, only_root_or_the_supervisors_user_may_ask)
     cr_assert_eq(ex, 2, "root may (exit %d: 100 + errno from restart_at)", ex);
     ex = exit_of(caller_as(UID_SUPER, mnt));
     cr_assert_eq(ex, 2, "the supervisor's own user may (exit %d)", ex);
+    /* The supervisor answers EPERM and hangs up without reading the
+     * request: the caller's send may fail (EPIPE) or its first read report
+     * the unread request (ECONNRESET); it still reads why. */
+    ex = exit_of(caller_as(UID_OTHER, mnt));
+    cr_assert_eq(ex, 1, "anybody else is told no, and why (exit %d)", ex);
     cr_assert_eq(exit_of(sup), 0);
+}
+
+/* A supervisor that answers once the request came, without reading it, and
+ * hangs up (as one does to a caller it refuses): the caller's read first
+ * reports the unread request (ECONNRESET), then finds the answer. */
+static void *hang_up_on(void *arg)
+{
+    int l = *(int *)arg;
+    struct pollfd p = { .fd = l, .events = POLLIN };
+    if (poll(&p, 1, 5000) != 1)
+        return NULL;
+    int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    p = (struct pollfd){ .fd = c, .events = POLLIN };
+    if (c < 0 || poll(&p, 1, 5000) != 1)
+        return NULL;
+    kbf_msg_t r = { .type = KBF_MSG_RESULT, .arg = -EPERM };
+    snprintf(r.text, sizeof(r.text), "not you");
+    kbf_msg_send(c, &r, -1);
+    close(c);
+    return NULL;
+}
+
+Test(fuse_ctl, an_answer_before_a_hang_up_is_read)
+{
+    snprintf(mnt, sizeof(mnt), "/kbf-ctl-test/%d/hangup", (int)getpid());
+    struct sockaddr_un sa;
+    socklen_t sl;
+    kbf_ctl_addr(mnt, &sa, &sl);
+    int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    cr_assert_eq(bind(l, (struct sockaddr *)&sa, sl), 0);
+    cr_assert_eq(listen(l, 4), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, hang_up_on, &l), 0);
+    kbf_msg_t res;
+    int rc = restart_at(mnt, 5, &res);
+    pthread_join(t, NULL);
+    cr_assert_eq(rc, 0, "%s", strerror(-rc));
+    cr_assert_eq(res.arg, -EPERM);
+    cr_assert_str_eq(res.text, "not you");
+    close(l);
 }
