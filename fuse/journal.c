@@ -154,9 +154,9 @@ static void tick_arm(void *arg);
 static void tick_barrier_done(void *cookie, const kb_reply_t *rep)
 {
     struct kbf_journal *j = cookie;
-    (void)rep;
     j->barrier_busy = false;
-    kbf_journal_barrier(j->fs, &j->barrier_args.gfid, j->barrier_seq);
+    if (rep->status >= 0)        /* failed: kept, asked again at a later tick */
+        kbf_journal_barrier(j->fs, &j->barrier_args.gfid, j->barrier_seq);
     tick_arm(j);
 }
 
@@ -309,7 +309,8 @@ struct jstop {
 static void stop_barrier_done(void *cookie, const kb_reply_t *rep)
 {
     struct jstop *s = cookie;
-    kbf_journal_barrier(s->j->fs, &s->a.gfid, s->seq);
+    if (rep->status >= 0)        /* failed: kept for the next process to write again */
+        kbf_journal_barrier(s->j->fs, &s->a.gfid, s->seq);
     s->cbk(s->arg, rep);
     free(s);
 }

@@ -131,8 +131,10 @@ static void req_cbk(void *cookie, const kb_reply_t *rep)
 {
     kbf_req_t *r = cookie;
     /* Write-behind ordered this call after the writes of its gfid acknowledged
-     * before it: those are on the bricks now (fuse/journal.c). */
-    if (!r->journaled)
+     * before it: those are on the bricks now (fuse/journal.c). Only if it
+     * succeeded: a call failed before write-behind (no memory, no graph, a
+     * handle lost at a takeover) was ordered after nothing. */
+    if (!r->journaled && rep->status >= 0)
         kbf_journal_barrier(r->fs, &r->a.gfid, r->jseq);
     /* Sent again after a takeover: it may have done its work before. */
     if ((r->unique & KBF_UNIQUE_RESEND) && rep->status < 0 && kbf_resend_recover(r, rep))
