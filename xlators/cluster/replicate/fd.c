@@ -94,7 +94,10 @@ void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn c
 {
     repl_priv_t *p = fd->priv;
     if (fd->lk_lost) {           /* a lock it held went to another client: never write under it */
-        repl_op_fail(op, fd->lk_lost);
+        if (op->fd_lost)
+            op->fd_lost(op);
+        else
+            repl_op_fail(op, fd->lk_lost);
         return;
     }
     repl_mask_t need = want & p->up & ~fd->opened;

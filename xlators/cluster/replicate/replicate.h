@@ -208,6 +208,8 @@ struct repl_op {
     repl_op_t *next;            /* txn queue */
     repl_op_t *fd_next;         /* reopen wait list */
     repl_op_fn fd_cont;         /* continuation after reopen */
+    repl_op_fn fd_lost;         /* repl_fd_ensure on a lost fd runs this instead of failing
+                                   the op (a modification: it must end its transaction) */
     repl_op_fn cont;            /* continuation after a refresh */
     repl_inode_t *rino;         /* the inode being refreshed */
     repl_mask_t fd_want;        /* reopen wait: the children wanted */

@@ -92,11 +92,32 @@ static void mod_wind_now(repl_op_t *op)
     repl_fan_go(f);
 }
 
+/* The op's fd was lost (lklog.c) after repl_modify let it in: while it
+ * queued for the transaction's lock, or waited for a reopen. Nothing is
+ * sent, and the op still ends through its transaction: failing it directly
+ * (repl_op_fail) left the transaction active for good — its inodelk held on
+ * the bricks and its dirty mark set, so no other client could write the
+ * file and heal timed out on the lock. Sent to nobody, it blames nobody and
+ * applies nothing: the post-op takes the marks back. */
+static void mod_lost(repl_op_t *op)
+{
+    op->sent = 0;
+    op->tracked = op->untrackable = false;
+    op->out = (repl_outcome_t){ .status = op->fd->lk_lost, .reply_idx = -1 };
+    repl_txn_op_done(op);
+}
+
 void repl_mod_wind(repl_op_t *op)
 {
     repl_priv_t *p = op->priv;
     repl_mask_t want = repl_txn_members(op->txn) & repl_candidates(&p->cfg, op->col);
-    if (op->fd && kb_args_uses_fd(op->fop, op->args) && (want & ~op->fd->opened)) {
+    bool uses_fd = op->fd && kb_args_uses_fd(op->fop, op->args);
+    if (uses_fd && op->fd->lk_lost) {
+        mod_lost(op);
+        return;
+    }
+    if (uses_fd && (want & ~op->fd->opened)) {
+        op->fd_lost = mod_lost;          /* lost while it waits for the reopen */
         repl_fd_ensure(op, op->fd, want, mod_wind_now);
         return;
     }

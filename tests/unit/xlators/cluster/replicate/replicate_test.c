@@ -1365,3 +1365,88 @@ Test(replicate, locks_are_taken_again_on_a_child_that_comes_back)
     cr_assert_eq(x.r.status, 0, "a lost fd can still be closed");
     stop();
 }
+
+/* Make FD on F lost: child 1 comes back and refuses the fd's lock (another
+ * client took it while this one was away past its lease). */
+static void make_lost_on_return(void)
+{
+    mock_down(m[1]);
+    mock_fail(m[1], KB_FOP_LK, -EAGAIN, 1);
+    mock_up(m[1]);
+}
+
+/* Locks and marks of a file's transactions are all given back: every
+ * INODELK that locked was unlocked, and no counter is left on any copy. */
+static void assert_txn_clean(const kb_gfid_t *f)
+{
+    for (int i = 0; i < nkids; i++) {
+        int locks = mock_count_locks(m[i]), all = mock_count(m[i], KB_FOP_INODELK);
+        cr_assert_eq(all - locks, locks, "child %d: %d inodelk(s) taken, %d released", i, locks, all - locks);
+        for (int r = 0; r < 1 + nkids; r++)
+            cr_assert_eq(cl_of(i, f)->v[r][KB_CL_DATA], 0, "child %d: data counter %d is %d", i, r,
+                         cl_of(i, f)->v[r][KB_CL_DATA]);
+    }
+}
+
+Test(replicate, a_write_whose_fd_is_lost_during_its_reopen_ends_its_transaction)
+{
+    start(2, NULL, true);
+    kb_gfid_t f1 = gf(43);
+    uint64_t fd = open_fd(&f1, O_RDWR);
+    mock_res_t x = lk(fd, &f1, KB_LK_WRLCK, 0, 0, 0xA);
+    cr_assert_eq(x.r.status, 0);
+    mock_down(m[1]);                 /* the reopen on its return waits ... */
+    m[1]->hold[KB_FOP_OPEN] = true;
+    mock_fail(m[1], KB_FOP_LK, -EAGAIN, 1);
+    mock_up(m[1]);
+    cr_assert_eq(mock_nheld(m[1]), 1);
+    kb_buf_t *b = pattern(4096, 'w');
+    kb_args_t wa = { .gfid = f1, .fd = fd, .off = 0, .data = b };
+    x = (mock_res_t){ 0 };
+    kb_wind(top, KB_FOP_WRITE, &wa, &cred, 7, mock_res_cbk, &x);
+    cr_assert_eq(x.n, 0, "... and so does the write, under the lock + pre-op");
+    cr_assert_eq(cl_of(0, &f1)->v[0][KB_CL_DATA], 1, "pre-op done");
+    m[1]->hold[KB_FOP_OPEN] = false;
+    mock_complete(m[1], 0, 0);       /* reopened; the lock replay is refused: lost */
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, -EBADFD, "%d", x.r.status);
+    cr_assert_eq(mock_count(m[0], KB_FOP_WRITE) + mock_count(m[1], KB_FOP_WRITE), 0, "nothing written");
+    run_ms(200);                     /* the eager lock idles out */
+    assert_txn_clean(&f1);
+    /* another fd writes the file at once: nothing of the failed op is held */
+    uint64_t fd2 = open_fd(&f1, O_RDWR);
+    mock_res_t y = do_write(&f1, fd2, 0, b);
+    cr_assert_eq(y.n, 1);
+    cr_assert_eq(y.r.status, 4096, "%d", y.r.status);
+    kb_reply_clear(&y.r);
+    run_ms(200);
+    assert_txn_clean(&f1);
+    kb_buf_unref(b);
+    stop();
+}
+
+Test(replicate, a_write_whose_fd_is_lost_while_it_waits_for_the_lock_sends_nothing)
+{
+    start(2, NULL, true);
+    kb_gfid_t f1 = gf(44);
+    uint64_t fd = open_fd(&f1, O_RDWR);
+    mock_res_t x = lk(fd, &f1, KB_LK_WRLCK, 0, 0, 0xA);
+    cr_assert_eq(x.r.status, 0);
+    m[0]->hold[KB_FOP_INODELK] = true;
+    kb_buf_t *b = pattern(4096, 'w');
+    kb_args_t wa = { .gfid = f1, .fd = fd, .off = 0, .data = b };
+    x = (mock_res_t){ 0 };
+    kb_wind(top, KB_FOP_WRITE, &wa, &cred, 7, mock_res_cbk, &x);
+    cr_assert_eq(x.n, 0, "queued for the transaction's lock");
+    make_lost_on_return();           /* reopened at once, replay refused: lost */
+    m[0]->hold[KB_FOP_INODELK] = false;
+    mock_complete_all(m[0], false);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, -EBADFD, "%d", x.r.status);
+    cr_assert_eq(mock_count(m[0], KB_FOP_WRITE) + mock_count(m[1], KB_FOP_WRITE), 0,
+                 "no write goes out under a lock the fd no longer holds");
+    run_ms(200);
+    assert_txn_clean(&f1);
+    kb_buf_unref(b);
+    stop();
+}
