@@ -93,7 +93,11 @@ static void reopen_done(repl_fan_t *f)
 void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn cont)
 {
     repl_priv_t *p = fd->priv;
-    if (fd->lk_lost) {           /* a lock it held went to another client: never write under it */
+    /* A lock it held went to another client: never write under it. Its
+     * unlocks still go wherever it is (or can be) open, or the locks it kept
+     * on the other children would stay there until this client's connection
+     * goes; a reopen of a lost fd takes none of them again (lklog.c). */
+    if (fd->lk_lost && !op->lost_ok) {
         if (op->fd_lost)
             op->fd_lost(op);
         else
@@ -363,6 +367,14 @@ void repl_flush(kb_call_t *call)
         repl_txn_flush(p, op->ino);
         kb_lklog_flush(&op->fd->lk, call->args->lock.owner);   /* the close rule: its POSIX locks go */
     }
+    if (op->fd->lk_lost && call->op == KB_FOP_FLUSH) {
+        /* It drops the owner's POSIX locks on the bricks that kept them:
+         * everywhere the fd can be. (FSYNC goes where the fd is, as before:
+         * write-behind reports the writes that failed.) */
+        op->lost_ok = true;
+        repl_fd_ensure(op, op->fd, p->up, flush_wind);
+        return;
+    }
     flush_wind(op);
 }
 
@@ -426,6 +438,11 @@ static void lk_done(repl_lk_t *lk)
     repl_op_t *op = lk->ctx;
     repl_priv_t *p = op->priv;
     (void)p;
+    /* Granted on an fd lost while the request waited (a replay on a
+     * returning child was refused meanwhile): the fd no longer holds its
+     * locks, so this one is no lock either. Failed, and given back. */
+    if (lk->granted && !lk->err && op->fd && op->fd->lk_lost)
+        lk->err = op->fd->lk_lost;
     if (lk->granted && !lk->err) {
         if (op->fop == KB_FOP_LK && op->fd)
             repl_lklog_note(op->fd, op->args);   /* lock heal: taken again on a child that returns */
@@ -506,10 +523,12 @@ void repl_lk(kb_call_t *call)
         kb_wind(p->xl->children[i], call->op, &op->own, &op->cred, op->req, lk_single_cbk, op);
         return;
     }
-    if (op->fd)
+    if (op->fd) {
+        op->lost_ok = a->lock.type == KB_LK_UNLCK;   /* only acquisitions fail on a lost fd */
         repl_fd_ensure(op, op->fd, p->up, lk_go);
-    else
+    } else {
         lk_go(op);
+    }
 }
 
 /* ================= XATTROP / IPC from above ================= */

@@ -17,10 +17,14 @@
  * Replay (repl_lklog_replay): for each child just reopened, the requests go
  * one by one, non-blocking. A request refused with -EAGAIN means another
  * client holds that range on that brick now — it took the lock while this
- * client was away past its lease. Then this fd is lost: every later op on
- * it fails with -EBADFD (repl_fd_ensure), never silent success, and the
- * locks it still had elsewhere stay until it is released. Other errors (the
- * child went again) leave the child for the next reopen to replay.
+ * client was away past its lease. Then this fd is lost: every later data
+ * op and lock request on it fails with -EBADFD (repl_fd_ensure), never
+ * silent success (a request granted while the fd got lost is failed and
+ * given back), while its unlocks, FLUSH and RELEASE still go to every child
+ * it is open on (reopened for them where missing, taking no lock), so the
+ * locks it still had elsewhere go when the application lets them go. Other
+ * errors (the child went again) leave the child for the next reopen to
+ * replay.
  *
  * A child that never lost the locks (a blip shorter than the lease) simply
  * grants them again: the same instance is the same owner (features/locks).

@@ -210,6 +210,7 @@ struct repl_op {
     repl_op_fn fd_cont;         /* continuation after reopen */
     repl_op_fn fd_lost;         /* repl_fd_ensure on a lost fd runs this instead of failing
                                    the op (a modification: it must end its transaction) */
+    bool lost_ok;               /* an unlock or FLUSH: served on a lost fd too (lklog.c) */
     repl_op_fn cont;            /* continuation after a refresh */
     repl_inode_t *rino;         /* the inode being refreshed */
     repl_mask_t fd_want;        /* reopen wait: the children wanted */

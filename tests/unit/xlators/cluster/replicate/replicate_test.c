@@ -1388,6 +1388,72 @@ static void assert_txn_clean(const kb_gfid_t *f)
     }
 }
 
+/* BUG: a lost fd's locks stayed on the children that kept them (its unlock
+ * was refused like a write) until this client's connection went. */
+Test(replicate, unlocks_of_a_lost_fd_reach_every_child_only_acquisitions_fail)
+{
+    start(2, NULL, true);
+    kb_gfid_t f1 = gf(45);
+    uint64_t fd = open_fd(&f1, O_RDWR);
+    mock_res_t x = lk(fd, &f1, KB_LK_WRLCK, 0, 0, 0xA);   /* an OFD lock */
+    cr_assert_eq(x.r.status, 0);
+    make_lost_on_return();
+    mock_down(m[0]);                 /* child 0 blips meanwhile: the lost fd is not reopened there ... */
+    mock_up(m[0]);
+    run_ms(5);
+    int open0 = mock_count(m[0], KB_FOP_OPEN), lk0 = mock_count(m[0], KB_FOP_LK), lk1 = mock_count(m[1], KB_FOP_LK);
+    x = lk(fd, &f1, KB_LK_WRLCK, 0, 0, 0xC);
+    cr_assert_eq(x.r.status, -EBADFD, "a lock is still refused on a lost fd: %d", x.r.status);
+    cr_assert_eq(mock_count(m[0], KB_FOP_LK) + mock_count(m[1], KB_FOP_LK), lk0 + lk1);
+    x = lk(fd, &f1, KB_LK_UNLCK, 0, 0, 0xA);
+    cr_assert_eq(x.r.status, 0, "an unlock succeeds: %d", x.r.status);
+    cr_assert_eq(mock_count(m[0], KB_FOP_OPEN), open0 + 1, "... but for its unlock (the brick kept the lock)");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_LK), (i ? lk1 : lk0) + 1, "child %d got the unlock", i);
+        const kb_args_t *u = mock_last(m[i], KB_FOP_LK);
+        cr_assert(u->lock.type == KB_LK_UNLCK && u->lock.owner == 0xA, "child %d", i);
+    }
+    kb_args_t a = { .gfid = f1, .fd = fd, .lock = { .type = KB_LK_UNLCK, .owner = 0xD } };
+    x = call(KB_FOP_FLUSH, &a);      /* close: drops the owner's POSIX locks on every brick */
+    cr_assert_eq(x.r.status, 0, "%d", x.r.status);
+    cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH), 1);
+    cr_assert_eq(mock_count(m[1], KB_FOP_FLUSH), 1);
+    x = call(KB_FOP_RELEASE, &a);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(mock_count(m[0], KB_FOP_RELEASE), 1);
+    cr_assert_eq(mock_count(m[1], KB_FOP_RELEASE), 1);
+    stop();
+}
+
+/* BUG: a blocking lock wait returned success on a descriptor lost meanwhile. */
+Test(replicate, a_lock_granted_on_an_fd_lost_while_it_waited_fails_and_is_given_back)
+{
+    start(2, NULL, true);
+    kb_gfid_t f1 = gf(46);
+    uint64_t fd = open_fd(&f1, O_RDWR);
+    mock_res_t x = lk(fd, &f1, KB_LK_WRLCK, 0, 1, 0xA);
+    cr_assert_eq(x.r.status, 0);
+    m[0]->hold[KB_FOP_LK] = true;    /* the SETLKW waits on child 0 */
+    kb_args_t la = { .gfid = f1, .fd = fd, .flags = KB_LK_SETLKW,
+                     .lock = { .type = KB_LK_WRLCK, .start = 10, .len = 1, .owner = 0xC } };
+    mock_res_t w = { 0 };
+    kb_wind(top, KB_FOP_LK, &la, &cred, 7, mock_res_cbk, &w);
+    cr_assert_eq(mock_nheld(m[0]), 1);
+    make_lost_on_return();           /* meanwhile: child 1 refuses the replay of 0xA */
+    cr_assert_eq(w.n, 0);
+    m[0]->hold[KB_FOP_LK] = false;
+    mock_complete(m[0], 0, 0);       /* granted */
+    cr_assert_eq(w.n, 1);
+    cr_assert_eq(w.r.status, -EBADFD, "granted on a lost fd: %d", w.r.status);
+    for (int i = 0; i < 2; i++) {
+        const kb_args_t *u = mock_last(m[i], KB_FOP_LK);
+        cr_assert(u->lock.type == KB_LK_UNLCK && u->lock.owner == 0xC && u->lock.start == 10,
+                  "child %d: the granted lock is given back", i);
+    }
+    kb_reply_clear(&w.r);
+    stop();
+}
+
 Test(replicate, a_write_whose_fd_is_lost_during_its_reopen_ends_its_transaction)
 {
     start(2, NULL, true);
