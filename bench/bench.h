@@ -11,6 +11,7 @@
  *   target.c  where the bytes go: a POSIX directory or a libkembar volume
  *   seq.c     write / re-write / read / re-read of one file (iozone's tests)
  *   rand.c    random block I/O at a queue depth (io_uring; QD threads for lib)
+ *   mail.c    the mail-server-like small-file workload (PostMark's model)
  *   sys.c     drop caches, CPU time of a process set, the progress line
  *   main.c    options and the order in which everything runs
  *
@@ -75,10 +76,12 @@ enum bench_unit {
     BENCH_U_IOPS,
     BENCH_U_USEC,              /* latency in microseconds */
     BENCH_U_CPU,               /* CPU seconds per GiB moved */
+    BENCH_U_OPS,               /* operations per second (files, transactions) */
 };
 
 typedef struct bench_row {
-    char test[16];             /* "write", "rewrite", "read", "reread", "randwrite", "randread" */
+    char test[16];             /* "write", "rewrite", "read", "reread", "randwrite", "randread",
+                                * "mail-create", "mail-delete", "mail-tx" */
     char metric[16];           /* "" for the main figure, "p50" "p99" "p99.9", "cpu" */
     enum bench_unit unit;
     uint64_t size;             /* file size, bytes */
@@ -99,12 +102,17 @@ typedef struct bench_meta {
     const char *date;          /* ISO 8601 */
     const char *host;          /* machine name */
     const char *cmdline;       /* the command as run */
+    bool seq;                  /* sequential tests ran (runs, -e, -I apply) */
     int runs;
     bool fsync_in_timing;      /* -e */
     bool direct;               /* -I */
     bool drop_caches;
     int rand_runs;
     double rand_secs;
+    int mail_runs;             /* 0: no mail workload */
+    unsigned mail_files, mail_dirs, mail_tx;
+    uint32_t mail_min, mail_max;
+    bool mail_fsync;
 } bench_meta_t;
 
 typedef struct bench_results {
@@ -120,7 +128,7 @@ bench_row_t *bench_results_row(bench_results_t *r, const char *test, const char 
                                enum bench_unit unit, uint64_t size, uint64_t rec, int qd);
 void bench_results_free(bench_results_t *r);
 
-/* Unit name for tables ("MB/s", "KB/s", "IOPS", "p99 us", "cpu s/GiB"). */
+/* Unit name for tables ("MB/s", "KB/s", "IOPS", "p99 us", "cpu s/GiB", "ops/s"). */
 const char *bench_unit_name(const bench_row_t *row, bool kb);
 /* Value of a KB/s figure in the unit shown (MB/s unless kb). */
 double bench_show(const bench_row_t *row, double v, bool kb);
@@ -160,9 +168,13 @@ int bench_target_probe(bench_target_t *t, bool direct);
 int bench_open(bench_target_t *t, const char *name, int flags, bench_file_t **out);
 ssize_t bench_pwrite(bench_file_t *f, const void *buf, size_t n, off_t off);   /* whole n or -errno */
 ssize_t bench_pread(bench_file_t *f, void *buf, size_t n, off_t off);          /* short only at EOF */
+/* Append at the end of a file opened with O_APPEND (libkembar: at fstat's size). */
+ssize_t bench_append(bench_file_t *f, const void *buf, size_t n);               /* whole n or -errno */
 int bench_fsync(bench_file_t *f);
 int bench_close(bench_file_t *f);                                               /* frees f */
 int bench_unlink(bench_target_t *t, const char *name);                          /* -ENOENT is fine */
+int bench_mkdir(bench_target_t *t, const char *name);                           /* 0755 */
+int bench_rmdir(bench_target_t *t, const char *name);                           /* -ENOENT is fine */
 /* The POSIX descriptor of a file, or -1 for libkembar files. */
 int bench_file_fd(const bench_file_t *f);
 
@@ -215,6 +227,34 @@ int bench_rand_prepare(bench_target_t *t, const char *name, uint64_t size, char 
 /* Random O_DIRECT I/O of o->bs blocks on NAME at depth o->qd for o->secs. */
 int bench_rand_run(bench_target_t *t, const char *name, const bench_rand_opts_t *o,
                    bench_rand_result_t *res, char *err, size_t errlen);
+
+/* ----------------------------------------------------------------- mail.c */
+
+/* PostMark's model of a mail server (Katcher, 1997): FILES files of MIN..MAX
+ * bytes (uniform) spread over DIRS directories are created, then TX
+ * transactions each do one of create/delete (even odds) and one of
+ * read-whole-file/append (even odds, MIN..MAX bytes) on files picked at
+ * random, then every file left is deleted. */
+typedef struct bench_mail_opts {
+    unsigned files, dirs, tx;
+    uint32_t min, max;         /* file and append sizes, bytes */
+    bool fsync;                /* fsync each created or appended file before close */
+    uint32_t seed;             /* same seed, same sequence of operations and sizes */
+} bench_mail_opts_t;
+
+typedef struct bench_mail_result {
+    uint64_t create_ns, tx_ns, delete_ns;    /* the three timed phases */
+    unsigned created, deleted;               /* files in the creation / deletion phase */
+    unsigned tx_create, tx_delete, tx_read, tx_append;
+    uint64_t create_p50_ns, create_p99_ns;   /* every create: open+write(+fsync)+close */
+    uint64_t tx_p99_ns;                      /* one transaction, both of its parts */
+} bench_mail_result_t;
+
+/* One pass in the directory DIR (made here, inside the target, and removed
+ * with everything in it, also after an error). 0, or -errno with a one-line
+ * reason in err. */
+int bench_mail_run(bench_target_t *t, const char *dir, const bench_mail_opts_t *o,
+                   bench_mail_result_t *res, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ sys.c */
 

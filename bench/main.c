@@ -6,7 +6,8 @@
  * Order: for each file size, record size and run, every target does one
  * sequential pass before the next run starts, so slow drift of the machine
  * (other load, a filling disk) spreads over all targets instead of
- * favouring whichever ran first. Random tests follow, target by target.
+ * favouring whichever ran first. Random tests follow, target by target;
+ * then the mail workload, interleaved run by run like the sequential tests.
  *
  * Promises: bad options and unusable targets (or output files) are found
  * before anything is measured, with one line on stderr and exit 2; the files
@@ -45,16 +46,20 @@ typedef struct cfg {
     int nsizes, nrecs, runs;
     bool fsync_in_timing, direct, kb, quiet, cpu;
     int drop;                    /* -1: default (on when root) */
-    bool rand, seq;
+    bool rand, seq, mail;
     int qd, rand_runs;
     uint64_t rand_size, rand_bs;
     double rand_secs;
+    int mail_runs;
+    unsigned mail_files, mail_dirs, mail_tx;
+    uint64_t mail_min, mail_max;
+    bool mail_fsync;
     const char *csv, *json, *svg;
     FILE *fcsv, *fjson, *fsvg;
     int ntgt;
     tgt_t tgt[BENCH_MAX_TARGETS];
     bench_results_t res;
-    char seqname[64], randname[64];
+    char seqname[64], randname[64], mailname[64];
     long step, steps;            /* progress */
     int failures;
 } cfg_t;
@@ -95,6 +100,16 @@ static void usage(FILE *f)
 "      --rand-size SIZE  file size (default 256M)\n"
 "      --rand-time SEC   seconds per test (default 10)\n"
 "      --rand-runs N     runs of each random test (default 1)\n"
+"mail server (small files, PostMark's model; creates/s, deletes/s, transactions/s):\n"
+"      --mail            add the mail workload\n"
+"      --mail-only       only the mail workload (with --rand-only: both)\n"
+"      --mail-files N    files created first (default 2000)\n"
+"      --mail-dirs N     directories they are spread over (default 10)\n"
+"      --mail-tx N       transactions: create or delete, then read or append\n"
+"                        (default 10000)\n"
+"      --mail-size MIN,MAX  file and append sizes (default 512,64k)\n"
+"      --mail-fsync      fsync every created or appended file before close\n"
+"      --mail-runs N     runs (default 1)\n"
 "CPU:\n"
 "      --cpu             report CPU seconds per GiB moved: of the --cpu-pid set of\n"
 "                        each target (e.g. its FUSE client), else of this process\n"
@@ -112,6 +127,7 @@ static void usage(FILE *f)
 enum {
     OPT_DROP = 256, OPT_NODROP, OPT_RAND, OPT_RAND_ONLY, OPT_QD, OPT_RBS, OPT_RSIZE, OPT_RTIME,
     OPT_RRUNS, OPT_CPU, OPT_CPUPID, OPT_CSV, OPT_JSON, OPT_SVG, OPT_LABEL,
+    OPT_MAIL, OPT_MAIL_ONLY, OPT_MFILES, OPT_MDIRS, OPT_MTX, OPT_MSIZE, OPT_MFSYNC, OPT_MRUNS,
 };
 
 static const struct option long_opts[] = {
@@ -124,7 +140,10 @@ static const struct option long_opts[] = {
     { "rand-time", 1, 0, OPT_RTIME }, { "rand-runs", 1, 0, OPT_RRUNS },
     { "cpu", 0, 0, OPT_CPU }, { "cpu-pid", 1, 0, OPT_CPUPID },
     { "csv", 1, 0, OPT_CSV }, { "json", 1, 0, OPT_JSON }, { "svg", 1, 0, OPT_SVG },
-    { "label", 1, 0, OPT_LABEL }, { 0, 0, 0, 0 },
+    { "label", 1, 0, OPT_LABEL }, { "mail", 0, 0, OPT_MAIL }, { "mail-only", 0, 0, OPT_MAIL_ONLY },
+    { "mail-files", 1, 0, OPT_MFILES }, { "mail-dirs", 1, 0, OPT_MDIRS },
+    { "mail-tx", 1, 0, OPT_MTX }, { "mail-size", 1, 0, OPT_MSIZE },
+    { "mail-fsync", 0, 0, OPT_MFSYNC }, { "mail-runs", 1, 0, OPT_MRUNS }, { 0, 0, 0, 0 },
 };
 
 static uint64_t arg_size(const char *opt, const char *s)
@@ -227,6 +246,20 @@ static void parse_opt(cfg_t *c, int o, const char *arg)
     case OPT_CSV: c->csv = arg; break;
     case OPT_JSON: c->json = arg; break;
     case OPT_SVG: c->svg = arg; break;
+    case OPT_MAIL: c->mail = true; break;
+    case OPT_MAIL_ONLY: c->mail = true, c->seq = false; break;
+    case OPT_MFILES: c->mail_files = (unsigned)arg_uint("--mail-files", arg, 1000000); break;
+    case OPT_MDIRS: c->mail_dirs = (unsigned)arg_uint("--mail-dirs", arg, 1000); break;
+    case OPT_MTX: c->mail_tx = (unsigned)arg_uint("--mail-tx", arg, 100000000); break;
+    case OPT_MSIZE: {
+        uint64_t v[BENCH_MAX_LIST];
+        if (bench_parse_size_list(arg, v, BENCH_MAX_LIST) != 2)
+            die("--mail-size: expected MIN,MAX (e.g. 512,64k), not '%s'", arg);
+        c->mail_min = v[0], c->mail_max = v[1];
+        break;
+    }
+    case OPT_MFSYNC: c->mail_fsync = true; break;
+    case OPT_MRUNS: c->mail_runs = arg_uint("--mail-runs", arg, 1000); break;
     default:
         usage(stderr);
         exit(2);
@@ -295,6 +328,8 @@ static void check_cfg(cfg_t *c)
         die("--rand-bs: must be a multiple of 512 up to 64M");
     if (c->rand && c->rand_size < c->rand_bs)
         die("--rand-size: smaller than one block");
+    if (c->mail && (c->mail_min > c->mail_max || c->mail_max > (64u << 20)))
+        die("--mail-size: MIN must not exceed MAX, and MAX must be at most 64M");
 }
 
 /* ---------------------------------------------------------- preparation */
@@ -373,6 +408,14 @@ static void make_rows(cfg_t *c)
     }
     for (int k = 0; k < 2 && c->rand && c->cpu; k++)
         row(c, rt[k], "cpu", BENCH_U_CPU, c->rand_size, c->rand_bs, c->qd);
+    if (c->mail) {
+        row(c, "mail-create", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
+        row(c, "mail-create", "p50", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
+        row(c, "mail-create", "p99", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
+        row(c, "mail-tx", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
+        row(c, "mail-tx", "p99", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
+        row(c, "mail-delete", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
+    }
 }
 
 /* ----------------------------------------------------------- CPU + progress */
@@ -548,6 +591,57 @@ static void rand_target(cfg_t *c, int ti)
     bench_unlink(c->tgt[ti].t, c->randname);
 }
 
+/* One mail pass of target TI: creates/s, transactions/s, deletes/s and the
+ * latencies; false when it failed. */
+static bool mail_one(cfg_t *c, int ti, int run)
+{
+    static const struct { const char *test, *metric; enum bench_unit u; } rows[] = {
+        { "mail-create", "", BENCH_U_OPS }, { "mail-create", "p50", BENCH_U_USEC },
+        { "mail-create", "p99", BENCH_U_USEC }, { "mail-tx", "", BENCH_U_OPS },
+        { "mail-tx", "p99", BENCH_U_USEC }, { "mail-delete", "", BENCH_U_OPS },
+    };
+    bench_mail_opts_t o = {
+        .files = c->mail_files, .dirs = c->mail_dirs, .tx = c->mail_tx,
+        .min = (uint32_t)c->mail_min, .max = (uint32_t)c->mail_max, .fsync = c->mail_fsync,
+        .seed = (uint32_t)run + 1,        /* every target the same operations in a run */
+    };
+    bench_mail_result_t res;
+    char err[512];
+    bench_progress("[%ld/%ld] %s: mail run %d/%d", c->step + 1, c->steps,
+                   c->res.target[ti].label, run + 1, c->mail_runs);
+    int rc = bench_mail_run(c->tgt[ti].t, c->mailname, &o, &res, err, sizeof(err));
+    c->step++;
+    const double v[] = {
+        res.created / ((double)(res.create_ns ? res.create_ns : 1) / 1e9),
+        (double)res.create_p50_ns / 1000.0, (double)res.create_p99_ns / 1000.0,
+        o.tx / ((double)(res.tx_ns ? res.tx_ns : 1) / 1e9), (double)res.tx_p99_ns / 1000.0,
+        res.deleted / ((double)(res.delete_ns ? res.delete_ns : 1) / 1e9),
+    };
+    for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
+        bench_row_t *r = row(c, rows[k].test, rows[k].metric, rows[k].u, c->mail_files,
+                             c->mail_max, 0);
+        if (rc < 0)
+            r->cell[ti].failed = true;
+        else
+            bench_stat_add(&r->cell[ti], v[k]);
+    }
+    if (rc < 0 && rc != -EINTR)
+        report_failure(c, ti, "mail", err);
+    return rc == 0;
+}
+
+static void run_mail(cfg_t *c)
+{
+    bool skip[BENCH_MAX_TARGETS] = { false };
+    for (int run = 0; run < c->mail_runs && !bench_stop; run++)
+        for (int ti = 0; ti < c->ntgt && !bench_stop; ti++) {
+            if (skip[ti])
+                c->step++;
+            else
+                skip[ti] = !mail_one(c, ti, run);
+        }
+}
+
 /* -------------------------------------------------------------- reports */
 
 static void on_signal(int sig)
@@ -590,9 +684,13 @@ static void reports(cfg_t *c, int argc, char **argv)
     gethostname(host, sizeof(host) - 1);
     build_cmdline(argc, argv, cmd, sizeof(cmd));
     bench_meta_t m = {
-        .version = KB_VERSION, .date = date, .host = host, .cmdline = cmd, .runs = c->runs,
+        .version = KB_VERSION, .date = date, .host = host, .cmdline = cmd, .seq = c->seq,
+        .runs = c->runs,
         .fsync_in_timing = c->fsync_in_timing, .direct = c->direct, .drop_caches = c->drop,
         .rand_runs = c->rand ? c->rand_runs : 0, .rand_secs = c->rand_secs,
+        .mail_runs = c->mail ? c->mail_runs : 0, .mail_files = c->mail_files,
+        .mail_dirs = c->mail_dirs, .mail_tx = c->mail_tx, .mail_min = (uint32_t)c->mail_min,
+        .mail_max = (uint32_t)c->mail_max, .mail_fsync = c->mail_fsync,
     };
     bench_progress_done();
     if (bench_report_table(stdout, &c->res, &m, c->kb) < 0)
@@ -608,7 +706,8 @@ int main(int argc, char **argv)
     static cfg_t c = {
         .sizes = { 1 << 20, 10 << 20, 100 << 20 }, .nsizes = 3, .recs = { 128 << 10 }, .nrecs = 1,
         .runs = 5, .drop = -1, .seq = true, .qd = 16, .rand_runs = 1, .rand_size = 256 << 20,
-        .rand_bs = 4096, .rand_secs = 10,
+        .rand_bs = 4096, .rand_secs = 10, .mail_runs = 1, .mail_files = 2000, .mail_dirs = 10,
+        .mail_tx = 10000, .mail_min = 512, .mail_max = 64 << 10,
     };
     parse_args(&c, argc, argv);
     check_cfg(&c);
@@ -619,10 +718,12 @@ int main(int argc, char **argv)
     make_rows(&c);
     snprintf(c.seqname, sizeof(c.seqname), ".kembar-bench.%ld.seq", (long)getpid());
     snprintf(c.randname, sizeof(c.randname), ".kembar-bench.%ld.rand", (long)getpid());
+    snprintf(c.mailname, sizeof(c.mailname), ".kembar-bench.%ld.mail", (long)getpid());
     for (int i = 0; c.seq && i < c.nsizes; i++)
         for (int j = 0; j < c.nrecs; j++)
             c.steps += c.recs[j] <= c.sizes[i] ? (long)c.runs * c.ntgt : 0;
     c.steps += c.rand ? 2L * c.rand_runs * c.ntgt : 0;
+    c.steps += c.mail ? (long)c.mail_runs * c.ntgt : 0;
 
     struct sigaction sa = { .sa_handler = on_signal };
     sigaction(SIGINT, &sa, NULL);
@@ -632,6 +733,8 @@ int main(int argc, char **argv)
         run_seq(&c);
     for (int ti = 0; c.rand && ti < c.ntgt && !bench_stop; ti++)
         rand_target(&c, ti);
+    if (c.mail && !bench_stop)
+        run_mail(&c);
     for (int ti = 0; ti < c.ntgt; ti++) {   /* also after Ctrl-C or an error */
         bench_unlink(c.tgt[ti].t, c.seqname);
         bench_unlink(c.tgt[ti].t, c.randname);

@@ -73,12 +73,19 @@ static void fmt_rec(const bench_row_t *row, char *buf, size_t len)
 static void table_header(FILE *f, const bench_results_t *r, const bench_meta_t *m)
 {
     fprintf(f, "kembar-bench %s  %s  %s\n", m->version, m->date, m->host);
-    fprintf(f, "runs %d, O_DIRECT %s, fsync+close in timing %s, caches dropped before reads %s",
-            m->runs, m->direct ? "on" : "off", m->fsync_in_timing ? "on" : "off",
-            m->drop_caches ? "on" : "off");
-    if (m->rand_runs > 0)
-        fprintf(f, ", random: %d x %.0f s O_DIRECT", m->rand_runs, m->rand_secs);
-    fprintf(f, "\n");
+    if (m->seq || m->rand_runs > 0) {
+        fprintf(f, "runs %d, O_DIRECT %s, fsync+close in timing %s, caches dropped before reads %s",
+                m->runs, m->direct ? "on" : "off", m->fsync_in_timing ? "on" : "off",
+                m->drop_caches ? "on" : "off");
+        if (m->rand_runs > 0)
+            fprintf(f, ", random: %d x %.0f s O_DIRECT", m->rand_runs, m->rand_secs);
+        fprintf(f, "\n");
+    }
+    if (m->mail_runs > 0)
+        fprintf(f, "mail (PostMark's model): %d run%s of %u files of %u-%u bytes in %u dirs, "
+                   "%u transactions%s\n", m->mail_runs, m->mail_runs == 1 ? "" : "s",
+                m->mail_files, m->mail_min, m->mail_max, m->mail_dirs, m->mail_tx,
+                m->mail_fsync ? ", fsync before each close" : ", no fsync");
     for (int t = 0; t < r->ntargets; t++) {
         const bench_target_info_t *ti = &r->target[t];
         fprintf(f, "  %-12s %s", ti->label, ti->path);
@@ -268,9 +275,14 @@ static void json_meta(FILE *f, const bench_meta_t *m)
     fprintf(f, ",\n  \"command\": ");
     bench_json_str(f, m->cmdline);
     fprintf(f, ",\n  \"config\": {\"runs\": %d, \"direct\": %s, \"fsync_in_timing\": %s, "
-               "\"drop_caches\": %s, \"rand_runs\": %d, \"rand_seconds\": %g},\n",
+               "\"drop_caches\": %s, \"rand_runs\": %d, \"rand_seconds\": %g, "
+               "\"mail_runs\": %d, \"mail_files\": %u, \"mail_dirs\": %u, "
+               "\"mail_transactions\": %u, \"mail_min\": %u, \"mail_max\": %u, "
+               "\"mail_fsync\": %s},\n",
             m->runs, m->direct ? "true" : "false", m->fsync_in_timing ? "true" : "false",
-            m->drop_caches ? "true" : "false", m->rand_runs, m->rand_secs);
+            m->drop_caches ? "true" : "false", m->rand_runs, m->rand_secs, m->mail_runs,
+            m->mail_files, m->mail_dirs, m->mail_tx, m->mail_min, m->mail_max,
+            m->mail_fsync ? "true" : "false");
 }
 
 static void json_row(FILE *f, const bench_results_t *r, const bench_row_t *row)

@@ -213,6 +213,8 @@ const char *bench_unit_name(const bench_row_t *row, bool kb)
         return "IOPS";
     case BENCH_U_CPU:
         return "cpu s/GiB";
+    case BENCH_U_OPS:
+        return "ops/s";
     case BENCH_U_USEC:
         if (strcmp(row->metric, "p50") == 0)
             return "p50 us";

@@ -4,12 +4,13 @@
  * through libkembar without FUSE ("kembar://host[:port]/volume[/dir]").
  *
  * Promises: every file the benchmark touches is a plain name inside the
- * target directory. POSIX files are opened relative to a directory
- * descriptor taken once (openat, O_NOFOLLOW), so a symlink or a rename of
- * the path during the run cannot make it write elsewhere; libkembar files
- * are "DIR/NAME" paths resolved by the volume's own LOOKUPs. Writes are
- * complete or fail (short writes are continued here); reads are short only
- * at end of file.
+ * target directory, or inside a directory the benchmark made there itself
+ * (the mail workload's "DIR/dNN/NAME"). POSIX files are opened relative to a
+ * directory descriptor taken once (openat, O_NOFOLLOW), so a symlink or a
+ * rename of the path during the run cannot make it write elsewhere;
+ * libkembar files are "DIR/NAME" paths resolved by the volume's own
+ * LOOKUPs. Writes are complete or fail (short writes are continued here);
+ * reads are short only at end of file.
  *
  * The libkembar target uses the sync API (client/kembar.h): every call
  * blocks its thread while the library's loop thread runs the fop, so the
@@ -137,8 +138,9 @@ int bench_open(bench_target_t *t, const char *name, int flags, bench_file_t **ou
     f->t = t;
     f->fd = -1;
     if (t->kbc) {
+        /* O_APPEND is done here (bench_append), not handed to the volume. */
         char *path = lib_path(t, name);
-        int rc = path ? kbc_open_path(t->kbc, path, flags, 0644, &f->kfd) : -ENOMEM;
+        int rc = path ? kbc_open_path(t->kbc, path, flags & ~O_APPEND, 0644, &f->kfd) : -ENOMEM;
         free(path);
         if (rc < 0) {
             free(f);
@@ -205,6 +207,29 @@ ssize_t bench_pread(bench_file_t *f, void *buf, size_t n, off_t off)
     return (ssize_t)done;
 }
 
+ssize_t bench_append(bench_file_t *f, const void *buf, size_t n)
+{
+    if (f->kfd) {
+        /* One writer per file in the benchmark, so "at the size fstat gives"
+         * is what O_APPEND would do. */
+        kb_iatt_t ia;
+        int rc = kbc_fstat(f->kfd, &ia);
+        return rc < 0 ? rc : bench_pwrite(f, buf, n, (off_t)ia.size);
+    }
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(f->fd, (const char *)buf + done, n - done);
+        if (w < 0 && errno == EINTR && !bench_stop)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
 int bench_fsync(bench_file_t *f)
 {
     if (f->kfd)
@@ -233,6 +258,30 @@ int bench_unlink(bench_target_t *t, const char *name)
         rc = path ? kbc_unlink_path(t->kbc, path) : -ENOMEM;
         free(path);
     } else if (unlinkat(t->dirfd, name, 0) < 0) {
+        rc = -errno;
+    }
+    return rc == -ENOENT ? 0 : rc;
+}
+
+int bench_mkdir(bench_target_t *t, const char *name)
+{
+    if (t->kbc) {
+        char *path = lib_path(t, name);
+        int rc = path ? kbc_mkdir_path(t->kbc, path, 0755) : -ENOMEM;
+        free(path);
+        return rc;
+    }
+    return mkdirat(t->dirfd, name, 0755) < 0 ? -errno : 0;
+}
+
+int bench_rmdir(bench_target_t *t, const char *name)
+{
+    int rc = 0;
+    if (t->kbc) {
+        char *path = lib_path(t, name);
+        rc = path ? kbc_rmdir_path(t->kbc, path) : -ENOMEM;
+        free(path);
+    } else if (unlinkat(t->dirfd, name, AT_REMOVEDIR) < 0) {
         rc = -errno;
     }
     return rc == -ENOENT ? 0 : rc;

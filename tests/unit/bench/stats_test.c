@@ -192,6 +192,9 @@ Test(bench_results, units)
     cr_assert_float_eq(bench_show(&row, 2048, false), 2048.0, 0, "only KB/s is scaled");
     row.unit = BENCH_U_IOPS;
     cr_assert_str_eq(bench_unit_name(&row, false), "IOPS");
+    row.unit = BENCH_U_OPS;
+    cr_assert_str_eq(bench_unit_name(&row, false), "ops/s");
+    cr_assert_float_eq(bench_show(&row, 2048, false), 2048.0, 0, "only KB/s is scaled");
 }
 
 Test(bench_axis, nice_steps)
@@ -275,8 +278,8 @@ static void sample(bench_results_t *r, bench_meta_t *m)
     bench_stat_add(&io->cell[0], 1000);
     bench_stat_add(&io->cell[1], 3000);
     *m = (bench_meta_t){ .version = "0.1.0", .date = "2030-01-02T03:04:05+0000", .host = "h",
-                         .cmdline = "kembar-bench -n 2 'a b'", .runs = 2, .rand_runs = 1,
-                         .rand_secs = 10, .drop_caches = true };
+                         .cmdline = "kembar-bench -n 2 'a b'", .seq = true, .runs = 2,
+                         .rand_runs = 1, .rand_secs = 10, .drop_caches = true };
 }
 
 static char *run_report(int (*fn)(FILE *, const bench_results_t *, const bench_meta_t *))
@@ -328,6 +331,37 @@ Test(bench_report, table)
     cr_assert(strstr(line, "4k qd16") && strstr(line, "IOPS") && strstr(line, "3.00x"), "%s", line);
     cr_assert(strstr(line, "n/a"), "%s", line);
     free(t);
+}
+
+Test(bench_report, mail_rows_and_header)
+{
+    bench_results_t r;
+    bench_meta_t m;
+    char *buf = NULL, line[512];
+    size_t len = 0;
+    sample(&r, &m);
+    m.seq = false, m.rand_runs = 0;
+    m.mail_runs = 1, m.mail_files = 2000, m.mail_dirs = 10, m.mail_tx = 10000;
+    m.mail_min = 512, m.mail_max = 65536;
+    bench_row_t *tx = bench_results_row(&r, "mail-tx", "", BENCH_U_OPS, 2000, 64 << 10, 0);
+    bench_stat_add(&tx->cell[0], 100);
+    bench_stat_add(&tx->cell[1], 250);
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(bench_report_table(f, &r, &m, false), 0);
+    fclose(f);
+    cr_assert(strstr(buf, "mail (PostMark's model): 1 run of 2000 files of 512-65536 bytes in 10 "
+                          "dirs, 10000 transactions, no fsync\n"), "%s", buf);
+    cr_assert_null(strstr(buf, "runs 2, O_DIRECT"), "no sequential settings without them:\n%s", buf);
+    line_with(buf, "mail-tx", line, sizeof(line));
+    cr_assert(strstr(line, "2000") && strstr(line, "ops/s") && strstr(line, "2.50x"), "%s", line);
+    free(buf);
+    buf = NULL;
+    f = open_memstream(&buf, &len);
+    cr_assert_eq(bench_report_csv(f, &r, &m), 0);
+    fclose(f);
+    cr_assert(strstr(buf, "mail-tx,2000,64k,0,mean,ops/s,gluster,/mnt/g,ok,1,100,100,100,1\n"), "%s", buf);
+    free(buf);
+    bench_results_free(&r);
 }
 
 Test(bench_report, csv)
