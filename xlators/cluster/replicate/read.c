@@ -10,6 +10,26 @@
  * -EIO from the chosen child retries on the next readable one; the
  * application sees an error only when no readable copy answers.
  *
+ * File data (READ, LSEEK, RCHECKSUM) is only served from a copy that a view
+ * fetched AFTER the read began calls a source. The cache cannot promise
+ * that: another client that has a copy down (while we have it up) writes to
+ * the others and blames it there — before it acknowledges the write — and
+ * nothing tells us; a cached view, however young, may predate that blame
+ * (thrash run r6: mount B wrote and fsynced record 40 with node 1 down to it,
+ * mount A, node 1 up to it, took the lock next and read record 39 from node
+ * 1). So such a read winds the XATTROP GET on every up child ALONGSIDE the
+ * read to the copy the cache picks (one round trip, not two), and the
+ * answer waits for the check: served if the fresh view still calls that
+ * copy a source, else dropped and read again from a source of the fresh
+ * view (which, fetched after the read began, serves any retry). Any write
+ * acknowledged before the read began is then seen: its copies hold it, or
+ * the survivors' blame is in the view. Not done for STAT and the rest:
+ * attributes are cached by the kernel anyway, and they would pay it on
+ * every getattr. Rejected: a shorter TTL (any TTL leaves the window), a
+ * refresh before each read (two round trips), trusting the cache while we
+ * hold the eager data lock (right, as no one else can write then, but the
+ * hold's state is private to txn.c; a later optimisation).
+ *
  * LOOKUP goes to every up child (cheap) so that copies holding different
  * objects under one name (gfid or type mismatch) give -EIO, and a name that
  * exists on some copies only is settled by the parent directory's entry
@@ -44,6 +64,84 @@ static int read_col(kb_op_t op, const repl_inode_t *ino)
 
 static void read_pick(repl_op_t *op);
 
+/* Ops that return file data: checked against a view fetched alongside (top). */
+static bool read_needs_check(const repl_priv_t *p, kb_op_t fop)
+{
+    return p->n > 1 && (fop == KB_FOP_READ || fop == KB_FOP_LSEEK || fop == KB_FOP_RCHECKSUM);
+}
+
+/* Does the view (fresh, once the check is back) still call child I a source? */
+static bool read_still_source(repl_op_t *op, int i)
+{
+    repl_priv_t *p = op->priv;
+    int col = read_col(op->fop, op->ino);
+    repl_blame_t b;
+    repl_inode_blame(p, op->ino, col, &b);
+    return repl_readable(&p->cfg, col, p->up, &b) & REPL_BIT(i);
+}
+
+/* What op->reply holds while the check is out. */
+enum read_park {
+    READ_PARK_NONE,
+    READ_PARK_CHILD,   /* op->child's answer: served if the check keeps it a source */
+    READ_PARK_PICK,    /* nothing readable in the cached view: pick again with the fresh one */
+    READ_PARK_FINAL,   /* -ENOMEM keeping an answer: given as is */
+};
+
+/* Complete OP with R, or keep R until the check comes back (its fan points
+ * at OP, so OP must live until then). */
+static void read_end(repl_op_t *op, const kb_reply_t *r, int park)
+{
+    if (!op->checking) {
+        repl_op_reply(op, r);
+        return;
+    }
+    kb_reply_clear(&op->reply);
+    if (kb_reply_copy(&op->reply, r)) {
+        memset(&op->reply, 0, sizeof(op->reply));
+        op->reply.status = -ENOMEM;
+        park = READ_PARK_FINAL;
+    }
+    op->parked = park;
+}
+
+static void check_done(repl_fan_t *f)
+{
+    repl_op_t *op = f->ctx;
+    repl_inode_fetched(op->priv, op->ino);
+    op->checking = false;
+    op->checked = true;
+    int park = op->parked;
+    op->parked = READ_PARK_NONE;
+    if (park == READ_PARK_NONE)
+        return;                   /* the read is still out: read_cbk decides */
+    if (park == READ_PARK_FINAL || (park == READ_PARK_CHILD && read_still_source(op, op->child))) {
+        repl_op_reply(op, &op->reply);
+        return;
+    }
+    kb_log_req(KB_LOG_DEBUG, op->priv->xl->name, op->req,
+               "%s: child %d is no source any more (another client's mark), reading again",
+               kb_fop_name(op->fop), op->child);
+    kb_reply_clear(&op->reply);
+    read_pick(op);
+}
+
+/* Fetch the view on every up child alongside the read (top). */
+static int read_check(repl_op_t *op)
+{
+    repl_priv_t *p = op->priv;
+    repl_fan_t *f = repl_cl_fan(p, op->ino, NULL, check_done, op);
+    if (!f)
+        return -ENOMEM;
+    f->req = op->req;
+    op->checking = true;
+    for (int i = 0; i < p->n; i++)
+        if (p->up & REPL_BIT(i))
+            repl_fan_wind(f, i);
+    repl_fan_go(f);
+    return 0;
+}
+
 static void read_cbk(void *cookie, const kb_reply_t *r)
 {
     repl_op_t *op = cookie;
@@ -58,9 +156,16 @@ static void read_cbk(void *cookie, const kb_reply_t *r)
         read_pick(op);
         return;
     }
+    if (op->checked && !read_still_source(op, i)) {
+        kb_log_req(KB_LOG_DEBUG, p->xl->name, op->req,
+                   "%s: child %d is no source any more (another client's mark), reading again",
+                   kb_fop_name(op->fop), i);
+        read_pick(op);            /* the view is fresh: the pick avoids it */
+        return;
+    }
     if (op->fop == KB_FOP_READDIR && op->fd && r->status >= 0)
         op->fd->rd_child = i;
-    repl_op_reply(op, r);
+    read_end(op, r, READ_PARK_CHILD);
 }
 
 static void read_wind(repl_op_t *op)
@@ -102,7 +207,8 @@ static void read_pick(repl_op_t *op)
     r &= ~op->tried;
     int i = repl_read_pick(r, kb_gfid_hash(&op->ino->gfid), attr_mode(p, op->fop));
     if (i < 0) {
-        repl_op_fail(op, op->last_err ? op->last_err : repl_unreadable_err(col >= 0 ? &b : NULL));
+        kb_reply_t e = { .status = op->last_err ? op->last_err : repl_unreadable_err(col >= 0 ? &b : NULL) };
+        read_end(op, &e, READ_PARK_PICK);
         return;
     }
     op->child = i;
@@ -133,7 +239,12 @@ void repl_read(kb_call_t *call)
         return;
     }
     if (op->fop != KB_FOP_STATFS && !repl_inode_fresh(p, op->ino)) {
+        op->checked = read_needs_check(p, op->fop);   /* this refresh postdates the start */
         repl_refresh(op, op->ino, repl_all(&p->cfg), read_pick);
+        return;
+    }
+    if (read_needs_check(p, op->fop) && read_check(op)) {
+        repl_op_fail(op, -ENOMEM);
         return;
     }
     read_pick(op);

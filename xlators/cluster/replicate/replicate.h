@@ -227,6 +227,9 @@ struct repl_op {
     repl_mask_t tried;
     int child;
     int stage;
+    bool checking;              /* data reads: the changelog check (read.c) is in flight */
+    bool checked;               /* ... it came back: the view postdates the read's start */
+    int parked;                 /* enum read_park (read.c): a reply in `reply` waits for it */
     /* lookup: per child */
     int32_t lst[KB_CL_MAX_REPLICA];
     kb_gfid_t lgfid[KB_CL_MAX_REPLICA];

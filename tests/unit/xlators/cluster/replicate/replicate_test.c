@@ -584,6 +584,118 @@ Test(replicate, other_clients_marks_are_seen_within_the_ttl)
     stop();
 }
 
+/* Thrash run r6: mount B wrote (and fsynced) while it had data copy c down,
+ * so the survivors blame c; mount A, with c up all along and a cached view
+ * younger than the TTL that blamed nobody, read c's old data right after. A
+ * read must take no copy for a source on a view fetched before it began. */
+static const char *const arb_opts[] = { "arbiter-count", "1", NULL };
+
+static int read_once(uint64_t fd, const kb_gfid_t *f)
+{
+    kb_args_t r = { .gfid = *f, .fd = fd, .size = 4 };
+    mock_res_t x = call(KB_FOP_READ, &r);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4, "read: %d", x.r.status);
+    int c = x.r.data->data[0] - 'a';
+    kb_reply_clear(&x.r);
+    return c;
+}
+
+static void other_client_blames(const kb_gfid_t *f, int c)
+{
+    cl_of(1 - c, f)->v[1 + c][KB_CL_DATA] = 1;     /* the other data copy */
+    cl_of(2, f)->v[1 + c][KB_CL_DATA] = 1;         /* and the arbiter */
+}
+
+Test(replicate, a_read_sees_another_clients_mark_at_once)
+{
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(23);
+    uint64_t fd = open_fd(&f, O_RDONLY | O_DIRECT);
+    int c = read_once(fd, &f);
+    cr_assert(c == 0 || c == 1);
+    other_client_blames(&f, c);                     /* no wait: well within the TTL */
+    for (int i = 0; i < 3; i++)
+        mock_forget(m[i]);
+    cr_assert_eq(read_once(fd, &f), 1 - c, "read from the copy another client blames");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "child %d: the view fetched with the read", i);
+    cr_assert_eq(mock_count(m[2], KB_FOP_READ), 0);
+    stop();
+}
+
+Test(replicate, a_read_answered_before_its_check_waits_for_it)
+{
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(24);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    int c = read_once(fd, &f);
+    other_client_blames(&f, c);
+    m[1 - c]->hold[KB_FOP_XATTROP] = true;          /* the check answers last */
+    m[2]->hold[KB_FOP_XATTROP] = true;
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_READ, &r, &cred, 7, mock_res_cbk, &x);
+    cr_assert_eq(x.n, 0, "stale data answered before the check came back");
+    cr_assert_eq(mock_count(m[c], KB_FOP_READ), 2, "the read went out with the check");
+    m[1 - c]->hold[KB_FOP_XATTROP] = false;
+    m[2]->hold[KB_FOP_XATTROP] = false;
+    mock_complete_all(m[2], false);
+    cr_assert_eq(x.n, 0);
+    mock_complete_all(m[1 - c], false);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4);
+    cr_assert_eq(x.r.data->data[0], 'a' + (1 - c), "served again by the copy nobody blames");
+    kb_reply_clear(&x.r);
+    /* unblamed: the held check lets the first answer through */
+    kb_gfid_t h = gf(25);
+    uint64_t hfd = open_fd(&h, O_RDONLY);
+    for (int i = 0; i < 3; i++)
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    kb_args_t hr = { .gfid = h, .fd = hfd, .size = 4 };
+    mock_res_t y = { 0 };
+    kb_wind(top, KB_FOP_READ, &hr, &cred, 7, mock_res_cbk, &y);
+    cr_assert_eq(y.n, 0);
+    for (int i = 0; i < 3; i++) {
+        m[i]->hold[KB_FOP_XATTROP] = false;
+        mock_complete_all(m[i], false);
+    }
+    cr_assert_eq(y.n, 1);
+    cr_assert_eq(y.r.status, 4);
+    cr_assert_eq(mock_count(m[0], KB_FOP_READ) + mock_count(m[1], KB_FOP_READ), 4, "one read each time");
+    kb_reply_clear(&y.r);
+    stop();
+}
+
+Test(replicate, a_read_in_flight_when_its_check_blames_the_copy_is_dropped)
+{
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(26);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    int c = read_once(fd, &f);
+    other_client_blames(&f, c);
+    m[c]->hold[KB_FOP_READ] = true;
+    m[1 - c]->hold[KB_FOP_XATTROP] = true;
+    m[2]->hold[KB_FOP_XATTROP] = true;
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_READ, &r, &cred, 7, mock_res_cbk, &x);
+    cr_assert_eq(mock_nheld(m[c]), 1, "the read went to the cached pick");
+    m[1 - c]->hold[KB_FOP_XATTROP] = false;
+    m[2]->hold[KB_FOP_XATTROP] = false;
+    m[c]->hold[KB_FOP_READ] = false;
+    mock_complete_all(m[1 - c], false);             /* the check answers first */
+    mock_complete_all(m[2], false);
+    cr_assert_eq(x.n, 0);
+    mock_complete_all(m[c], false);                 /* old data: dropped, read again */
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4);
+    cr_assert_eq(x.r.data->data[0], 'a' + (1 - c));
+    cr_assert_eq(mock_count(m[1 - c], KB_FOP_READ), 1);
+    kb_reply_clear(&x.r);
+    stop();
+}
+
 Test(replicate, read_retries_on_another_copy)
 {
     start(2, NULL, true);
