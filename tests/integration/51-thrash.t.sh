@@ -6,6 +6,12 @@
 #   - kb-pattern, O_DIRECT, acknowledging each write, reading back every 10th,
 #   - kb-pattern, buffered, acknowledging batches of 8 writes by fsync (t3 only),
 #   - fio --verify=crc32c, in rounds (each round writes then verifies its file),
+#   - lock contenders (tests/tools/kb-lockrace.py), each volume mounted a second time for them:
+#     on t3 two on each mount, on ta one on each, all after the same three locks (an OFD write
+#     lock on lk-ofd, a POSIX one on lk-posix, flock on lk-flock); each round takes one, blocking
+#     or polling, reads the file's record, writes the next (its id, round, counter + 1, times) and
+#     fsyncs, holds it 20-150 ms, lets it go. Every event goes to a per-lock journal on local disk
+#     with CLOCK_MONOTONIC times,
 # while the thrasher, for 60 s (KB_LONG=1: 300 s), picks a node and a fault from a schedule drawn
 # from the seed — kill -9 then restart, SIGTERM restart, SIGSTOP for a while, link down for a
 # while — one fault at a time, and before the next waits until every client is attached to every
@@ -13,8 +19,17 @@
 # with two faults overlapping, quorum could legitimately be lost).
 # Afterwards: heal converges (`volume heal V info --json` total 0, no copy blames another), every
 # data replica is byte-identical (the arbiter's files are empty), every acknowledged write reads
-# back intact from every data brick and through a fresh mount, no write failed, no daemon crashed.
-# Prints the seed (replay: KB_SEED=<seed>), each fault, counts per kind, bytes verified, max stall.
+# back intact from every data brick and through a fresh mount, no write failed, no daemon crashed,
+# and no lock was ever granted twice: no two holders' intervals (grant .. unlock, or .. the last
+# success of a holder whose descriptor failed) overlap, and each holder read under the lock what
+# the previous holder wrote (kb-lockrace.py audit). A holder whose lock was lost (its descriptor
+# fails with EBADFD or EIO: its client was away past its lease) is no double grant: it is logged
+# and counted, and the contender opens the file again and goes on. A wait for a lock given up
+# after 15 s (nobody could take it) is listed (LONG WAIT) and counted, not failed.
+# Prints the seed (replay: KB_SEED=<seed>), each fault, counts per kind, bytes verified, max stall,
+# lock grants per holder, longest wait for a lock, locks lost.
+# KB_51_NOLOCK=ID (self-test): contender ID (t3a1 t3a2 t3b1 t3b2 taa1 tab1) takes no lock but
+# acts as if it had; the test must then fail on double grants.
 # kb-requires: fuse
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -57,6 +72,9 @@ vol_up ta "replica 2 arbiter 1" 1 2 3
 ALL_BRICKS=("${BR[t3:1]}" "${BR[t3:2]}" "${BR[t3:3]}" "${BR[ta:1]}" "${BR[ta:2]}" "${BR[ta:3]}")
 nn_mount t3 "$KB_TMP/mnt-t3" "" 1 2 3
 nn_mount ta "$KB_TMP/mnt-ta" "" 1 2 3
+# Second mounts (other hosts, in effect) for the lock contenders.
+nn_mount t3 "$KB_TMP/mnt-t3b" "" 3 2 1
+nn_mount ta "$KB_TMP/mnt-tab" "" 3 2 1
 
 # ---------------------------------------------------------------------------------------------
 # Clients.
@@ -85,12 +103,61 @@ fio_loop() {
     done
 }
 FIO_PIDS=()
+
+# Lock contenders: kb-lockrace.py contend, journals $W/lockj-VOL-KIND.log (see the top; *.log:
+# kept with the daemon logs when the test fails).
+LOCKRACE=$KB_REPO/tests/tools/kb-lockrace.py
+LOCK_VOLS=(t3 ta)
+declare -a LPIDS=() LIDS=()
+lock_files() {  # the shared files, made through the first mount, seen through the second
+    local v k
+    for v in "${LOCK_VOLS[@]}"; do
+        for k in ofd posix flock; do
+            : >"$KB_TMP/mnt-$v/lk-$k"
+            kb_wait_until 10 test -e "$KB_TMP/mnt-${v}b/lk-$k" || kb_fail "$v/lk-$k made through one mount is not seen through the other"
+        done
+    done
+}
+start_locker() {  # start_locker ID MOUNT VOL SEED
+    local id=$1 m=$2 v=$3 seed=$4
+    local -a extra=()
+    [ "${KB_51_NOLOCK:-}" = "$id" ] && extra=(--no-lock) && kb_log "SELF-TEST: contender $id takes no lock (KB_51_NOLOCK)"
+    "$KB_PY" "$LOCKRACE" contend --id "$id" --dir "$KB_TMP/$m" --journal "$W/lockj-$v-" --seed "$seed" \
+        "${extra[@]}" </dev/null >"$W/lk-$id.out" 2>"$W/lk-$id.err" 8>&- 9>&- &
+    LPIDS+=($!); LIDS+=("$id")
+}
+start_lockers() {
+    lock_files
+    start_locker t3a1 mnt-t3 t3 $((SEED + 11))
+    start_locker t3a2 mnt-t3 t3 $((SEED + 12))
+    start_locker t3b1 mnt-t3b t3 $((SEED + 13))
+    start_locker t3b2 mnt-t3b t3 $((SEED + 14))
+    start_locker taa1 mnt-ta ta $((SEED + 15))
+    start_locker tab1 mnt-tab ta $((SEED + 16))
+}
+lk_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+stop_lockers() {  # each finishes its round; one stuck in a call on its mount 30 s is killed
+    local i
+    for i in "${LPIDS[@]}"; do kill -TERM "$i" 2>/dev/null || true; done
+    for i in "${!LPIDS[@]}"; do
+        if ! kb_wait_until 30 lk_gone "${LPIDS[$i]}"; then
+            kb_log "  contender ${LIDS[$i]} still runs 30 s after SIGTERM: killed (stack: $(head -3 "/proc/${LPIDS[$i]}/stack" 2>/dev/null | tr '\n' ' '))"
+            kill -KILL "${LPIDS[$i]}" 2>/dev/null || true
+        fi
+        wait "${LPIDS[$i]}" 2>/dev/null || true
+        kb_log "  lock ${LIDS[$i]}: $(cat "$W/lk-${LIDS[$i]}.out")"
+        [ -s "$W/lk-${LIDS[$i]}.err" ] && sed 's/^/    | /' "$W/lk-${LIDS[$i]}.err" | head -10 >&2
+    done
+    return 0
+}
+
 start_clients() {
     start_writer t3 pat-direct $((SEED + 1)) --direct --readback 10
     start_writer t3 pat-fsync $((SEED + 2)) --fsync 8
     start_writer ta pat-direct $((SEED + 3)) --direct --readback 10
     fio_loop t3 & FIO_PIDS+=($!)
     fio_loop ta & FIO_PIDS+=($!)
+    start_lockers
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +229,7 @@ stop_clients() {
         [ -s "${WOUTS[$i]%.out}.err" ] && sed 's/^/    | /' "${WOUTS[$i]%.out}.err" | head -10 >&2
     done
     for i in "${FIO_PIDS[@]}"; do wait "$i" || true; done
+    stop_lockers
     kb_log "  fio rounds: t3 $(cat "$W/fio-t3.rounds" 2>/dev/null || echo 0), ta $(cat "$W/fio-ta.rounds" 2>/dev/null || echo 0)"
 }
 
@@ -187,6 +255,39 @@ clients_clean() {
     kb_assert_le "$max" $(((PING + 3) * 1000)) "longest single write (ms) under one fault at a time"
     [ ! -s "$W/fio-t3.fail" ] || kb_fail "fio on t3: $(cat "$W/fio-t3.fail")"
     [ ! -s "$W/fio-ta.fail" ] || kb_fail "fio on ta: $(cat "$W/fio-ta.fail")"
+}
+
+# No lock granted twice (kb-lockrace.py audit: overlapping holders, or a holder that did not read
+# what the previous one wrote); every contender ended by itself and was granted each lock, through
+# both mounts of its volume. Losses (EBADFD/EIO under the lock) are listed, not failures.
+locks_exclusive() {
+    local i v k f m out rc=0 id
+    for i in "${!LIDS[@]}"; do
+        grep -q '^contender ' "$W/lk-${LIDS[$i]}.out" || kb_fail "contender ${LIDS[$i]} printed no summary (killed?): $(head -3 "$W/lk-${LIDS[$i]}.err")"
+    done
+    out=$("$KB_PY" "$LOCKRACE" audit "$W"/lockj-*.log 2>&1) || rc=$?
+    grep -E '^(DOUBLE GRANT|READ MISMATCH|LONG WAIT|    )' <<<"$out" | head -60 >&2 || true
+    grep -E '^lock ' <<<"$out" | sed 's/^/  /' >&2 || true
+    grep '^lock_audit ' <<<"$out" >"$W/lock_audit" || kb_fail "kb-lockrace.py audit: $out"
+    for v in "${LOCK_VOLS[@]}"; do
+        for f in "$W"/lockj-"$v"-*.log; do
+            grep -E '^(lost|acqerr|unlockerr) ' "$f" | sed "s|^|    ${f##*/}: |" | head -20 >&2 || true
+        done
+    done
+    kb_assert_eq 0 "$rc" "kb-lockrace.py audit: double grants or read mismatches ($(cat "$W/lock_audit"))"
+    for v in "${LOCK_VOLS[@]}"; do
+        for k in ofd posix flock; do
+            for m in a b; do
+                grep -Eq "^acq ${v}${m}[0-9]+ " "$W/lockj-$v-$k.log" ||
+                    kb_fail "the $k lock of $v was never granted through mount $m (no contention between mounts)"
+            done
+        done
+    done
+    for id in "${LIDS[@]}"; do
+        i=$(sed -n 's/.* grants=\([0-9]*\) .*/\1/p' "$W/lk-$id.out")
+        kb_assert_le 10 "${i:-0}" "grants of contender $id"
+    done
+    kb_log "no lock granted twice: $(cat "$W/lock_audit")"
 }
 
 # changelogs VOL: the replicate changelog (trusted.kembar.cl: dirty row, then one row per
@@ -306,11 +407,16 @@ writes_intact() {
 }
 
 summary() {
-    local f
+    local f la
+    lkv() { local x; x=$(nn_kv "$1" "$la"); echo "${x:-?}"; }
     read -r a b c d <"$W/faults" 2>/dev/null || { a=?; b=?; c=?; d=?; }
+    la=$(cat "$W/lock_audit" 2>/dev/null || echo "")
     kb_log "THRASH SUMMARY seed=$SEED secs=$THRASH_SECS mode=$NN_MODE kill=$a restart=$b pause=$c partition=$d" \
         "bytes_verified=$(cat "$W/bytes_verified" 2>/dev/null || echo ?) max_stall_ms=$(cat "$W/max_stall" 2>/dev/null || echo ?)" \
-        "write_errors=$(cat "$W/write_errors" 2>/dev/null || echo ?)"
+        "write_errors=$(cat "$W/write_errors" 2>/dev/null || echo ?)" \
+        "lock_grants=$(lkv grants) lock_grants_per_holder=$(lkv holders) lock_max_wait_ms=$(lkv max_wait_ms)" \
+        "lock_losses=$(lkv losses) lock_errors=$(lkv errors) lock_timeouts=$(lkv timeouts)" \
+        "double_grants=$(lkv double_grants) lock_read_mismatch=$(lkv read_mismatch)"
     f=$((a + b + c + d))
     kb_assert_le 4 "$f" "faults injected (too few to mean anything)"
 }
@@ -322,6 +428,7 @@ sleep 2
 kb_section "thrash: faults under load" thrash
 stop_clients
 kb_section "no write failed, no read-back mismatch, fio rounds verified" clients_clean
+kb_section "no lock granted twice" locks_exclusive
 kb_section "heal converges" heal_converges
 kb_section "every data replica byte-identical, the arbiter empty" replicas_identical
 kb_section "every acknowledged write intact" writes_intact
