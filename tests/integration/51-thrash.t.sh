@@ -23,8 +23,9 @@
 # and no lock was ever granted twice: no two holders' intervals (grant .. unlock, or .. the last
 # success of a holder whose descriptor failed) overlap, and each holder read under the lock what
 # the previous holder wrote (kb-lockrace.py audit). A holder whose lock was lost (its descriptor
-# fails with EBADFD or EIO: its client was away past its lease) is no double grant: it is logged
-# and counted, and the contender opens the file again and goes on. A wait for a lock given up
+# fails with EBADFD or EIO: its client was away past its lease) is no double grant, nor is a
+# grant whose very first operation fails so (a wait granted on a descriptor lost meanwhile): they
+# are logged and counted, and the contender opens the file again and goes on. A wait for a lock given up
 # after 15 s (nobody could take it) is listed (LONG WAIT) and counted, not failed.
 # Prints the seed (replay: KB_SEED=<seed>), each fault, counts per kind, bytes verified, max stall,
 # lock grants per holder, longest wait for a lock, locks lost.
@@ -266,7 +267,7 @@ locks_exclusive() {
         grep -q '^contender ' "$W/lk-${LIDS[$i]}.out" || kb_fail "contender ${LIDS[$i]} printed no summary (killed?): $(head -3 "$W/lk-${LIDS[$i]}.err")"
     done
     out=$("$KB_PY" "$LOCKRACE" audit "$W"/lockj-*.log 2>&1) || rc=$?
-    grep -E '^(DOUBLE GRANT|READ MISMATCH|LONG WAIT|    )' <<<"$out" | head -60 >&2 || true
+    grep -E '^(DOUBLE GRANT|READ MISMATCH|LONG WAIT|GRANTED ON A LOST|    )' <<<"$out" | head -60 >&2 || true
     grep -E '^lock ' <<<"$out" | sed 's/^/  /' >&2 || true
     grep '^lock_audit ' <<<"$out" >"$W/lock_audit" || kb_fail "kb-lockrace.py audit: $out"
     for v in "${LOCK_VOLS[@]}"; do
@@ -415,7 +416,7 @@ summary() {
         "bytes_verified=$(cat "$W/bytes_verified" 2>/dev/null || echo ?) max_stall_ms=$(cat "$W/max_stall" 2>/dev/null || echo ?)" \
         "write_errors=$(cat "$W/write_errors" 2>/dev/null || echo ?)" \
         "lock_grants=$(lkv grants) lock_grants_per_holder=$(lkv holders) lock_max_wait_ms=$(lkv max_wait_ms)" \
-        "lock_losses=$(lkv losses) lock_errors=$(lkv errors) lock_timeouts=$(lkv timeouts)" \
+        "lock_losses=$(lkv losses) lock_lost_grants=$(lkv lost_grants) lock_errors=$(lkv errors) lock_timeouts=$(lkv timeouts)" \
         "double_grants=$(lkv double_grants) lock_read_mismatch=$(lkv read_mismatch)"
     f=$((a + b + c + d))
     kb_assert_le 4 "$f" "faults injected (too few to mean anything)"

@@ -51,7 +51,10 @@ audit: the verdict, from the journals alone. Per journal (one lock):
     taken from it while it was away has its descriptor fail: it does not count as a holder past
     its last success).
     The logged interval lies inside the real holding (acq is taken after the grant, rel before
-    the unlock), so two intervals that overlap are two holders at once: a DOUBLE GRANT;
+    the unlock), so two intervals that overlap are two holders at once: a DOUBLE GRANT. A round
+    whose very first operation failed with EBADFD or EIO never acted as the holder (a blocked
+    request granted on a descriptor lost meanwhile): left out, but listed (GRANTED ON A LOST
+    DESCRIPTOR) when another held the lock then, and counted (lost_grants);
   - under the lock, each holder must read the last record written successfully before its grant
     (journal order), or one whose write failed but may have landed, made by a LATER holder than
     that last successful writer: anything else is a READ MISMATCH (an acknowledged write under
@@ -59,7 +62,7 @@ audit: the verdict, from the journals alone. Per journal (one lock):
 Prints every double grant and mismatch with both rounds' events, every wait given up (LONG
 WAIT: nobody could take the lock for WAIT_LIMIT), then per lock and overall
     lock_audit grants=N double_grants=N read_mismatch=N losses=N errors=N timeouts=N
-               max_wait_ms=N holders=ID:N,ID:N...
+               lost_grants=N max_wait_ms=N holders=ID:N,ID:N...
 and exits 1 if any double grant or read mismatch was found.
 """
 import argparse
@@ -317,10 +320,17 @@ class Round:
         self.end = None            # "rel", "lost" or "lost at unlock"
         self.t_end = None
         self.last_ok = t           # end of the last successful operation
+        self.oks = 0               # successful operations under the lock
+        self.lost_err = None
         self.lines = [line]
 
     def interval_end(self):
         return self.t_end if self.end == "rel" else self.last_ok
+
+    def never_held(self):
+        """Granted on a descriptor that was lost already: its first operation failed with EBADFD
+        or EIO, so it never acted as the holder (not a double grant; listed)."""
+        return self.end == "lost" and self.oks == 0 and self.lost_err in LOSS_ERRNOS
 
     def name(self):
         return "%s round %d (granted %s)" % (self.holder, self.rnd, self.wall)
@@ -329,7 +339,7 @@ class Round:
 def audit_one(path, t_base, out):
     rounds, open_rounds, closed = [], {}, {}
     res = {"grants": 0, "double": 0, "mismatch": 0, "losses": 0, "errors": 0, "timeouts": 0,
-           "max_wait_ms": 0, "holders": {}}
+           "lost_grants": 0, "max_wait_ms": 0, "holders": {}}
     base, base_round = "empty", None     # the last record written successfully (journal order)
     failed = {}                          # record -> round, of writes that failed (they may have landed)
     with open(path) as f:
@@ -369,6 +379,7 @@ def audit_one(path, t_base, out):
         r.lines.append(ln)
         if ev == "r" and p[5] == "ok":
             r.last_ok = max(r.last_ok, int(p[4]))
+            r.oks += 1
             # What a holder reads is the last successful write, or a failed write that landed
             # after all — but only one made by a later holder than the last successful writer
             # (a write of an earlier holder, landed after a later one's, was made without the lock).
@@ -388,6 +399,7 @@ def audit_one(path, t_base, out):
             rec = "%s:%s:%s" % (holder, p[2], p[6])
             if p[5] == "ok":
                 r.last_ok = max(r.last_ok, int(p[4]))
+                r.oks += 1
                 base, base_round = rec, r
             else:
                 failed[rec] = r
@@ -395,12 +407,20 @@ def audit_one(path, t_base, out):
             r.end, r.t_end = ev, int(p[3])
             closed[key] = open_rounds.pop(key)
             if ev == "lost":
+                r.lost_err = p[4]
                 res["losses" if p[4] in LOSS_ERRNOS else "errors"] += 1
     # Two holders at once: sort the intervals by start; each must begin after every earlier one
     # ended. Rounds never closed (a contender killed) count up to their last success.
     rounds.sort(key=lambda x: x.acq)
     latest = None
     for r in rounds:
+        if r.never_held():
+            if latest is not None and r.acq < latest.interval_end():
+                res["lost_grants"] += 1
+                print("GRANTED ON A LOST DESCRIPTOR %s: %s, while %s held it (its first operation "
+                      "failed with %s: not a double grant)" %
+                      (os.path.basename(path), r.name(), latest.name(), r.lost_err), file=out)
+            continue
         if latest is not None and r.acq < latest.interval_end():
             res["double"] += 1
             print("DOUBLE GRANT %s: %s granted at +%.3f ms while %s, granted at +%.3f ms, held "
@@ -427,11 +447,11 @@ def audit(paths):
                     t_base = int(x[3]) if t_base is None else min(t_base, int(x[3]))
     t_base = t_base or 0
     tot = {"grants": 0, "double": 0, "mismatch": 0, "losses": 0, "errors": 0, "timeouts": 0,
-           "max_wait_ms": 0, "holders": {}}
+           "lost_grants": 0, "max_wait_ms": 0, "holders": {}}
     for p in paths:
         r = audit_one(p, t_base, sys.stdout)
         print("lock %s: %s" % (os.path.basename(p), fmt(r)))
-        for k in ("grants", "double", "mismatch", "losses", "errors", "timeouts"):
+        for k in ("grants", "double", "mismatch", "losses", "errors", "timeouts", "lost_grants"):
             tot[k] += r[k]
         tot["max_wait_ms"] = max(tot["max_wait_ms"], r["max_wait_ms"])
         for h, n in r["holders"].items():
@@ -442,9 +462,10 @@ def audit(paths):
 
 
 def fmt(r):
-    return ("grants=%d double_grants=%d read_mismatch=%d losses=%d errors=%d timeouts=%d max_wait_ms=%d holders=%s" %
+    return ("grants=%d double_grants=%d read_mismatch=%d losses=%d errors=%d timeouts=%d lost_grants=%d "
+            "max_wait_ms=%d holders=%s" %
             (r["grants"], r["double"], r["mismatch"], r["losses"], r["errors"], r["timeouts"],
-             r["max_wait_ms"], ",".join("%s:%d" % kv for kv in sorted(r["holders"].items())) or "-"))
+             r["lost_grants"], r["max_wait_ms"], ",".join("%s:%d" % kv for kv in sorted(r["holders"].items())) or "-"))
 
 
 def main():
