@@ -6,8 +6,9 @@
     kb-lockrace.py audit JOURNAL...
 
 contend: one contender. DIR holds the shared files lk-ofd, lk-posix and lk-flock (made
-beforehand, empty, by the test: the audit expects the first holder to read nothing); the contenders of a test are on different mounts of the same volume
-(other hosts, in effect) and each runs in its own process. A round: pick a kind at random (seeded:
+beforehand, empty, by the test: the audit expects the first holder to read nothing); the
+contenders of a test are on different mounts of the same volume (other hosts, in effect) and
+each runs in its own process. A round: pick a kind at random (seeded:
 --seed), take the lock of its file for writing — an OFD write lock (F_OFD_SETLK[W]) on the whole
 of lk-ofd, a POSIX one (F_SETLK[W]) on the whole of lk-posix, or flock(LOCK_EX) on lk-flock —
 either blocking (a SIGALRM ends a wait longer than WAIT_LIMIT, 15 s) or asking without blocking
