@@ -409,6 +409,8 @@ static void on_msg(super_t *s, sproc_t *p)
 
 /* ---------------- serving processes that end ---------------- */
 
+static void begin_end(super_t *s, const char *why);
+
 static void describe(int st, char *buf, size_t len)
 {
     if (WIFSIGNALED(st))
@@ -425,6 +427,15 @@ static void cur_died(super_t *s, int st)
     s->cur = no_proc;
     if (was.sock >= 0)
         close(was.sock);
+    /* It ended because the mount did (umount: its read said ENODEV)? The
+     * kernel's POLLERR on our /dev/fuse is there before its exit, but may
+     * not have been polled yet: look now, or a new process would start
+     * for a mount that is gone (and a clean umount be logged as a death). */
+    if (!s->ending && s->mounted && s->fuse_fd >= 0) {
+        struct pollfd pf = { .fd = s->fuse_fd, .events = 0 };
+        if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP | POLLNVAL)))
+            begin_end(s, "unmounted");
+    }
     if (s->ending) {
         if (was.bin >= 0)
             close(was.bin);

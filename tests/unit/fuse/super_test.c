@@ -241,3 +241,25 @@ Test(fuse_super, a_first_start_that_fails_ends_with_its_status)
     cur_died(&s, status_of(0, SIGSEGV));
     cr_assert_eq(s.status, 1, "a crash is a failure too");
 }
+
+/* umount: the serving process reads ENODEV and exits 0; the supervisor may
+ * see that exit before it polls its own /dev/fuse. The mount is gone, so it
+ * ends (no new process, no "ended" warning); with a live /dev/fuse the same
+ * exit is a death and a new process takes over (takeovers_that_keep_dying_back_off). */
+Test(fuse_super, a_process_that_ended_with_the_mount_is_not_replaced)
+{
+    int pp[2];
+    cr_assert_eq(pipe(pp), 0);
+    close(pp[1]);                     /* its read end now polls POLLHUP: a dead /dev/fuse */
+    super_t s = new_super();
+    s.went_live = true;
+    s.handover_ok = true;
+    s.mounted = true;
+    s.fuse_fd = pp[0];
+    s.cur = (sproc_t){ .pid = 999991, .sock = -1, .bin = -1, .st = SP_READY };
+    cur_died(&s, status_of(0, 0));
+    cr_assert(s.ending, "the mount ends");
+    cr_assert_eq(s.respawn_at, 0, "nothing started for it");
+    cr_assert_eq(s.failures, 0);
+    close(pp[0]);
+}
