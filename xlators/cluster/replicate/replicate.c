@@ -122,6 +122,15 @@ void repl_fan_go(repl_fan_t *f)
     fan_put(f);
 }
 
+void repl_fan_drop(repl_fan_t *f)
+{
+    if (!f)
+        return;
+    kb_buf_unref(f->hold[0]);
+    kb_buf_unref(f->hold[1]);
+    free(f);
+}
+
 repl_mask_t repl_fan_ok(const repl_fan_t *f, int part)
 {
     repl_mask_t ok = 0;
@@ -229,6 +238,7 @@ static void ino_unhash_free(repl_priv_t *p, repl_inode_t *ino)
     if (*pp)
         *pp = ino->hnext;
     p->ninodes--;
+    assert(!ino->chk_busy && !ino->chk_fan);   /* each holds a ref (read.c) */
     free(ino);
 }
 
@@ -557,6 +567,7 @@ static void repl_fini(kb_xlator_t *xl)
         while (p->buckets[b]) {
             repl_inode_t *ino = p->buckets[b];
             p->buckets[b] = ino->hnext;
+            repl_fan_drop(ino->chk_fan);    /* only if torn down with reads in flight */
             free(ino);
         }
     free(p->buckets);

@@ -116,6 +116,13 @@ struct repl_inode {
     uint64_t fetched_ms;        /* ... and fetched less than REPL_STATE_TTL_MS ago */
     repl_mask_t have;           /* which m[i] are known */
     repl_txn_t *data_txn;       /* the data transaction (eager lock) in progress */
+    /* Data reads' changelog checks (read.c): at most one in flight. Each
+     * waiting read holds a ref on the inode, the check in flight one more. */
+    bool chk_busy;              /* a check is in flight */
+    repl_op_t *chk_cur;         /* reads it answers (they began before it was sent) */
+    repl_op_t *chk_next;        /* reads that began after: the next check answers them */
+    repl_fan_t *chk_fan;        /* that next check, allocated by its first read (so
+                                   sending it cannot fail once their reads are out) */
     int nfds;
     kb_cl_matrix_t m[];         /* one per child */
 };
@@ -183,6 +190,8 @@ repl_fan_t *repl_fan_new(repl_priv_t *p, int parts, kb_op_t op, const kb_args_t 
                          const kb_cred_t *cred, uint64_t req, repl_fan_fn finish, void *ctx);
 void repl_fan_wind(repl_fan_t *f, int slot);
 void repl_fan_go(repl_fan_t *f);
+/* Free a fan that was never sent (no wind, no go). NULL-safe. */
+void repl_fan_drop(repl_fan_t *f);
 /* Successful children of part PART. */
 repl_mask_t repl_fan_ok(const repl_fan_t *f, int part);
 
@@ -230,6 +239,7 @@ struct repl_op {
     bool checking;              /* data reads: the changelog check (read.c) is in flight */
     bool checked;               /* ... it came back: the view postdates the read's start */
     int parked;                 /* enum read_park (read.c): a reply in `reply` waits for it */
+    repl_op_t *chk_link;        /* ino->chk_cur / chk_next list */
     /* lookup: per child */
     int32_t lst[KB_CL_MAX_REPLICA];
     kb_gfid_t lgfid[KB_CL_MAX_REPLICA];

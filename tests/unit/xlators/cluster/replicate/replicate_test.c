@@ -696,6 +696,149 @@ Test(replicate, a_read_in_flight_when_its_check_blames_the_copy_is_dropped)
     stop();
 }
 
+/* Concurrent reads of one inode share checks: one in flight at most; the
+ * reads that begin while it is out wait for ONE next check, not for it. */
+static kb_args_t rd_args;   /* the args of a call are borrowed until it completes */
+
+static void start_read(uint64_t fd, const kb_gfid_t *f, mock_res_t *x)
+{
+    rd_args = (kb_args_t){ .gfid = *f, .fd = fd, .size = 4 };
+    memset(x, 0, sizeof(*x));
+    kb_wind(top, KB_FOP_READ, &rd_args, &cred, 7, mock_res_cbk, x);
+}
+
+/* Answer the oldest held call of each child in turn (one check's GETs). */
+static void complete_oldest(int from, int to)
+{
+    for (int i = from; i < to; i++)
+        mock_complete(m[i], 0, 0);
+}
+
+Test(replicate, concurrent_reads_share_the_next_check)
+{
+    enum { N = 5 };
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(27);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    int c = read_once(fd, &f);
+    for (int i = 0; i < 3; i++) {
+        mock_forget(m[i]);
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    }
+    mock_res_t first, x[N];
+    start_read(fd, &f, &first);                     /* sends the check */
+    for (int k = 0; k < N; k++)
+        start_read(fd, &f, &x[k]);                  /* it is out: they join the next */
+    cr_assert_eq(mock_count(m[c], KB_FOP_READ), N + 1, "every read went out at once");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "child %d: one check in flight", i);
+    cr_assert_eq(first.n, 0);
+    complete_oldest(0, 3);                          /* the first check comes back */
+    cr_assert_eq(first.n, 1);
+    cr_assert_eq(first.r.status, 4);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 2, "child %d: one next check for all", i);
+        cr_assert_eq(mock_nheld(m[i]), 1);
+    }
+    for (int k = 0; k < N; k++)
+        cr_assert_eq(x[k].n, 0, "read %d answered on a check sent before it began", k);
+    complete_oldest(0, 3);
+    for (int k = 0; k < N; k++) {
+        cr_assert_eq(x[k].n, 1);
+        cr_assert_eq(x[k].r.status, 4);
+        cr_assert_eq(x[k].r.data->data[0], 'a' + c);
+        kb_reply_clear(&x[k].r);
+    }
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 2, "child %d: no third check", i);
+        cr_assert_eq(mock_nheld(m[i]), 0);
+    }
+    cr_assert_eq(mock_count(m[0], KB_FOP_READ) + mock_count(m[1], KB_FOP_READ), N + 1, "no read twice");
+    kb_reply_clear(&first.r);
+    /* nothing out: the next read sends its own check again (QD1 as before) */
+    for (int i = 0; i < 3; i++)
+        m[i]->hold[KB_FOP_XATTROP] = false;
+    cr_assert_eq(read_once(fd, &f), c);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 3);
+    stop();
+}
+
+Test(replicate, a_read_that_began_during_a_check_waits_for_the_next)
+{
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(28);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    int c = read_once(fd, &f);
+    for (int i = 0; i < 3; i++) {
+        mock_forget(m[i]);
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    }
+    mock_res_t a, b;
+    start_read(fd, &f, &a);                         /* check 1 out */
+    start_read(fd, &f, &b);                         /* began after it was sent */
+    cr_assert_eq(mock_count(m[c], KB_FOP_READ), 2, "both reads went out to the cached pick");
+    complete_oldest(0, 3);                          /* check 1: clean */
+    cr_assert_eq(a.n, 1);
+    cr_assert_eq(a.r.data->data[0], 'a' + c);
+    cr_assert_eq(b.n, 0, "answered on a check sent before the read began");
+    other_client_blames(&f, c);                     /* seen by check 2 only */
+    complete_oldest(0, 3);                          /* check 2 blames c */
+    cr_assert_eq(b.n, 1);
+    cr_assert_eq(b.r.status, 4, "b: %d", b.r.status);
+    cr_assert_eq(b.r.data->data[0], 'a' + (1 - c), "read again from the copy nobody blames");
+    cr_assert_eq(mock_count(m[1 - c], KB_FOP_READ), 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 2, "child %d: check 1, check 2", i);
+    kb_reply_clear(&a.r);
+    kb_reply_clear(&b.r);
+    stop();
+}
+
+Test(replicate, a_copy_lost_with_checks_and_waiters_pending)
+{
+    start(3, arb_opts, true);
+    kb_gfid_t f = gf(29);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    int c = read_once(fd, &f);
+    for (int i = 0; i < 3; i++) {
+        mock_forget(m[i]);
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    }
+    m[c]->hold[KB_FOP_READ] = true;
+    mock_res_t x[4];
+    for (int k = 0; k < 4; k++)
+        start_read(fd, &f, &x[k]);                  /* 0 sends the check, 1..3 wait for the next */
+    cr_assert_eq(mock_nheld(m[c]), 5, "its GET and the four reads");
+    mock_down(m[c]);                                /* all fail: the reads go to the other copy */
+    cr_assert_eq(mock_count(m[1 - c], KB_FOP_READ), 4);
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(x[k].n, 0, "read %d answered before its check", k);
+    mock_complete(m[1 - c], 0, 0);
+    mock_complete(m[2], 0, 0);                      /* check 1 back (c: ENOTCONN) */
+    cr_assert_eq(x[0].n, 1);
+    cr_assert_eq(x[0].r.status, 4, "x0: %d", x[0].r.status);
+    cr_assert_eq(x[0].r.data->data[0], 'a' + (1 - c));
+    for (int k = 1; k < 4; k++)
+        cr_assert_eq(x[k].n, 0);
+    cr_assert_eq(mock_count_xop(m[c], KB_XOP_GET), 1, "the next check skips the lost copy");
+    mock_complete_all(m[1 - c], false);
+    mock_complete_all(m[2], false);
+    for (int k = 0; k < 4; k++) {
+        cr_assert_eq(x[k].n, 1);
+        cr_assert_eq(x[k].r.status, 4);
+        cr_assert_eq(x[k].r.data->data[0], 'a' + (1 - c));
+        kb_reply_clear(&x[k].r);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(mock_nheld(m[i]), 0);
+    kb_args_t rel = { .gfid = f, .fd = fd };
+    mock_res_t y = call(KB_FOP_RELEASE, &rel);      /* the inode's last ref: nothing left */
+    cr_assert_eq(y.n, 1);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
 Test(replicate, read_retries_on_another_copy)
 {
     start(2, NULL, true);
