@@ -53,6 +53,14 @@ int bh_rmrf(const char *path)
     return rmrf_at(AT_FDCWD, path);
 }
 
+bh_t *bh_posix_start(const char *dir, const char *extra, char *err, size_t errlen)
+{
+    char vol[1024];
+    snprintf(vol, sizeof(vol), "volume b-posix\n  type storage/posix\n  option directory %s\n%send-volume\n", dir,
+             extra ? extra : "");
+    return bh_start(vol, err, errlen);
+}
+
 bh_t *bh_start(const char *volfile, char *err, size_t errlen)
 {
     bh_t *h = kb_zalloc(sizeof(*h));

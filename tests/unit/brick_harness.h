@@ -29,6 +29,8 @@ int bh_rmrf(const char *path);
 
 /* Parse + init VOLFILE. NULL with a reason in err on failure. */
 bh_t *bh_start(const char *volfile, char *err, size_t errlen);
+/* One storage/posix brick "b-posix" on DIR, with EXTRA option lines (or NULL). */
+bh_t *bh_posix_start(const char *dir, const char *extra, char *err, size_t errlen);
 void bh_stop(bh_t *h);
 kb_xlator_t *bh_xl(bh_t *h, const char *name);   /* NULL name: the top */
 

@@ -21,10 +21,8 @@ static const kb_gfid_t *ROOT = &kb_gfid_root;
 
 static bh_t *start_brick(const char *extra)
 {
-    char vol[1024], err[512] = "";
-    snprintf(vol, sizeof(vol), "volume b-posix\n  type storage/posix\n  option directory %s\n%send-volume\n", dir,
-             extra ? extra : "");
-    bh_t *b = bh_start(vol, err, sizeof(err));
+    char err[512] = "";
+    bh_t *b = bh_posix_start(dir, extra, err, sizeof(err));
     cr_assert(b, "graph: %s", err);
     return b;
 }
