@@ -569,6 +569,14 @@ static bool closes_fd(kb_op_t op)
     return op == KB_FOP_RELEASE || op == KB_FOP_RELEASEDIR;
 }
 
+/* Lets go of what the fd holds: these still run on a handle whose lock
+ * was lost (they go where the fd is, and succeed), so the locks it kept on
+ * the bricks that still had them do not outlive it. */
+static bool lets_go(kb_op_t op, const kb_args_t *a)
+{
+    return closes_fd(op) || op == KB_FOP_FLUSH || (op == KB_FOP_LK && a->lock.type == KB_LK_UNLCK);
+}
+
 static void sub_fail(struct kbc_sub *s, int status)
 {
     kb_reply_t r = { .status = status };
@@ -594,12 +602,14 @@ void kbc_sub_run(void *arg)
             sub_fail(s, -EBADF);
             return;
         }
-        if (h->lk_lost && !closes_fd(s->op)) {   /* a lock of it went to another client */
+        bool letgo = h->lk_lost && lets_go(s->op, s->args);
+        if (h->lk_lost && !letgo) {   /* a lock of it went to another client */
             sub_fail(s, h->lk_lost);
             return;
         }
-        /* A release need not move: it goes where the fd is. */
-        if (!closes_fd(s->op) && handle_wants_reopen(c, h))
+        /* A release need not move: it goes where the fd is (so do the
+         * unlocks of a lost handle: it takes nothing again anywhere). */
+        if (!closes_fd(s->op) && !letgo && handle_wants_reopen(c, h))
             reopen_begin(c, h);
         if (h->reopening) {
             *h->waiting_tail = s;
@@ -617,7 +627,7 @@ void kbc_sub_run(void *arg)
         h->busy++;
         gr = h->graph;
         if (!gr) {               /* restored, and its reopen failed: no fd anywhere to release */
-            sub_fail(s, closes_fd(s->op) ? 0 : -EBADFD);
+            sub_fail(s, closes_fd(s->op) || letgo ? 0 : -EBADFD);
             return;
         }
     }

@@ -238,6 +238,9 @@ Test(client_takeover, a_lock_it_cannot_take_again_fails_the_handle, .fini = clea
     restore_wait(c, &h, 1);
     cr_assert_eq(fail_count, 1);
     cr_assert_eq(on_handle(c, KB_FOP_WRITE, &g, v), -EBADFD, "never two writers under one lock");
+    cr_assert_eq(lk(c, &g, v, KB_LK_SETLK, KB_LK_RDLCK, 0xA, 20, NULL), -EBADFD, "nor a new lock");
+    cr_assert_eq(lk(c, &g, v, KB_LK_SETLK, KB_LK_UNLCK, 0xA, 0, NULL), 0, "an unlock still goes");
+    cr_assert_eq(on_handle(c, KB_FOP_FLUSH, &g, v), 0, "so does a flush (close(2))");
     cr_assert_eq(on_handle(c, KB_FOP_RELEASE, &g, v), 0, "its release still works");
     cr_assert_eq(on_handle(c, KB_FOP_WRITE, &g, v), -EBADF, "and it is gone");
 
