@@ -33,18 +33,6 @@ mirror() {  # mirror VOL NODES...: 256 MiB through the mount, then every brick c
     kb_umount "$KB_TMP/m-$vol"
 }
 
-# mount_volfile FILE MNT: kembar-fuse --volfile, recorded like kb_mount's mounts (as in 55).
-mount_volfile() {
-    local vf=$1 mnt=$2 key pid
-    mkdir -p "$mnt"
-    key=$(echo "$mnt" | md5sum | cut -c1-12)
-    echo "$mnt" >"$KB_TMP/mounts/$key"
-    kb_t 30 "$KB_BIN/kembar-fuse" -o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=info" \
-        --volfile "$vf" "$mnt" </dev/null >>"$KB_TMP/mount-$key.out" 2>>"$KB_TMP/mount-$key.err" 9>&- ||
-        kb_fail "kembar-fuse --volfile $vf $mnt failed: $(cat "$KB_TMP/mount-$key.err")"
-    kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
-    pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
-}
 
 # Replicate from hand-written volfiles over the bricks of a plain volume (no heal daemon: the
 # blame B leaves stays until A has read). B reaches copy 0 through a TCP forwarder; killing it
@@ -87,8 +75,8 @@ while True:
 PYEOF
     local fwd=$!
     sleep 0.3
-    mount_volfile "$KB_TMP/ra.vol" "$ma"
-    mount_volfile "$KB_TMP/rb.vol" "$mb"
+    kb_mount_volfile "$KB_TMP/ra.vol" "$ma"
+    kb_mount_volfile "$KB_TMP/rb.vol" "$mb"
     head -c 4096 /dev/zero | tr '\0' o | dd of="$ma/f" bs=4096 oflag=direct conv=fsync status=none
     kb_wait_until 10 grep -q "child 0 (c0) is up" "$KB_TMP"/fuse-m-rb-*.log || kb_fail "mount B never reached copy 0"
     kill -9 "$fwd"; wait "$fwd" 2>/dev/null || true

@@ -332,20 +332,6 @@ PYEOF
     dpy check "$MAN" "$M" "$SETS"
 }
 
-# mount_volfile FILE MNT: kembar-fuse --volfile (kb_mount_spec only takes HOST:/VOL), recorded
-# like kb_mount's mounts so that kb_umount and the cleanup find it.
-mount_volfile() {
-    local vf=$1 mnt=$2 key pid
-    mkdir -p "$mnt"
-    key=$(echo "$mnt" | md5sum | cut -c1-12)
-    echo "$mnt" >"$KB_TMP/mounts/$key"
-    kb_t 30 "$KB_BIN/kembar-fuse" -o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=info" \
-        --volfile "$vf" "$mnt" </dev/null >>"$KB_TMP/mount-$key.out" 2>>"$KB_TMP/mount-$key.err" 9>&- ||
-        kb_fail "kembar-fuse --volfile $vf $mnt failed: $(cat "$KB_TMP/mount-$key.err")"
-    kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
-    pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
-    kb_log "mounted volfile $vf on $mnt (kembar-fuse pid ${pid:-?})"
-}
 
 # Replicate over two distributes, from a hand-written volfile, on the bricks of a plain 4-brick
 # volume "half" (no replicate of its own, so no heal daemon touches these bricks).
@@ -377,13 +363,13 @@ volume top
   subvolumes dA dB
 end-volume
 VF
-    mount_volfile "$vf" "$mnt"
+    kb_mount_volfile "$vf" "$mnt"
     mkdir "$mnt/sub"
     dpy write "$want" "$mnt" r- 60
     dpy write "$want" "$mnt" sub/s- 40
     dpy churn "$want" "$mnt" 10
     kb_umount "$mnt"
-    mount_volfile "$vf" "$mnt"                 # cold caches: reads come from the bricks
+    kb_mount_volfile "$vf" "$mnt"                 # cold caches: reads come from the bricks
     dpy halves "$mnt" "${hb[0]},${hb[1]} ${hb[2]},${hb[3]}" "$want"
     kb_umount "$mnt"
 }

@@ -545,8 +545,15 @@ kb__fuse_pid_for() {  # the kembar-fuse process serving mount point $1
 kb_mount() { kb_mount_spec "$(kb_addr "$KB_MOUNT_NODE"):/$1" "$2" "${3:-}"; }
 
 # kb_mount_spec SPEC MNT [OPTS]: the same with a full HOST[:PORT][,HOST[:PORT]...]:/VOLUME spec.
-kb_mount_spec() {
-    local spec=$1 mnt=$2 opts=${3:-} rc=0 key pid
+kb_mount_spec() { kb__mount "$2" "${3:-}" "$1"; }
+
+# kb_mount_volfile FILE MNT: kembar-fuse --volfile FILE (a hand-written client graph), recorded
+# like every mount, so kb_umount and the cleanup find it.
+kb_mount_volfile() { kb__mount "$2" "" --volfile "$1"; }
+
+kb__mount() {  # kb__mount MNT OPTS SOURCE...: kembar-fuse [-o ...] SOURCE... MNT
+    local mnt=$1 opts=$2 rc=0 key pid
+    shift 2
     local -a o=()
     kb__need_bin kembar-fuse
     case "$mnt" in /*) ;; *) mnt=$PWD/$mnt ;; esac
@@ -555,15 +562,15 @@ kb_mount_spec() {
     # The client's own log lands in $KB_TMP (kept with the daemon logs when the test fails).
     o=(-o "log-file=$KB_TMP/fuse-$(basename "$mnt")-$key.log,log-level=${KB_FUSE_LOG_LEVEL:-info}${opts:+,$opts}")
     echo "$mnt" >"$KB_TMP/mounts/$key"   # recorded before mounting: cleanup must find it
-    timeout -k 5 30 "$KB_BIN/kembar-fuse" "${o[@]}" "$spec" "$mnt" \
+    timeout -k 5 30 "$KB_BIN/kembar-fuse" "${o[@]}" "$@" "$mnt" \
         </dev/null >"$KB_TMP/mount-$key.out" 2>"$KB_TMP/mount-$key.err" 9>&- || rc=$?
     if [ "$rc" -ne 0 ]; then
         kb__log_tail "$KB_TMP/mount-$key.err"
-        kb_fail "kembar-fuse ${o[*]} $spec $mnt: exit $rc"
+        kb_fail "kembar-fuse ${o[*]} $* $mnt: exit $rc"
     fi
     kb__is_mounted "$mnt" || kb_fail "kembar-fuse exited 0 but $mnt is not a mount point"
     pid=$(kb__fuse_pid_for "$mnt") && echo "$pid" >"$KB_TMP/pids/fuse-$key"
-    kb_log "mounted $spec on $mnt (kembar-fuse pid ${pid:-?})"
+    kb_log "mounted $* on $mnt (kembar-fuse pid ${pid:-?})"
 }
 
 kb_umount() {  # kb_umount MNT: clean unmount; the FUSE client must then exit within 10 s

@@ -15,39 +15,8 @@
 #include "tests/unit/brick_harness.h"
 #include "xlators/storage/posix/internal.h"
 
-static char *dir;
-static bh_t *h;
-static const kb_gfid_t *ROOT = &kb_gfid_root;
-
-static bh_t *start_brick(const char *extra)
-{
-    char err[512] = "";
-    bh_t *b = bh_posix_start(dir, extra, err, sizeof(err));
-    cr_assert(b, "graph: %s", err);
-    return b;
-}
-
-static void setup(void)
-{
-    dir = bh_tmpdir("orphan");
-    cr_assert(dir);
-    h = start_brick(NULL);
-}
-
-static void teardown(void)
-{
-    bh_stop(h);
-    h = NULL;
-    bh_rmrf(dir);
-    free(dir);
-}
-
-/* A restart as a crash leaves the disk: fini keeps every orphan. */
-static void restart(const char *extra)
-{
-    bh_stop(h);
-    h = start_brick(extra);
-}
+#define BRICK_FIXTURE_TAG "orphan"
+#include "tests/unit/xlators/storage/posix/brick_fixture.h"
 
 static bool brick_has(const char *what, const kb_gfid_t *g)
 {
