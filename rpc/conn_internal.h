@@ -41,6 +41,8 @@ struct rpc_conn {
     struct event_base *base;
     struct bufferevent *bev;      /* NULL while no socket */
     struct evbuffer *scratch;     /* a frame is built here, then moved whole */
+    struct evbuffer *pend;        /* plain TCP: frames of this loop pass, not yet written */
+    struct event *flush_ev;       /* plain TCP: writes pend when this loop pass's callbacks end */
     struct ssl_ctx_st *tls;       /* not owned */
     bool server;
     enum conn_state state;
