@@ -121,6 +121,7 @@ static kbc_t *kbc_alloc(const kbc_opts_t *o, const char *volume)
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    pthread_cond_init(&c->watch_cv, NULL);
     c->volume = strdup(volume ? volume : "");
     c->loop = kb_loop_new();
     if (!c->volume || !c->loop || kb_loop_start_thread(c->loop) < 0) {
@@ -128,6 +129,7 @@ static kbc_t *kbc_alloc(const kbc_opts_t *o, const char *volume)
             kb_loop_free(c->loop);
         free(c->volume);
         pthread_cond_destroy(&c->cv);
+        pthread_cond_destroy(&c->watch_cv);
         pthread_mutex_destroy(&c->mu);
         free(c);
         return NULL;
@@ -475,6 +477,7 @@ void kbc_free(kbc_t *c)
     kb_loop_stop(c->loop);
     kb_loop_free(c->loop);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->watch_cv);
     pthread_mutex_destroy(&c->mu);
     free(c->volume);
     free(c->spec);

@@ -1020,7 +1020,7 @@ static void *watch_main(void *arg)
         kbc_deadline(&dl, c->opts.volfile_check_ms);
         int rc = 0;
         while (!c->watch_stop && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&c->cv, &c->mu, &dl);
+            rc = pthread_cond_timedwait(&c->watch_cv, &c->mu, &dl);
         if (c->watch_stop || c->switching)
             continue;
         pthread_mutex_unlock(&c->mu);
@@ -1053,7 +1053,7 @@ void kbc_watch_stop(kbc_t *c)
         return;
     pthread_mutex_lock(&c->mu);
     c->watch_stop = true;
-    pthread_cond_broadcast(&c->cv);
+    pthread_cond_broadcast(&c->watch_cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->watch_thread, NULL);
     c->watch_running = false;

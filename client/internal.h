@@ -89,6 +89,9 @@ struct kbc {
     bool switching;              /* (mu) a switch is under way: the watcher waits */
     bool watch_stop;             /* (mu) */
     bool watch_running;
+    pthread_cond_t watch_cv;     /* the watcher's own: signalled only by kbc_watch_stop, so a
+                                  * completion's broadcast on cv (inflight == 0, after every
+                                  * call at queue depth 1) does not wake it each time */
     pthread_t watch_thread;
     unsigned switches;           /* (mu) graph switches done, for tests and logs */
 };
