@@ -40,8 +40,9 @@
  *    serving process reports): said once in the log; when the serving
  *    process dies, the mount ends with it, as before issue 15.
  *
- * Single-threaded: one poll loop over a signalfd, the control sockets and the
- * descriptor (for POLLERR only: it never reads a request).
+ * Single-threaded: one poll loop over a signalfd, the control sockets and,
+ * while no process serves, the descriptor (for POLLERR only: it never reads
+ * a request; see loop() for why not while one serves).
  */
 #include "fuse/super.h"
 
@@ -419,6 +420,16 @@ static void describe(int st, char *buf, size_t len)
         snprintf(buf, len, "exit status %d", WEXITSTATUS(st));
 }
 
+/* The kernel's POLLERR on our /dev/fuse: the mount is gone. */
+static void check_unmounted(super_t *s)
+{
+    if (!s->ending && s->mounted && s->fuse_fd >= 0) {
+        struct pollfd pf = { .fd = s->fuse_fd, .events = 0 };
+        if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP | POLLNVAL)))
+            begin_end(s, "unmounted");
+    }
+}
+
 static void cur_died(super_t *s, int st)
 {
     char how[64];
@@ -431,11 +442,7 @@ static void cur_died(super_t *s, int st)
      * kernel's POLLERR on our /dev/fuse is there before its exit, but may
      * not have been polled yet: look now, or a new process would start
      * for a mount that is gone (and a clean umount be logged as a death). */
-    if (!s->ending && s->mounted && s->fuse_fd >= 0) {
-        struct pollfd pf = { .fd = s->fuse_fd, .events = 0 };
-        if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP | POLLNVAL)))
-            begin_end(s, "unmounted");
-    }
+    check_unmounted(s);
     if (s->ending) {
         if (was.bin >= 0)
             close(was.bin);
@@ -601,6 +608,8 @@ static void timers(super_t *s)
         respawn(s);
 }
 
+#define FUSE_CHECK_MS 1000
+
 static int next_timeout(const super_t *s)
 {
     uint64_t now = kb_now_ms(), t = UINT64_MAX;
@@ -631,9 +640,19 @@ static void loop(super_t *s)
             p[i_cur = n++] = (struct pollfd){ .fd = s->cur.sock, .events = POLLIN };
         if (s->next.sock >= 0)
             p[i_next = n++] = (struct pollfd){ .fd = s->next.sock, .events = POLLIN };
-        if (s->mounted && s->fuse_fd >= 0 && !s->ending)
-            p[i_fuse = n++] = (struct pollfd){ .fd = s->fuse_fd, .events = 0 };  /* POLLERR: unmounted */
-        int rc = poll(p, (nfds_t)n, next_timeout(s));
+        /* Unmounted: POLLERR on /dev/fuse. Polled only while no process
+         * serves: a poll on it is woken by every request the kernel queues
+         * (with events 0 too), a wake-up of this process on the CPU the
+         * serving process needs, per call. While one serves, it sees the
+         * unmount (ENODEV) and exits (cur_died looks then), and a look every
+         * FUSE_CHECK_MS covers one that is stopped or hung. */
+        bool watch = s->mounted && s->fuse_fd >= 0 && !s->ending;
+        if (watch && !alive(&s->cur))
+            p[i_fuse = n++] = (struct pollfd){ .fd = s->fuse_fd, .events = 0 };
+        int timeout = next_timeout(s);
+        if (watch && i_fuse < 0)
+            timeout = timeout < 0 ? FUSE_CHECK_MS : KB_MIN(timeout, FUSE_CHECK_MS);
+        int rc = poll(p, (nfds_t)n, timeout);
         if (rc < 0 && errno != EINTR) {
             kb_err("super", "poll: %s", strerror(errno));
             sleep(1);
@@ -651,6 +670,8 @@ static void loop(super_t *s)
             if (i_fuse >= 0 && (p[i_fuse].revents & (POLLERR | POLLHUP | POLLNVAL)))
                 begin_end(s, "unmounted");
         }
+        if (watch && i_fuse < 0)
+            check_unmounted(s);
         timers(s);
     }
 }

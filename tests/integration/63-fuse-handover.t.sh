@@ -21,7 +21,8 @@
 #   - a real guest (qemu-system, cache=none, the test guest's writer mode) keeps writing across a
 #     kill -9 and a --restart: no I/O error on its console, every acknowledged block reads back;
 #   - 20 restarts in a row: no process or descriptor leaks (supervisor and serving process only,
-#     the supervisor's descriptors unchanged), and umount ends them both.
+#     the supervisor's descriptors unchanged), and umount ends them both; so does an umount while
+#     the serving process is stopped (SIGSTOP).
 # The stalls of each handover (time until a new serving process answers) are logged.
 # kb-requires: fuse
 set -eu
@@ -319,6 +320,27 @@ many_restarts() {
     return 0
 }
 
+# The supervisor learns of an unmount from its serving process (which reads ENODEV and exits), not
+# by polling /dev/fuse (a poll there is woken by every request); one that is stopped or hung is
+# covered by a look every second: mount B's serving process is stopped (SIGSTOP), B unmounted,
+# and both processes must be gone within 20 s (the stopped one is killed at the end deadline).
+unmount_under_a_stopped_process() {
+    local p super="" srv="" key
+    for p in $(kb__pids_naming "$B"); do
+        kb__cmdline_has "$p" kembar-fuse || continue
+        if kb__cmdline_has "$p" --serve; then srv=$p; else super=$p; fi
+    done
+    [ -n "$super" ] && [ -n "$srv" ] || kb_fail "no supervisor and serving process for $B ($super/$srv)"
+    kill -STOP "$srv"
+    kb_t 15 fusermount3 -u "$B" || kb_t 15 umount "$B" || kb_fail "cannot unmount $B"
+    kb_wait_until 20 kb__pid_gone "$super" kembar-fuse ||
+        { kill -CONT "$srv"; kb_fail "the supervisor $super still runs 20 s after $B was unmounted under a stopped serving process"; }
+    kb_wait_until 5 kb__pid_gone "$srv" kembar-fuse || kb_fail "the stopped serving process $srv outlived its supervisor"
+    key=$(echo "$B" | md5sum | cut -c1-12)
+    rm -f "$KB_TMP/mounts/$key" "$KB_TMP/pids/fuse-$key"
+    kb_log "  $B unmounted with its serving process stopped: supervisor and serving process gone"
+}
+
 # Every serving process that ended was one we killed; what the takeovers did.
 logs_say() {
     local log ended bad n
@@ -338,5 +360,6 @@ kb_section "node ids, open files and directories from before a handover" node_id
 kb_vm_section "a qemu image lock stays held across kill -9 and --restart" locks
 kb_vm_section "a real guest writes across kill -9 and --restart" guest
 kb_section "20 restarts: no leaks; umount ends the supervisor" many_restarts
+kb_section "an unmount under a stopped serving process ends the supervisor" unmount_under_a_stopped_process
 kb_section "what the logs say: no serving process died by itself" logs_say
 kb_done
