@@ -163,6 +163,64 @@ Test(replicate, create_same_gfid_everywhere_and_fd_map)
     stop();
 }
 
+/* A create that every copy applied unwinds before its post-op: the post-op
+ * would only take back the dirty mark. The lock is held until that is done. */
+Test(replicate, a_clean_entry_op_unwinds_before_its_post_op)
+{
+    start(2, NULL, true);
+    kb_gfid_t dir = gf(2), nf = gf(3);
+    for (int i = 0; i < 2; i++)
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    kb_args_t a = { .gfid = dir, .name = "new.img", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_CREATE, &a, &cred, 7, mock_res_cbk, &x);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_nheld(m[i]), 1, "the pre-op is out");
+        mock_complete(m[i], 0, 0);
+    }
+    cr_assert_eq(x.n, 1, "unwound with the post-op still out");
+    cr_assert_eq(x.r.status, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_CREATE), 1);
+        cr_assert_eq(mock_nheld(m[i]), 1, "the post-op is out");
+        cr_assert_eq(mock_held_op(m[i], 0), KB_FOP_XATTROP);
+        cr_assert_eq(mock_count(m[i], KB_FOP_ENTRYLK), 1, "the entry lock is still held");
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 1, "dirty until the post-op");
+    }
+    for (int i = 0; i < 2; i++)
+        mock_complete(m[i], 0, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0, "dirty cleared after the post-op");
+        cr_assert_eq(mock_count(m[i], KB_FOP_ENTRYLK), 2, "then unlocked");
+    }
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+/* One that a copy missed still unwinds only after its post-op has blamed it. */
+Test(replicate, an_entry_op_a_copy_missed_unwinds_after_its_post_op)
+{
+    start(2, NULL, true);
+    kb_gfid_t dir = gf(41), d = gf(42);
+    mock_fail(m[1], KB_FOP_MKDIR, -ENOTCONN, 1);
+    for (int i = 0; i < 2; i++)
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    kb_args_t a = { .gfid = dir, .name = "sub", .newgfid = d, .mode = 0755 };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_MKDIR, &a, &cred, 7, mock_res_cbk, &x);
+    for (int i = 0; i < 2; i++)
+        mock_complete(m[i], 0, 0);             /* the pre-ops */
+    cr_assert_eq(mock_count(m[0], KB_FOP_MKDIR), 1);
+    cr_assert_eq(x.n, 0, "not before the blame is recorded");
+    cr_assert_eq(mock_nheld(m[0]), 1, "the post-op is out on the survivor");
+    mock_complete(m[0], 0, 0);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(cl_of(0, &dir)->v[1 + 1][KB_CL_ENTRY], 1, "copy 1 blamed");
+    kb_reply_clear(&x.r);
+    stop();
+}
+
 /* ---------------- failover ---------------- */
 
 Test(replicate, enotconn_in_flight_still_succeeds_and_marks)
