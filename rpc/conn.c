@@ -495,19 +495,28 @@ static void on_sock_read(evutil_socket_t fd, short what, void *arg)
     size_t budget = RD_BUDGET;
     while (c->rd_ev && budget) {
         ssize_t n;
+        size_t want;
         if (c->rx == RX_BULK && evbuffer_get_length(c->in) == 0) {
-            n = read(fd, c->rx_bulk->data + c->rx_got, c->hdr.blen - c->rx_got);
+            want = c->hdr.blen - c->rx_got;
+            n = read(fd, c->rx_bulk->data + c->rx_got, want);
             if (n > 0) {
                 c->rx_got += (size_t)n;
                 c->rx_bulk->len = c->rx_got;
             }
         } else {
+            want = RD_CHUNK;     /* at least: read_into may offer more room */
             n = read_into(c->in, fd, RD_CHUNK);
         }
         if (n > 0) {
             c->last_rx_ms = kb_now_ms();
             budget -= KB_MIN(budget, (size_t)n);
             process_input(c);
+            /* A short read took all the socket had: the next read would say
+             * EAGAIN (one syscall per message, on every call's request and
+             * reply). What arrives meanwhile is reported again (level-
+             * triggered), and so is an EOF. */
+            if ((size_t)n < want)
+                break;
             continue;
         }
         if (n == 0) {
