@@ -587,6 +587,7 @@ static void lk_lk(kb_call_t *call)
     lk_set_t *set = a->lock.flock ? &i->flock : &i->posix;
     if (a->flags & KB_LK_CANCEL) {   /* only its waiting requests go (KB_LK_CANCEL) */
         cancel_own_waiters(p, i, set, req);
+        grant_waiters(p, i, set);     /* those queued behind them only */
         lock_free(req);
         kb_reply_t r = { 0 };
         finish(p, call, i, &r);

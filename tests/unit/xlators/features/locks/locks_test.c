@@ -401,3 +401,34 @@ Test(locks, a_cancel_withdraws_only_the_waiting_request)
     cr_assert_eq(app_lk(1, x, KB_LK_SETLK, KB_LK_UNLCK, 0, 1), 0);
     cr_assert_eq(app_lk(4, 1ull << 63 | 13, KB_LK_SETLK, KB_LK_WRLCK, 0, 4), 0, "no late grant to Y");
 }
+
+/* A waiter queued only behind the withdrawn one (fair order, no conflict with
+ * what is held) is granted at the cancel, not at some later unlock. */
+Test(locks, a_cancel_grants_the_waiters_queued_behind_it)
+{
+    const uint64_t x = 1ull << 63 | 21, y = 1ull << 63 | 22, z = 1ull << 63 | 23;
+    cr_assert_eq(app_lk(1, x, KB_LK_SETLK, KB_LK_WRLCK, 0, 1), 0);             /* X holds [0,10) */
+    bh_pending_t wy, wz;
+    kb_args_t ay = { .gfid = file, .flags = KB_LK_SETLKW,
+                     .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 100, .owner = 2 } };
+    kb_cred_t cy = { .client_id = 2, .lk_client = y, .lk_owner = 2 };
+    bh_start_call(h, bh_xl(h, NULL), KB_FOP_LK, &ay, &cy, &wy);
+    bh_pump(h, 10);
+    cr_assert(!wy.done, "Y waits for X");
+    kb_args_t az = { .gfid = file, .flags = KB_LK_SETLKW,
+                     .lock = { .type = KB_LK_WRLCK, .start = 50, .len = 10, .owner = 3 } };
+    kb_cred_t cz = { .client_id = 3, .lk_client = z, .lk_owner = 3 };
+    bh_start_call(h, bh_xl(h, NULL), KB_FOP_LK, &az, &cz, &wz);
+    bh_pump(h, 10);
+    cr_assert(!wz.done, "Z waits behind Y (fair order)");
+    kb_args_t cancel = ay;
+    cancel.flags = KB_LK_SETLK | KB_LK_CANCEL;
+    cancel.lock.type = KB_LK_UNLCK;
+    cr_assert_eq(bh_call_xl(h, bh_xl(h, NULL), KB_FOP_LK, &cancel, &cy, NULL), 0);
+    bh_pump(h, 10);
+    cr_assert(wy.done && wy.reply.status == -EAGAIN, "Y's wait is withdrawn");
+    cr_assert(wz.done && wz.reply.status == 0, "Z is granted at once");
+    cr_assert_eq(app_lk(4, 1ull << 63 | 24, KB_LK_SETLK, KB_LK_WRLCK, 50, 5), -EAGAIN, "[50,60) is Z's");
+    bh_pending_clear(&wy);
+    bh_pending_clear(&wz);
+}
