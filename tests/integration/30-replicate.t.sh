@@ -74,7 +74,7 @@ while True:
         threading.Thread(target=pipe, args=(x, y), daemon=True).start()
 PYEOF
     local fwd=$!
-    sleep 0.3
+    kb_wait_until 5 kb__port_busy "$pp" || kb_fail "the forwarder does not listen on $pp"
     kb_mount_volfile "$KB_TMP/ra.vol" "$ma"
     kb_mount_volfile "$KB_TMP/rb.vol" "$mb"
     head -c 4096 /dev/zero | tr '\0' o | dd of="$ma/f" bs=4096 oflag=direct conv=fsync status=none

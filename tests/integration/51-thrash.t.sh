@@ -136,12 +136,11 @@ start_lockers() {
     start_locker taa1 mnt-ta ta $((SEED + 15))
     start_locker tab1 mnt-tab ta $((SEED + 16))
 }
-lk_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 stop_lockers() {  # each finishes its round; one stuck in a call on its mount 30 s is killed
     local i
     for i in "${LPIDS[@]}"; do kill -TERM "$i" 2>/dev/null || true; done
     for i in "${!LPIDS[@]}"; do
-        if ! kb_wait_until 30 lk_gone "${LPIDS[$i]}"; then
+        if ! kb_wait_until 30 kb__pid_gone "${LPIDS[$i]}" kb-lockrace.py; then
             kb_log "  contender ${LIDS[$i]} still runs 30 s after SIGTERM: killed (stack: $(head -3 "/proc/${LPIDS[$i]}/stack" 2>/dev/null | tr '\n' ' '))"
             kill -KILL "${LPIDS[$i]}" 2>/dev/null || true
         fi
@@ -285,7 +284,7 @@ locks_exclusive() {
         done
     done
     for id in "${LIDS[@]}"; do
-        i=$(sed -n 's/.* grants=\([0-9]*\) .*/\1/p' "$W/lk-$id.out")
+        i=$(nn_kv grants "$(cat "$W/lk-$id.out")")
         kb_assert_le 10 "${i:-0}" "grants of contender $id"
     done
     kb_log "no lock granted twice: $(cat "$W/lock_audit")"

@@ -246,13 +246,6 @@ held() {  # held WHAT: the test (section) fails unless the locks are held and th
     [ -z "$bad" ] || kb_fail "$bad"
     held_log "$1"
 }
-held_or_gap() {  # held_or_gap WHAT: the same, where a known gap may show (see gap)
-    local bad line
-    bad=$(held_check "$1")
-    if [ -z "$bad" ]; then held_log "$1"; return 0; fi
-    while IFS= read -r line; do gap "$line"; done <<<"$bad"
-}
-
 # gap FINDING: a former product gap (issue 14, see the top) showed again: the section fails at
 # its end (gaps_end), after every finding of it was logged; KB_62_GAPS=0: logged only.
 gap() {
@@ -271,28 +264,28 @@ gaps_end() {
 }
 
 # finish WHAT DATA_BRICK...: stop the holders; every write succeeded; the file is right on the
-# data bricks and through the other mount. FINISH_FAIL=gap: what is wrong is a known gap.
+# data bricks and through the other mount.
 finish() {
-    local what=$1 s w f out pat b want ff=${FINISH_FAIL:-kb_fail}; shift
+    local what=$1 s w f out pat b want; shift
     w=$(qio_wrote "$HN"); f=$(qio_failed "$HN")
     pat=$(qio_last "$HN")
     qio_stop "$HN"
     s=$(hold_stop "$HN")
     kb_log "  holder summary: $s; longest write+fsync $(hold_max_ms "$HN") ms"
-    [ "$f" = 0 ] || "$ff" "$what: $f qemu-io writes or flushes failed: $(grep failed "$KB_TMP/qio-$HN.out" | sort | uniq -c | tr '\n' ' ')"
+    [ "$f" = 0 ] || kb_fail "$what: $f qemu-io writes or flushes failed: $(grep failed "$KB_TMP/qio-$HN.out" | sort | uniq -c | tr '\n' ' ')"
     [ "$w" -gt 0 ] || kb_fail "qemu-io wrote nothing ($what)"
-    [ "$(sv errors "$s")" = 0 ] || "$ff" "$what: $(sv errors "$s") of the holder's writes + fsyncs failed, the first: $(sv first_error "$s")"
-    [ "$(sv readback "$s")" = ok ] || "$ff" "$what: the holder's read-back of its file: $(sv readback "$s")"
+    [ "$(sv errors "$s")" = 0 ] || kb_fail "$what: $(sv errors "$s") of the holder's writes + fsyncs failed, the first: $(sv first_error "$s")"
+    [ "$(sv readback "$s")" = ok ] || kb_fail "$what: the holder's read-back of its file: $(sv readback "$s")"
     want=$(sv sha256 "$s")
     wait_healed "$what: holders stopped"
     for b in "$@"; do
-        [ "$(kb_sha "$b/$DAT")" = "$want" ] || "$ff" "$what: $DAT on brick $b is not what the holder's last writes make it (sha256 ${want:0:16})"
+        [ "$(kb_sha "$b/$DAT")" = "$want" ] || kb_fail "$what: $DAT on brick $b is not what the holder's last writes make it (sha256 ${want:0:16})"
     done
-    [ "$(kb_sha "$OM/$DAT")" = "$want" ] || "$ff" "$what: $DAT through ${OM##*/} is not what the holder's last writes make it"
-    out=$(kb_t 60 qemu-img check -T none "$OM/$IMG" 2>&1) || "$ff" "$what: qemu-img check $IMG: $out"
+    [ "$(kb_sha "$OM/$DAT")" = "$want" ] || kb_fail "$what: $DAT through ${OM##*/} is not what the holder's last writes make it"
+    out=$(kb_t 60 qemu-img check -T none "$OM/$IMG" 2>&1) || kb_fail "$what: qemu-img check $IMG: $out"
     # The last write reported done, or the one after it if the holder was stopped between the two.
     if ! img_holds "$OM/$IMG" "$pat" && ! img_holds "$OM/$IMG" $((pat % 127 + 1)); then
-        "$ff" "$what: $IMG at 1 MiB through ${OM##*/} holds neither pattern $pat (qemu-io's last write) nor the next: $IMG_OUT"
+        kb_fail "$what: $IMG at 1 MiB through ${OM##*/} holds neither pattern $pat (qemu-io's last write) nor the next: $IMG_OUT"
     fi
     kb_log "$what: qemu-io wrote $w times ($f failed), the holder $(sv ok "$s") times ($(sv errors "$s") failed); $DAT checked on $# data bricks (sha256 ${want:0:16}); $IMG checked"
 }
