@@ -400,11 +400,15 @@ Test(write_behind, a_failed_fd_is_not_written_behind, .init = start, .fini = sto
     wr_t w5, w6;
     wr_go(g, &w5, &f, fd2, 0, 4096, 'e');
     cr_assert_eq(w5.x.r.status, -EIO, "reported once");
-    wr_go(g, &w6, &f, fd2, 0, 4096, 'e');
-    cr_assert_eq(w6.x.r.status, 4096, "through, succeeded");
     m->hold[KB_FOP_WRITE] = true;
+    wr_go(g, &w6, &f, fd2, 0, 4096, 'e');
+    cr_assert_eq(w6.x.n, 0, "through: it waits for the brick");
+    mock_complete_all(m, false);
+    cr_assert_eq(w6.x.n, 1);
+    cr_assert_eq(w6.x.r.status, 4096, "through, succeeded");
     wr_t w7;
     wr_go(g, &w7, &f, fd2, 0, 4096, 'f');
+    cr_assert_eq(w7.x.n, 1, "behind again: acknowledged while the brick holds it");
     cr_assert_eq(w7.x.r.status, 4096, "behind again");
     mock_complete_all(m, false);
     wr_clear(&w1);

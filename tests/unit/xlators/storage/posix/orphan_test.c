@@ -125,6 +125,7 @@ Test(orphan, unlinked_while_open_stays_by_gfid_until_the_last_close)
     cr_assert_eq(bh_release(h, &g, f3), 0);
     cr_assert(brick_has("handle", &g) && brick_has("unlinked", &g), "one fd still holds it");
     cr_assert_eq(bh_read(h, &g, f2, 0, sizeof(buf), buf), 8);
+    cr_assert(memcmp(buf, "hello wo", 8) == 0, "truncated to 8 bytes");
     cr_assert_eq(bh_release(h, &g, f2), 0);
     cr_assert(!brick_has("handle", &g), "the last close removes the handle");
     cr_assert(!brick_has("unlinked", &g), "... and the marker");
@@ -179,6 +180,7 @@ Test(orphan, renamed_over_while_open)
     cr_assert_eq(nameless(&ga, &ia), 0);
     cr_assert_eq(ia.nlink, 0);
     cr_assert_eq(bh_read(h, &ga, fa, 0, sizeof(buf), buf), 3);
+    cr_assert(memcmp(buf, "old", 3) == 0, "the replaced file's content");
     cr_assert_eq(bh_release(h, &ga, fa), 0);
     cr_assert(!brick_has("handle", &ga) && !brick_has("unlinked", &ga));
     cr_assert(brick_has("handle", &gb));
@@ -276,6 +278,7 @@ Test(orphan, restart_keeps_them_for_the_grace_then_sweeps_the_unheld)
     status_says("1 open-unlinked");
     cr_assert_eq(bh_write(h, &ga, fa, 16, "!", 1, 0), 1);
     cr_assert_eq(bh_read(h, &ga, fa, 0, sizeof(buf), buf), 17);
+    cr_assert(memcmp(buf, "kept by a client!", 17) == 0);
     cr_assert_eq(bh_release(h, &ga, fa), 0);
     cr_assert(!brick_has("handle", &ga) && !brick_has("unlinked", &ga), "its last close removes it");
 }
