@@ -140,7 +140,6 @@ static void check_landed(repl_op_t *op)
  * INO, dropped by check_done. F may finish before this returns. */
 static void check_send(repl_priv_t *p, repl_inode_t *ino, repl_fan_t *f)
 {
-    ino->chk_busy = true;
     f->req = ino->chk_cur->req;   /* logs name the first read's request */
     repl_inode_ref(ino);
     for (int i = 0; i < p->n; i++)
@@ -156,7 +155,6 @@ static void check_done(repl_fan_t *f)
     repl_inode_fetched(p, ino);
     repl_op_t *done = ino->chk_cur;
     ino->chk_cur = NULL;
-    ino->chk_busy = false;
     if (ino->chk_next) {          /* reads that began while F was out: their own check */
         repl_op_t *rev = NULL;    /* pushed newest first: answer oldest first */
         for (repl_op_t *o = ino->chk_next, *nx; o; o = nx) {
@@ -191,18 +189,16 @@ static int read_check(repl_op_t *op)
 {
     repl_priv_t *p = op->priv;
     repl_inode_t *ino = op->ino;
-    if (ino->chk_busy) {
-        if (!ino->chk_fan && !(ino->chk_fan = repl_cl_fan(p, ino, NULL, check_done, ino)))
-            return -ENOMEM;
-        op->checking = true;
+    if (!ino->chk_fan && !(ino->chk_fan = repl_cl_fan(p, ino, NULL, check_done, ino)))
+        return -ENOMEM;
+    op->checking = true;
+    if (ino->chk_cur) {           /* a check is out: join the next */
         op->chk_link = ino->chk_next;
         ino->chk_next = op;
         return 0;
     }
-    repl_fan_t *f = repl_cl_fan(p, ino, NULL, check_done, ino);
-    if (!f)
-        return -ENOMEM;
-    op->checking = true;
+    repl_fan_t *f = ino->chk_fan;
+    ino->chk_fan = NULL;
     op->chk_link = NULL;
     ino->chk_cur = op;
     check_send(p, ino, f);

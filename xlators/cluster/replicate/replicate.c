@@ -238,7 +238,7 @@ static void ino_unhash_free(repl_priv_t *p, repl_inode_t *ino)
     if (*pp)
         *pp = ino->hnext;
     p->ninodes--;
-    assert(!ino->chk_busy && !ino->chk_fan);   /* each holds a ref (read.c) */
+    assert(!ino->chk_cur && !ino->chk_fan);   /* each holds a ref (read.c) */
     free(ino);
 }
 

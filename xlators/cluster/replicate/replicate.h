@@ -118,8 +118,8 @@ struct repl_inode {
     repl_txn_t *data_txn;       /* the data transaction (eager lock) in progress */
     /* Data reads' changelog checks (read.c): at most one in flight. Each
      * waiting read holds a ref on the inode, the check in flight one more. */
-    bool chk_busy;              /* a check is in flight */
-    repl_op_t *chk_cur;         /* reads it answers (they began before it was sent) */
+    repl_op_t *chk_cur;         /* a check is in flight: the reads it answers (they began
+                                   before it was sent) */
     repl_op_t *chk_next;        /* reads that began after: the next check answers them */
     repl_fan_t *chk_fan;        /* that next check, allocated by its first read (so
                                    sending it cannot fail once their reads are out) */

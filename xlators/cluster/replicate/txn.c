@@ -746,7 +746,7 @@ void repl_txn_op_done(repl_op_t *op)
          * unlink, a chmod). The lock is still held until then: the next op on
          * the same entry or inode waits for it as before. */
         t->active--;
-        if (!op->out.blame && !t->missed && !t->marked && !t->keep_dirty && t->members) {
+        if (!t->missed && !t->marked && !t->keep_dirty && t->members) {   /* missed has op's blame */
             t->pin++;
             tx_close(t);
             t->pin--;
