@@ -772,7 +772,19 @@ static void mg_lock(dist_frame_t *f)
  * holders let go. Asked twice: before the bulk copy (no copy of a running
  * VM's image made in vain) and under the migration lock, where it counts:
  * from then until the swap no client lock is granted on S (distribute takes
- * the migration lock, read, around every lock request: lk_under_mig). */
+ * the migration lock, read, around every lock request: lk_takes in inode.c). */
+
+static void in_use_got(dist_frame_t *f);
+
+/* GETLK on S for a write lock on the whole file: POSIX/OFD, or flock. */
+static void in_use_ask(dist_frame_t *f, bool flock)
+{
+    mig_t *m = M(f);
+    m->chk_flock = flock;
+    kb_args_t a = { .gfid = m->g, .fd = m->sfd, .flags = KB_LK_GETLK,
+                    .lock = { .type = KB_LK_WRLCK, .flock = flock, .owner = (uint64_t)(uintptr_t)m } };
+    one(f, m->s, KB_FOP_LK, &a, in_use_got);
+}
 
 static void in_use_got(dist_frame_t *f)
 {
@@ -789,10 +801,7 @@ static void in_use_got(dist_frame_t *f)
         return;
     }
     if (!m->chk_flock) {
-        m->chk_flock = true;
-        kb_args_t a = { .gfid = m->g, .fd = m->sfd, .flags = KB_LK_GETLK,
-                        .lock = { .type = KB_LK_WRLCK, .flock = 1, .owner = (uint64_t)(uintptr_t)m } };
-        one(f, m->s, KB_FOP_LK, &a, in_use_got);
+        in_use_ask(f, true);
         return;
     }
     m->after_idle(f);
@@ -802,10 +811,7 @@ static void in_use_check(dist_frame_t *f, dist_step_fn next)
 {
     mig_t *m = M(f);
     m->after_idle = next;
-    m->chk_flock = false;
-    kb_args_t a = { .gfid = m->g, .fd = m->sfd, .flags = KB_LK_GETLK,
-                    .lock = { .type = KB_LK_WRLCK, .start = 0, .len = 0, .owner = (uint64_t)(uintptr_t)m } };
-    one(f, m->s, KB_FOP_LK, &a, in_use_got);
+    in_use_ask(f, false);
 }
 
 /* -- 2. bulk copy -- */
