@@ -366,14 +366,14 @@ void repl_flush(kb_call_t *call)
     if (call->op == KB_FOP_FLUSH) {
         repl_txn_flush(p, op->ino);
         kb_lklog_flush(&op->fd->lk, call->args->lock.owner);   /* the close rule: its POSIX locks go */
-    }
-    if (op->fd->lk_lost && call->op == KB_FOP_FLUSH) {
-        /* It drops the owner's POSIX locks on the bricks that kept them:
-         * everywhere the fd can be. (FSYNC goes where the fd is, as before:
-         * write-behind reports the writes that failed.) */
-        op->lost_ok = true;
-        repl_fd_ensure(op, op->fd, p->up, flush_wind);
-        return;
+        if (op->fd->lk_lost) {
+            /* It drops the owner's POSIX locks on the bricks that kept them:
+             * everywhere the fd can be. (FSYNC goes where the fd is, as before:
+             * write-behind reports the writes that failed.) */
+            op->lost_ok = true;
+            repl_fd_ensure(op, op->fd, p->up, flush_wind);
+            return;
+        }
     }
     flush_wind(op);
 }

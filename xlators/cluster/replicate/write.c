@@ -111,13 +111,8 @@ void repl_mod_wind(repl_op_t *op)
 {
     repl_priv_t *p = op->priv;
     repl_mask_t want = repl_txn_members(op->txn) & repl_candidates(&p->cfg, op->col);
-    bool uses_fd = op->fd && kb_args_uses_fd(op->fop, op->args);
-    if (uses_fd && op->fd->lk_lost) {
-        mod_lost(op);
-        return;
-    }
-    if (uses_fd && (want & ~op->fd->opened)) {
-        op->fd_lost = mod_lost;          /* lost while it waits for the reopen */
+    if (op->fd && kb_args_uses_fd(op->fop, op->args)) {
+        op->fd_lost = mod_lost;          /* lost already, or while it waits for a reopen */
         repl_fd_ensure(op, op->fd, want, mod_wind_now);
         return;
     }
