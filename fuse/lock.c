@@ -81,7 +81,6 @@ void kbf_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct
 typedef struct lk_defer {
     struct lk_defer *next;
     kbf_req_t *r;
-    bool wait;
 } lk_defer_t;
 
 typedef struct lk_orphans {
@@ -103,7 +102,7 @@ static lk_orphans_t **orph_find(const kb_gfid_t *g, uint64_t owner)
     return pp;
 }
 
-static void submit_now(kbf_req_t *r);
+static void send_setlk(kbf_req_t *r);
 
 /* An orphan of OWNER on G completed: once none is left, what waited goes. */
 static void orphan_done(const kb_gfid_t *g, uint64_t owner)
@@ -119,21 +118,8 @@ static void orphan_done(const kb_gfid_t *g, uint64_t owner)
     pthread_mutex_unlock(&orph_mu);
     while (d) {
         lk_defer_t *next = d->next;
-        kbf_req_t *r = d->r;
-        bool gone = false;
-        if (d->wait) {
-            pthread_mutex_lock(&r->imu);
-            gone = r->replied;   /* interrupted while it waited here: it never went */
-            r->lk_sent = !gone;
-            pthread_mutex_unlock(&r->imu);
-        }
+        send_setlk(d->r);
         free(d);
-        if (gone) {
-            r->req = NULL;
-            kbf_req_free(r);
-        } else {
-            submit_now(r);
-        }
         d = next;
     }
 }
@@ -144,35 +130,30 @@ static void orphan_unlocked(kbf_req_t *u, const kb_reply_t *rep)
     kbf_done_drop(u, rep);
 }
 
-/* The orphan R was granted after its EINTR: release what nobody holds. */
-static void unlock_orphan(kbf_req_t *r)
-{
-    kbf_req_t *u = kbf_req_internal(r->fs, &r->a.gfid);
-    if (!u) {
-        orphan_done(&r->a.gfid, r->a.lock.owner);
-        return;
-    }
-    u->a.fd = r->a.fd;
-    u->a.lock = r->a.lock;
-    u->a.lock.type = KB_LK_UNLCK;
-    u->a.flags = KB_LK_SETLK;
-    u->cred = r->cred;
-    kbf_req_submit(u, KB_FOP_LK, orphan_unlocked);
-}
-
-/* Withdraw the orphan's wait at the bricks (its completion comes then,
- * -EAGAIN, and lets what waits behind it go). */
-static void cancel_orphan(kbf_t *fs, const kb_args_t *a, const kb_cred_t *cred)
+/* An internal UNLCK of A's lock (FLAGS: SETLK, with CANCEL to withdraw a
+ * wait only); false when there is no memory for it. */
+static bool submit_unlock(kbf_t *fs, const kb_args_t *a, const kb_cred_t *cred, uint32_t flags,
+                          void (*done)(kbf_req_t *, const kb_reply_t *))
 {
     kbf_req_t *u = kbf_req_internal(fs, &a->gfid);
     if (!u)
-        return;                  /* it completes when granted, then released */
+        return false;
     u->a.fd = a->fd;
     u->a.lock = a->lock;
     u->a.lock.type = KB_LK_UNLCK;
-    u->a.flags = KB_LK_SETLK | KB_LK_CANCEL;
+    u->a.flags = flags;
     u->cred = *cred;
-    kbf_req_submit(u, KB_FOP_LK, kbf_done_drop);
+    kbf_req_submit(u, KB_FOP_LK, done);
+    return true;
+}
+
+/* The orphan R was granted after its EINTR: release what nobody holds; a
+ * COUNTED one lets what waits behind it go once that is done. */
+static void unlock_orphan(kbf_req_t *r, bool counted)
+{
+    if (!submit_unlock(r->fs, &r->a, &r->cred, KB_LK_SETLK, counted ? orphan_unlocked : kbf_done_drop) &&
+        counted)
+        orphan_done(&r->a.gfid, r->a.lock.owner);
 }
 
 static void lk_interrupt(fuse_req_t req, void *data)
@@ -201,29 +182,29 @@ static void lk_interrupt(fuse_req_t req, void *data)
             if (e)
                 e->n++;
             else
-                orphan = false;  /* no memory: as before, its grant is released when it comes */
+                orphan = r->lk_sent = false;  /* no memory: uncounted; its grant is released when it comes */
             pthread_mutex_unlock(&orph_mu);
         }
         fuse_reply_err(req, EINTR);
     }
     pthread_mutex_unlock(&r->imu);
+    /* Withdraw its wait at the bricks (its completion comes then, -EAGAIN,
+     * and lets what waits behind it go); without memory it completes when
+     * granted, then is released. */
     if (orphan)
-        cancel_orphan(fs, &a, &cred);
+        submit_unlock(fs, &a, &cred, KB_LK_SETLK | KB_LK_CANCEL, kbf_done_drop);
 }
 
 static void done_setlk(kbf_req_t *r, const kb_reply_t *rep)
 {
     if (r->intr_armed) {
         pthread_mutex_lock(&r->imu);
-        bool replied = r->replied;
+        bool replied = r->replied, counted = r->lk_sent;   /* lk_interrupt counted it */
         r->replied = true;
         pthread_mutex_unlock(&r->imu);
         if (replied) {           /* EINTR went out; the request is an orphan */
-            pthread_mutex_lock(&orph_mu);
-            bool counted = *orph_find(&r->a.gfid, r->a.lock.owner) != NULL;
-            pthread_mutex_unlock(&orph_mu);
             if (rep->status == 0)
-                unlock_orphan(r);
+                unlock_orphan(r, counted);
             else if (counted)
                 orphan_done(&r->a.gfid, r->a.lock.owner);
             r->req = NULL;
@@ -235,8 +216,21 @@ static void done_setlk(kbf_req_t *r, const kb_reply_t *rep)
     kbf_reply_err(r, rep->status < 0 ? rep->status : 0);
 }
 
-static void submit_now(kbf_req_t *r)
+/* Send R, unless an interrupt answered it before it went (while it waited
+ * behind an orphan, or before it was even asked): then it never goes. */
+static void send_setlk(kbf_req_t *r)
 {
+    if (r->intr_armed) {
+        pthread_mutex_lock(&r->imu);
+        bool gone = r->replied;
+        r->lk_sent = !gone;
+        pthread_mutex_unlock(&r->imu);
+        if (gone) {
+            r->req = NULL;
+            kbf_req_free(r);
+            return;
+        }
+    }
     kbf_req_submit(r, KB_FOP_LK, done_setlk);
 }
 
@@ -254,25 +248,12 @@ static void submit_setlk(kbf_req_t *r, bool wait)
     lk_orphans_t *e = *orph_find(&r->a.gfid, r->a.lock.owner);
     if (e && (d = calloc(1, sizeof(*d)))) {
         d->r = r;
-        d->wait = wait;
         *e->tail = d;
         e->tail = &d->next;
     }
     pthread_mutex_unlock(&orph_mu);
-    if (d)
-        return;                  /* orphan_done sends it, or frees it if interrupted meanwhile */
-    if (wait) {
-        pthread_mutex_lock(&r->imu);
-        bool gone = r->replied;  /* interrupted before we even asked */
-        r->lk_sent = !gone;
-        pthread_mutex_unlock(&r->imu);
-        if (gone) {
-            r->req = NULL;
-            kbf_req_free(r);
-            return;
-        }
-    }
-    submit_now(r);
+    if (!d)
+        send_setlk(r);           /* else orphan_done sends it */
 }
 
 void kbf_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,

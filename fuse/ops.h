@@ -36,7 +36,8 @@ struct kbf_req {
     kbf_req_t *parent;           /* the STAT's: the OPEN request it serves */
     /* SETLKW / blocking flock only: the kernel may interrupt the wait. */
     bool intr_armed;
-    bool lk_sent;                /* (imu) on its way to the bricks: an interrupt leaves an orphan */
+    bool lk_sent;                /* (imu) on its way to the bricks: an interrupt leaves an orphan,
+                                    counted (false again when it could not be) */
     pthread_mutex_t imu;
     bool kill_notify;            /* write: drop the kernel's mode once done (KILLPRIV_V2) */
     bool journaled;              /* write: its bytes are in the journal (fuse/journal.c) */
