@@ -621,6 +621,8 @@ static int next_timeout(const super_t *s)
         t = KB_MIN(t, s->standby_deadline);
     if (s->respawn_at)
         t = KB_MIN(t, s->respawn_at);
+    if (s->mounted && s->fuse_fd >= 0 && !s->ending && alive(&s->cur))
+        t = KB_MIN(t, now + FUSE_CHECK_MS);   /* a look at /dev/fuse (loop) */
     if (t == UINT64_MAX)
         return -1;
     return t <= now ? 0 : (int)KB_MIN(t - now, 60000u);
@@ -632,7 +634,7 @@ static void loop(super_t *s)
         if (s->ending && !alive(&s->cur) && !alive(&s->next))
             break;
         struct pollfd p[6];
-        int n = 0, i_sig, i_lsock = -1, i_cur = -1, i_next = -1, i_fuse = -1;
+        int n = 0, i_sig, i_lsock = -1, i_cur = -1, i_next = -1;
         p[i_sig = n++] = (struct pollfd){ .fd = s->sigfd, .events = POLLIN };
         if (s->lsock >= 0 && s->went_live)
             p[i_lsock = n++] = (struct pollfd){ .fd = s->lsock, .events = POLLIN };
@@ -646,13 +648,9 @@ static void loop(super_t *s)
          * serving process needs, per call. While one serves, it sees the
          * unmount (ENODEV) and exits (cur_died looks then), and a look every
          * FUSE_CHECK_MS covers one that is stopped or hung. */
-        bool watch = s->mounted && s->fuse_fd >= 0 && !s->ending;
-        if (watch && !alive(&s->cur))
-            p[i_fuse = n++] = (struct pollfd){ .fd = s->fuse_fd, .events = 0 };
-        int timeout = next_timeout(s);
-        if (watch && i_fuse < 0)
-            timeout = timeout < 0 ? FUSE_CHECK_MS : KB_MIN(timeout, FUSE_CHECK_MS);
-        int rc = poll(p, (nfds_t)n, timeout);
+        if (s->mounted && s->fuse_fd >= 0 && !s->ending && !alive(&s->cur))
+            p[n++] = (struct pollfd){ .fd = s->fuse_fd, .events = 0 };
+        int rc = poll(p, (nfds_t)n, next_timeout(s));
         if (rc < 0 && errno != EINTR) {
             kb_err("super", "poll: %s", strerror(errno));
             sleep(1);
@@ -667,11 +665,8 @@ static void loop(super_t *s)
                 on_signal(s);
             if (i_lsock >= 0 && p[i_lsock].revents)
                 on_restart_request(s);
-            if (i_fuse >= 0 && (p[i_fuse].revents & (POLLERR | POLLHUP | POLLNVAL)))
-                begin_end(s, "unmounted");
         }
-        if (watch && i_fuse < 0)
-            check_unmounted(s);
+        check_unmounted(s);      /* whatever woke us: the descriptor, or a FUSE_CHECK_MS look */
         timers(s);
     }
 }
