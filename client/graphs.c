@@ -602,14 +602,14 @@ void kbc_sub_run(void *arg)
             sub_fail(s, -EBADF);
             return;
         }
-        bool letgo = h->lk_lost && lets_go(s->op, s->args);
-        if (h->lk_lost && !letgo) {   /* a lock of it went to another client */
+        /* stays: goes where the fd is, lost or not (a release; the unlocks and
+         * FLUSH of a lost handle, which takes nothing again anywhere) */
+        bool stays = closes_fd(s->op) || (h->lk_lost && lets_go(s->op, s->args));
+        if (h->lk_lost && !stays) {   /* a lock of it went to another client */
             sub_fail(s, h->lk_lost);
             return;
         }
-        /* A release need not move: it goes where the fd is (so do the
-         * unlocks of a lost handle: it takes nothing again anywhere). */
-        if (!closes_fd(s->op) && !letgo && handle_wants_reopen(c, h))
+        if (!stays && handle_wants_reopen(c, h))
             reopen_begin(c, h);
         if (h->reopening) {
             *h->waiting_tail = s;
@@ -627,7 +627,7 @@ void kbc_sub_run(void *arg)
         h->busy++;
         gr = h->graph;
         if (!gr) {               /* restored, and its reopen failed: no fd anywhere to release */
-            sub_fail(s, closes_fd(s->op) || letgo ? 0 : -EBADFD);
+            sub_fail(s, stays ? 0 : -EBADFD);
             return;
         }
     }
