@@ -111,7 +111,6 @@ typedef struct posix_priv {
     uint64_t grace_ms;        /* orphan-grace: how long an orphan waits for its client */
     struct event *sweep_ev;   /* removes the kept orphans nobody came back for */
     uint64_t sweep_at;        /* when it is armed for (kb_now_ms), 0: not armed */
-    bool stopping;            /* fini: fds close, orphans stay for the next start */
 
     /* region maps */
     posix_rmap_t *rm_head;
@@ -261,7 +260,7 @@ void posix_rm_fini(posix_priv_t *p);
 int posix_orphan_init(posix_priv_t *p, struct event_base *base, uint64_t grace_ms);
 void posix_orphan_fini(posix_priv_t *p);
 /* The fd table opens / closes an fd on regular file G. The last close of an
- * orphan removes it, unless it is kept (stopping; a kept one; CONN_GONE:
+ * orphan removes it, unless it is kept (after posix_orphan_fini; a kept one; CONN_GONE:
  * the fd went with its client's connection, kept for the grace). */
 int posix_held_ref(posix_priv_t *p, const kb_gfid_t *g);
 void posix_held_unref(posix_priv_t *p, const kb_gfid_t *g, bool conn_gone);
@@ -273,8 +272,6 @@ int posix_orphan_mark(posix_priv_t *p, const kb_gfid_t *g);
 /* The name removal failed after posix_orphan_mark returned 1. */
 void posix_orphan_unmark(posix_priv_t *p, const kb_gfid_t *g);
 bool posix_orphan_is(const posix_priv_t *p, const kb_gfid_t *g);
-/* Remove every orphan no fd holds and no grace keeps; returns how many. */
-unsigned posix_orphan_sweep(posix_priv_t *p);
 
 /* ---- brick.c ---- */
 int posix_rmtree_at(int dfd, const char *name, int depth);

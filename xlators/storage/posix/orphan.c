@@ -192,8 +192,6 @@ void posix_held_unref(posix_priv_t *p, const kb_gfid_t *g, bool conn_gone)
         hd_del(p, h);
         return;
     }
-    if (p->stopping)
-        return;               /* kept for the next start */
     uint64_t now = kb_now_ms();
     if (conn_gone && p->grace_ms)
         h->keep_until = KB_MAX(h->keep_until, now + p->grace_ms);
@@ -244,7 +242,8 @@ bool posix_orphan_is(const posix_priv_t *p, const kb_gfid_t *g)
 
 /* ---------------- kept orphans: start, grace, sweep ---------------- */
 
-unsigned posix_orphan_sweep(posix_priv_t *p)
+/* Remove every orphan no fd holds and no grace keeps; returns how many. */
+static unsigned orphan_sweep(posix_priv_t *p)
 {
     unsigned n = 0;
     uint64_t now = kb_now_ms(), next = 0;
@@ -269,7 +268,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     posix_priv_t *p = arg;
     p->sweep_at = 0;
-    unsigned n = posix_orphan_sweep(p);
+    unsigned n = orphan_sweep(p);
     if (n)
         kb_info(p->xl->name, "orphan grace over: removed %u open-unlinked file(s) nobody reopened, %zu "
                 "still open or kept", n, p->orphans);
@@ -334,7 +333,7 @@ int posix_orphan_init(posix_priv_t *p, struct event_base *base, uint64_t grace_m
     if (!p->orphans)
         return 0;
     if (!p->grace_ms) {
-        unsigned n = posix_orphan_sweep(p);
+        unsigned n = orphan_sweep(p);
         kb_info(p->xl->name, "removed %u open-unlinked file(s) left by the previous run", n);
         return 0;
     }

@@ -242,12 +242,11 @@ static void posix_free(posix_priv_t *p)
     if (!p)
         return;
     posix_io_fini(p);
-    p->stopping = true;       /* the orphans stay for the next start (orphan.c) */
+    posix_orphan_fini(p);     /* first: the fds closing below leave the orphans for the next start */
     if (p->ft_tab) {
         ft_drop(p, 0, true);
         free(p->ft_tab);
     }
-    posix_orphan_fini(p);
     posix_rm_fini(p);
     posix_dc_fini(p);
     int *fds[] = { &p->unlinked_fd, &p->regions_fd, &p->index_fd, &p->handles_fd, &p->internal_fd,
