@@ -6,9 +6,13 @@
 #ifndef KB_TEST_POSIX_BRICK_FIXTURE_H
 #define KB_TEST_POSIX_BRICK_FIXTURE_H
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <criterion/criterion.h>
 #include "tests/unit/brick_harness.h"
+#include "xlators/storage/posix/internal.h"
 
 static char *dir;
 static bh_t *h;
@@ -35,6 +39,22 @@ static void teardown(void)
     h = NULL;
     bh_rmrf(dir);
     free(dir);
+}
+
+/* lstat of REL, a path relative to the brick: 0 or -errno. */
+static inline int brick_stat(const char *rel, struct stat *st)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    return lstat(path, st) ? -errno : 0;
+}
+
+/* The brick-relative path of G's gfid handle. */
+static inline void handle_rel(const kb_gfid_t *g, char *out, size_t len)
+{
+    char r[POSIX_HANDLE_REL_LEN];
+    posix_handle_rel(g, r);
+    snprintf(out, len, ".kembar/handles/%s", r);
 }
 
 /* A restart as a crash leaves the disk: fini keeps what a crash would. */

@@ -20,16 +20,13 @@
 
 static bool brick_has(const char *what, const kb_gfid_t *g)
 {
-    char path[4096], s[KB_GFID_STRLEN], rel[POSIX_HANDLE_REL_LEN];
+    char rel[256], s[KB_GFID_STRLEN];
     struct stat st;
-    kb_gfid_str(g, s);
-    if (strcmp(what, "handle") == 0) {
-        posix_handle_rel(g, rel);
-        snprintf(path, sizeof(path), "%s/.kembar/handles/%s", dir, rel);
-    } else {
-        snprintf(path, sizeof(path), "%s/.kembar/%s/%s", dir, what, s);   /* unlinked, index */
-    }
-    return lstat(path, &st) == 0;
+    if (strcmp(what, "handle") == 0)
+        handle_rel(g, rel, sizeof(rel));
+    else
+        snprintf(rel, sizeof(rel), ".kembar/%s/%s", what, kb_gfid_str(g, s));   /* unlinked, index */
+    return brick_stat(rel, &st) == 0;
 }
 
 static void make_marker(const kb_gfid_t *g)

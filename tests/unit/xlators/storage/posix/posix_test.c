@@ -18,21 +18,6 @@
 #define BRICK_FIXTURE_TAG "posix"
 #include "tests/unit/xlators/storage/posix/brick_fixture.h"
 
-/* fstatat relative to the brick (paths here are short). */
-static int brick_stat(const char *rel, struct stat *st)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    return lstat(path, st) ? -errno : 0;
-}
-
-static void handle_rel(const kb_gfid_t *g, char *out, size_t len)
-{
-    char r[POSIX_HANDLE_REL_LEN];
-    posix_handle_rel(g, r);
-    snprintf(out, len, ".kembar/handles/%s", r);
-}
-
 static void fill(uint8_t *p, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++)
