@@ -386,6 +386,13 @@ static bench_row_t *row(cfg_t *c, const char *test, const char *metric, enum ben
     return r;
 }
 
+/* The mail workload's rows, in report order (mail_one fills them in this order). */
+static const struct { const char *test, *metric; enum bench_unit u; } mail_rows[] = {
+    { "mail-create", "", BENCH_U_OPS }, { "mail-create", "p50", BENCH_U_USEC },
+    { "mail-create", "p99", BENCH_U_USEC }, { "mail-tx", "", BENCH_U_OPS },
+    { "mail-tx", "p99", BENCH_U_USEC }, { "mail-delete", "", BENCH_U_OPS },
+};
+
 /* All rows in the order they are shown: test-major, then the CPU rows. */
 static void make_rows(cfg_t *c)
 {
@@ -408,14 +415,8 @@ static void make_rows(cfg_t *c)
     }
     for (int k = 0; k < 2 && c->rand && c->cpu; k++)
         row(c, rt[k], "cpu", BENCH_U_CPU, c->rand_size, c->rand_bs, c->qd);
-    if (c->mail) {
-        row(c, "mail-create", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
-        row(c, "mail-create", "p50", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
-        row(c, "mail-create", "p99", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
-        row(c, "mail-tx", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
-        row(c, "mail-tx", "p99", BENCH_U_USEC, c->mail_files, c->mail_max, 0);
-        row(c, "mail-delete", "", BENCH_U_OPS, c->mail_files, c->mail_max, 0);
-    }
+    for (size_t k = 0; k < KB_ARRAY_SIZE(mail_rows) && c->mail; k++)
+        row(c, mail_rows[k].test, mail_rows[k].metric, mail_rows[k].u, c->mail_files, c->mail_max, 0);
 }
 
 /* ----------------------------------------------------------- CPU + progress */
@@ -595,11 +596,6 @@ static void rand_target(cfg_t *c, int ti)
  * latencies; false when it failed. */
 static bool mail_one(cfg_t *c, int ti, int run)
 {
-    static const struct { const char *test, *metric; enum bench_unit u; } rows[] = {
-        { "mail-create", "", BENCH_U_OPS }, { "mail-create", "p50", BENCH_U_USEC },
-        { "mail-create", "p99", BENCH_U_USEC }, { "mail-tx", "", BENCH_U_OPS },
-        { "mail-tx", "p99", BENCH_U_USEC }, { "mail-delete", "", BENCH_U_OPS },
-    };
     bench_mail_opts_t o = {
         .files = c->mail_files, .dirs = c->mail_dirs, .tx = c->mail_tx,
         .min = (uint32_t)c->mail_min, .max = (uint32_t)c->mail_max, .fsync = c->mail_fsync,
@@ -617,8 +613,9 @@ static bool mail_one(cfg_t *c, int ti, int run)
         o.tx / ((double)(res.tx_ns ? res.tx_ns : 1) / 1e9), (double)res.tx_p99_ns / 1000.0,
         res.deleted / ((double)(res.delete_ns ? res.delete_ns : 1) / 1e9),
     };
-    for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
-        bench_row_t *r = row(c, rows[k].test, rows[k].metric, rows[k].u, c->mail_files,
+    _Static_assert(KB_ARRAY_SIZE(v) == KB_ARRAY_SIZE(mail_rows), "a value per mail row");
+    for (size_t k = 0; k < KB_ARRAY_SIZE(mail_rows); k++) {
+        bench_row_t *r = row(c, mail_rows[k].test, mail_rows[k].metric, mail_rows[k].u, c->mail_files,
                              c->mail_max, 0);
         if (rc < 0)
             r->cell[ti].failed = true;
