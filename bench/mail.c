@@ -33,21 +33,19 @@
 #define MAIL_NAME 96
 #define MAIL_READ_BUF (64u << 10)
 
-typedef struct mail_file {
-    uint32_t id;               /* name: DIR/d<id % dirs>/m<id> */
-} mail_file_t;
-
 typedef struct mail_ctx {
     bench_target_t *t;
     const bench_mail_opts_t *o;
     const char *dir;
     uint64_t rng;
-    mail_file_t *live;         /* files that exist now, in no order */
-    size_t nlive, caplive;
+    uint32_t *live;            /* ids of the files that exist now, in no order; name:
+                                  DIR/d<id % dirs>/m<id>; room for files + tx */
+    size_t nlive;
     uint32_t next_id;
     char *wbuf, *rbuf;         /* o->max bytes of content; a read buffer */
-    uint64_t *clat;            /* create latencies */
-    size_t nclat, capclat;
+    uint64_t *clat;            /* create latencies; room for files + tx */
+    size_t nclat;
+    uint64_t *txlat;           /* transaction latencies; room for tx */
     bool made_dir;             /* DIR is ours: it did not exist */
     unsigned made_subdirs;     /* d00 .. d<made_subdirs - 1> are ours */
     char *err;
@@ -81,33 +79,11 @@ static int fail(mail_ctx_t *c, const char *what, const char *name, int rc)
     return rc;
 }
 
-static int push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
-{
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 4096;
-        uint64_t *nv = realloc(*v, nc * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        *v = nv;
-        *cap = nc;
-    }
-    (*v)[(*n)++] = x;
-    return 0;
-}
-
 static int create_one(mail_ctx_t *c)
 {
     char name[MAIL_NAME];
     bench_file_t *f;
     uint32_t id = c->next_id++, size = mail_size(c);
-    if (c->nlive == c->caplive) {
-        size_t nc = c->caplive ? c->caplive * 2 : 1024;
-        mail_file_t *nl = realloc(c->live, nc * sizeof(*nl));
-        if (!nl)
-            return fail(c, "create", "(list)", -ENOMEM);
-        c->live = nl;
-        c->caplive = nc;
-    }
     mail_name(c, id, name);
     uint64_t t0 = bench_now_ns();
     int rc = bench_open(c->t, name, O_CREAT | O_EXCL | O_WRONLY, &f);
@@ -123,9 +99,8 @@ static int create_one(mail_ctx_t *c)
         bench_unlink(c->t, name);      /* not in the list: cleanup() would miss it */
         return fail(c, "write", name, rc);
     }
-    if (push_u64(&c->clat, &c->nclat, &c->capclat, bench_now_ns() - t0) < 0)
-        return fail(c, "create", "(latencies)", -ENOMEM);
-    c->live[c->nlive++] = (mail_file_t){ .id = id };
+    c->clat[c->nclat++] = bench_now_ns() - t0;
+    c->live[c->nlive++] = id;
     return 0;
 }
 
@@ -133,7 +108,7 @@ static int create_one(mail_ctx_t *c)
 static int delete_at(mail_ctx_t *c, size_t i)
 {
     char name[MAIL_NAME];
-    mail_name(c, c->live[i].id, name);
+    mail_name(c, c->live[i], name);
     int rc = bench_unlink(c->t, name);
     if (rc < 0)
         return fail(c, "unlink", name, rc);
@@ -145,7 +120,7 @@ static int read_one(mail_ctx_t *c, size_t i)
 {
     char name[MAIL_NAME];
     bench_file_t *f;
-    mail_name(c, c->live[i].id, name);
+    mail_name(c, c->live[i], name);
     int rc = bench_open(c->t, name, O_RDONLY, &f);
     if (rc < 0)
         return fail(c, "open", name, rc);
@@ -169,7 +144,7 @@ static int append_one(mail_ctx_t *c, size_t i)
     char name[MAIL_NAME];
     bench_file_t *f;
     uint32_t size = mail_size(c);
-    mail_name(c, c->live[i].id, name);
+    mail_name(c, c->live[i], name);
     int rc = bench_open(c->t, name, O_WRONLY | O_APPEND, &f);
     if (rc < 0)
         return fail(c, "open", name, rc);
@@ -211,7 +186,7 @@ static void cleanup(mail_ctx_t *c)
 {
     char name[MAIL_NAME];
     for (size_t i = 0; i < c->nlive; i++) {
-        mail_name(c, c->live[i].id, name);
+        mail_name(c, c->live[i], name);
         bench_unlink(c->t, name);
     }
     c->nlive = 0;
@@ -247,19 +222,17 @@ static int run_phases(mail_ctx_t *c, bench_mail_result_t *res)
     if (rc < 0)
         return rc;
 
-    uint64_t *txlat = NULL;
-    size_t ntx = 0, captx = 0;
+    size_t ntx = 0;
     t0 = bench_now_ns();
     for (unsigned i = 0; i < c->o->tx && rc == 0; i++) {
         uint64_t s = bench_now_ns();
         rc = bench_stop ? -EINTR : transaction(c, res);
-        if (rc == 0 && push_u64(&txlat, &ntx, &captx, bench_now_ns() - s) < 0)
-            rc = fail(c, "transaction", "(latencies)", -ENOMEM);
+        if (rc == 0)
+            c->txlat[ntx++] = bench_now_ns() - s;
     }
     res->tx_ns = bench_now_ns() - t0;
-    bench_sort_u64(txlat, ntx);
-    res->tx_p99_ns = bench_percentile(txlat, ntx, 99);
-    free(txlat);
+    bench_sort_u64(c->txlat, ntx);
+    res->tx_p99_ns = bench_percentile(c->txlat, ntx, 99);
     if (rc < 0)
         return rc;
 
@@ -283,10 +256,14 @@ int bench_mail_run(bench_target_t *t, const char *dir, const bench_mail_opts_t *
         snprintf(err, errlen, "mail: bad parameters");
         return -EINVAL;
     }
+    size_t most = (size_t)o->files + o->tx;   /* files alive, creates: at most one per tx more */
     c.wbuf = malloc(o->max);
     c.rbuf = malloc(MAIL_READ_BUF);
+    c.live = calloc(most, sizeof(*c.live));
+    c.clat = calloc(most, sizeof(*c.clat));
+    c.txlat = calloc(o->tx ? o->tx : 1, sizeof(*c.txlat));
     int rc = -ENOMEM;
-    if (c.wbuf && c.rbuf) {
+    if (c.wbuf && c.rbuf && c.live && c.clat && c.txlat) {
         for (uint32_t i = 0; i < o->max; i++)
             c.wbuf[i] = (char)('a' + i % 26);        /* text, like mail */
         rc = run_phases(&c, res);
@@ -303,6 +280,7 @@ int bench_mail_run(bench_target_t *t, const char *dir, const bench_mail_opts_t *
     cleanup(&c);
     free(c.live);
     free(c.clat);
+    free(c.txlat);
     free(c.wbuf);
     free(c.rbuf);
     return rc;

@@ -98,7 +98,10 @@ Test(bench_mail, appends_go_to_the_end)
     char err[256] = "", path[200];
     bench_mail_opts_t o = small;
     o.min = o.max = 1000;
-    mail_ctx_t c = { .t = t, .o = &o, .dir = "x", .err = err, .errlen = sizeof(err), .rng = 1 };
+    uint32_t live[1];
+    uint64_t clat[1];
+    mail_ctx_t c = { .t = t, .o = &o, .dir = "x", .err = err, .errlen = sizeof(err), .rng = 1,
+                     .live = live, .clat = clat };
     struct stat st;
     c.wbuf = malloc(o.max);
     memset(c.wbuf, 'a', o.max);
@@ -114,8 +117,6 @@ Test(bench_mail, appends_go_to_the_end)
     cr_assert_eq(st.st_size, 3000);
     cleanup(&c);
     free(c.wbuf);
-    free(c.live);
-    free(c.clat);
     close_tmp(t);
 }
 
