@@ -765,24 +765,35 @@ static void start_read(uint64_t fd, const kb_gfid_t *f, mock_res_t *x)
     kb_wind(top, KB_FOP_READ, &rd_args, &cred, 7, mock_res_cbk, x);
 }
 
-/* Answer the oldest held call of each child in turn (one check's GETs). */
-static void complete_oldest(int from, int to)
+/* Answer the oldest held call of each of the 3 children (one check's GETs). */
+static void complete_oldest(void)
 {
-    for (int i = from; i < to; i++)
+    for (int i = 0; i < 3; i++)
         mock_complete(m[i], 0, 0);
+}
+
+/* Replica 2 + arbiter, file F open read-only (*FD), read once (the copy it
+ * reads is returned), the record forgotten and every XATTROP held: the
+ * read checks' GETs wait for the test. */
+static int held_checks(uint8_t seed, kb_gfid_t *f, uint64_t *fd)
+{
+    start(3, arb_opts, true);
+    *f = gf(seed);
+    *fd = open_fd(f, O_RDONLY);
+    int c = read_once(*fd, f);
+    for (int i = 0; i < 3; i++) {
+        mock_forget(m[i]);
+        m[i]->hold[KB_FOP_XATTROP] = true;
+    }
+    return c;
 }
 
 Test(replicate, concurrent_reads_share_the_next_check)
 {
     enum { N = 5 };
-    start(3, arb_opts, true);
-    kb_gfid_t f = gf(27);
-    uint64_t fd = open_fd(&f, O_RDONLY);
-    int c = read_once(fd, &f);
-    for (int i = 0; i < 3; i++) {
-        mock_forget(m[i]);
-        m[i]->hold[KB_FOP_XATTROP] = true;
-    }
+    kb_gfid_t f;
+    uint64_t fd;
+    int c = held_checks(27, &f, &fd);
     mock_res_t first, x[N];
     start_read(fd, &f, &first);                     /* sends the check */
     for (int k = 0; k < N; k++)
@@ -791,7 +802,7 @@ Test(replicate, concurrent_reads_share_the_next_check)
     for (int i = 0; i < 3; i++)
         cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "child %d: one check in flight", i);
     cr_assert_eq(first.n, 0);
-    complete_oldest(0, 3);                          /* the first check comes back */
+    complete_oldest();                          /* the first check comes back */
     cr_assert_eq(first.n, 1);
     cr_assert_eq(first.r.status, 4);
     for (int i = 0; i < 3; i++) {
@@ -800,7 +811,7 @@ Test(replicate, concurrent_reads_share_the_next_check)
     }
     for (int k = 0; k < N; k++)
         cr_assert_eq(x[k].n, 0, "read %d answered on a check sent before it began", k);
-    complete_oldest(0, 3);
+    complete_oldest();
     for (int k = 0; k < N; k++) {
         cr_assert_eq(x[k].n, 1);
         cr_assert_eq(x[k].r.status, 4);
@@ -824,24 +835,19 @@ Test(replicate, concurrent_reads_share_the_next_check)
 
 Test(replicate, a_read_that_began_during_a_check_waits_for_the_next)
 {
-    start(3, arb_opts, true);
-    kb_gfid_t f = gf(28);
-    uint64_t fd = open_fd(&f, O_RDONLY);
-    int c = read_once(fd, &f);
-    for (int i = 0; i < 3; i++) {
-        mock_forget(m[i]);
-        m[i]->hold[KB_FOP_XATTROP] = true;
-    }
+    kb_gfid_t f;
+    uint64_t fd;
+    int c = held_checks(28, &f, &fd);
     mock_res_t a, b;
     start_read(fd, &f, &a);                         /* check 1 out */
     start_read(fd, &f, &b);                         /* began after it was sent */
     cr_assert_eq(mock_count(m[c], KB_FOP_READ), 2, "both reads went out to the cached pick");
-    complete_oldest(0, 3);                          /* check 1: clean */
+    complete_oldest();                          /* check 1: clean */
     cr_assert_eq(a.n, 1);
     cr_assert_eq(a.r.data->data[0], 'a' + c);
     cr_assert_eq(b.n, 0, "answered on a check sent before the read began");
     other_client_blames(&f, c);                     /* seen by check 2 only */
-    complete_oldest(0, 3);                          /* check 2 blames c */
+    complete_oldest();                          /* check 2 blames c */
     cr_assert_eq(b.n, 1);
     cr_assert_eq(b.r.status, 4, "b: %d", b.r.status);
     cr_assert_eq(b.r.data->data[0], 'a' + (1 - c), "read again from the copy nobody blames");
@@ -855,14 +861,9 @@ Test(replicate, a_read_that_began_during_a_check_waits_for_the_next)
 
 Test(replicate, a_copy_lost_with_checks_and_waiters_pending)
 {
-    start(3, arb_opts, true);
-    kb_gfid_t f = gf(29);
-    uint64_t fd = open_fd(&f, O_RDONLY);
-    int c = read_once(fd, &f);
-    for (int i = 0; i < 3; i++) {
-        mock_forget(m[i]);
-        m[i]->hold[KB_FOP_XATTROP] = true;
-    }
+    kb_gfid_t f;
+    uint64_t fd;
+    int c = held_checks(29, &f, &fd);
     m[c]->hold[KB_FOP_READ] = true;
     mock_res_t x[4];
     for (int k = 0; k < 4; k++)
