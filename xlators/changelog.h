@@ -64,6 +64,7 @@
 #ifndef KB_CHANGELOG_H
 #define KB_CHANGELOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define KB_CL_XATTR     "trusted.kembar.cl"
@@ -129,5 +130,40 @@ enum kb_ipc_code {
 /* Pack/unpack helpers (xlators/changelog.c). */
 void kb_cl_encode(const kb_cl_matrix_t *m, uint8_t out[KB_CL_MATRIX_BYTES]);
 void kb_cl_decode(const uint8_t in[KB_CL_MATRIX_BYTES], kb_cl_matrix_t *m);
+
+/*
+ * 5. XATTROP under a lock  (args.flags = KB_XOP_ADD_LOCKED, xlators/fop.h)
+ *
+ *    Replicate sends a transaction's non-blocking lock and its pre-op
+ *    together, on the same connection, in that order; the brick applies the
+ *    pre-op only if the lock was granted (the brick's graph handles one
+ *    connection's calls in order, and a non-blocking lock is answered at
+ *    once), so no mark is ever taken without the lock. args.data = the 204
+ *    bytes of deltas, then the lock the caller must hold:
+ *      u8    kind     KB_CL_COND_INODELK / KB_CL_COND_ENTRYLK
+ *      u64   owner    INODELK: its lock.owner; ENTRYLK: the caller's cred.lk_owner
+ *      blob  domain   the lock's domain (args.name of the lock call), 1..63 bytes
+ *      blob  base     ENTRYLK: the locked basename (args.name2), 1..255 bytes;
+ *                     INODELK: empty
+ *    (blob = u32 length + bytes, lib/codec.h). The holder is the caller's
+ *    connection (cred.client_id) with that owner, holding a granted lock of
+ *    that kind on args.gfid in that domain (ENTRYLK: on that basename).
+ */
+enum { KB_CL_COND_INODELK = 0, KB_CL_COND_ENTRYLK = 1 };
+#define KB_CL_COND_DOMAIN_MAX 63
+#define KB_CL_COND_BASE_MAX 255
+typedef struct kb_cl_cond {
+    uint8_t kind;
+    uint64_t owner;
+    char domain[KB_CL_COND_DOMAIN_MAX + 1];
+    char base[KB_CL_COND_BASE_MAX + 1];    /* "" for INODELK */
+} kb_cl_cond_t;
+/* The payload of a KB_XOP_ADD_LOCKED: DELTA, then C. NULL on ENOMEM or a
+ * name too long for the format (then: lock first, plain KB_XOP_ADD). */
+struct kb_buf *kb_cl_cond_payload(const kb_cl_matrix_t *delta, const kb_cl_cond_t *c);
+/* Split a KB_XOP_ADD_LOCKED payload: the deltas and the condition. 0, or
+ * -EINVAL for anything malformed (short, trailing bytes, bad kind, a name
+ * empty, too long or holding a NUL, a basename on an INODELK). */
+int kb_cl_cond_parse(const void *data, size_t len, kb_cl_matrix_t *delta, kb_cl_cond_t *c);
 
 #endif

@@ -123,8 +123,13 @@ typedef struct kb_lock {
 /* ---- XATTROP: atomic add of fixed-width counters (replicate changelog) ----
  * args.name  = key (must be a trusted.kembar.* internal key; only this op may touch them)
  * args.data  = N big-endian int32 deltas; reply.data = the values after the add.
- * args.flags = KB_XOP_ADD (add deltas) or KB_XOP_GET (read only). */
-enum { KB_XOP_ADD = 0, KB_XOP_GET = 1 };
+ * args.flags = KB_XOP_ADD (add deltas), KB_XOP_GET (read only), or
+ *              KB_XOP_ADD_LOCKED: add only while the caller holds the lock
+ *              that args.data names after the deltas (changelog.h, "XATTROP
+ *              under a lock"), else -ENOLCK and nothing changes. Answered by
+ *              features/locks (a brick with KB_FEAT_XOP_LOCKED); anything
+ *              below it refuses the flag with -EINVAL. */
+enum { KB_XOP_ADD = 0, KB_XOP_GET = 1, KB_XOP_ADD_LOCKED = 2 };
 
 /* ---- directory entries ---- */
 typedef struct kb_dirent {

@@ -188,6 +188,14 @@ int kb_graph_ctl(kb_graph_t *g, int code, void *arg)
     return first;
 }
 
+uint64_t kb_xlator_features(kb_xlator_t *xl)
+{
+    uint64_t f = 0;
+    if (!xl->type->ctl || xl->type->ctl(xl, KB_CTL_FEATURES, &f))
+        return 0;
+    return f;
+}
+
 /* ---------------- volfile ---------------- */
 
 static void xl_free(kb_xlator_t *xl)

@@ -82,11 +82,16 @@ struct kb_xlator_type {
 #define KB_CTL_LK_CLIENT_GONE 3 /* arg: uint64_t *lk_client; a client instance gone for good
                                    (its lease ran out): drop its POSIX/OFD/flock locks */
 #define KB_CTL_STATUS      2  /* arg: struct kb_ctl_status *; per-translator status text */
+#define KB_CTL_FEATURES    4  /* arg: uint64_t *; protocol/client: the brick's KB_FEAT_* bits
+                                 (rpc/wire.h) on the current connection (0 while down). Asked
+                                 of one child directly (kb_xlator_features), not of a graph */
 
 struct kb_ctl_status { char *text; size_t len, cap; }; /* appended with kb_ctl_printf */
 void kb_ctl_printf(struct kb_ctl_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Send CODE to every translator of the graph that has a ctl; returns the first error. */
 int kb_graph_ctl(kb_graph_t *g, int code, void *arg);
+/* KB_CTL_FEATURES of XL: 0 when it has no ctl or does not answer. */
+uint64_t kb_xlator_features(kb_xlator_t *xl);
 
 struct kb_xlator {
     char *name;                /* instance name from the volfile */

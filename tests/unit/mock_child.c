@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include "rpc/wire.h"
 #include "tests/unit/mock_child.h"
 
 void mock_res_cbk(void *cookie, const kb_reply_t *r)
@@ -140,14 +141,62 @@ static void fill_attr(mock_child_t *m, kb_iatt_t *a, const kb_gfid_t *g)
     a->mtime_sec = 1000 + m->id;
 }
 
+/* ---------------- locks (for KB_XOP_ADD_LOCKED) ---------------- */
+
+static ssize_t lk_find(const mock_child_t *m, const kb_gfid_t *g, const kb_cl_cond_t *c)
+{
+    for (size_t i = 0; i < m->nlks; i++)
+        if (kb_gfid_eq(&m->lk_gfid[i], g) && m->lks[i].kind == c->kind && m->lks[i].owner == c->owner &&
+            !strcmp(m->lks[i].domain, c->domain) && !strcmp(m->lks[i].base, c->base))
+            return (ssize_t)i;
+    return -1;
+}
+
+/* A lock call was answered OK: remember what it holds now. */
+static void lk_track(mock_child_t *m, kb_op_t op, const kb_args_t *a, const kb_cred_t *cred)
+{
+    kb_cl_cond_t c = { .kind = op == KB_FOP_ENTRYLK ? KB_CL_COND_ENTRYLK : KB_CL_COND_INODELK };
+    bool unlock;
+    if (op == KB_FOP_ENTRYLK) {
+        c.owner = cred->lk_owner;
+        snprintf(c.base, sizeof(c.base), "%s", a->name2 ? a->name2 : "");
+        unlock = (a->flags & 0xff) == KB_ELK_UNLOCK;
+    } else {
+        c.owner = a->lock.owner;
+        unlock = a->lock.type == KB_LK_UNLCK;
+    }
+    snprintf(c.domain, sizeof(c.domain), "%s", a->name ? a->name : "");
+    ssize_t at = lk_find(m, &a->gfid, &c);
+    if (unlock && at >= 0) {
+        m->nlks--;
+        m->lks[at] = m->lks[m->nlks];
+        m->lk_gfid[at] = m->lk_gfid[m->nlks];
+    } else if (!unlock && at < 0) {
+        m->lks = realloc(m->lks, (m->nlks + 1) * sizeof(*m->lks));
+        m->lk_gfid = realloc(m->lk_gfid, (m->nlks + 1) * sizeof(*m->lk_gfid));
+        if (!m->lks || !m->lk_gfid)
+            abort();
+        m->lks[m->nlks] = c;
+        m->lk_gfid[m->nlks++] = a->gfid;
+    }
+}
+
 static int answer_xattrop(mock_child_t *m, const kb_args_t *a, kb_reply_t *r)
 {
     kb_cl_matrix_t *cl = mock_cl(m, &a->gfid);
-    if (a->flags == KB_XOP_ADD) {
-        if (!a->data || a->data->len != KB_CL_MATRIX_BYTES)
-            return -EINVAL;
+    if (a->flags == KB_XOP_ADD || a->flags == KB_XOP_ADD_LOCKED) {
         kb_cl_matrix_t d;
-        kb_cl_decode((const uint8_t *)a->data->data, &d);
+        if (a->flags == KB_XOP_ADD_LOCKED) {
+            kb_cl_cond_t c;
+            if (!m->xop_locked || !a->data || kb_cl_cond_parse(a->data->data, a->data->len, &d, &c))
+                return -EINVAL;
+            if (lk_find(m, &a->gfid, &c) < 0)
+                return -ENOLCK;
+        } else if (!a->data || a->data->len != KB_CL_MATRIX_BYTES) {
+            return -EINVAL;
+        } else {
+            kb_cl_decode((const uint8_t *)a->data->data, &d);
+        }
         for (int i = 0; i < KB_CL_ROWS; i++)
             for (int c = 0; c < KB_CL_COLS; c++) {
                 cl->v[i][c] += d.v[i][c];
@@ -244,6 +293,8 @@ static void respond(mock_child_t *m, kb_call_t *call, int err)
         int st = r.status;
         kb_reply_clear(&r);
         r.status = st;
+    } else if (call->op == KB_FOP_INODELK || call->op == KB_FOP_ENTRYLK) {
+        lk_track(m, call->op, call->args, &call->cred);
     }
     r.rflags = m->rflags | m->rflags_once;
     m->rflags_once = 0;
@@ -306,6 +357,7 @@ void mock_up(mock_child_t *m)
 void mock_down(mock_child_t *m)
 {
     m->connected = false;
+    m->nlks = 0;                  /* its locks die with the connection */
     while (m->nheld)
         mock_complete(m, 0, -ENOTCONN);
     kb_notify_parents(m->xl, KB_EV_CHILD_DOWN);
@@ -334,6 +386,8 @@ static void mock_fini(kb_xlator_t *xl)
     free(m->rec);
     free(m->held);
     free(m->cls);
+    free(m->lks);
+    free(m->lk_gfid);
     for (size_t i = 0; i < m->nents; i++)
         free(m->ents[i].name);
     free(m->ents);
@@ -342,6 +396,15 @@ static void mock_fini(kb_xlator_t *xl)
 }
 
 static void mock_notify(kb_xlator_t *xl, int event, kb_xlator_t *child) { }
+
+static int mock_ctl(kb_xlator_t *xl, int code, void *arg)
+{
+    mock_child_t *m = xl->priv;
+    if (code != KB_CTL_FEATURES)
+        return -ENOSYS;
+    *(uint64_t *)arg = m->connected && m->xop_locked ? KB_FEAT_XOP_LOCKED : 0;
+    return 0;
+}
 
 #define FOP(NAME, name, A, R, C) [KB_FOP_##NAME] = mock_fop,
 const kb_xlator_type_t mock_xl_type = {
@@ -352,6 +415,7 @@ const kb_xlator_type_t mock_xl_type = {
     .init = mock_init,
     .fini = mock_fini,
     .notify = mock_notify,
+    .ctl = mock_ctl,
 };
 #undef FOP
 

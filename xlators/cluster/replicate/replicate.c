@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <event2/event.h>
 #include "lib/log.h"
+#include "rpc/wire.h"
 #include "xlators/cluster/replicate/replicate.h"
 #include "xlators/cluster/replicate/heal.h"
 
@@ -436,10 +437,15 @@ static void child_event(repl_priv_t *p, int i, int event)
         p->up |= bit;
         p->child_gen[i]++;
         p->state_gen++;          /* its opinion is unknown: every cached view is stale */
+        if (kb_xlator_features(p->xl->children[i]) & KB_FEAT_XOP_LOCKED)
+            p->xop_locked |= bit;
+        else
+            p->xop_locked &= ~bit;
         repl_txn_child_event(p, i, true);
         kb_info(p->xl->name, "child %d (%s) is up", i, p->xl->children[i]->name);
     } else if (event == KB_EV_CHILD_DOWN && (p->up & bit)) {
         p->up &= ~bit;
+        p->xop_locked &= ~bit;
         for (repl_fd_t *fd = p->fds; fd; fd = fd->next)
             fd->opened &= ~bit;  /* its fds died with the connection */
         repl_txn_child_event(p, i, false);
@@ -589,9 +595,10 @@ static int repl_ctl(kb_xlator_t *xl, int code, void *arg)
     kb_ctl_printf(st, "%s: replicate %d%s, up 0x%x, quorum %s\n", xl->name, p->n,
                   p->cfg.arbiter >= 0 ? " (arbiter)" : "", p->up,
                   repl_quorum_met(&p->cfg, p->up) ? "met" : "LOST");
-    kb_ctl_printf(st, "  locks %llu, pre-ops %llu, post-ops %llu, marks %llu, unlocks %llu, "
-                  "resends %llu, reopens %llu, read retries %llu, cached inodes %zu\n",
-                  (unsigned long long)p->st.locks, (unsigned long long)p->st.preops,
+    kb_ctl_printf(st, "  locks %llu (%llu with their pre-op), pre-ops %llu, post-ops %llu, marks %llu, "
+                  "unlocks %llu, resends %llu, reopens %llu, read retries %llu, cached inodes %zu\n",
+                  (unsigned long long)p->st.locks, (unsigned long long)p->st.combined,
+                  (unsigned long long)p->st.preops,
                   (unsigned long long)p->st.postops, (unsigned long long)p->st.marks,
                   (unsigned long long)p->st.unlocks, (unsigned long long)p->st.resends,
                   (unsigned long long)p->st.reopens, (unsigned long long)p->st.retries, p->ninodes);

@@ -78,6 +78,7 @@ struct repl_priv {
     repl_cfg_t cfg;
     int n;
     repl_mask_t up;                        /* children that sent CHILD_UP last */
+    repl_mask_t xop_locked;                /* ... whose brick takes KB_XOP_ADD_LOCKED (txn.c) */
     uint32_t child_gen[KB_CL_MAX_REPLICA]; /* bumped at each CHILD_UP of child i */
     uint64_t state_gen;                    /* bumped at any CHILD_UP: cached views stale */
     bool eager;
@@ -102,6 +103,7 @@ struct repl_priv {
     void *heal;                            /* repl_heal_* private state */
     struct repl_stats {                    /* for status and tests */
         uint64_t locks, preops, postops, marks, unlocks, resends, reopens, retries;
+        uint64_t combined;                 /* locks whose pre-op went with them (txn.c) */
     } st;
 };
 

@@ -13,7 +13,12 @@
  *             reach every replica in the same order.
  *   pre-op    XATTROP ADD on the locked children: dirty +1 in the op's
  *             column, and pending +1 against every child already absent
- *             (down, or lock failed) — one round trip for both.
+ *             (down, or lock failed) — one round trip for both. When the
+             bricks take KB_XOP_ADD_LOCKED (changelog.h §5) and there is one
+             lock target, the pre-op goes out with the non-blocking lock,
+             applied by each brick only if it granted that lock: lock and
+             pre-op in one round trip (see "lock and pre-op in one round
+             trip" below for what happens when not everything is granted).
  *   op        the fop on the members (write.c).
  *   post-op   XATTROP ADD on the members that have every op of the hold:
  *             dirty -1, pending +1 against the children that missed an op
@@ -50,6 +55,7 @@
  * delayed post-op) — a client crash before the post-op would leave no record
  * of which replica missed acknowledged writes.
  */
+#include <stdio.h>
 #include <event2/event.h>
 #include "lib/log.h"
 #include "xlators/cluster/replicate/replicate.h"
@@ -205,9 +211,9 @@ static void lk_rollback_done(repl_lk_t *lk)
     lk->done(lk);
 }
 
-static void lk_nb_done(repl_fan_t *f)
+/* Record the replies of a non-blocking lock (part 0 of F). */
+static void lk_nb_tally(repl_lk_t *lk, const repl_fan_t *f)
 {
-    repl_lk_t *lk = f->ctx;
     repl_priv_t *p = lk->priv;
     for (int i = 0; i < p->n; i++) {
         if (!(f->sent[0] & REPL_BIT(i)))
@@ -220,10 +226,21 @@ static void lk_nb_done(repl_fan_t *f)
         else if (!repl_err_is_disconnect(st) && !lk->err)
             lk->err = st;
     }
+}
+
+/* After the non-blocking round: done, or release and go blocking (or fail). */
+static void lk_nb_next(repl_lk_t *lk)
+{
     if (!lk->conflict)
         lk->done(lk);
     else
         repl_lk_unlock(lk, lk->granted, lk->blocking ? lk_seq_start : lk_rollback_done);
+}
+
+static void lk_nb_done(repl_fan_t *f)
+{
+    lk_nb_tally(f->ctx, f);
+    lk_nb_next(f->ctx);
 }
 
 void repl_lk_start(repl_lk_t *lk)
@@ -450,6 +467,112 @@ static void tx_locked(repl_lk_t *lk)
     tx_preop_target(t);
 }
 
+/* ---- lock and pre-op in one round trip (changelog.h §5) ----
+ * When the transaction has one lock target, which is also the one inode it
+ * marks, and every up child's brick takes KB_XOP_ADD_LOCKED, the
+ * non-blocking lock and the pre-op go out together: the brick applies the
+ * pre-op only if it granted the lock just before, so no mark is ever taken
+ * without the lock. If anything differs from "granted and marked on every
+ * child", the marks that were taken are taken back (a plain ADD of the
+ * opposite, on the same connections, so before any unlock) and the
+ * transaction goes on as if only the lock had been sent: blocking
+ * acquisition on a conflict, then the ordinary pre-op. */
+
+static bool tx_combine_ok(const repl_txn_t *t)
+{
+    const repl_priv_t *p = t->priv;
+    return t->phase == 0 && t->ntgt == 1 && t->nmark == 1 && p->up && !(p->up & ~p->xop_locked) &&
+           kb_gfid_eq(&t->tgt[0].gfid, &t->mino[0]->gfid);
+}
+
+static void tx_undo_done(repl_fan_t *f)
+{
+    repl_inode_unref(f->priv, f->ctx);
+}
+
+/* Take back DELTA on MASK (fire and forget: the connections keep the order). */
+static void tx_undo_marks(repl_txn_t *t, const kb_cl_matrix_t *delta, repl_mask_t mask)
+{
+    repl_priv_t *p = t->priv;
+    kb_cl_matrix_t neg;
+    for (int r = 0; r < KB_CL_ROWS; r++)
+        for (int c = 0; c < KB_CL_COLS; c++)
+            neg.v[r][c] = -delta->v[r][c];
+    repl_inode_t *ino = repl_inode_ref(t->mino[0]);
+    repl_fan_t *f = repl_cl_fan(p, ino, &neg, tx_undo_done, ino);
+    if (!f) {
+        repl_inode_unref(p, ino);   /* the extra mark stays: heal finds the copies equal */
+        return;
+    }
+    for (int i = 0; i < p->n; i++)
+        if (mask & REPL_BIT(i))
+            repl_fan_wind(f, i);
+    repl_fan_go(f);
+}
+
+static void tx_combined_done(repl_fan_t *f)
+{
+    repl_txn_t *t = f->ctx;
+    repl_priv_t *p = t->priv;
+    repl_lk_t *lk = &t->lk;
+    lk_nb_tally(lk, f);
+    repl_mask_t marked = repl_fan_ok(f, 1);
+    for (int i = 0; i < p->n; i++) {
+        int st = f->status[p->n + i];
+        if ((f->sent[1] & REPL_BIT(i)) && (st == -EOPNOTSUPP || st == -EINVAL))
+            p->xop_locked &= ~REPL_BIT(i);     /* it cannot after all: lock first there */
+    }
+    if (!lk->conflict && lk->granted == lk->want && marked == lk->want) {
+        p->st.combined++;
+        t->lk_mask[0] = t->members = lk->granted;
+        t->phase = 0;
+        tx_open(t);
+        return;
+    }
+    if (marked) {
+        kb_cl_matrix_t d;
+        repl_cl_delta(&d, REPL_COL(t->col), 1, t->absent);
+        tx_undo_marks(t, &d, marked);
+    }
+    lk_nb_next(lk);
+}
+
+/* False when it could not be sent (nothing was): lock the ordinary way. */
+static bool tx_lock_combined(repl_txn_t *t)
+{
+    repl_priv_t *p = t->priv;
+    repl_lk_t *lk = &t->lk;
+    t->absent = repl_candidates(&p->cfg, t->col) & ~lk->want;
+    kb_cl_matrix_t d;
+    repl_cl_delta(&d, REPL_COL(t->col), 1, t->absent);
+    kb_cl_cond_t c = { .kind = lk->op == KB_FOP_ENTRYLK ? KB_CL_COND_ENTRYLK : KB_CL_COND_INODELK,
+                       .owner = t->owner };
+    snprintf(c.domain, sizeof(c.domain), "%s", lk->args.name);
+    snprintf(c.base, sizeof(c.base), "%s", t->tgt[0].name ? t->tgt[0].name : "");
+    kb_buf_t *pl = kb_cl_cond_payload(&d, &c);
+    repl_fan_t *f = pl ? repl_fan_new(p, 2, lk->op, NULL, &lk->cred, lk->req, tx_combined_done, t) : NULL;
+    if (!f || repl_fan_set_cl(f, 1, t->mino[0], &d)) {
+        repl_fan_drop(f);
+        kb_buf_unref(pl);
+        return false;
+    }
+    kb_buf_unref(f->hold[1]);
+    f->hold[1] = pl;
+    lk->granted = lk->conflict = 0;
+    lk->err = 0;
+    p->st.preops++;
+    for (int i = 0; i < p->n; i++)
+        if (lk->want & REPL_BIT(i)) {
+            lk_args(lk, &f->args[i], i, LK_NB);
+            f->args[p->n + i].flags = KB_XOP_ADD_LOCKED;
+            f->args[p->n + i].data = pl;
+            repl_fan_wind(f, i);             /* the lock first: the brick checks it */
+            repl_fan_wind(f, p->n + i);
+        }
+    repl_fan_go(f);
+    return true;
+}
+
 static void tx_lock_target(repl_txn_t *t)
 {
     repl_priv_t *p = t->priv;
@@ -458,6 +581,8 @@ static void tx_lock_target(repl_txn_t *t)
     t->lk.want = k == 0 ? p->up : t->lk_mask[k - 1];
     t->lk.done = tx_locked;
     p->st.locks++;
+    if (tx_combine_ok(t) && tx_lock_combined(t))
+        return;
     repl_lk_start(&t->lk);
 }
 

@@ -35,6 +35,12 @@
  * on that gfid that passes through here carries KB_RF_CONTENDED, so an
  * eager-lock holder (replicate) knows to release.
  *
+ * XATTROP KB_XOP_ADD_LOCKED (changelog.h §5): applied (passed down as a
+ * plain KB_XOP_ADD) only while the caller's connection holds, with the
+ * owner it names, a granted INODELK / ENTRYLK on the object; else -ENOLCK,
+ * nothing changed. Replicate sends it right behind a non-blocking lock on
+ * the same connection, so it sees that lock already decided.
+ *
  * Completion: a waiting call completes when granted, or with -ENOTCONN when
  * its connection goes (ctl KB_CTL_CLIENT_GONE, which also drops the
  * connection's inodelk/entrylk locks; its LK locks stay with its client
@@ -45,6 +51,7 @@
  */
 #include <stdio.h>
 #include "lib/log.h"
+#include "xlators/changelog.h"
 #include "xlators/xlator.h"
 
 #define LK_END UINT64_MAX
@@ -657,6 +664,69 @@ static void lk_flush(kb_call_t *call)
     done_drain(p);
 }
 
+/* ---------------- XATTROP under a lock (changelog.h §5) ---------------- */
+
+/* Does (CLIENT, C->owner) hold a granted lock of C's kind on G? */
+static bool holds(lk_priv_t *p, const kb_gfid_t *g, uint64_t client, const kb_cl_cond_t *c)
+{
+    lk_inode_t *i = inode_find(p, g);
+    bool entry = c->kind == KB_CL_COND_ENTRYLK;
+    lk_domain_t *d = i ? domain_get(entry ? &i->edomains : &i->domains, c->domain, entry, false) : NULL;
+    for (lk_lock_t *l = d ? d->set.granted : NULL; l; l = l->next)
+        if (l->own.client == client && l->own.owner == c->owner &&
+            (!entry || (l->base && !strcmp(l->base, c->base))))
+            return true;
+    return false;
+}
+
+typedef struct lk_xop {
+    kb_call_t *call;
+    kb_args_t args;           /* the caller's, as a plain KB_XOP_ADD of the deltas */
+} lk_xop_t;
+
+static void lk_xop_cbk(void *cookie, const kb_reply_t *reply)
+{
+    lk_xop_t *x = cookie;
+    kb_buf_unref(x->args.data);
+    kb_call_t *call = x->call;
+    free(x);
+    lk_pass_cbk(call, reply);
+}
+
+static void lk_xattrop(kb_call_t *call)
+{
+    lk_priv_t *p = call->xl->priv;
+    const kb_args_t *a = call->args;
+    if (a->flags != KB_XOP_ADD_LOCKED) {
+        lk_pass(call);
+        return;
+    }
+    kb_cl_matrix_t delta;
+    kb_cl_cond_t c;
+    kb_reply_t r = { 0 };
+    lk_xop_t *x = NULL;
+    if (!a->data || kb_cl_cond_parse(a->data->data, a->data->len, &delta, &c))
+        r.status = -EINVAL;
+    else if (!holds(p, &a->gfid, call->cred.client_id, &c))
+        r.status = -ENOLCK;      /* the lock sent before it was not granted: nothing applied */
+    else if (!(x = malloc(sizeof(*x))) || !(x->args.data = kb_buf_new(KB_CL_MATRIX_BYTES)))
+        r.status = -ENOMEM;
+    if (r.status) {
+        free(x);
+        reply_flags(p, call, &r);
+        kb_unwind(call, &r);
+        return;
+    }
+    kb_buf_t *b = x->args.data;
+    x->call = call;
+    x->args = *a;
+    x->args.flags = KB_XOP_ADD;
+    x->args.data = b;
+    kb_cl_encode(&delta, (uint8_t *)b->data);
+    b->len = KB_CL_MATRIX_BYTES;
+    kb_wind_from(call, call->xl->children[0], &x->args, lk_xop_cbk, x);
+}
+
 /* ---------------- client gone ---------------- */
 
 static void set_drop_client(lk_priv_t *p, lk_inode_t *i, lk_set_t *s, uint64_t client)
@@ -830,6 +900,7 @@ const kb_xlator_type_t kb_xl_locks = {
         [KB_FOP_ENTRYLK] = lk_entrylk,
         [KB_FOP_LK] = lk_lk,
         [KB_FOP_FLUSH] = lk_flush,
+        [KB_FOP_XATTROP] = lk_xattrop,
     },
     .init = lk_init,
     .fini = lk_fini,

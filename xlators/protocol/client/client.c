@@ -65,6 +65,7 @@ typedef struct client_priv {
     uint32_t version;           /* volume-version, sent in the handshake */
     uint32_t lease_ms;          /* lock lease asked of the brick: the ping-timeout */
     uint32_t proto;             /* negotiated with the brick (1: an old brick) */
+    uint64_t features;          /* the brick's KB_FEAT_* on this connection (0: an old brick) */
     struct kb_ratelimit rl;
     struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
@@ -97,12 +98,15 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
         kb_dec_init(&d, reply ? reply->payload : NULL, reply ? reply->hdr.plen : 0);
         kb_dec_str(&d, &ok, 16);
         p->proto = 1;
+        p->features = 0;
         if (!d.err && kb_dec_left(&d) > 0) {
             uint32_t proto = kb_dec_u32(&d);
-            kb_dec_u64(&d);
+            uint64_t features = kb_dec_u64(&d);
             kb_dec_str(&d, &sw, 64);
-            if (!d.err && proto >= KB_PROTO_MIN && proto <= KB_PROTO_MAX)
+            if (!d.err && proto >= KB_PROTO_MIN && proto <= KB_PROTO_MAX) {
                 p->proto = proto;
+                p->features = proto >= 2 ? features & KB_FEATURES : 0;
+            }
         }
         p->handshaken = true;
         kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u)", p->host, p->port, p->brick,
@@ -226,6 +230,10 @@ static void client_fop(kb_call_t *call)
         tmp.fd = a->fd & FD_NUM_MASK;
         send = &tmp;
     }
+    if (call->op == KB_FOP_XATTROP && a->flags == KB_XOP_ADD_LOCKED && !(p->features & KB_FEAT_XOP_LOCKED)) {
+        kb_unwind_err(call, -EOPNOTSUPP);   /* an older brick: the caller locks first */
+        return;
+    }
     if (call->op == KB_FOP_LK && (a->flags & ~KB_LK_CMD_MASK) && p->proto < 2) {
         if (send != &tmp) {
             tmp = *a;
@@ -333,6 +341,10 @@ static int client_ctl(kb_xlator_t *xl, int code, void *arg)
     if (code == KB_CTL_STATUS) {
         kb_ctl_printf(arg, "%s %s:%u:%s %s\n", xl->name, p->host, p->port, p->brick,
                       p->handshaken ? "up" : "down");
+        return 0;
+    }
+    if (code == KB_CTL_FEATURES) {
+        *(uint64_t *)arg = p->handshaken ? p->features : 0;
         return 0;
     }
     return -ENOSYS;

@@ -457,6 +457,170 @@ Test(replicate, mixed_errors_complete_once)
     stop();
 }
 
+/* ---------------- lock and pre-op together (changelog.h §5) ---------------- */
+
+/* N children whose bricks take KB_XOP_ADD_LOCKED (those in NOT_MASK do not). */
+static void start_xop_locked(int n, unsigned not_mask)
+{
+    start(n, NULL, false);
+    for (int i = 0; i < n; i++) {
+        m[i]->xop_locked = !(not_mask & (1u << i));
+        mock_up(m[i]);
+    }
+}
+
+static repl_priv_t *rp(void) { return top->priv; }
+
+/* Records of child I, in order: is the call at K of op OP? */
+static bool rec_is(int i, size_t k, kb_op_t op) { return k < m[i]->nrec && m[i]->rec[k].op == op; }
+
+Test(replicate, a_create_sends_its_entry_lock_and_pre_op_in_one_round_trip)
+{
+    start_xop_locked(2, 0);
+    kb_gfid_t dir = gf(2), nf = gf(3);
+    for (int i = 0; i < 2; i++) {
+        m[i]->hold[KB_FOP_ENTRYLK] = m[i]->hold[KB_FOP_XATTROP] = true;
+        mock_forget(m[i]);
+    }
+    kb_args_t a = { .gfid = dir, .name = "mail.1", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_CREATE, &a, &cred, 7, mock_res_cbk, &x);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_nheld(m[i]), 2, "child %d: the lock and the pre-op are both out, unanswered", i);
+        cr_assert_eq(mock_held_op(m[i], 0), KB_FOP_ENTRYLK, "the lock first");
+        cr_assert_eq(mock_held_op(m[i], 1), KB_FOP_XATTROP);
+        cr_assert_eq(mock_last(m[i], KB_FOP_XATTROP)->flags, KB_XOP_ADD_LOCKED);
+        m[i]->hold[KB_FOP_ENTRYLK] = m[i]->hold[KB_FOP_XATTROP] = false;
+        mock_complete_all(m[i], false);
+    }
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert(rec_is(i, 0, KB_FOP_ENTRYLK) && rec_is(i, 1, KB_FOP_XATTROP) && rec_is(i, 2, KB_FOP_CREATE),
+                  "child %d: lock + pre-op, then the create", i);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 1, "no separate pre-op: only the post-op");
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD_LOCKED), 1);
+        cr_assert_eq(mock_count(m[i], KB_FOP_ENTRYLK), 2, "locked, then unlocked");
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0, "the pre-op's dirty mark was taken back");
+        cr_assert_eq(m[i]->nlks, 0u, "no lock left");
+    }
+    cr_assert_eq(rp()->st.combined, 1);
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+Test(replicate, a_write_hold_starts_with_lock_and_pre_op_together)
+{
+    start_xop_locked(2, 0);
+    kb_gfid_t f = gf(12);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    for (int i = 0; i < 2; i++)
+        mock_forget(m[i]);
+    kb_buf_t *b = pattern(4096, 'w');
+    for (int k = 0; k < 3; k++) {
+        mock_res_t x = do_write(&f, fd, (uint64_t)k * 4096, b);
+        cr_assert_eq(x.r.status, 4096);
+        kb_reply_clear(&x.r);
+    }
+    for (int i = 0; i < 2; i++) {
+        cr_assert(rec_is(i, 0, KB_FOP_INODELK) && rec_is(i, 1, KB_FOP_XATTROP) && rec_is(i, 2, KB_FOP_WRITE));
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD_LOCKED), 1);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 0);
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 1, "dirty while held");
+        cr_assert_eq(m[i]->nlks, 1u, "child %d holds the data lock", i);
+    }
+    run_ms(200);   /* idle: post-op + unlock */
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 0);
+        cr_assert_eq(m[i]->nlks, 0u);
+    }
+    kb_buf_unref(b);
+    stop();
+}
+
+/* A conflict on one child: the mark the other took is taken back before its
+ * lock is released; then the ordinary blocking path; nothing is left over. */
+Test(replicate, a_conflict_takes_back_the_mark_that_went_with_the_lock)
+{
+    start_xop_locked(2, 0);
+    kb_gfid_t f = gf(14);
+    uint64_t fd = open_fd(&f, O_RDWR);
+    for (int i = 0; i < 2; i++)
+        mock_forget(m[i]);
+    mock_fail(m[1], KB_FOP_INODELK, -EAGAIN, 1);   /* another client holds it, once */
+    kb_buf_t *b = pattern(4096, 'c');
+    mock_res_t x = do_write(&f, fd, 0, b);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 4096);
+    /* child 0: lock, marked, undone (a negative ADD), unlocked, then blocking lock + pre-op */
+    cr_assert(rec_is(0, 0, KB_FOP_INODELK) && rec_is(0, 1, KB_FOP_XATTROP) && rec_is(0, 2, KB_FOP_XATTROP) &&
+              rec_is(0, 3, KB_FOP_INODELK));
+    kb_cl_matrix_t undo;
+    kb_cl_decode((const uint8_t *)m[0]->rec[2].args.data->data, &undo);
+    cr_assert_eq(m[0]->rec[2].args.flags, KB_XOP_ADD);
+    cr_assert_eq(undo.v[0][KB_CL_DATA], -1, "the undo takes the dirty mark back");
+    cr_assert_eq(m[0]->rec[3].args.lock.type, KB_LK_UNLCK, "released only after the undo was sent");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_WRITE), 1);
+        cr_assert_eq(mock_count_locks(m[i]), 2, "the combined try, then the blocking lock");
+        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 1, "exactly one dirty mark: the hold's");
+    }
+    cr_assert_eq(mock_count_xop(m[1], KB_XOP_ADD_LOCKED), 1);
+    cr_assert_eq(rp()->st.combined, 0);
+    run_ms(200);
+    for (int i = 0; i < 2; i++) {
+        for (int r = 0; r < KB_CL_ROWS; r++)
+            cr_assert_eq(cl_of(i, &f)->v[r][KB_CL_DATA], 0, "child %d row %d: no counter left", i, r);
+        cr_assert_eq(m[i]->nlks, 0u);
+    }
+    kb_reply_clear(&x.r);
+    kb_buf_unref(b);
+    stop();
+}
+
+/* An older brick (no KB_FEAT_XOP_LOCKED): never sent one; every lock first. */
+Test(replicate, an_older_brick_gets_the_lock_first)
+{
+    start_xop_locked(2, 2u);
+    kb_gfid_t dir = gf(2), nf = gf(3);
+    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    mock_res_t x = call(KB_FOP_CREATE, &a);
+    cr_assert_eq(x.r.status, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD_LOCKED), 0, "child %d", i);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD), 2, "pre-op and post-op");
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0);
+    }
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+/* A brick that said it could but refuses: its mark is not taken, the other's
+ * is taken back, the op goes through, and it is not asked again. */
+Test(replicate, a_brick_that_refuses_is_asked_no_more)
+{
+    start_xop_locked(2, 0);
+    m[1]->xop_locked = false;          /* answers -EINVAL, as storage/posix would */
+    kb_gfid_t dir = gf(2), nf = gf(3), nf2 = gf(4);
+    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    mock_res_t x = call(KB_FOP_CREATE, &a);
+    cr_assert_eq(x.r.status, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_CREATE), 1);
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0, "child %d: no mark left", i);
+        cr_assert_eq(m[i]->nlks, 0u);
+    }
+    cr_assert_eq(rp()->xop_locked, 1u, "child 1 is no longer asked");
+    kb_args_t a2 = { .gfid = dir, .name = "y", .newgfid = nf2, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    mock_res_t y = call(KB_FOP_CREATE, &a2);
+    cr_assert_eq(y.r.status, 0);
+    cr_assert_eq(mock_count_xop(m[1], KB_XOP_ADD_LOCKED), 1, "only the first create tried");
+    cr_assert_eq(cl_of(1, &dir)->v[0][KB_CL_ENTRY], 0);
+    kb_reply_clear(&x.r);
+    kb_reply_clear(&y.r);
+    stop();
+}
+
 /* ---------------- eager lock ---------------- */
 
 Test(replicate, eager_lock_100_writes_one_lock_one_preop)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include "tests/unit/brick_harness.h"
+#include "xlators/changelog.h"
 
 static char *dir;
 static bh_t *h;
@@ -431,4 +432,107 @@ Test(locks, a_cancel_grants_the_waiters_queued_behind_it)
     cr_assert_eq(app_lk(4, 1ull << 63 | 24, KB_LK_SETLK, KB_LK_WRLCK, 50, 5), -EAGAIN, "[50,60) is Z's");
     bh_pending_clear(&wy);
     bh_pending_clear(&wz);
+}
+
+/* ---------------- XATTROP under a lock (changelog.h §5) ---------------- */
+
+/* XATTROP KB_XOP_ADD_LOCKED of dirty +1 in COL on G by client CID, under the
+ * lock COND names; *DIRTY = the brick's dirty counter after (unchanged when
+ * refused). */
+static int xop_locked(uint64_t cid, const kb_gfid_t *g, const kb_cl_cond_t *cond, int col, int32_t *dirty)
+{
+    kb_cl_matrix_t d = { { { 0 } } }, now;
+    d.v[KB_CL_DIRTY_ROW][col] = 1;
+    kb_args_t a = { .gfid = *g, .name = KB_CL_XATTR, .flags = KB_XOP_ADD_LOCKED,
+                    .data = kb_cl_cond_payload(&d, cond) };
+    cr_assert_not_null(a.data);
+    kb_cred_t c = client(cid);
+    int rc = bh_call_xl(h, bh_xl(h, NULL), KB_FOP_XATTROP, &a, &c, NULL);
+    kb_buf_unref(a.data);
+    kb_args_t get = { .gfid = *g, .name = KB_CL_XATTR, .flags = KB_XOP_GET };
+    kb_reply_t r;
+    cr_assert_eq(bh_call_xl(h, bh_xl(h, NULL), KB_FOP_XATTROP, &get, &c, &r), 0);
+    kb_cl_decode((const uint8_t *)r.data->data, &now);
+    kb_reply_clear(&r);
+    *dirty = now.v[KB_CL_DIRTY_ROW][col];
+    return rc;
+}
+
+Test(locks, a_pre_op_under_an_inodelk_applies_only_while_its_owner_holds_it)
+{
+    kb_cl_cond_t c = { .kind = KB_CL_COND_INODELK, .owner = 1, .domain = "repl" };
+    int32_t dirty;
+    cr_assert_eq(xop_locked(1, &file, &c, KB_CL_DATA, &dirty), -ENOLCK, "no lock yet");
+    cr_assert_eq(dirty, 0, "nothing applied");
+    cr_assert_eq(inodelk(1, KB_LK_SETLK, KB_LK_WRLCK, 0, 0), 0);
+    cr_assert_eq(xop_locked(2, &file, &c, KB_CL_DATA, &dirty), -ENOLCK, "another connection's lock");
+    c.owner = 2;
+    cr_assert_eq(xop_locked(1, &file, &c, KB_CL_DATA, &dirty), -ENOLCK, "another owner's");
+    c.owner = 1;
+    snprintf(c.domain, sizeof(c.domain), "other");
+    cr_assert_eq(xop_locked(1, &file, &c, KB_CL_DATA, &dirty), -ENOLCK, "another domain's");
+    snprintf(c.domain, sizeof(c.domain), "repl");
+    cr_assert_eq(dirty, 0);
+    cr_assert_eq(xop_locked(1, &file, &c, KB_CL_DATA, &dirty), 0, "the holder");
+    cr_assert_eq(dirty, 1, "applied once");
+    cr_assert_eq(inodelk(1, KB_LK_SETLK, KB_LK_UNLCK, 0, 0), 0);
+    cr_assert_eq(xop_locked(1, &file, &c, KB_CL_DATA, &dirty), -ENOLCK, "released");
+    cr_assert_eq(dirty, 1);
+}
+
+Test(locks, a_pre_op_under_an_entrylk_needs_that_name_locked)
+{
+    kb_cl_cond_t c = { .kind = KB_CL_COND_ENTRYLK, .owner = 101, .domain = "dom", .base = "a" };
+    int32_t dirty;
+    cr_assert_eq(entrylk(1, KB_ELK_LOCK_NB, "b"), 0);
+    cr_assert_eq(xop_locked(1, &kb_gfid_root, &c, KB_CL_ENTRY, &dirty), -ENOLCK, "another name");
+    cr_assert_eq(entrylk(1, KB_ELK_LOCK_NB, "a"), 0);   /* client 1: lk_owner 101 */
+    cr_assert_eq(xop_locked(2, &kb_gfid_root, &c, KB_CL_ENTRY, &dirty), -ENOLCK, "another client");
+    cr_assert_eq(dirty, 0);
+    cr_assert_eq(xop_locked(1, &kb_gfid_root, &c, KB_CL_ENTRY, &dirty), 0);
+    cr_assert_eq(dirty, 1);
+    cr_assert_eq(entrylk(1, KB_ELK_UNLOCK, "a"), 0);
+    cr_assert_eq(xop_locked(1, &kb_gfid_root, &c, KB_CL_ENTRY, &dirty), -ENOLCK);
+    cr_assert_eq(dirty, 1);
+    cr_assert_eq(entrylk(1, KB_ELK_UNLOCK, "b"), 0);
+}
+
+/* Whatever the bytes, a malformed condition is refused, never applied. */
+Test(locks, a_malformed_condition_is_refused)
+{
+    cr_assert_eq(inodelk(1, KB_LK_SETLK, KB_LK_WRLCK, 0, 0), 0);
+    kb_cl_matrix_t d = { { { 0 } } };
+    d.v[KB_CL_DIRTY_ROW][KB_CL_DATA] = 1;
+    kb_cl_cond_t c = { .kind = KB_CL_COND_INODELK, .owner = 1, .domain = "repl" };
+    kb_buf_t *good = kb_cl_cond_payload(&d, &c);
+    cr_assert_not_null(good);
+    kb_cred_t cr = client(1);
+    for (size_t cut = 0; cut <= good->len + 1; cut++) {
+        kb_buf_t *b = kb_buf_new(good->len + 1);
+        memcpy(b->data, good->data, good->len);
+        ((uint8_t *)b->data)[good->len] = 0;
+        b->len = cut;                        /* every truncation, and one trailing byte */
+        kb_args_t a = { .gfid = file, .name = KB_CL_XATTR, .flags = KB_XOP_ADD_LOCKED, .data = b };
+        int rc = bh_call_xl(h, bh_xl(h, NULL), KB_FOP_XATTROP, &a, &cr, NULL);
+        cr_assert_eq(rc, cut == good->len ? 0 : -EINVAL, "length %zu of %zu: %d", cut, good->len, rc);
+        kb_buf_unref(b);
+    }
+    kb_cl_matrix_t out;
+    kb_cl_cond_t back;
+    cr_assert_eq(kb_cl_cond_parse(good->data, good->len, &out, &back), 0);
+    cr_assert(back.kind == c.kind && back.owner == 1 && !strcmp(back.domain, "repl") && !back.base[0]);
+    cr_assert_eq(out.v[KB_CL_DIRTY_ROW][KB_CL_DATA], 1);
+    ((uint8_t *)good->data)[KB_CL_MATRIX_BYTES] = 7;          /* no such kind */
+    cr_assert_eq(kb_cl_cond_parse(good->data, good->len, &out, &back), -EINVAL);
+    kb_buf_unref(good);
+    kb_cl_cond_t bad = { .kind = KB_CL_COND_INODELK, .owner = 1, .domain = "repl", .base = "x" };
+    cr_assert_null(kb_cl_cond_payload(&d, &bad), "a basename on an inode lock");
+    bad = (kb_cl_cond_t){ .kind = KB_CL_COND_ENTRYLK, .owner = 1, .domain = "dom" };
+    cr_assert_null(kb_cl_cond_payload(&d, &bad), "an entry lock without its name");
+    /* below features/locks, storage/posix refuses the flag */
+    kb_cl_cond_t ok = { .kind = KB_CL_COND_INODELK, .owner = 1, .domain = "repl" };
+    kb_args_t a = { .gfid = file, .name = KB_CL_XATTR, .flags = KB_XOP_ADD_LOCKED,
+                    .data = kb_cl_cond_payload(&d, &ok) };
+    cr_assert_eq(bh_call_xl(h, bh_xl(h, "b-posix"), KB_FOP_XATTROP, &a, &cr, NULL), -EINVAL);
+    kb_buf_unref(a.data);
 }
