@@ -89,6 +89,10 @@ typedef struct posix_rmap {
 struct posix_ring;
 struct event;
 
+/* In .kembar/: the empty file every heal index entry is a hard link to
+ * (changelog.c, index_add). Older releases ignore it. */
+#define POSIX_INDEX_BASE "index-base"
+
 typedef struct posix_priv {
     kb_xlator_t *xl;
     char *dir;

@@ -723,6 +723,60 @@ static bool index_has(const kb_gfid_t *g)
     return brick_stat(rel, &st) == 0;
 }
 
+/* An index entry is a hard link to .kembar/index-base (no inode of its own);
+ * without the base it is made again; when no link can be made, an empty
+ * file does, and the listing is the same. */
+Test(posix, index_entries_are_links_to_one_base_file)
+{
+    kb_gfid_t g[3];
+    kb_cl_matrix_t d = { 0 }, out;
+    d.v[KB_CL_DIRTY_ROW][KB_CL_DATA] = 1;
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        uint64_t cfd;
+        snprintf(name, sizeof(name), "l%d", i);
+        cr_assert_eq(bh_create(h, ROOT, name, 0644, O_RDWR, &g[i], &cfd), 0);
+        cr_assert_eq(bh_release(h, &g[i], cfd), 0);
+    }
+    struct stat base, e0, e1, e2;
+    cr_assert_eq(xattrop(&g[0], KB_XOP_ADD, &d, &out), 0);
+    cr_assert_eq(xattrop(&g[1], KB_XOP_ADD, &d, &out), 0);
+    cr_assert_eq(brick_stat(".kembar/index-base", &base), 0);
+    char rel[128], s[KB_GFID_STRLEN];
+    snprintf(rel, sizeof(rel), ".kembar/index/%s", kb_gfid_str(&g[0], s));
+    cr_assert_eq(brick_stat(rel, &e0), 0);
+    snprintf(rel, sizeof(rel), ".kembar/index/%s", kb_gfid_str(&g[1], s));
+    cr_assert_eq(brick_stat(rel, &e1), 0);
+    cr_assert(e0.st_ino == base.st_ino && e1.st_ino == base.st_ino, "both entries are the base's links");
+    cr_assert_eq(base.st_nlink, 3, "the base and two entries");
+    d.v[KB_CL_DIRTY_ROW][KB_CL_DATA] = -1;
+    cr_assert_eq(xattrop(&g[0], KB_XOP_ADD, &d, &out), 0);
+    cr_assert(!index_has(&g[0]));
+    cr_assert_eq(brick_stat(".kembar/index-base", &base), 0);
+    cr_assert_eq(base.st_nlink, 2, "the entry's link went, the base stays");
+    /* the base removed by hand: made again at the next entry */
+    char path[512];
+    snprintf(path, sizeof(path), "%s/.kembar/index-base", dir);
+    cr_assert_eq(unlink(path), 0);
+    d.v[KB_CL_DIRTY_ROW][KB_CL_DATA] = 1;
+    cr_assert_eq(xattrop(&g[0], KB_XOP_ADD, &d, &out), 0);
+    cr_assert(index_has(&g[0]));
+    cr_assert_eq(brick_stat(".kembar/index-base", &base), 0);
+    /* no link possible (the base is a directory): an empty file of its own */
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    cr_assert_eq(xattrop(&g[2], KB_XOP_ADD, &d, &out), 0);
+    snprintf(rel, sizeof(rel), ".kembar/index/%s", kb_gfid_str(&g[2], s));
+    cr_assert_eq(brick_stat(rel, &e2), 0);
+    cr_assert(S_ISREG(e2.st_mode) && e2.st_nlink == 1, "a file of its own");
+    kb_args_t il = { .flags = KB_IPC_INDEX_LIST, .off = 0, .size = 10 };
+    kb_reply_t r;
+    cr_assert_eq(bh_call(h, KB_FOP_IPC, &il, &r), 0);
+    cr_assert_eq(r.off, 3, "links and the file alike: three entries");
+    kb_reply_clear(&r);
+    cr_assert_eq(rmdir(path), 0);
+}
+
 Test(posix, xattrop_and_index)
 {
     kb_gfid_t g;
