@@ -451,7 +451,8 @@ static void set_read_ahead(const char *mnt, unsigned kb)
 /* ---------------- SIGUSR1: what is in flight ---------------- */
 
 /* Loop thread (libevent turns the signal into an event there): log the
- * bridge's counters and every fop in flight with its age (STYLE 12). */
+ * bridge's counters, every fop in flight with its age and each translator's
+ * status (STYLE 12). */
 static void dump_state(evutil_socket_t sig, short what, void *arg)
 {
     kbf_t *fs = arg;
@@ -471,6 +472,11 @@ static void dump_state(evutil_socket_t sig, short what, void *arg)
     kb_log_write(KB_LOG_INFO, "fuse", 0, "requests:%s%s", n ? line : " none counted",
                  fs->raw.killpriv_v2 ? " (handle_killpriv_v2)" : "");
     kb_graph_dump_inflight(kbc_graph(fs->kbc));
+    struct kb_ctl_status st = { 0 };
+    kb_graph_ctl(kbc_graph(fs->kbc), KB_CTL_STATUS, &st);
+    if (st.text)
+        kb_log_write(KB_LOG_INFO, "fuse", 0, "translators:\n%s", st.text);
+    free(st.text);
 }
 
 static void install_dump(void *arg)

@@ -4,6 +4,9 @@
 # brick file), and the changelog left nothing pending (heal info shows 0 entries).
 # Two mounts, one copy down to one of them only (thrash run r6): what mount B wrote and fsynced
 # with copy 0 down to it is what mount A, copy 0 up all along and the file open, reads next.
+# Small files (issue 16): each transaction's lock went out with its pre-op (the client's own
+# counters), every brick's copies are the source's, and no mark or index entry is left (the
+# entries were hard links to .kembar/index-base, which ends with no link but its own).
 # kb-requires: root
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -100,7 +103,46 @@ PYEOF
     kb_umount "$ma"
 }
 
+small_files() {
+    local m=$KB_TMP/m-sf b i d n key log pid line locks comb
+    mapfile -t BR < <(kb_volume_up sf 1 2)
+    kb_mount sf "$m"
+    mkdir -p "$KB_TMP/sf-src"
+    for i in $(seq 1 40); do
+        head -c $(( (i * 1543) % 65536 + 512 )) /dev/urandom >"$KB_TMP/sf-src/f$i"
+    done
+    for d in 0 1 2 3; do mkdir "$m/d$d"; done
+    for i in $(seq 1 40); do cp "$KB_TMP/sf-src/f$i" "$m/d$((i % 4))/f$i"; done
+    for i in $(seq 1 10); do rm "$m/d$((i % 4))/f$i"; done
+    key=$(echo "$m" | md5sum | cut -c1-12)
+    pid=$(cat "$KB_TMP/pids/fuse-$key")
+    log=$(ls "$KB_TMP"/fuse-"$(basename "$m")"-"$key".log)
+    kill -USR1 "$pid"
+    kb_wait_until 10 grep -q ' with their pre-op)' "$log" || kb_fail "no translator status in the state dump"
+    line=$(grep -o 'locks [0-9]* ([0-9]* with their pre-op)' "$log" | tail -n 1)
+    locks=$(echo "$line" | cut -d' ' -f2) comb=$(echo "$line" | cut -d' ' -f3 | tr -d '(')
+    kb_log "client: $line"
+    [ "$locks" -ge 94 ] || kb_fail "expected a lock per mkdir, create, first write and unlink (94), got $locks"
+    [ $((comb * 10)) -ge $((locks * 9)) ] || kb_fail "only $comb of $locks locks went with their pre-op"
+    for b in "${BR[@]}"; do
+        for i in $(seq 11 40); do
+            kb_assert_eq "$(kb_sha "$KB_TMP/sf-src/f$i")" "$(kb_sha "$b/d$((i % 4))/f$i")" "$b: f$i"
+        done
+        n=$(find "$b" -path "$b/.kembar" -prune -o -type f -print | wc -l)
+        kb_assert_eq 30 "$n" "$b: the 30 files left, no more"
+    done
+    kb_umount "$m"
+    kb_wait_until 30 sh -c "[ \$(find '${BR[0]}/.kembar/index' '${BR[1]}/.kembar/index' -mindepth 1 | wc -l) -eq 0 ]" ||
+        kb_fail "index entries left: $(find "${BR[0]}/.kembar/index" "${BR[1]}/.kembar/index" -mindepth 1 | tr '\n' ' ')"
+    for b in "${BR[@]}"; do
+        kb_assert_eq 1 "$(stat -c %h "$b/.kembar/index-base")" "$b: the index base has no link left"
+    done
+    kb_assert_eq 0 "$(kb_cli_json 1 volume heal sf info | "$KB_PY" -c 'import json,sys; print(json.load(sys.stdin)["total_entries"])')" \
+        "sf: nothing pending"
+}
+
 kb_section "replica 2: every copy identical" mirror r2 1 2
 kb_section "replica 3: every copy identical" mirror r3 1 2 3
 kb_section "replica 2, copy 0 down to mount B only: A reads B's write at once" stale_read
+kb_section "replica 2, small files: lock and pre-op together, nothing left marked" small_files
 kb_done
