@@ -374,6 +374,15 @@ void repl_flush(kb_call_t *call)
             repl_fd_ensure(op, op->fd, p->up, flush_wind);
             return;
         }
+        if (!op->ino->lk_posix) {
+            /* A brick's FLUSH only applies the close rule (features/locks
+             * drops the owner's POSIX locks; storage/posix does nothing).
+             * No POSIX lock was ever asked for on this inode through this
+             * client, so there is nothing to drop: answered here, one round
+             * trip less per close(2). */
+            repl_op_fail(op, 0);
+            return;
+        }
     }
     flush_wind(op);
 }
@@ -508,6 +517,8 @@ void repl_lk(kb_call_t *call)
         repl_op_fail(op, -EBADF);
         return;
     }
+    if (call->op == KB_FOP_LK && (a->flags & KB_LK_CMD_MASK) != KB_LK_GETLK && a->lock.type != KB_LK_UNLCK && !a->lock.flock)
+        op->fd->ino->lk_posix = true;   /* from now on FLUSH must reach the bricks (repl_flush) */
     if (call->op != KB_FOP_ENTRYLK && a->flags == KB_LK_GETLK) {
         repl_mask_t can = p->up & (op->fd ? op->fd->opened : ~(repl_mask_t)0);
         int i = repl_first(can & repl_data_children(&p->cfg));

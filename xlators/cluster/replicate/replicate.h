@@ -126,6 +126,9 @@ struct repl_inode {
     repl_fan_t *chk_fan;        /* that next check, allocated by its first read (so
                                    sending it cannot fail once their reads are out) */
     int nfds;
+    bool lk_posix;              /* a POSIX record lock was asked for on it through this client
+                                   (repl_lk): FLUSH goes to the bricks, or is answered here.
+                                   Kept while an fd holds the inode, so while a lock can be */
     kb_cl_matrix_t m[];         /* one per child */
 };
 

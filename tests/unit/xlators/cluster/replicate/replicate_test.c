@@ -719,6 +719,42 @@ Test(replicate, ops_queued_behind_a_closing_hold_get_the_next_holds_verdict)
     stop();
 }
 
+/* FLUSH reaches the bricks once a POSIX lock was asked for on the inode
+ * through this client, through whichever fd (the close rule: closing any fd
+ * drops the owner's locks); flock locks and lock queries do not count. */
+Test(replicate, flush_goes_to_the_bricks_once_the_inode_had_a_posix_lock)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf(15);
+    uint64_t fd1 = open_fd(&f, O_RDWR), fd2 = open_fd(&f, O_RDWR);
+    kb_args_t q = { .gfid = f, .fd = fd1, .flags = KB_LK_GETLK, .lock = { .type = KB_LK_WRLCK, .owner = 7 } };
+    mock_res_t x = call(KB_FOP_LK, &q);
+    kb_reply_clear(&x.r);
+    kb_args_t fl = { .gfid = f, .fd = fd1, .flags = KB_LK_SETLK,
+                     .lock = { .type = KB_LK_WRLCK, .owner = 7, .flock = 1 } };
+    x = call(KB_FOP_LK, &fl);
+    cr_assert_eq(x.r.status, 0);
+    kb_reply_clear(&x.r);
+    kb_args_t fa = { .gfid = f, .fd = fd2, .lock = { .owner = 7 } };
+    x = call(KB_FOP_FLUSH, &fa);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH) + mock_count(m[1], KB_FOP_FLUSH), 0,
+                 "a query and a flock lock: nothing for a FLUSH to drop");
+    kb_args_t pl = fl;
+    pl.lock.flock = 0;
+    x = call(KB_FOP_LK, &pl);           /* a POSIX lock through fd1 ... */
+    cr_assert_eq(x.r.status, 0);
+    kb_reply_clear(&x.r);
+    x = call(KB_FOP_FLUSH, &fa);        /* ... dropped by a close of fd2 */
+    cr_assert_eq(x.r.status, 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count(m[i], KB_FOP_FLUSH), 1, "child %d", i);
+        cr_assert_eq(mock_last(m[i], KB_FOP_FLUSH)->lock.owner, 7u);
+    }
+    kb_reply_clear(&x.r);
+    stop();
+}
+
 Test(replicate, flush_releases_the_eager_lock)
 {
     start(2, NULL, true);
@@ -730,7 +766,7 @@ Test(replicate, flush_releases_the_eager_lock)
     mock_res_t y = call(KB_FOP_FLUSH, &fa);
     cr_assert_eq(y.r.status, 0);
     cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2);
-    cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH), 1);
+    cr_assert_eq(mock_count(m[0], KB_FOP_FLUSH), 0, "no POSIX lock was ever asked for: answered here");
     cr_assert_eq(cl_of(0, &f)->v[0][KB_CL_DATA], 0);
     mock_res_t z = call(KB_FOP_RELEASE, &fa);
     cr_assert_eq(z.r.status, 0);
