@@ -140,10 +140,7 @@ void repl_fd_ensure(repl_op_t *op, repl_fd_t *fd, repl_mask_t want, repl_op_fn c
     fd->reopening |= start;
     p->st.reopens++;
     kb_log_req(KB_LOG_DEBUG, p->xl->name, op->req, "reopening fd on children 0x%x", start);
-    for (int i = 0; i < p->n; i++)
-        if (start & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, start);
 }
 
 /* ================= a child came back ================= */
@@ -596,8 +593,5 @@ void repl_xattrop(kb_call_t *call)
         return;
     }
     f->on_reply = xop_reply;
-    for (int i = 0; i < p->n; i++)
-        if (p->up & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, p->up);
 }

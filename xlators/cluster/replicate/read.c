@@ -142,10 +142,7 @@ static void check_send(repl_priv_t *p, repl_inode_t *ino, repl_fan_t *f)
 {
     f->req = ino->chk_cur->req;   /* logs name the first read's request */
     repl_inode_ref(ino);
-    for (int i = 0; i < p->n; i++)
-        if (p->up & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, p->up);
 }
 
 static void check_done(repl_fan_t *f)

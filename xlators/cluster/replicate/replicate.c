@@ -123,6 +123,14 @@ void repl_fan_go(repl_fan_t *f)
     fan_put(f);
 }
 
+void repl_fan_send(repl_fan_t *f, repl_mask_t mask)
+{
+    for (int i = 0; i < f->priv->n; i++)
+        if (mask & REPL_BIT(i))
+            repl_fan_wind(f, i);
+    repl_fan_go(f);
+}
+
 void repl_fan_drop(repl_fan_t *f)
 {
     if (!f)
@@ -201,10 +209,7 @@ void repl_refresh(repl_op_t *op, repl_inode_t *ino, repl_mask_t mask, repl_op_fn
     }
     f->req = op->req;
     mask &= p->up;
-    for (int i = 0; i < p->n; i++)
-        if (mask & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, mask);
 }
 
 /* ---------------- inodes ---------------- */

@@ -195,6 +195,8 @@ repl_fan_t *repl_fan_new(repl_priv_t *p, int parts, kb_op_t op, const kb_args_t 
                          const kb_cred_t *cred, uint64_t req, repl_fan_fn finish, void *ctx);
 void repl_fan_wind(repl_fan_t *f, int slot);
 void repl_fan_go(repl_fan_t *f);
+/* Wind part 0 to every child in MASK (slot i = child i), then go. */
+void repl_fan_send(repl_fan_t *f, repl_mask_t mask);
 /* Free a fan that was never sent (no wind, no go). NULL-safe. */
 void repl_fan_drop(repl_fan_t *f);
 /* Successful children of part PART. */

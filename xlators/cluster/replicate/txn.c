@@ -504,10 +504,7 @@ static void tx_undo_marks(repl_txn_t *t, const kb_cl_matrix_t *delta, repl_mask_
         repl_inode_unref(p, ino);   /* the extra mark stays: heal finds the copies equal */
         return;
     }
-    for (int i = 0; i < p->n; i++)
-        if (mask & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, mask);
 }
 
 static void tx_combined_done(repl_fan_t *f)
@@ -632,10 +629,7 @@ static void tx_preop_target(repl_txn_t *t)
         return;
     }
     p->st.preops++;
-    for (int i = 0; i < p->n; i++)
-        if (t->members & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, t->members);
 }
 
 /* May modifications go ahead on the members? Judged on the counters as they
@@ -822,10 +816,7 @@ static void tx_mark(repl_txn_t *t, repl_mask_t set, repl_mask_t fallback)
     f->aux = set;
     t->marking |= set;
     p->st.marks++;
-    for (int i = 0; i < p->n; i++)
-        if (holders & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, holders);
 }
 
 static void tx_after_resend(repl_op_t *op)
@@ -945,10 +936,7 @@ static void tx_postop_target(repl_txn_t *t)
         return;
     }
     p->st.postops++;
-    for (int i = 0; i < p->n; i++)
-        if (holders & REPL_BIT(i))
-            repl_fan_wind(f, i);
-    repl_fan_go(f);
+    repl_fan_send(f, holders);
 }
 
 static void tx_unlocked(repl_lk_t *lk)

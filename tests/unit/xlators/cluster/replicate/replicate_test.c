@@ -471,6 +471,15 @@ static void start_xop_locked(int n, unsigned not_mask)
 
 static repl_priv_t *rp(void) { return top->priv; }
 
+/* An fd on G1, opened with every record forgotten after. */
+static uint64_t open_fresh(const kb_gfid_t *g1)
+{
+    uint64_t fd = open_fd(g1, O_RDWR);
+    for (int i = 0; i < nkids; i++)
+        mock_forget(m[i]);
+    return fd;
+}
+
 /* Records of child I, in order: is the call at K of op OP? */
 static bool rec_is(int i, size_t k, kb_op_t op) { return k < m[i]->nrec && m[i]->rec[k].op == op; }
 
@@ -513,9 +522,7 @@ Test(replicate, a_write_hold_starts_with_lock_and_pre_op_together)
 {
     start_xop_locked(2, 0);
     kb_gfid_t f = gf(12);
-    uint64_t fd = open_fd(&f, O_RDWR);
-    for (int i = 0; i < 2; i++)
-        mock_forget(m[i]);
+    uint64_t fd = open_fresh(&f);
     kb_buf_t *b = pattern(4096, 'w');
     for (int k = 0; k < 3; k++) {
         mock_res_t x = do_write(&f, fd, (uint64_t)k * 4096, b);
@@ -544,9 +551,7 @@ Test(replicate, a_conflict_takes_back_the_mark_that_went_with_the_lock)
 {
     start_xop_locked(2, 0);
     kb_gfid_t f = gf(14);
-    uint64_t fd = open_fd(&f, O_RDWR);
-    for (int i = 0; i < 2; i++)
-        mock_forget(m[i]);
+    uint64_t fd = open_fresh(&f);
     mock_fail(m[1], KB_FOP_INODELK, -EAGAIN, 1);   /* another client holds it, once */
     kb_buf_t *b = pattern(4096, 'c');
     mock_res_t x = do_write(&f, fd, 0, b);
