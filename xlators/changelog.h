@@ -148,6 +148,9 @@ void kb_cl_decode(const uint8_t in[KB_CL_MATRIX_BYTES], kb_cl_matrix_t *m);
  *    (blob = u32 length + bytes, lib/codec.h). The holder is the caller's
  *    connection (cred.client_id) with that owner, holding a granted lock of
  *    that kind on args.gfid in that domain (ENTRYLK: on that basename).
+ *    A mark the caller cannot take back under the lock (its reply was lost:
+ *    a timeout, or the connection went) stays: an extra dirty mark, which
+ *    heal resolves by comparing the copies. Never a missing one.
  */
 enum { KB_CL_COND_INODELK = 0, KB_CL_COND_ENTRYLK = 1 };
 #define KB_CL_COND_DOMAIN_MAX 63

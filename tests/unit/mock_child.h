@@ -10,10 +10,11 @@
  * fd numbers (1000 * id + k, so each child's fds differ), and READ data
  * filled with the byte 'a' + id.
  *
- * A mock with xop_locked set is a brick that takes XATTROP KB_XOP_ADD_LOCKED
- * (it says so to KB_CTL_FEATURES): it remembers the INODELK/ENTRYLK locks it
- * granted and applies such a pre-op only under one (else -ENOLCK). Without
- * it, such a pre-op is refused with -EINVAL, as storage/posix does.
+ * It remembers the INODELK/ENTRYLK locks it granted (lks; they die with its
+ * connection). A mock with xop_locked set is a brick that takes XATTROP
+ * KB_XOP_ADD_LOCKED (it says so to KB_CTL_FEATURES) and applies such a
+ * pre-op only under one of them (else -ENOLCK). Without it, such a pre-op
+ * is refused with -EINVAL, as storage/posix does.
  *
  * While "disconnected" (mock_down) every wind fails at once with -ENOTCONN,
  * like protocol/client; mock_down fails the held calls first, then sends
@@ -52,7 +53,7 @@ typedef struct mock_child {
     size_t nents;
     uint64_t next_fd;
     bool xop_locked;                 /* takes KB_XOP_ADD_LOCKED (set before mock_up) */
-    kb_cl_cond_t *lks;               /* locks granted (kind, owner, domain, base) ... */
+    kb_cl_cond_t *lks;               /* locks held (kind, owner, domain, base) ... */
     kb_gfid_t *lk_gfid;              /* ... on these gfids */
     size_t nlks;
 } mock_child_t;

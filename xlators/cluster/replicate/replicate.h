@@ -349,6 +349,8 @@ struct repl_lk {
     bool blocking;
     int next;                   /* blocking phase: next child */
     repl_mask_t seq_want;       /* blocking phase: children to lock in order */
+    uint32_t gen[KB_CL_MAX_REPLICA]; /* priv->child_gen when the round went out: an INODELK or
+                                   ENTRYLK granted on a connection since replaced is not held */
     repl_lk_fn ucont;           /* after an unlock */
     int err;                    /* first error that is not a conflict */
     repl_lk_fn done;

@@ -118,6 +118,22 @@ enum { LK_NB, LK_BLOCK, LK_UNLOCK };
 
 static bool lk_conflict(int st) { return st == -EAGAIN || st == -EBUSY; }
 
+static void lk_snap(repl_lk_t *lk)
+{
+    memcpy(lk->gen, lk->priv->child_gen, sizeof(lk->gen));
+}
+
+/* Does child I's "granted" still hold? INODELK and ENTRYLK locks die with
+ * the connection they were taken on (features/locks), so not when the child
+ * went down, or down and up again, since the request went out (its reply can
+ * arrive before the disconnect is noticed). LK locks outlive a connection
+ * for the lease (they are replayed). */
+static bool lk_held(const repl_lk_t *lk, int i)
+{
+    const repl_priv_t *p = lk->priv;
+    return lk->op == KB_FOP_LK || ((p->up & REPL_BIT(i)) && p->child_gen[i] == lk->gen[i]);
+}
+
 static void lk_args(repl_lk_t *lk, kb_args_t *a, int i, int kind)
 {
     *a = lk->args;
@@ -169,7 +185,7 @@ static void lk_seq_done(repl_fan_t *f)
 {
     repl_lk_t *lk = f->ctx;
     int i = lk->next - 1, st = f->status[i];
-    if (st >= 0)
+    if (st >= 0 && lk_held(lk, i))
         lk->granted |= REPL_BIT(i);
     else if (!repl_err_is_disconnect(st) && !lk->err)
         lk->err = st;
@@ -186,6 +202,7 @@ static void lk_seq_next(repl_lk_t *lk)
         lk->done(lk);
         return;
     }
+    lk_snap(lk);
     repl_fan_t *f = lk_fan(lk, REPL_BIT(lk->next), LK_BLOCK, lk_seq_done);
     lk->next++;
     if (!f) {
@@ -219,9 +236,10 @@ static void lk_nb_tally(repl_lk_t *lk, const repl_fan_t *f)
         if (!(f->sent[0] & REPL_BIT(i)))
             continue;
         int st = f->status[i];
-        if (st >= 0)
-            lk->granted |= REPL_BIT(i);
-        else if (lk_conflict(st))
+        if (st >= 0) {
+            if (lk_held(lk, i))
+                lk->granted |= REPL_BIT(i);
+        } else if (lk_conflict(st))
             lk->conflict |= REPL_BIT(i);
         else if (!repl_err_is_disconnect(st) && !lk->err)
             lk->err = st;
@@ -253,6 +271,7 @@ void repl_lk_start(repl_lk_t *lk)
         lk->done(lk);
         return;
     }
+    lk_snap(lk);
     repl_fan_t *f = lk_fan(lk, want, LK_NB, lk_nb_done);
     if (!f) {
         lk->err = -ENOMEM;
@@ -513,7 +532,10 @@ static void tx_combined_done(repl_fan_t *f)
     repl_priv_t *p = t->priv;
     repl_lk_t *lk = &t->lk;
     lk_nb_tally(lk, f);
-    repl_mask_t marked = repl_fan_ok(f, 1);
+    /* A child whose connection went meanwhile lost the lock; its mark (if
+     * taken) stays, as a dirty mark heal checks: it cannot be taken back
+     * without the lock. */
+    repl_mask_t marked = repl_fan_ok(f, 1) & lk->granted;
     for (int i = 0; i < p->n; i++) {
         int st = f->status[p->n + i];
         if ((f->sent[1] & REPL_BIT(i)) && (st == -EOPNOTSUPP || st == -EINVAL))
@@ -557,6 +579,7 @@ static bool tx_lock_combined(repl_txn_t *t)
     f->hold[1] = pl;
     lk->granted = lk->conflict = 0;
     lk->err = 0;
+    lk_snap(lk);
     p->st.preops++;
     for (int i = 0; i < p->n; i++)
         if (lk->want & REPL_BIT(i)) {
