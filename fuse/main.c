@@ -474,8 +474,11 @@ static void dump_state(evutil_socket_t sig, short what, void *arg)
     kb_graph_dump_inflight(kbc_graph(fs->kbc));
     struct kb_ctl_status st = { 0 };
     kb_graph_ctl(kbc_graph(fs->kbc), KB_CTL_STATUS, &st);
-    if (st.text)
-        kb_log_write(KB_LOG_INFO, "fuse", 0, "translators:\n%s", st.text);
+    for (char *l = st.text, *nl; l && *l; l = nl ? nl + 1 : NULL) {   /* a line each: no cut */
+        if ((nl = strchr(l, '\n')))
+            *nl = 0;
+        kb_log_write(KB_LOG_INFO, "fuse", 0, "translator status: %s", l);
+    }
     free(st.text);
 }
 

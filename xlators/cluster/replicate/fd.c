@@ -376,7 +376,10 @@ void repl_flush(kb_call_t *call)
              * drops the owner's POSIX locks; storage/posix does nothing).
              * No POSIX lock was ever asked for on this inode through this
              * client, so there is nothing to drop: answered here, one round
-             * trip less per close(2). */
+             * trip less per close(2). (So close(2) succeeds with no brick
+             * up, where it said ENOTCONN: it has nothing to report; write
+             * errors come from the writes and fsync, write-behind's from
+             * its own FLUSH above.) */
             repl_op_fail(op, 0);
             return;
         }
