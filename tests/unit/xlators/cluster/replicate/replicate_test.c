@@ -471,6 +471,20 @@ static void start_xop_locked(int n, unsigned not_mask)
 
 static repl_priv_t *rp(void) { return top->priv; }
 
+/* Locks and marks of a file's transactions are all given back: no child
+ * holds an INODELK (each was unlocked, or died with its connection), and no
+ * counter is left on any copy. */
+static void assert_txn_clean(const kb_gfid_t *f)
+{
+    for (int i = 0; i < nkids; i++) {
+        cr_assert_eq(m[i]->nlks, 0u, "child %d: %zu lock(s) still held (%d taken, %d calls)", i, m[i]->nlks,
+                     mock_count_locks(m[i]), mock_count(m[i], KB_FOP_INODELK));
+        for (int r = 0; r < 1 + nkids; r++)
+            cr_assert_eq(cl_of(i, f)->v[r][KB_CL_DATA], 0, "child %d: data counter %d is %d", i, r,
+                         cl_of(i, f)->v[r][KB_CL_DATA]);
+    }
+}
+
 /* An fd on G1, opened with every record forgotten after. */
 static uint64_t open_fresh(const kb_gfid_t *g1)
 {
@@ -537,10 +551,7 @@ Test(replicate, a_write_hold_starts_with_lock_and_pre_op_together)
         cr_assert_eq(m[i]->nlks, 1u, "child %d holds the data lock", i);
     }
     run_ms(200);   /* idle: post-op + unlock */
-    for (int i = 0; i < 2; i++) {
-        cr_assert_eq(cl_of(i, &f)->v[0][KB_CL_DATA], 0);
-        cr_assert_eq(m[i]->nlks, 0u);
-    }
+    assert_txn_clean(&f);
     kb_buf_unref(b);
     stop();
 }
@@ -573,11 +584,7 @@ Test(replicate, a_conflict_takes_back_the_mark_that_went_with_the_lock)
     cr_assert_eq(mock_count_xop(m[1], KB_XOP_ADD_LOCKED), 1);
     cr_assert_eq(rp()->st.combined, 0);
     run_ms(200);
-    for (int i = 0; i < 2; i++) {
-        for (int r = 0; r < KB_CL_ROWS; r++)
-            cr_assert_eq(cl_of(i, &f)->v[r][KB_CL_DATA], 0, "child %d row %d: no counter left", i, r);
-        cr_assert_eq(m[i]->nlks, 0u);
-    }
+    assert_txn_clean(&f);
     kb_reply_clear(&x.r);
     kb_buf_unref(b);
     stop();
@@ -1930,19 +1937,6 @@ static void make_lost_on_return(void)
     mock_up(m[1]);
 }
 
-/* Locks and marks of a file's transactions are all given back: no child
- * holds an INODELK (each was unlocked, or died with its connection), and no
- * counter is left on any copy. */
-static void assert_txn_clean(const kb_gfid_t *f)
-{
-    for (int i = 0; i < nkids; i++) {
-        cr_assert_eq(m[i]->nlks, 0u, "child %d: %zu lock(s) still held (%d taken, %d calls)", i, m[i]->nlks,
-                     mock_count_locks(m[i]), mock_count(m[i], KB_FOP_INODELK));
-        for (int r = 0; r < 1 + nkids; r++)
-            cr_assert_eq(cl_of(i, f)->v[r][KB_CL_DATA], 0, "child %d: data counter %d is %d", i, r,
-                         cl_of(i, f)->v[r][KB_CL_DATA]);
-    }
-}
 
 /* BUG: a lost fd's locks stayed on the children that kept them (its unlock
  * was refused like a write) until this client's connection went. */
