@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lib/buf.h"
 #include "lib/codec.h"
@@ -39,6 +40,12 @@ void kb_cl_decode(const uint8_t in[KB_CL_MATRIX_BYTES], kb_cl_matrix_t *m)
 
 /* ---------------- XATTROP under a lock ---------------- */
 
+static void free_enc(void *opaque, void *data)
+{
+    (void)opaque;
+    free(data);
+}
+
 struct kb_buf *kb_cl_cond_payload(const kb_cl_matrix_t *delta, const kb_cl_cond_t *c)
 {
     size_t dl = strlen(c->domain), bl = strlen(c->base);
@@ -54,8 +61,9 @@ struct kb_buf *kb_cl_cond_payload(const kb_cl_matrix_t *delta, const kb_cl_cond_
     kb_enc_u64(&e, c->owner);
     kb_enc_blob(&e, c->domain, (uint32_t)dl);
     kb_enc_blob(&e, c->base, (uint32_t)bl);
-    struct kb_buf *b = e.err ? NULL : kb_buf_copy(e.p, e.len);
-    kb_enc_free(&e);
+    struct kb_buf *b = e.err ? NULL : kb_buf_wrap(e.p, e.len, free_enc, NULL);   /* adopts e.p */
+    if (!b)
+        kb_enc_free(&e);
     return b;
 }
 
@@ -71,11 +79,10 @@ static int cond_name(kb_dec_t *d, char *out, uint32_t max, bool empty_ok)
     return 0;
 }
 
-int kb_cl_cond_parse(const void *data, size_t len, kb_cl_matrix_t *delta, kb_cl_cond_t *c)
+int kb_cl_cond_parse(const void *data, size_t len, kb_cl_cond_t *c)
 {
     if (!data || len < KB_CL_MATRIX_BYTES)
         return -EINVAL;
-    kb_cl_decode(data, delta);
     kb_dec_t d;
     kb_dec_init(&d, (const uint8_t *)data + KB_CL_MATRIX_BYTES, len - KB_CL_MATRIX_BYTES);
     memset(c, 0, sizeof(*c));

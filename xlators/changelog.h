@@ -164,9 +164,10 @@ typedef struct kb_cl_cond {
 /* The payload of a KB_XOP_ADD_LOCKED: DELTA, then C. NULL on ENOMEM or a
  * name too long for the format (then: lock first, plain KB_XOP_ADD). */
 struct kb_buf *kb_cl_cond_payload(const kb_cl_matrix_t *delta, const kb_cl_cond_t *c);
-/* Split a KB_XOP_ADD_LOCKED payload: the deltas and the condition. 0, or
- * -EINVAL for anything malformed (short, trailing bytes, bad kind, a name
- * empty, too long or holding a NUL, a basename on an INODELK). */
-int kb_cl_cond_parse(const void *data, size_t len, kb_cl_matrix_t *delta, kb_cl_cond_t *c);
+/* The condition of a KB_XOP_ADD_LOCKED payload (its deltas are its first
+ * KB_CL_MATRIX_BYTES, as in a KB_XOP_ADD). 0, or -EINVAL for anything
+ * malformed (short, trailing bytes, bad kind, a name empty, too long or
+ * holding a NUL, a basename on an INODELK). */
+int kb_cl_cond_parse(const void *data, size_t len, kb_cl_cond_t *c);
 
 #endif

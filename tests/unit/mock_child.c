@@ -146,8 +146,8 @@ static void fill_attr(mock_child_t *m, kb_iatt_t *a, const kb_gfid_t *g)
 static ssize_t lk_find(const mock_child_t *m, const kb_gfid_t *g, const kb_cl_cond_t *c)
 {
     for (size_t i = 0; i < m->nlks; i++)
-        if (kb_gfid_eq(&m->lk_gfid[i], g) && m->lks[i].kind == c->kind && m->lks[i].owner == c->owner &&
-            !strcmp(m->lks[i].domain, c->domain) && !strcmp(m->lks[i].base, c->base))
+        if (kb_gfid_eq(&m->lks[i].gfid, g) && m->lks[i].c.kind == c->kind && m->lks[i].c.owner == c->owner &&
+            !strcmp(m->lks[i].c.domain, c->domain) && !strcmp(m->lks[i].c.base, c->base))
             return (ssize_t)i;
     return -1;
 }
@@ -168,16 +168,11 @@ static void lk_track(mock_child_t *m, kb_op_t op, const kb_args_t *a, const kb_c
     snprintf(c.domain, sizeof(c.domain), "%s", a->name ? a->name : "");
     ssize_t at = lk_find(m, &a->gfid, &c);
     if (unlock && at >= 0) {
-        m->nlks--;
-        m->lks[at] = m->lks[m->nlks];
-        m->lk_gfid[at] = m->lk_gfid[m->nlks];
+        m->lks[at] = m->lks[--m->nlks];
     } else if (!unlock && at < 0) {
-        m->lks = realloc(m->lks, (m->nlks + 1) * sizeof(*m->lks));
-        m->lk_gfid = realloc(m->lk_gfid, (m->nlks + 1) * sizeof(*m->lk_gfid));
-        if (!m->lks || !m->lk_gfid)
+        if (!(m->lks = realloc(m->lks, (m->nlks + 1) * sizeof(*m->lks))))
             abort();
-        m->lks[m->nlks] = c;
-        m->lk_gfid[m->nlks++] = a->gfid;
+        m->lks[m->nlks++] = (struct mock_lk){ a->gfid, c };
     }
 }
 
@@ -188,15 +183,14 @@ static int answer_xattrop(mock_child_t *m, const kb_args_t *a, kb_reply_t *r)
         kb_cl_matrix_t d;
         if (a->flags == KB_XOP_ADD_LOCKED) {
             kb_cl_cond_t c;
-            if (!m->xop_locked || !a->data || kb_cl_cond_parse(a->data->data, a->data->len, &d, &c))
+            if (!m->xop_locked || !a->data || kb_cl_cond_parse(a->data->data, a->data->len, &c))
                 return -EINVAL;
             if (lk_find(m, &a->gfid, &c) < 0)
                 return -ENOLCK;
         } else if (!a->data || a->data->len != KB_CL_MATRIX_BYTES) {
             return -EINVAL;
-        } else {
-            kb_cl_decode((const uint8_t *)a->data->data, &d);
         }
+        kb_cl_decode((const uint8_t *)a->data->data, &d);
         for (int i = 0; i < KB_CL_ROWS; i++)
             for (int c = 0; c < KB_CL_COLS; c++) {
                 cl->v[i][c] += d.v[i][c];
@@ -387,7 +381,6 @@ static void mock_fini(kb_xlator_t *xl)
     free(m->held);
     free(m->cls);
     free(m->lks);
-    free(m->lk_gfid);
     for (size_t i = 0; i < m->nents; i++)
         free(m->ents[i].name);
     free(m->ents);

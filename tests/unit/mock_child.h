@@ -53,8 +53,7 @@ typedef struct mock_child {
     size_t nents;
     uint64_t next_fd;
     bool xop_locked;                 /* takes KB_XOP_ADD_LOCKED (set before mock_up) */
-    kb_cl_cond_t *lks;               /* locks held (kind, owner, domain, base) ... */
-    kb_gfid_t *lk_gfid;              /* ... on these gfids */
+    struct mock_lk { kb_gfid_t gfid; kb_cl_cond_t c; } *lks;   /* locks held */
     size_t nlks;
 } mock_child_t;
 

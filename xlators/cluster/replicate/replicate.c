@@ -152,6 +152,23 @@ repl_mask_t repl_fan_ok(const repl_fan_t *f, int part)
 
 /* ---------------- changelog fans ---------------- */
 
+void repl_fan_set_xop(repl_fan_t *f, int part, repl_inode_t *ino, kb_buf_t *payload, uint32_t flags)
+{
+    repl_priv_t *p = f->priv;
+    kb_buf_unref(f->hold[part]);
+    f->hold[part] = payload;
+    f->op[part] = KB_FOP_XATTROP;
+    f->cl_ino[part] = ino;
+    for (int i = 0; i < p->n; i++) {
+        kb_args_t *a = &f->args[part * p->n + i];
+        memset(a, 0, sizeof(*a));
+        a->gfid = ino->gfid;
+        a->name = (char *)KB_CL_XATTR;      /* borrowed; never freed by a shallow copy */
+        a->flags = flags;
+        a->data = payload;
+    }
+}
+
 int repl_fan_set_cl(repl_fan_t *f, int part, repl_inode_t *ino, const kb_cl_matrix_t *delta)
 {
     repl_priv_t *p = f->priv;
@@ -164,18 +181,7 @@ int repl_fan_set_cl(repl_fan_t *f, int part, repl_inode_t *ino, const kb_cl_matr
     } else {
         b = kb_buf_ref(p->zero_cl);
     }
-    kb_buf_unref(f->hold[part]);
-    f->hold[part] = b;
-    f->op[part] = KB_FOP_XATTROP;
-    f->cl_ino[part] = ino;
-    for (int i = 0; i < p->n; i++) {
-        kb_args_t *a = &f->args[part * p->n + i];
-        memset(a, 0, sizeof(*a));
-        a->gfid = ino->gfid;
-        a->name = (char *)KB_CL_XATTR;      /* borrowed; never freed by a shallow copy */
-        a->flags = delta ? KB_XOP_ADD : KB_XOP_GET;
-        a->data = b;
-    }
+    repl_fan_set_xop(f, part, ino, b, delta ? KB_XOP_ADD : KB_XOP_GET);
     return 0;
 }
 

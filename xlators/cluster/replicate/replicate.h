@@ -292,6 +292,9 @@ void repl_fd_child_up(repl_priv_t *p, int i);
 /* Make part PART of F an XATTROP on GFID adding DELTA (NULL: a GET).
  * 0 or -ENOMEM. */
 int repl_fan_set_cl(repl_fan_t *f, int part, repl_inode_t *ino, const kb_cl_matrix_t *delta);
+/* Make part PART of F an XATTROP on INO with PAYLOAD (the fan takes the
+ * reference) and FLAGS (KB_XOP_*). */
+void repl_fan_set_xop(repl_fan_t *f, int part, repl_inode_t *ino, kb_buf_t *payload, uint32_t flags);
 /* A one-part XATTROP fan on INO (NULL on ENOMEM). Replies update INO. */
 repl_fan_t *repl_cl_fan(repl_priv_t *p, repl_inode_t *ino, const kb_cl_matrix_t *delta,
                         repl_fan_fn finish, void *ctx);

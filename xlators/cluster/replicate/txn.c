@@ -570,13 +570,11 @@ static bool tx_lock_combined(repl_txn_t *t)
     snprintf(c.base, sizeof(c.base), "%s", t->tgt[0].name ? t->tgt[0].name : "");
     kb_buf_t *pl = kb_cl_cond_payload(&d, &c);
     repl_fan_t *f = pl ? repl_fan_new(p, 2, lk->op, NULL, &lk->cred, lk->req, tx_combined_done, t) : NULL;
-    if (!f || repl_fan_set_cl(f, 1, t->mino[0], &d)) {
-        repl_fan_drop(f);
+    if (!f) {
         kb_buf_unref(pl);
         return false;
     }
-    kb_buf_unref(f->hold[1]);
-    f->hold[1] = pl;
+    repl_fan_set_xop(f, 1, t->mino[0], pl, KB_XOP_ADD_LOCKED);
     lk->granted = lk->conflict = 0;
     lk->err = 0;
     lk_snap(lk);
@@ -584,8 +582,6 @@ static bool tx_lock_combined(repl_txn_t *t)
     for (int i = 0; i < p->n; i++)
         if (lk->want & REPL_BIT(i)) {
             lk_args(lk, &f->args[i], i, LK_NB);
-            f->args[p->n + i].flags = KB_XOP_ADD_LOCKED;
-            f->args[p->n + i].data = pl;
             repl_fan_wind(f, i);             /* the lock first: the brick checks it */
             repl_fan_wind(f, p->n + i);
         }

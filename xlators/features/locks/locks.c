@@ -681,8 +681,10 @@ static bool holds(lk_priv_t *p, const kb_gfid_t *g, uint64_t client, const kb_cl
 
 typedef struct lk_xop {
     kb_call_t *call;
-    kb_args_t args;           /* the caller's, as a plain KB_XOP_ADD of the deltas */
+    kb_args_t args;           /* the caller's, as a plain KB_XOP_ADD of its deltas */
 } lk_xop_t;
+
+static void lk_xop_borrowed(void *opaque, void *data) { }   /* the caller's, until our unwind */
 
 static void lk_xop_cbk(void *cookie, const kb_reply_t *reply)
 {
@@ -701,15 +703,16 @@ static void lk_xattrop(kb_call_t *call)
         lk_pass(call);
         return;
     }
-    kb_cl_matrix_t delta;
     kb_cl_cond_t c;
     kb_reply_t r = { 0 };
     lk_xop_t *x = NULL;
-    if (!a->data || kb_cl_cond_parse(a->data->data, a->data->len, &delta, &c))
+    kb_buf_t *deltas = NULL;
+    if (!a->data || kb_cl_cond_parse(a->data->data, a->data->len, &c))
         r.status = -EINVAL;
     else if (!holds(p, &a->gfid, call->cred.client_id, &c))
         r.status = -ENOLCK;      /* the lock sent before it was not granted: nothing applied */
-    else if (!(x = malloc(sizeof(*x))) || !(x->args.data = kb_buf_new(KB_CL_MATRIX_BYTES)))
+    else if (!(x = malloc(sizeof(*x))) ||
+             !(deltas = kb_buf_wrap(a->data->data, KB_CL_MATRIX_BYTES, lk_xop_borrowed, NULL)))
         r.status = -ENOMEM;
     if (r.status) {
         free(x);
@@ -717,13 +720,10 @@ static void lk_xattrop(kb_call_t *call)
         kb_unwind(call, &r);
         return;
     }
-    kb_buf_t *b = x->args.data;
     x->call = call;
     x->args = *a;
     x->args.flags = KB_XOP_ADD;
-    x->args.data = b;
-    kb_cl_encode(&delta, (uint8_t *)b->data);
-    b->len = KB_CL_MATRIX_BYTES;
+    x->args.data = deltas;
     kb_wind_from(call, call->xl->children[0], &x->args, lk_xop_cbk, x);
 }
 
