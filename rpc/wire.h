@@ -52,7 +52,7 @@ enum kb_proc {
     /* Node-to-node management. call/reply as KB_PROC_CLI. argv[1] names the
      * operation (server/store.c). Since kembar 0.2 every node answers
      * "version" (no arguments) with one line of key=value fields:
-     *   version=0.2.0 proto-min=1 proto-max=2 features=0x3 op-version=2
+     *   version=0.2.0 proto-min=1 proto-max=2 features=0x7 op-version=2
      *   brick-format=1 state-format=1
      * (the reader ignores keys it does not know, and new keys go at the
      * end). A kembar 0.1 node answers -EINVAL ("peer version: missing
@@ -77,8 +77,12 @@ enum kb_feature {
     KB_FEAT_LK_LEASE = 1u << 0,   /* locks keyed by instance, kept for the lease */
     KB_FEAT_XOP_LOCKED = 1u << 1, /* XATTROP KB_XOP_ADD_LOCKED (xlators/fop.h): a lock and
                                      the pre-op that needs it sent together */
+    KB_FEAT_PATTR = 1u << 2,      /* replies may carry KB_RF_PATTR (xlators/fop.h): the
+                                     parent's attributes after an entry op. A client
+                                     announces that it decodes them; a brick sends
+                                     them only then */
 };
-#define KB_FEATURES ((uint64_t)(KB_FEAT_LK_LEASE | KB_FEAT_XOP_LOCKED))
+#define KB_FEATURES ((uint64_t)(KB_FEAT_LK_LEASE | KB_FEAT_XOP_LOCKED | KB_FEAT_PATTR))
 #define KB_LEASE_MAX_MS 120000    /* a brick keeps a gone client's locks at most this long */
 
 typedef struct kb_wire_hdr {

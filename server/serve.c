@@ -36,6 +36,7 @@ typedef struct kbd_conn {
     char who[64];          /* the client translator's name, e.g. "vm-client-1" */
     uint32_t version;      /* volume definition version of the client's graph (0: unknown) */
     uint32_t proto;        /* negotiated protocol (rpc/wire.h) */
+    uint64_t features;     /* the client's KB_FEAT_* (0 before protocol 2) */
     uint64_t lk_client;    /* the client instance's lock identity (0: this connection's id) */
     uint32_t lease_ms;     /* how long its locks outlive its last connection */
     bool member;           /* a cluster node's own client (signed handshake): auth.allow does not apply */
@@ -430,6 +431,12 @@ static void fop_done(void *cookie, const kb_reply_t *r)
             if (fdset_add(&c->fds, r->fd, q->op == KB_FOP_OPENDIR))
                 kb_warn("serve", "out of memory tracking an fd");
         }
+        kb_reply_t stripped;
+        if ((r->rflags & KB_RF_PATTR) && !(c->features & KB_FEAT_PATTR)) {
+            stripped = *r;           /* an older client decodes no parent attributes */
+            stripped.rflags &= ~(uint32_t)KB_RF_PATTR;
+            r = &stripped;
+        }
         kb_enc_t e;
         kb_enc_init(&e);
         kb_reply_encode(&e, q->op, r);
@@ -580,6 +587,7 @@ static void handle_handshake(kbd_conn_t *c, rpc_msg_t *m)
             vol = NULL;
             c->version = version;
             c->proto = proto;
+            c->features = proto >= 2 ? x.features : 0;
             snprintf(c->who, sizeof(c->who), "%s", who ? who : "?");
             snprintf(c->sw, sizeof(c->sw), "%s", x.sw);
             if (proto >= 2 && (x.features & KB_FEAT_LK_LEASE) && x.lk_client) {

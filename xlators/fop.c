@@ -321,6 +321,7 @@ void kb_reply_encode(kb_enc_t *e, kb_op_t op, const kb_reply_t *r)
     if (m & KB_R_STATFS) enc_statfs(e, &r->statfs);
     if (m & KB_R_OFF) kb_enc_u64(e, r->off);
     if (m & KB_R_LOCK) enc_lock(e, &r->lock);
+    if (r->rflags & KB_RF_PATTR) kb_iatt_encode(e, &r->pattr);
 }
 
 int kb_reply_decode(kb_dec_t *d, kb_op_t op, kb_reply_t *r, kb_buf_t *bulk)
@@ -339,6 +340,7 @@ int kb_reply_decode(kb_dec_t *d, kb_op_t op, kb_reply_t *r, kb_buf_t *bulk)
         if (m & KB_R_STATFS) dec_statfs(d, &r->statfs);
         if (m & KB_R_OFF) r->off = kb_dec_u64(d);
         if (m & KB_R_LOCK) dec_lock(d, &r->lock);
+        if (r->rflags & KB_RF_PATTR) kb_iatt_decode(d, &r->pattr);
     }
     if (!d->err && kb_dec_left(d) != 0)
         d->err = -EBADMSG;

@@ -176,6 +176,10 @@ typedef struct kb_args {
 enum {
     KB_RF_CONTENDED = 1u << 0,  /* another client waits for a lock on this inode:
                                    a holder of an eager lock should release it */
+    KB_RF_PATTR = 1u << 1,      /* a successful entry op: reply.pattr holds the parent
+                                   directory's attributes right after it (encoded after
+                                   the op's own fields; a brick sends it only to a client
+                                   with KB_FEAT_PATTR, rpc/wire.h) */
 };
 
 /* WRITE / TRUNCATE / FALLOCATE args.flags bits above the O_* range we pass. */
@@ -196,6 +200,7 @@ typedef struct kb_reply {
     int32_t status;
     uint32_t rflags;     /* KB_RF_* */
     kb_iatt_t attr;
+    kb_iatt_t pattr;     /* with KB_RF_PATTR: the parent directory after an entry op */
     uint64_t fd;
     kb_buf_t *data;
     kb_dirent_t *dirents;

@@ -223,6 +223,11 @@ static int answer(mock_child_t *m, kb_op_t op, const kb_args_t *a, kb_reply_t *r
                       : op == KB_FOP_CREATE ? S_IFREG | (a->mode & 07777) : a->mode;
         mock_add_entry(m, a->name, &a->newgfid, mode);
         fill_attr(m, &r->attr, &a->newgfid);
+        /* As a brick: the parent after it (nlink tells the children apart). */
+        fill_attr(m, &r->pattr, &a->gfid);
+        r->pattr.mode = S_IFDIR | 0755;
+        r->pattr.nlink = 10u + (uint32_t)m->id;
+        r->rflags |= KB_RF_PATTR;
         if (op == KB_FOP_CREATE)
             r->fd = 1000u * (uint64_t)m->id + m->next_fd++;
         return 0;
@@ -290,7 +295,7 @@ static void respond(mock_child_t *m, kb_call_t *call, int err)
     } else if (call->op == KB_FOP_INODELK || call->op == KB_FOP_ENTRYLK) {
         lk_track(m, call->op, call->args, &call->cred);
     }
-    r.rflags = m->rflags | m->rflags_once;
+    r.rflags |= m->rflags | m->rflags_once;
     m->rflags_once = 0;
     kb_unwind(call, &r);
     kb_reply_clear(&r);

@@ -8,7 +8,8 @@
  * never. It keeps just enough state to answer sensibly: changelog counters
  * per gfid (XATTROP ADD/GET), names (LOOKUP, created by CREATE/MKDIR...),
  * fd numbers (1000 * id + k, so each child's fds differ), and READ data
- * filled with the byte 'a' + id.
+ * filled with the byte 'a' + id. A create brings its parent, as a brick
+ * does (KB_RF_PATTR), with nlink 10 + id.
  *
  * It remembers the INODELK/ENTRYLK locks it granted (lks; they die with its
  * connection). A mock with xop_locked set is a brick that takes XATTROP

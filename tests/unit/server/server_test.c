@@ -213,6 +213,86 @@ Test(server, hostile_frames_refused_others_served, .init = start_server, .fini =
     kbc_free(c);
 }
 
+/* Attach a raw connection to the brick: protocol 1 (no FEATURES), or
+ * protocol 2 announcing FEATURES. */
+static rpc_sync_t *raw_attach(int proto, uint64_t features)
+{
+    char err[256];
+    rpc_sync_t *rs = rpc_sync_connect("127.0.0.1", d.port, 2000, err, sizeof(err));
+    cr_assert_not_null(rs, "%s", err);
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, "v");
+    kb_enc_str(&e, brick);
+    kb_enc_str(&e, "probe");
+    kb_enc_u32(&e, 0);
+    if (proto >= 2) {
+        uint8_t inst[16] = { 7 };
+        kb_enc_u32(&e, 1);
+        kb_enc_u32(&e, 2);
+        kb_enc_u64(&e, features);
+        kb_enc_bytes(&e, inst, sizeof(inst));
+        kb_enc_u32(&e, 0);
+        kb_enc_str(&e, "test");
+    }
+    rpc_msg_t r;
+    cr_assert_eq(rpc_sync_call(rs, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, 2000, &r, err, sizeof(err)), 0);
+    cr_assert_eq(r.hdr.status, 0);
+    rpc_msg_free(&r);
+    kb_enc_free(&e);
+    return rs;
+}
+
+/* MKDIR NAME at the root over RS; the decoded reply in OUT. */
+static void raw_mkdir(rpc_sync_t *rs, const char *name, kb_reply_t *out)
+{
+    char err[256];
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_cred_t cred = { 0 };
+    kb_cred_encode(&e, &cred);
+    kb_args_t a = { .gfid = kb_gfid_root, .name = (char *)name, .mode = 0755 };
+    kb_gfid_generate(&a.newgfid);
+    kb_args_encode(&e, KB_FOP_MKDIR, &a);
+    rpc_msg_t r;
+    cr_assert_eq(rpc_sync_call(rs, KB_FOP_MKDIR, e.p, (uint32_t)e.len, 2000, &r, err, sizeof(err)), 0);
+    kb_enc_free(&e);
+    cr_assert_eq(r.hdr.status, 0, "mkdir %s: %d", name, r.hdr.status);
+    kb_dec_t dec;
+    kb_dec_init(&dec, r.payload, r.hdr.plen);
+    out->status = r.hdr.status;
+    cr_assert_eq(kb_reply_decode(&dec, KB_FOP_MKDIR, out, NULL), 0, "reply of mkdir %s does not decode", name);
+    rpc_msg_free(&r);
+}
+
+Test(server, parent_attributes_only_to_clients_that_asked, .init = start_server, .fini = stop_server, .timeout = 60)
+{
+    kbc_t *c = create_and_mount();
+    kb_reply_t r;
+    /* A protocol-1 client, and a protocol-2 one without the feature: the
+     * reply they get is exactly the old one. */
+    rpc_sync_t *old = raw_attach(1, 0);
+    raw_mkdir(old, "by-old", &r);
+    cr_assert_not(r.rflags & KB_RF_PATTR);
+    kb_reply_clear(&r);
+    rpc_sync_close(old);
+    rpc_sync_t *mid = raw_attach(2, KB_FEAT_LK_LEASE | KB_FEAT_XOP_LOCKED);
+    raw_mkdir(mid, "by-mid", &r);
+    cr_assert_not(r.rflags & KB_RF_PATTR);
+    kb_reply_clear(&r);
+    rpc_sync_close(mid);
+    /* One that announces it gets the root's attributes after the mkdir. */
+    rpc_sync_t *now = raw_attach(2, KB_FEATURES);
+    raw_mkdir(now, "by-new", &r);
+    cr_assert(r.rflags & KB_RF_PATTR);
+    cr_assert(kb_gfid_is_root(&r.pattr.gfid));
+    cr_assert(S_ISDIR(r.pattr.mode));
+    cr_assert_eq(r.pattr.nlink, 2 + 3 + 1, "root: ., .., .kembar and the three new directories");
+    kb_reply_clear(&r);
+    rpc_sync_close(now);
+    kbc_free(c);
+}
+
 Test(server, cli_errors_are_one_line, .init = start_server, .fini = stop_server, .timeout = 60)
 {
     kbc_t *c = create_and_mount();

@@ -159,6 +159,51 @@ Test(fop, dirent_count_bomb_refused)
     kb_enc_free(&e);
 }
 
+Test(fop, parent_attributes_travel_only_when_flagged)
+{
+    kb_reply_t r = { .status = 0, .fd = 77, .rflags = KB_RF_PATTR };
+    r.attr.size = 5;
+    kb_gfid_generate(&r.pattr.gfid);
+    r.pattr.mode = S_IFDIR | 0755;
+    r.pattr.nlink = 3;
+    r.pattr.mtime_sec = 1700000000;
+    r.pattr.mtime_nsec = 123;
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_reply_encode(&e, KB_FOP_CREATE, &r);
+    size_t with = e.len;
+    kb_reply_t b = { .status = 0 };
+    kb_dec_t d;
+    kb_dec_init(&d, e.p, e.len);
+    cr_assert_eq(kb_reply_decode(&d, KB_FOP_CREATE, &b, NULL), 0);
+    cr_assert(b.rflags & KB_RF_PATTR);
+    cr_assert_eq(memcmp(&b.pattr, &r.pattr, sizeof(r.pattr)), 0);
+    cr_assert_eq(b.attr.size, 5);
+    cr_assert_eq(b.fd, 77);
+    kb_enc_free(&e);
+
+    /* Without the flag: the reply as before (an older client decodes it). */
+    r.rflags = 0;
+    kb_enc_init(&e);
+    kb_reply_encode(&e, KB_FOP_CREATE, &r);
+    cr_assert_lt(e.len, with);
+    kb_dec_init(&d, e.p, e.len);
+    cr_assert_eq(kb_reply_decode(&d, KB_FOP_CREATE, &b, NULL), 0);
+    cr_assert_not(b.rflags & KB_RF_PATTR);
+    kb_iatt_t zero;
+    memset(&zero, 0, sizeof(zero));
+    cr_assert_eq(memcmp(&b.pattr, &zero, sizeof(zero)), 0);
+    kb_enc_free(&e);
+
+    /* The flag with the attributes missing is refused, not read past. */
+    kb_enc_init(&e);
+    kb_reply_encode(&e, KB_FOP_UNLINK, &r);     /* rflags only */
+    kb_put_le32(e.p, KB_RF_PATTR);              /* rflags: the first u32 */
+    kb_dec_init(&d, e.p, e.len);
+    cr_assert_neq(kb_reply_decode(&d, KB_FOP_UNLINK, &b, NULL), 0);
+    kb_enc_free(&e);
+}
+
 Test(fop, error_reply_carries_no_fields)
 {
     kb_reply_t r = { .status = -ENOENT };

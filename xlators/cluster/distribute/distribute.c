@@ -199,10 +199,21 @@ static void frame_free(dist_frame_t *f)
 
 /* Complete the call (or the internal frame's owner) with R, then free F.
  * R may point into F. */
+void dist_unwind(kb_call_t *call, const kb_reply_t *r)
+{
+    if (!(r->rflags & KB_RF_PATTR)) {
+        kb_unwind(call, r);
+        return;
+    }
+    kb_reply_t out = *r;
+    out.rflags &= ~(uint32_t)KB_RF_PATTR;
+    kb_unwind(call, &out);
+}
+
 void dist_frame_unwind(dist_frame_t *f, const kb_reply_t *r)
 {
     if (f->call)
-        kb_unwind(f->call, r);
+        dist_unwind(f->call, r);
     else if (f->done)
         f->done(f, r);
     frame_free(f);

@@ -178,6 +178,10 @@ struct dist_frame {
 /* distribute.c */
 dist_frame_t *dist_frame_new(kb_call_t *call);
 dist_frame_t *dist_frame_new_internal(kb_xlator_t *xl);
+/* Complete CALL with R, without the parent's attributes an entry op's
+ * brick added (KB_RF_PATTR): a directory is on every set, and its STAT here
+ * is not that one set's. */
+void dist_unwind(kb_call_t *call, const kb_reply_t *r);
 void dist_frame_unwind(dist_frame_t *f, const kb_reply_t *r);
 void dist_frame_fail(dist_frame_t *f, int err);
 void dist_frame_drop(dist_frame_t *f);     /* free without completing the call */

@@ -83,7 +83,7 @@ static void fwd_cbk(void *cookie, const kb_reply_t *r)
     default:
         break;
     }
-    kb_unwind(call, r);
+    dist_unwind(call, r);
 }
 
 void dist_forward(kb_call_t *call, int set)

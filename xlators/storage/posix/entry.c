@@ -118,8 +118,13 @@ static int finish_special(posix_priv_t *p, posix_obj_t *o, const kb_gfid_t *g, c
 
 static void create_reply(kb_call_t *call, posix_obj_t *o, int rc, const kb_gfid_t *g)
 {
-    posix_obj_put(posix_priv(call), o);   /* o->st stays readable */
-    posix_unwind_attr(call, rc, &o->st, g);
+    kb_reply_t r = { .status = rc };
+    if (rc >= 0) {
+        posix_iatt(&r.attr, &o->st, g);
+        posix_reply_parent(&r, o->dfd, &call->args->gfid);
+    }
+    posix_obj_put(posix_priv(call), o);
+    kb_unwind(call, &r);
 }
 
 /* ---------------- mkdir / mknod / symlink / create ---------------- */
@@ -254,6 +259,7 @@ void posix_op_create(kb_call_t *call)
     }
     kb_reply_t r = { .status = 0, .fd = f->num };
     posix_iatt(&r.attr, &o.st, &a->newgfid);
+    posix_reply_parent(&r, o.dfd, &a->gfid);
     posix_obj_put(p, &o);
     kb_unwind(call, &r);
 }
@@ -280,8 +286,10 @@ void posix_op_unlink(kb_call_t *call)
     }
     if (!rc && last && kept <= 0 && posix_handle_unlink(p, &o.gfid, o.st.st_ino))
         posix_cl_forget(p, &o.gfid);
+    kb_reply_t r = { .status = rc };
+    posix_reply_parent(&r, rc ? -1 : o.dfd, &a->gfid);
     posix_obj_put(p, &o);
-    posix_unwind_status(call, rc);
+    kb_unwind(call, &r);
 }
 
 void posix_op_rmdir(kb_call_t *call)
@@ -299,8 +307,10 @@ void posix_op_rmdir(kb_call_t *call)
         posix_dir_forget(p, &o.gfid);
         posix_cl_forget(p, &o.gfid);
     }
+    kb_reply_t r = { .status = rc };
+    posix_reply_parent(&r, rc ? -1 : o.dfd, &a->gfid);
     posix_obj_put(p, &o);
-    posix_unwind_status(call, rc);
+    kb_unwind(call, &r);
 }
 
 /* ---------------- rename / link ---------------- */
@@ -425,9 +435,14 @@ void posix_op_link(kb_call_t *call)
         set_parent_hint(&d, &a->gfid2);
         rc = posix_obj_stat(&d);
     }
-    posix_unwind_attr(call, rc, &d.st, &a->gfid);
+    kb_reply_t r = { .status = rc };
+    if (!rc) {
+        posix_iatt(&r.attr, &d.st, &a->gfid);
+        posix_reply_parent(&r, d.dfd, &a->gfid2);
+    }
     posix_obj_put(p, &o);
     posix_obj_put(p, &d);
+    kb_unwind(call, &r);
 }
 
 /* ---------------- opendir / readdir ---------------- */

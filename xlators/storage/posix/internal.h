@@ -206,6 +206,10 @@ void posix_fd_put(posix_priv_t *p, posix_fd_t *f);
 int posix_fd_release(posix_priv_t *p, uint64_t num, bool want_dir, bool conn_gone);
 void posix_unwind_attr(kb_call_t *call, int status, const struct stat *st, const kb_gfid_t *g);
 void posix_unwind_status(kb_call_t *call, int status);
+/* After a successful entry op in the directory open at DFD (gfid PARENT):
+ * R carries that directory's attributes (KB_RF_PATTR), so the client need
+ * not ask for them again. Nothing when STATUS < 0 or the fstat fails. */
+void posix_reply_parent(kb_reply_t *r, int dfd, const kb_gfid_t *parent);
 
 /* ---- entry.c ---- */
 void posix_op_lookup(kb_call_t *call);

@@ -184,6 +184,15 @@ void posix_unwind_status(kb_call_t *call, int status)
     kb_unwind(call, &r);
 }
 
+void posix_reply_parent(kb_reply_t *r, int dfd, const kb_gfid_t *parent)
+{
+    struct stat st;
+    if (r->status < 0 || dfd < 0 || fstat(dfd, &st))
+        return;
+    posix_iatt(&r->pattr, &st, parent);     /* what STAT of the directory answers */
+    r->rflags |= KB_RF_PATTR;
+}
+
 /* ---------------- init / fini ---------------- */
 
 static int open_internal(int dfd, const char *name, int *out)

@@ -154,6 +154,38 @@ Test(distribute, one_child_is_a_pass_through, .init = setup, .fini = teardown)
     kb_graph_fini(g);
 }
 
+/* A directory is on every set, with attributes of its own on each: the
+ * parent's attributes one set's brick adds to an entry op's reply are not
+ * what STAT of it answers here, so they never go up. */
+Test(distribute, entry_replies_go_up_without_the_parent, .init = setup, .fini = teardown)
+{
+    kb_graph_t *g = graph(3);
+    kb_gfid_t d, f;
+    uint64_t fd;
+    cr_assert_eq(do_mkdir(g, &kb_gfid_root, "d", &d), 0);
+    cr_assert_not(R.rflags & KB_RF_PATTR, "mkdir");
+    cr_assert_eq(do_create(g, &d, "f", &f, &fd), 0);
+    cr_assert_not(R.rflags & KB_RF_PATTR, "create");
+    kb_args_t rel = { .gfid = f, .fd = fd };
+    cr_assert_eq(call(g, KB_FOP_RELEASE, &rel), 0);
+    kb_args_t l = { .gfid = f, .gfid2 = kb_gfid_root, .name2 = "hard" };
+    cr_assert_eq(call(g, KB_FOP_LINK, &l), 0);
+    cr_assert_not(R.rflags & KB_RF_PATTR, "link");
+    kb_args_t u = { .gfid = d, .name = "f" };
+    cr_assert_eq(call(g, KB_FOP_UNLINK, &u), 0);
+    cr_assert_not(R.rflags & KB_RF_PATTR, "unlink");
+    /* The sets' replies do carry them (so the checks above can fail). */
+    kb_args_t m = { .gfid = d, .name = "direct", .mode = 0755 };
+    kb_gfid_generate(&m.newgfid);
+    int before = ncb;
+    kb_wind(g->top->children[0], KB_FOP_MKDIR, &m, &cred, 1, cbk, NULL);
+    cr_assert_eq(ncb, before + 1);
+    cr_assert_eq(R.status, 0);
+    cr_assert(R.rflags & KB_RF_PATTR);
+    cr_assert(kb_gfid_eq(&R.pattr.gfid, &d));
+    kb_graph_fini(g);
+}
+
 Test(distribute, mkdir_on_every_set_with_one_gfid_and_a_complete_layout, .init = setup, .fini = teardown)
 {
     kb_graph_t *g = graph(3);

@@ -618,6 +618,15 @@ static void answer(dist_mock_t *m, kb_call_t *call)
         rc = run_op(m, call->op, call->args, &r);
     if (m->hook)
         m->hook(m, m->hook_arg, call->op, call->args, rc < 0 ? rc : 0);
+    /* As a brick does: an entry op brings its parent after it (KB_RF_PATTR). */
+    kb_op_t op = call->op;
+    if (rc >= 0 && kb_fop_info[op].cls == KB_C_ENTRY && op != KB_FOP_RENAME) {
+        const mobj_t *dir = obj_get(m, op == KB_FOP_LINK ? &call->args->gfid2 : &call->args->gfid);
+        if (dir) {
+            fill_attr(dir, &r.pattr);
+            r.rflags |= KB_RF_PATTR;
+        }
+    }
     if (rc < 0) {
         kb_reply_clear(&r);
         r.status = rc;

@@ -132,6 +132,29 @@ Test(replicate, write_fans_out_with_same_args)
     stop();
 }
 
+/* The parent's attributes a brick adds to an entry op's reply go up with
+ * the reply replicate keeps: the lowest child that succeeded, the one a
+ * STAT of the directory reads first. */
+Test(replicate, entry_reply_brings_the_parent_of_the_child_it_came_from)
+{
+    start(3, NULL, true);
+    kb_gfid_t dir = gf(2);
+    for (int fail0 = 0; fail0 < 2; fail0++) {
+        kb_args_t a = { .gfid = dir, .name = fail0 ? "b" : "a", .mode = 0755 };
+        kb_gfid_generate(&a.newgfid);
+        if (fail0)
+            mock_fail(m[0], KB_FOP_MKDIR, -EIO, 1);
+        mock_res_t x = call(KB_FOP_MKDIR, &a);
+        cr_assert_eq(x.n, 1);
+        cr_assert_eq(x.r.status, 0);
+        cr_assert(x.r.rflags & KB_RF_PATTR);
+        cr_assert(kb_gfid_eq(&x.r.pattr.gfid, &dir));
+        cr_assert_eq(x.r.pattr.nlink, 10u + (unsigned)fail0, "parent from child %d", fail0);
+        kb_reply_clear(&x.r);
+    }
+    stop();
+}
+
 Test(replicate, create_same_gfid_everywhere_and_fd_map)
 {
     start(2, NULL, true);

@@ -110,6 +110,64 @@ Test(posix, create_exclusive_and_owner)
     cr_assert_eq(st.st_gid, 4242);
 }
 
+/* An entry op's reply carries its parent directory as STAT of it answers
+ * right after (KB_RF_PATTR): the client then need not ask. */
+static void check_parent(const kb_reply_t *r, const kb_gfid_t *parent, const char *what)
+{
+    cr_assert(r->rflags & KB_RF_PATTR, "%s: no parent attributes", what);
+    kb_args_t sa = { .gfid = *parent };
+    kb_reply_t st;
+    cr_assert_eq(bh_call(h, KB_FOP_STAT, &sa, &st), 0);
+    cr_assert(kb_gfid_eq(&r->pattr.gfid, parent), "%s: parent gfid", what);
+    cr_assert_eq(memcmp(&r->pattr, &st.attr, sizeof(st.attr)), 0, "%s: parent differs from its STAT", what);
+    kb_reply_clear(&st);
+}
+
+Test(posix, entry_ops_bring_their_parent)
+{
+    kb_gfid_t d;
+    cr_assert_eq(bh_mkdir(h, ROOT, "d", 0755, &d), 0);
+    kb_reply_t r;
+    struct { kb_op_t op; const char *name, *name2; uint32_t mode; } ops[] = {
+        { KB_FOP_CREATE, "f", NULL, 0644 },
+        { KB_FOP_MKDIR, "sub", NULL, 0755 },
+        { KB_FOP_MKNOD, "fifo", NULL, S_IFIFO | 0600 },
+        { KB_FOP_SYMLINK, "ln", "f", 0 },
+    };
+    kb_gfid_t made[4];
+    for (int i = 0; i < 4; i++) {
+        kb_args_t a = { .gfid = d, .name = (char *)ops[i].name, .name2 = (char *)ops[i].name2,
+                        .mode = ops[i].mode, .flags = O_RDWR };
+        kb_gfid_generate(&a.newgfid);
+        made[i] = a.newgfid;
+        cr_assert_eq(bh_call(h, ops[i].op, &a, &r), 0, "%s", kb_fop_name(ops[i].op));
+        uint64_t fd = r.fd;
+        check_parent(&r, &d, kb_fop_name(ops[i].op));
+        cr_assert(kb_gfid_eq(&r.attr.gfid, &a.newgfid), "the object's own attributes stay");
+        kb_reply_clear(&r);
+        if (ops[i].op == KB_FOP_CREATE)
+            cr_assert_eq(bh_release(h, &made[i], fd), 0);
+    }
+    kb_args_t l = { .gfid = made[0], .gfid2 = *ROOT, .name2 = "hard" };
+    cr_assert_eq(bh_call(h, KB_FOP_LINK, &l, &r), 0);
+    check_parent(&r, ROOT, "link");
+    cr_assert_eq(r.attr.nlink, 2);
+    kb_reply_clear(&r);
+    kb_args_t u = { .gfid = d, .name = "f" };
+    cr_assert_eq(bh_call(h, KB_FOP_UNLINK, &u, &r), 0);
+    check_parent(&r, &d, "unlink");
+    kb_reply_clear(&r);
+    kb_args_t rd = { .gfid = d, .name = "sub" };
+    cr_assert_eq(bh_call(h, KB_FOP_RMDIR, &rd, &r), 0);
+    check_parent(&r, &d, "rmdir");
+    cr_assert_eq(r.pattr.nlink, 2, "the parent lost its subdirectory");
+    kb_reply_clear(&r);
+    /* Failures carry nothing. */
+    cr_assert_eq(bh_call(h, KB_FOP_UNLINK, &u, &r), -ENOENT);
+    cr_assert_not(r.rflags & KB_RF_PATTR);
+    kb_reply_clear(&r);
+}
+
 /* ---------------- handles and links ---------------- */
 
 Test(posix, rename_over_hardlinked_file)
