@@ -11,6 +11,7 @@
  *    so (KILLPRIV_V2, fuse/rawio.c), as a write does (fuse/file.c).
  */
 #include "fuse/ops.h"
+#include "fuse/recent.h"
 
 #include <sys/statvfs.h>
 
@@ -36,10 +37,28 @@ static void use_fd(kbf_req_t *r, struct fuse_file_info *fi)
     }
 }
 
+/* Attributes a reply brought moments ago (fuse/recent.h): the kernel may
+ * keep them for what is left of attr_timeout since they were read. */
+static bool getattr_recent(kbf_req_t *r)
+{
+    kbf_t *fs = r->fs;
+    kb_iatt_t ia;
+    uint64_t age;
+    uint64_t max = (uint64_t)(fs->attr_timeout * 1e9);
+    if (!kbf_recent_take(fs->recent, r->ino, kb_now_ns(), max, &ia, &age))
+        return false;
+    struct stat st;
+    kbf_iatt_stat(&ia, &r->a.gfid, &st);
+    kbf_itable_note_mode(fs->it, r->ino, st.st_mode);
+    fuse_reply_attr(r->req, &st, fs->attr_timeout - (double)age / 1e9);
+    kbf_req_free(r);
+    return true;
+}
+
 void kbf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     kbf_req_t *r = kbf_req_inode(req, ino, false);
-    if (!r)
+    if (!r || getattr_recent(r))
         return;
     use_fd(r, fi);
     kbf_req_submit(r, KB_FOP_STAT, done_attr);

@@ -154,6 +154,7 @@ void kbf_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t 
     if (!r || !kbf_arg_str(r, &r->a.name, name) || !kbf_arg_str(r, &r->a.name2, newname))
         return;
     r->a.gfid2 = *kbf_itable_gfid(r->fs->it, newparent);
+    r->ino2 = newparent;
     r->a.flags = flags;          /* RENAME_NOREPLACE / RENAME_EXCHANGE */
     kbf_req_submit(r, KB_FOP_RENAME, kbf_done_status);
 }
@@ -166,6 +167,7 @@ void kbf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *
     if (!r || !kbf_arg_str(r, &r->a.name2, newname))
         return;
     r->a.gfid2 = *kbf_itable_gfid(r->fs->it, newparent);
+    r->ino2 = newparent;
     r->a.newgfid = r->a.gfid;    /* fallback for the entry: the same inode */
     kbf_req_submit(r, KB_FOP_LINK, done_entry);
 }

@@ -16,6 +16,7 @@
  *    fd that holds flock locks unlocks them before the fd goes.
  */
 #include "fuse/ops.h"
+#include "fuse/recent.h"
 #include "fuse/handover.h"
 #include "fuse/journal.h"
 
@@ -81,6 +82,9 @@ static void done_open_stat(kbf_req_t *s, const kb_reply_t *rep)
     kbf_req_t *r = s->parent;
     if (rep->status == 0) {
         const kb_iatt_t *a = &rep->attr;
+        /* Fresh: the kernel's GETATTR that often follows an open (its
+         * attributes were dropped by our own writes) is answered with it. */
+        kbf_recent_put(r->fs->recent, r->ino, s->rc_snap, s->rc_epoch, a, kb_now_ns());
         r->cver = (kbf_cver_t){ .size = a->size, .mtime_sec = a->mtime_sec,
                                 .mtime_nsec = a->mtime_nsec, .ctime_sec = a->ctime_sec,
                                 .ctime_nsec = a->ctime_nsec };
@@ -107,6 +111,8 @@ void kbf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (s) {
         s->parent = r;
         s->cred = r->cred;
+        s->rc_snap = kbf_recent_snap(r->fs->recent, ino);
+        s->rc_epoch = kbf_recent_epoch(r->fs->recent);
         kbf_req_submit(s, KB_FOP_STAT, done_open_stat);
     }
     kbf_req_submit(r, KB_FOP_OPEN, done_open);

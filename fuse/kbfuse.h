@@ -23,6 +23,7 @@ typedef struct kbf kbf_t;
 struct kbf {
     kbc_t *kbc;
     kbf_itable_t *it;
+    struct kbf_recent *recent;   /* attributes for the next GETATTR (fuse/recent.h); NULL: none */
     struct fuse_session *se;
     double attr_timeout;         /* seconds the kernel may cache attributes */
     double entry_timeout;        /* ... and names */

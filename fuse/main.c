@@ -22,6 +22,7 @@
  *    and the supervisor with it.
  */
 #include "fuse/kbfuse.h"
+#include "fuse/recent.h"
 
 #include <fcntl.h>
 #include <fuse_log.h>
@@ -779,6 +780,9 @@ static int serve(kbf_args_t *a, const char *mnt)
                  .acl = a->acl, .splice = a->splice, .threads = a->threads, .ctl = -1 };
     pthread_mutex_init(&fs.mu, NULL);
     pthread_cond_init(&fs.cv, NULL);
+    /* 4096 slots: the attributes a reply brought, for the kernel's GETATTR
+     * that follows it (fuse/recent.h); without it every GETATTR is a STAT. */
+    fs.recent = kbf_recent_new(4096);
     char why[512];
     if (kbf_ho_start(&fs, a->serve_fd, why, sizeof(why)) < 0)
         die(1, "%s", why);
@@ -819,6 +823,7 @@ static int serve(kbf_args_t *a, const char *mnt)
     fuse_session_destroy(fs.se);
     kbc_free(fs.kbc);
     kbf_itable_free(fs.it);
+    kbf_recent_free(fs.recent);
     kbf_state_unmap(&fs.st);
     free(a->log_file);
     return 0;

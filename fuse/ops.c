@@ -24,6 +24,7 @@
  *  - No lock is held across a fuse_reply_* or a kbc_submit.
  */
 #include "fuse/ops.h"
+#include "fuse/recent.h"
 #include "fuse/journal.h"
 #include "fuse/resend.h"
 
@@ -127,9 +128,63 @@ void kbf_req_free(kbf_req_t *r)
     inflight_add(fs, -1);
 }
 
+/* ---- attributes kept for the next GETATTR (fuse/recent.h) ---- */
+
+static bool modifies(kb_op_t op)
+{
+    enum kb_fop_class c = kb_fop_info[op].cls;
+    return c == KB_C_DATA || c == KB_C_META || c == KB_C_ENTRY;
+}
+
+/* Unlink, rmdir and rename change the link count (and ctime) of an inode
+ * the request does not name: the kinds of inode whose kept attributes go
+ * (KBF_RECENT_*; 0: none). Rename's reply brings no parent. */
+static unsigned removes_name(kb_op_t op)
+{
+    return op == KB_FOP_UNLINK ? KBF_RECENT_OTHERS : op == KB_FOP_RMDIR ? KBF_RECENT_DIRS
+         : op == KB_FOP_RENAME ? KBF_RECENT_DIRS | KBF_RECENT_OTHERS : 0;
+}
+
+/* R's modification is being sent: what is kept of the inodes it changes is
+ * stale from now on; note their generations for its reply. */
+static void recent_sent(kbf_req_t *r)
+{
+    kbf_recent_t *rc = r->fs->recent;
+    if (!rc || !modifies(r->op))
+        return;
+    kbf_recent_clear(rc, removes_name(r->op));
+    r->rc_snap = kbf_recent_bump(rc, r->ino);
+    r->rc_snap2 = kbf_recent_bump(rc, r->ino2);
+    r->rc_epoch = kbf_recent_epoch(rc);
+}
+
+/* R's modification came back: stale again (it may have landed after a read
+ * of the attributes that was sent before it), except the parent directory
+ * of a successful entry op, whose attributes after the op came with the
+ * reply: kept, if nothing else changed it meanwhile. */
+static void recent_done(kbf_req_t *r, const kb_reply_t *rep)
+{
+    kbf_recent_t *rc = r->fs->recent;
+    if (!rc || !modifies(r->op))
+        return;
+    bool link = r->op == KB_FOP_LINK;
+    fuse_ino_t parent = link ? r->ino2 : r->ino;
+    bool keep = rep->status >= 0 && (rep->rflags & KB_RF_PATTR) && kb_fop_info[r->op].cls == KB_C_ENTRY &&
+                parent && !(r->op == KB_FOP_RENAME);
+    kbf_recent_clear(rc, removes_name(r->op));
+    if (!keep || link)
+        kbf_recent_bump(rc, r->ino);
+    if (!keep || !link)
+        kbf_recent_bump(rc, r->ino2);
+    if (keep)
+        kbf_recent_settle(rc, parent, link ? r->rc_snap2 : r->rc_snap,
+                       removes_name(r->op) ? kbf_recent_epoch(rc) : r->rc_epoch, &rep->pattr, kb_now_ns());
+}
+
 static void req_cbk(void *cookie, const kb_reply_t *rep)
 {
     kbf_req_t *r = cookie;
+    recent_done(r, rep);
     /* Write-behind ordered this call after the writes of its gfid acknowledged
      * before it: those are on the bricks now (fuse/journal.c). Only if it
      * succeeded: a call failed before write-behind (no memory, no graph, a
@@ -147,6 +202,7 @@ void kbf_req_submit(kbf_req_t *r, kb_op_t op, kbf_done_fn done)
     kbf_t *fs = r->fs;
     r->done = done;
     r->op = op;
+    recent_sent(r);
     if (!fs->journal) {
         kbc_submit(fs->kbc, op, &r->a, &r->cred, req_cbk, r);
         return;

@@ -10,6 +10,7 @@
 #define KB_FUSE_OPS_H
 
 #include "fuse/kbfuse.h"
+#include "fuse/recent.h"
 
 typedef struct kbf_req kbf_req_t;
 typedef void (*kbf_done_fn)(kbf_req_t *r, const kb_reply_t *rep);
@@ -44,6 +45,10 @@ struct kbf_req {
     uint64_t jseq;               /* the journal's sequence number when it was submitted */
     uint64_t unique;             /* the kernel's (KBF_UNIQUE_RESEND: sent again after a takeover) */
     kb_op_t op;                  /* the fop submitted last */
+    /* Attributes kept for the next GETATTR (fuse/recent.h). */
+    fuse_ino_t ino2;             /* LINK: the new parent; RENAME: the new parent */
+    uint64_t rc_snap, rc_snap2;  /* the generations of ino, ino2 when the fop went out */
+    struct kbf_recent_ep rc_epoch;
     /* A resent request that finds its own earlier work (fuse/resend.c). */
     kbf_done_fn rs_done;         /* its completion, called with the answer; NULL: not recovering */
     kb_op_t rs_op;
