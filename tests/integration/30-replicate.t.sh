@@ -104,7 +104,7 @@ PYEOF
 }
 
 small_files() {
-    local m=$KB_TMP/m-sf b i d n key log pid line locks comb
+    local m=$KB_TMP/m-sf b i d n key log pid line locks comb primed
     mapfile -t BR < <(kb_volume_up sf 1 2)
     kb_mount sf "$m"
     mkdir -p "$KB_TMP/sf-src"
@@ -118,12 +118,14 @@ small_files() {
     pid=$(cat "$KB_TMP/pids/fuse-$key")
     log=$(ls "$KB_TMP"/fuse-"$(basename "$m")"-"$key".log)
     kill -USR1 "$pid"
-    kb_wait_until 10 grep -q ' with their pre-op)' "$log" || kb_fail "no translator status in the state dump"
-    line=$(grep -o 'locks [0-9]* ([0-9]* with their pre-op)' "$log" | tail -n 1)
+    kb_wait_until 10 grep -q ' with their create)' "$log" || kb_fail "no translator status in the state dump"
+    line=$(grep -o 'locks [0-9]* ([0-9]* with their pre-op, [0-9]* with their create)' "$log" | tail -n 1)
     locks=$(echo "$line" | cut -d' ' -f2) comb=$(echo "$line" | cut -d' ' -f3 | tr -d '(')
+    primed=$(echo "$line" | cut -d' ' -f7)
     kb_log "client: $line"
     [ "$locks" -ge 94 ] || kb_fail "expected a lock per mkdir, create, first write and unlink (94), got $locks"
     [ $((comb * 10)) -ge $((locks * 9)) ] || kb_fail "only $comb of $locks locks went with their pre-op"
+    kb_assert_eq 40 "$primed" "every file cp created took its first write's lock with its create"
     for b in "${BR[@]}"; do
         for i in $(seq 11 40); do
             kb_assert_eq "$(kb_sha "$KB_TMP/sf-src/f$i")" "$(kb_sha "$b/d$((i % 4))/f$i")" "$b: f$i"
@@ -144,5 +146,5 @@ small_files() {
 kb_section "replica 2: every copy identical" mirror r2 1 2
 kb_section "replica 3: every copy identical" mirror r3 1 2 3
 kb_section "replica 2, copy 0 down to mount B only: A reads B's write at once" stale_read
-kb_section "replica 2, small files: lock and pre-op together, nothing left marked" small_files
+kb_section "replica 2, small files: lock and pre-op together, the first write's with the create, nothing left marked" small_files
 kb_done

@@ -606,9 +606,10 @@ static int repl_ctl(kb_xlator_t *xl, int code, void *arg)
     kb_ctl_printf(st, "%s: replicate %d%s, up 0x%x, quorum %s\n", xl->name, p->n,
                   p->cfg.arbiter >= 0 ? " (arbiter)" : "", p->up,
                   repl_quorum_met(&p->cfg, p->up) ? "met" : "LOST");
-    kb_ctl_printf(st, "  locks %llu (%llu with their pre-op), pre-ops %llu, post-ops %llu, marks %llu, "
-                  "unlocks %llu, resends %llu, reopens %llu, read retries %llu, cached inodes %zu\n",
+    kb_ctl_printf(st, "  locks %llu (%llu with their pre-op, %llu with their create), pre-ops %llu, post-ops %llu, "
+                  "marks %llu, unlocks %llu, resends %llu, reopens %llu, read retries %llu, cached inodes %zu\n",
                   (unsigned long long)p->st.locks, (unsigned long long)p->st.combined,
+                  (unsigned long long)p->st.primed,
                   (unsigned long long)p->st.preops,
                   (unsigned long long)p->st.postops, (unsigned long long)p->st.marks,
                   (unsigned long long)p->st.unlocks, (unsigned long long)p->st.resends,

@@ -104,6 +104,7 @@ struct repl_priv {
     struct repl_stats {                    /* for status and tests */
         uint64_t locks, preops, postops, marks, unlocks, resends, reopens, retries;
         uint64_t combined;                 /* locks whose pre-op went with them (txn.c) */
+        uint64_t primed;                   /* data transactions begun with their CREATE (txn.c) */
     } st;
 };
 
@@ -309,6 +310,9 @@ void repl_refresh(repl_op_t *op, repl_inode_t *ino, repl_mask_t mask, repl_op_fn
 void repl_txn_submit(repl_op_t *op);
 /* The op's fan-out is done (op->out filled): mark, unwind, maybe close. */
 void repl_txn_op_done(repl_op_t *op);
+/* INO is being created for writing, the CREATE just wound: begin its eager
+ * data transaction now (lock and pre-op right behind the CREATE). */
+void repl_txn_prime(repl_priv_t *p, repl_inode_t *ino);
 /* A reply said another client waits for our lock: close as soon as the ops
  * in flight are done; new ops wait for the next hold. */
 void repl_txn_contended(repl_txn_t *t);

@@ -190,11 +190,13 @@ Test(replicate, create_same_gfid_everywhere_and_fd_map)
  * would only take back the dirty mark. The lock is held until that is done. */
 Test(replicate, a_clean_entry_op_unwinds_before_its_post_op)
 {
+    /* Creates to read: a create to write also begins the file's data
+     * transaction (repl_txn_prime, tested on its own below). */
     start(2, NULL, true);
     kb_gfid_t dir = gf(2), nf = gf(3);
     for (int i = 0; i < 2; i++)
         m[i]->hold[KB_FOP_XATTROP] = true;
-    kb_args_t a = { .gfid = dir, .name = "new.img", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    kb_args_t a = { .gfid = dir, .name = "new.img", .newgfid = nf, .mode = 0644, .flags = O_RDONLY | O_CREAT };
     mock_res_t x = { 0 };
     kb_wind(top, KB_FOP_CREATE, &a, &cred, 7, mock_res_cbk, &x);
     for (int i = 0; i < 2; i++) {
@@ -522,13 +524,15 @@ static bool rec_is(int i, size_t k, kb_op_t op) { return k < m[i]->nrec && m[i]-
 
 Test(replicate, a_create_sends_its_entry_lock_and_pre_op_in_one_round_trip)
 {
+    /* Creates to read: a create to write also begins the file's data
+     * transaction (repl_txn_prime, tested on its own below). */
     start_xop_locked(2, 0);
     kb_gfid_t dir = gf(2), nf = gf(3);
     for (int i = 0; i < 2; i++) {
         m[i]->hold[KB_FOP_ENTRYLK] = m[i]->hold[KB_FOP_XATTROP] = true;
         mock_forget(m[i]);
     }
-    kb_args_t a = { .gfid = dir, .name = "mail.1", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    kb_args_t a = { .gfid = dir, .name = "mail.1", .newgfid = nf, .mode = 0644, .flags = O_RDONLY | O_CREAT };
     mock_res_t x = { 0 };
     kb_wind(top, KB_FOP_CREATE, &a, &cred, 7, mock_res_cbk, &x);
     for (int i = 0; i < 2; i++) {
@@ -652,9 +656,11 @@ Test(replicate, a_child_that_reconnects_during_lock_and_pre_op_is_no_member)
 /* An older brick (no KB_FEAT_XOP_LOCKED): never sent one; every lock first. */
 Test(replicate, an_older_brick_gets_the_lock_first)
 {
+    /* Creates to read: a create to write also begins the file's data
+     * transaction (repl_txn_prime, tested on its own below). */
     start_xop_locked(2, 2u);
     kb_gfid_t dir = gf(2), nf = gf(3);
-    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDONLY | O_CREAT };
     mock_res_t x = call(KB_FOP_CREATE, &a);
     cr_assert_eq(x.r.status, 0);
     for (int i = 0; i < 2; i++) {
@@ -670,10 +676,12 @@ Test(replicate, an_older_brick_gets_the_lock_first)
  * is taken back, the op goes through, and it is not asked again. */
 Test(replicate, a_brick_that_refuses_is_asked_no_more)
 {
+    /* Creates to read: a create to write also begins the file's data
+     * transaction (repl_txn_prime, tested on its own below). */
     start_xop_locked(2, 0);
     m[1]->xop_locked = false;          /* answers -EINVAL, as storage/posix would */
     kb_gfid_t dir = gf(2), nf = gf(3), nf2 = gf(4);
-    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    kb_args_t a = { .gfid = dir, .name = "x", .newgfid = nf, .mode = 0644, .flags = O_RDONLY | O_CREAT };
     mock_res_t x = call(KB_FOP_CREATE, &a);
     cr_assert_eq(x.r.status, 0);
     for (int i = 0; i < 2; i++) {
@@ -682,13 +690,99 @@ Test(replicate, a_brick_that_refuses_is_asked_no_more)
         cr_assert_eq(m[i]->nlks, 0u);
     }
     cr_assert_eq(rp()->xop_locked, 1u, "child 1 is no longer asked");
-    kb_args_t a2 = { .gfid = dir, .name = "y", .newgfid = nf2, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    kb_args_t a2 = { .gfid = dir, .name = "y", .newgfid = nf2, .mode = 0644, .flags = O_RDONLY | O_CREAT };
     mock_res_t y = call(KB_FOP_CREATE, &a2);
     cr_assert_eq(y.r.status, 0);
     cr_assert_eq(mock_count_xop(m[1], KB_XOP_ADD_LOCKED), 1, "only the first create tried");
     cr_assert_eq(cl_of(1, &dir)->v[0][KB_CL_ENTRY], 0);
     kb_reply_clear(&x.r);
     kb_reply_clear(&y.r);
+    stop();
+}
+
+/* ---------------- the first write's lock with the create ---------------- */
+
+Test(replicate, a_create_to_write_sends_the_first_writes_lock_and_pre_op_behind_it)
+{
+    start_xop_locked(2, 0);
+    kb_gfid_t dir = gf(2), nf = gf(3);
+    for (int i = 0; i < 2; i++) {
+        m[i]->hold[KB_FOP_CREATE] = true;
+        mock_forget(m[i]);
+    }
+    kb_args_t a = { .gfid = dir, .name = "mail.1", .newgfid = nf, .mode = 0644,
+                    .flags = O_WRONLY | O_CREAT | O_EXCL };
+    mock_res_t x = { 0 };
+    kb_wind(top, KB_FOP_CREATE, &a, &cred, 7, mock_res_cbk, &x);
+    for (int i = 0; i < 2; i++) {
+        /* Out before the CREATE was answered, behind it on the connection. */
+        cr_assert_eq(mock_nheld(m[i]), 1, "child %d: the create still unanswered", i);
+        cr_assert(rec_is(i, 2, KB_FOP_CREATE) && rec_is(i, 3, KB_FOP_INODELK) && rec_is(i, 4, KB_FOP_XATTROP),
+                  "child %d: entry lock + pre-op, create, then the data lock + pre-op", i);
+        cr_assert(kb_gfid_eq(&m[i]->rec[3].args.gfid, &nf));
+        cr_assert_str_eq(m[i]->rec[3].args.name, REPL_DOM_DATA);
+        cr_assert_eq(m[i]->rec[4].args.flags, KB_XOP_ADD_LOCKED, "applied only under that lock");
+        m[i]->hold[KB_FOP_CREATE] = false;
+        mock_complete_all(m[i], false);
+    }
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(x.r.status, 0);
+    cr_assert_eq(rp()->st.primed, 1);
+    /* The first write goes at once: no lock, no pre-op of its own. */
+    kb_buf_t *b = pattern(3000, 'p');
+    mock_res_t w = do_write(&nf, x.r.fd, 0, b);
+    cr_assert_eq(w.r.status, 3000);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(mock_count_locks(m[i]), 2, "child %d: the entry lock and the primed data lock only", i);
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_ADD_LOCKED), 2);
+        cr_assert_eq(mock_count(m[i], KB_FOP_WRITE), 1);
+        const kb_args_t *wa = mock_last(m[i], KB_FOP_WRITE);
+        cr_assert_eq(wa->data->len, 3000);
+        cr_assert_eq(((const char *)wa->data->data)[2999], 'p');
+        cr_assert_eq(cl_of(i, &nf)->v[0][KB_CL_DATA], 1, "child %d: dirty while the write hold lasts", i);
+    }
+    /* Idle: post-op and unlock; nothing left marked or locked. */
+    run_ms(150);
+    assert_txn_clean(&nf);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(cl_of(i, &dir)->v[0][KB_CL_ENTRY], 0);
+    kb_buf_unref(b);
+    kb_reply_clear(&w.r);
+    kb_reply_clear(&x.r);
+    stop();
+}
+
+Test(replicate, no_first_write_lock_for_a_create_to_read_a_failed_one_or_a_missing_copy)
+{
+    start_xop_locked(2, 0);
+    kb_gfid_t dir = gf(2), ro = gf(3), dup = gf(4), one = gf(5);
+    /* To read: nothing to write, nothing taken. */
+    kb_args_t a = { .gfid = dir, .name = "ro", .newgfid = ro, .mode = 0644, .flags = O_RDONLY | O_CREAT };
+    mock_res_t x = call(KB_FOP_CREATE, &a);
+    cr_assert_eq(x.r.status, 0);
+    kb_reply_clear(&x.r);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(mock_count(m[i], KB_FOP_INODELK), 0);
+    cr_assert_eq(rp()->st.primed, 0);
+    /* The name exists everywhere: the create fails, the begun transaction
+     * ends, nothing stays locked or marked. */
+    for (int i = 0; i < 2; i++)
+        mock_add_entry(m[i], "taken", &ro, S_IFREG | 0644);
+    kb_args_t b = { .gfid = dir, .name = "taken", .newgfid = dup, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    x = call(KB_FOP_CREATE, &b);
+    cr_assert_eq(x.r.status, -EEXIST);
+    kb_reply_clear(&x.r);
+    cr_assert_eq(rp()->st.primed, 1);
+    run_ms(150);
+    assert_txn_clean(&dup);
+    /* A copy down: the file would be missing there; no transaction begun. */
+    mock_down(m[1]);
+    kb_args_t c = { .gfid = dir, .name = "one", .newgfid = one, .mode = 0644, .flags = O_RDWR | O_CREAT };
+    x = call(KB_FOP_CREATE, &c);
+    cr_assert_eq(x.r.status, 0);
+    kb_reply_clear(&x.r);
+    cr_assert_eq(rp()->st.primed, 1);
+    cr_assert_eq(mock_count(m[0], KB_FOP_INODELK), 2, "only the failed create's lock and unlock");
     stop();
 }
 
