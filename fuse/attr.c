@@ -45,7 +45,7 @@ static bool getattr_recent(kbf_req_t *r)
     kb_iatt_t ia;
     uint64_t age;
     uint64_t max = (uint64_t)(fs->attr_timeout * 1e9);
-    if (!kbf_recent_take(fs->recent, r->ino, kb_now_ns(), max, &ia, &age))
+    if (!kbf_recent_take(fs->recent, r->ino, &r->a.gfid, kb_now_ns(), max, &ia, &age))
         return false;
     struct stat st;
     kbf_iatt_stat(&ia, &r->a.gfid, &st);

@@ -131,8 +131,8 @@ void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent
     pthread_mutex_unlock(&rc->mu);
 }
 
-bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, uint64_t now_ns, uint64_t max_age_ns,
-                     kb_iatt_t *out, uint64_t *age_ns)
+bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, const kb_gfid_t *gfid, uint64_t now_ns,
+                     uint64_t max_age_ns, kb_iatt_t *out, uint64_t *age_ns)
 {
     if (!rc || !ino)
         return false;
@@ -141,7 +141,8 @@ bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, uint64_t now_ns, uint64_t m
     struct slot *s = slot_of(rc, ino);
     if (s->ino == ino) {
         uint64_t age = now_ns > s->fetched_ns ? now_ns - s->fetched_ns : 0;
-        hit = s->kept_gen == s->gen && s->kept_epoch == ep_of(rc->ep, s->ia.mode) && age < max_age_ns;
+        hit = s->kept_gen == s->gen && s->kept_epoch == ep_of(rc->ep, s->ia.mode) && age < max_age_ns &&
+              kb_gfid_eq(&s->ia.gfid, gfid);
         if (hit) {
             *out = s->ia;
             *age_ns = age;

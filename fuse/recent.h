@@ -65,10 +65,11 @@ void kbf_recent_put(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep
  * include), bump INO instead, so nothing kept meanwhile is used either. */
 void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep,
                        const kb_iatt_t *ia, uint64_t now_ns);
-/* Take INO's kept attributes when younger than MAX_AGE_NS at NOW_NS: true
- * with *OUT and *AGE_NS set, and the entry gone. */
-bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, uint64_t now_ns, uint64_t max_age_ns,
-                     kb_iatt_t *out, uint64_t *age_ns);
+/* Take INO's kept attributes when they are GFID's (a node id is reused for
+ * another inode once the kernel forgot it) and younger than MAX_AGE_NS at
+ * NOW_NS: true with *OUT and *AGE_NS set, and the entry gone. */
+bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, const kb_gfid_t *gfid, uint64_t now_ns,
+                     uint64_t max_age_ns, kb_iatt_t *out, uint64_t *age_ns);
 /* Forget what is kept of every inode of the kinds in WHAT (KBF_RECENT_*):
  * a name of that kind was removed. */
 void kbf_recent_clear(kbf_recent_t *rc, unsigned what);

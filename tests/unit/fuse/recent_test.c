@@ -12,10 +12,13 @@
 
 #define MS 1000000ull
 
+static const kb_gfid_t G = { { 0x5a, 1, 2, 3 } };   /* every test inode's (attr_n) */
+
 static kb_iatt_t attr_n(uint64_t size)
 {
     kb_iatt_t ia;
     memset(&ia, 0, sizeof(ia));
+    ia.gfid = G;
     ia.size = size;
     ia.mode = 040755;
     ia.nlink = 3;
@@ -45,12 +48,12 @@ Test(fuse_recent, kept_attributes_are_taken_once_with_their_age)
     keep(7, 4096, 100 * MS);
     kb_iatt_t out;
     uint64_t age = 0;
-    cr_assert(kbf_recent_take(rc, 7, 130 * MS, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, 7, &G, 130 * MS, 1000 * MS, &out, &age));
     cr_assert_eq(out.size, 4096);
     cr_assert_eq(out.mtime_nsec, 4096);
     cr_assert_eq(out.nlink, 3);
     cr_assert_eq(age, 30 * MS);
-    cr_assert_not(kbf_recent_take(rc, 7, 131 * MS, 1000 * MS, &out, &age), "taken twice");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 131 * MS, 1000 * MS, &out, &age), "taken twice");
 }
 
 Test(fuse_recent, too_old_or_zero_limit_is_not_used)
@@ -58,9 +61,9 @@ Test(fuse_recent, too_old_or_zero_limit_is_not_used)
     keep(7, 1, 100 * MS);
     kb_iatt_t out;
     uint64_t age;
-    cr_assert_not(kbf_recent_take(rc, 7, 1100 * MS, 1000 * MS, &out, &age), "as old as the limit");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 1100 * MS, 1000 * MS, &out, &age), "as old as the limit");
     keep(7, 1, 100 * MS);
-    cr_assert_not(kbf_recent_take(rc, 7, 100 * MS, 0, &out, &age), "attr_timeout 0 uses nothing");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 100 * MS, 0, &out, &age), "attr_timeout 0 uses nothing");
 }
 
 Test(fuse_recent, a_change_sent_or_completed_after_the_read_drops_it)
@@ -72,16 +75,16 @@ Test(fuse_recent, a_change_sent_or_completed_after_the_read_drops_it)
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
     kbf_recent_bump(rc, 7);
     kbf_recent_put(rc, 7, snap, ep, &ia, 1);
-    cr_assert_not(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     /* A write sent before the read, completed after its reply: dropped. */
     keep(7, 10, 1);
     kbf_recent_bump(rc, 7);
-    cr_assert_not(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     /* Other inodes are not touched by it (unless they share the slot). */
     keep(8, 20, 1);
     kbf_recent_bump(rc, 9);
     if (slot_of(rc, 8) != slot_of(rc, 9))
-        cr_assert(kbf_recent_take(rc, 8, 2, 1000 * MS, &out, &age));
+        cr_assert(kbf_recent_take(rc, 8, &G, 2, 1000 * MS, &out, &age));
 }
 
 Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_came_between)
@@ -92,7 +95,7 @@ Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_
     uint64_t snap = kbf_recent_bump(rc, 1);
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
     kbf_recent_settle(rc, 1, snap, ep, &pa, 5);
-    cr_assert(kbf_recent_take(rc, 1, 6, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
     cr_assert_eq(out.size, 99);
     /* Two creates in one directory at once: the bricks may have run them in
      * either order, so neither reply is the last word, whichever comes first. */
@@ -102,12 +105,12 @@ Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_
         s[1] = kbf_recent_bump(rc, 1);
         kbf_recent_settle(rc, 1, s[first], ep, &pa, 5);
         kbf_recent_settle(rc, 1, s[!first], ep, &pa, 5);
-        cr_assert_not(kbf_recent_take(rc, 1, 6, 1000 * MS, &out, &age), "create %d replied first", first);
+        cr_assert_not(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age), "create %d replied first", first);
     }
     /* Afterwards the next one is kept again. */
     snap = kbf_recent_bump(rc, 1);
     kbf_recent_settle(rc, 1, snap, ep, &pa, 5);
-    cr_assert(kbf_recent_take(rc, 1, 6, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
 }
 
 Test(fuse_recent, a_removed_name_forgets_every_inode_of_its_kind)
@@ -121,24 +124,24 @@ Test(fuse_recent, a_removed_name_forgets_every_inode_of_its_kind)
     /* An unlink: any non-directory may have lost a link; directories not. */
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
     kbf_recent_clear(rc, KBF_RECENT_OTHERS);
-    cr_assert_not(kbf_recent_take(rc, 100, 2, 1000 * MS, &out, &age), "a file after an unlink");
-    cr_assert(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age), "a directory after an unlink");
+    cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age), "a file after an unlink");
+    cr_assert(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "a directory after an unlink");
     /* A file read before the unlink is not kept after it; a directory is. */
     snap = kbf_recent_snap(rc, 100);
     kbf_recent_put(rc, 100, snap, ep, &file, 1);
-    cr_assert_not(kbf_recent_take(rc, 100, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age));
     kb_iatt_t dir = attr_n(5);
     kbf_recent_put(rc, 7, kbf_recent_snap(rc, 7), ep, &dir, 1);
-    cr_assert(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     /* An rmdir: directories go; a rename: both. */
     keep(7, 1, 1);
     kbf_recent_clear(rc, KBF_RECENT_DIRS);
-    cr_assert_not(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age), "a directory after an rmdir");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "a directory after an rmdir");
     keep(7, 1, 1);
     kbf_recent_put(rc, 100, kbf_recent_snap(rc, 100), kbf_recent_epoch(rc), &file, 1);
     kbf_recent_clear(rc, KBF_RECENT_DIRS | KBF_RECENT_OTHERS);
-    cr_assert_not(kbf_recent_take(rc, 7, 2, 1000 * MS, &out, &age));
-    cr_assert_not(kbf_recent_take(rc, 100, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age));
 }
 
 Test(fuse_recent, a_shared_slot_never_answers_for_another_inode)
@@ -157,9 +160,20 @@ Test(fuse_recent, a_shared_slot_never_answers_for_another_inode)
     keep(b, 2, 1);                 /* replaces a's entry */
     kb_iatt_t out;
     uint64_t age;
-    cr_assert_not(kbf_recent_take(rc, a, 2, 1000 * MS, &out, &age));
-    cr_assert(kbf_recent_take(rc, b, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, a, &G, 2, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, b, &G, 2, 1000 * MS, &out, &age));
     cr_assert_eq(out.size, 2);
+}
+
+Test(fuse_recent, a_node_id_reused_for_another_inode_gets_nothing)
+{
+    keep(7, 1, 1);
+    kb_gfid_t other = G;
+    other.b[15] = 9;
+    kb_iatt_t out;
+    uint64_t age;
+    cr_assert_not(kbf_recent_take(rc, 7, &other, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "gone after the miss too");
 }
 
 Test(fuse_recent, null_table_and_node_zero_are_nothing)
@@ -169,10 +183,10 @@ Test(fuse_recent, null_table_and_node_zero_are_nothing)
     kbf_recent_ep_t ep = { 0, 0 };
     cr_assert_eq(kbf_recent_bump(NULL, 7), 0);
     kbf_recent_put(NULL, 7, 0, ep, &ia, 1);
-    cr_assert_not(kbf_recent_take(NULL, 7, 1, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(NULL, 7, &G, 1, 1000 * MS, &out, &age));
     kbf_recent_clear(NULL, KBF_RECENT_DIRS);
     kbf_recent_put(rc, 0, 0, kbf_recent_epoch(rc), &ia, 1);
-    cr_assert_not(kbf_recent_take(rc, 0, 1, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 0, &G, 1, 1000 * MS, &out, &age));
     cr_assert_null(kbf_recent_new(0));
     cr_assert_null(kbf_recent_new(48), "not a power of two");
 }
