@@ -200,7 +200,6 @@ typedef struct kb_reply {
     int32_t status;
     uint32_t rflags;     /* KB_RF_* */
     kb_iatt_t attr;
-    kb_iatt_t pattr;     /* with KB_RF_PATTR: the parent directory after an entry op */
     uint64_t fd;
     kb_buf_t *data;
     kb_dirent_t *dirents;
@@ -208,6 +207,8 @@ typedef struct kb_reply {
     kb_statfs_t statfs;
     uint64_t off;
     kb_lock_t lock;
+    kb_iatt_t pattr;     /* with KB_RF_PATTR: the parent directory after an entry op (last:
+                            libkembar's callbacks see this struct, fields only grow at the end) */
 } kb_reply_t;
 
 /* Limits checked by the codec before any allocation (DESIGN §8). */
