@@ -16,6 +16,7 @@
  *  - The kernel never caches a listing: another client may change it.
  */
 #include "fuse/ops.h"
+#include "fuse/recent.h"
 #include "fuse/handover.h"
 
 #include <dirent.h>
@@ -57,9 +58,12 @@ void kbf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         kbf_req_submit(r, KB_FOP_LOOKUP, done_entry);
 }
 
+/* A forgotten node id may name another inode next: nothing kept for it
+ * (fuse/recent.h) stays usable, whatever the gfid. */
 void kbf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
     kbf_t *fs = fuse_req_userdata(req);
+    kbf_recent_bump(fs->recent, ino);
     kbf_itable_forget(fs->it, ino, nlookup);
     fuse_reply_none(req);
 }
@@ -67,8 +71,10 @@ void kbf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 void kbf_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
     kbf_t *fs = fuse_req_userdata(req);
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
+        kbf_recent_bump(fs->recent, forgets[i].ino);
         kbf_itable_forget(fs->it, forgets[i].ino, forgets[i].nlookup);
+    }
     fuse_reply_none(req);
 }
 

@@ -130,10 +130,13 @@ void kbf_req_free(kbf_req_t *r)
 
 /* ---- attributes kept for the next GETATTR (fuse/recent.h) ---- */
 
+/* Ops after which kept attributes of their inode are stale: modifications,
+ * and reads, which may move the atime on the brick (relatime). */
 static bool modifies(kb_op_t op)
 {
     enum kb_fop_class c = kb_fop_info[op].cls;
-    return c == KB_C_DATA || c == KB_C_META || c == KB_C_ENTRY;
+    return c == KB_C_DATA || c == KB_C_META || c == KB_C_ENTRY || op == KB_FOP_READ || op == KB_FOP_READDIR ||
+           op == KB_FOP_READLINK;
 }
 
 /* Unlink, rmdir and rename change the link count (and ctime) of an inode
@@ -170,15 +173,16 @@ static void recent_done(kbf_req_t *r, const kb_reply_t *rep)
     bool link = r->op == KB_FOP_LINK;
     fuse_ino_t parent = link ? r->ino2 : r->ino;
     bool keep = rep->status >= 0 && (rep->rflags & KB_RF_PATTR) && kb_fop_info[r->op].cls == KB_C_ENTRY &&
-                parent && !(r->op == KB_FOP_RENAME);
-    kbf_recent_clear(rc, removes_name(r->op));
-    if (!keep || link)
+                parent && r->op != KB_FOP_RENAME;
+    if (!keep) {
+        kbf_recent_clear(rc, removes_name(r->op));
         kbf_recent_bump(rc, r->ino);
-    if (!keep || !link)
         kbf_recent_bump(rc, r->ino2);
-    if (keep)
-        kbf_recent_settle(rc, parent, link ? r->rc_snap2 : r->rc_snap,
-                       removes_name(r->op) ? kbf_recent_epoch(rc) : r->rc_epoch, &rep->pattr, kb_now_ns());
+        return;
+    }
+    kbf_recent_bump(rc, link ? r->ino : r->ino2);     /* the other inode it changed (LINK: the file) */
+    kbf_recent_settle(rc, parent, link ? r->rc_snap2 : r->rc_snap, r->rc_epoch, removes_name(r->op),
+                      &rep->pattr, kb_now_ns());
 }
 
 static void req_cbk(void *cookie, const kb_reply_t *rep)

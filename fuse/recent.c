@@ -7,11 +7,11 @@
  * its slot's generation and the table's epoch of its kind (directory or
  * not) are the ones it was kept under; kbf_recent_clear moves epochs.
  */
-#include <sys/stat.h>
 #include "fuse/recent.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 struct slot {
     uint64_t gen;            /* bumped by modifications of the inodes hashing here */
@@ -119,14 +119,24 @@ void kbf_recent_put(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep
     pthread_mutex_unlock(&rc->mu);
 }
 
-void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep,
+static void clear_locked(kbf_recent_t *rc, unsigned what)
+{
+    if (what & KBF_RECENT_DIRS)
+        rc->ep.dir++;
+    if (what & KBF_RECENT_OTHERS)
+        rc->ep.other++;
+}
+
+void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep, unsigned what,
                        const kb_iatt_t *ia, uint64_t now_ns)
 {
     if (!rc || !ino)
         return;
     pthread_mutex_lock(&rc->mu);
     struct slot *s = slot_of(rc, ino);
-    if (!put_locked(rc, s, ino, snap, ep, ia, now_ns))
+    bool same = ep_of(ep, ia->mode) == ep_of(rc->ep, ia->mode);
+    clear_locked(rc, what);
+    if (!same || !put_locked(rc, s, ino, snap, rc->ep, ia, now_ns))
         s->gen++;
     pthread_mutex_unlock(&rc->mu);
 }
@@ -158,9 +168,6 @@ void kbf_recent_clear(kbf_recent_t *rc, unsigned what)
     if (!rc)
         return;
     pthread_mutex_lock(&rc->mu);
-    if (what & KBF_RECENT_DIRS)
-        rc->ep.dir++;
-    if (what & KBF_RECENT_OTHERS)
-        rc->ep.other++;
+    clear_locked(rc, what);
     pthread_mutex_unlock(&rc->mu);
 }

@@ -24,8 +24,14 @@
  *    it forgets what was kept of every inode of the kind it may have
  *    removed (kbf_recent_clear): unlink the non-directories, rmdir the
  *    directories, rename both.
+ *  - Reads count as changes too (READ, READDIR, READLINK): a brick may
+ *    move the atime (relatime), and the kernel asks again after a read.
  *  - Used once: taking an entry removes it, so the kernel's following
  *    GETATTRs of the inode reach the bricks as before.
+ *  - Known: a directory kept from an entry op's reply has the ctime it had
+ *    right after the op; replicate's post-op, a changelog xattr written on
+ *    it just after, moves the bricks' ctime once more. A later STAT then
+ *    shows a ctime a little newer, never one older than the op itself.
  *
  * A fixed table, one entry per slot (node id hash): a collision only loses
  * an entry, or makes a bump reach an unrelated inode (a miss, never a stale
@@ -60,10 +66,12 @@ uint64_t kbf_recent_snap(kbf_recent_t *rc, uint64_t ino);
 void kbf_recent_put(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep,
                     const kb_iatt_t *ia, uint64_t now_ns);
 /* A modification of INO that brought INO's attributes after it (an entry
- * op's parent) completed: keep IA as kbf_recent_put would; when it cannot
- * (another change of INO went out since SNAP, which IA may or may not
- * include), bump INO instead, so nothing kept meanwhile is used either. */
-void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep,
+ * op's parent) completed, and clears the kinds in WHAT (its own removal,
+ * as kbf_recent_clear): keep IA as kbf_recent_put would, checking EP
+ * before that clear; when it cannot (another change of INO, or a clear of
+ * IA's kind, since it went out, which IA may or may not include), bump INO
+ * instead, so nothing kept meanwhile is used either. All under one lock. */
+void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep, unsigned what,
                        const kb_iatt_t *ia, uint64_t now_ns);
 /* Take INO's kept attributes when they are GFID's (a node id is reused for
  * another inode once the kernel forgot it) and younger than MAX_AGE_NS at

@@ -94,7 +94,7 @@ Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_
     /* The create bumps its parent when sent; its reply's parent is kept. */
     uint64_t snap = kbf_recent_bump(rc, 1);
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
-    kbf_recent_settle(rc, 1, snap, ep, &pa, 5);
+    kbf_recent_settle(rc, 1, snap, ep, 0, &pa, 5);
     cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
     cr_assert_eq(out.size, 99);
     /* Two creates in one directory at once: the bricks may have run them in
@@ -103,13 +103,13 @@ Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_
         uint64_t s[2];
         s[0] = kbf_recent_bump(rc, 1);
         s[1] = kbf_recent_bump(rc, 1);
-        kbf_recent_settle(rc, 1, s[first], ep, &pa, 5);
-        kbf_recent_settle(rc, 1, s[!first], ep, &pa, 5);
+        kbf_recent_settle(rc, 1, s[first], ep, 0, &pa, 5);
+        kbf_recent_settle(rc, 1, s[!first], ep, 0, &pa, 5);
         cr_assert_not(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age), "create %d replied first", first);
     }
     /* Afterwards the next one is kept again. */
     snap = kbf_recent_bump(rc, 1);
-    kbf_recent_settle(rc, 1, snap, ep, &pa, 5);
+    kbf_recent_settle(rc, 1, snap, ep, 0, &pa, 5);
     cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
 }
 
@@ -142,6 +142,31 @@ Test(fuse_recent, a_removed_name_forgets_every_inode_of_its_kind)
     kbf_recent_clear(rc, KBF_RECENT_DIRS | KBF_RECENT_OTHERS);
     cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age));
+}
+
+Test(fuse_recent, a_removal_keeps_its_parent_unless_its_kind_was_cleared_meanwhile)
+{
+    kb_iatt_t out, pa = attr_n(7);
+    uint64_t age;
+    /* An rmdir: it clears directories when sent, and again when it completes;
+     * its own clears do not stop its parent being kept. */
+    kbf_recent_clear(rc, KBF_RECENT_DIRS);
+    uint64_t snap = kbf_recent_bump(rc, 1);
+    kbf_recent_ep_t ep = kbf_recent_epoch(rc);
+    kbf_recent_settle(rc, 1, snap, ep, KBF_RECENT_DIRS, &pa, 5);
+    cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
+    /* A rename of some directory completed while it was out: not kept. */
+    kbf_recent_clear(rc, KBF_RECENT_DIRS);
+    snap = kbf_recent_bump(rc, 1);
+    ep = kbf_recent_epoch(rc);
+    kbf_recent_clear(rc, KBF_RECENT_DIRS | KBF_RECENT_OTHERS);
+    kbf_recent_settle(rc, 1, snap, ep, KBF_RECENT_DIRS, &pa, 5);
+    cr_assert_not(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
+    /* An unlink's own clear (non-directories) leaves its parent kept. */
+    snap = kbf_recent_bump(rc, 1);
+    ep = kbf_recent_epoch(rc);
+    kbf_recent_settle(rc, 1, snap, ep, KBF_RECENT_OTHERS, &pa, 5);
+    cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
 }
 
 Test(fuse_recent, a_shared_slot_never_answers_for_another_inode)
