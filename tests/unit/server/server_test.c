@@ -152,6 +152,43 @@ static void assert_closed(int s)
     close(s);
 }
 
+/* The handshake on RS: protocol 1 (no FEATURES), or protocol 2 announcing
+ * FEATURES; it must be accepted. */
+static void raw_handshake(rpc_sync_t *rs, int proto, uint64_t features)
+{
+    char err[256];
+    kb_enc_t e;
+    kb_enc_init(&e);
+    kb_enc_str(&e, "v");
+    kb_enc_str(&e, brick);
+    kb_enc_str(&e, "probe");
+    kb_enc_u32(&e, 0);
+    if (proto >= 2) {
+        uint8_t inst[16] = { 7 };
+        kb_enc_u32(&e, 1);
+        kb_enc_u32(&e, 2);
+        kb_enc_u64(&e, features);
+        kb_enc_bytes(&e, inst, sizeof(inst));
+        kb_enc_u32(&e, 0);
+        kb_enc_str(&e, "test");
+    }
+    rpc_msg_t r;
+    cr_assert_eq(rpc_sync_call(rs, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, 2000, &r, err, sizeof(err)), 0);
+    cr_assert_eq(r.hdr.status, 0);
+    rpc_msg_free(&r);
+    kb_enc_free(&e);
+}
+
+/* A raw connection to the brick, attached as raw_handshake does. */
+static rpc_sync_t *raw_attach(int proto, uint64_t features)
+{
+    char err[256];
+    rpc_sync_t *rs = rpc_sync_connect("127.0.0.1", d.port, 2000, err, sizeof(err));
+    cr_assert_not_null(rs, "%s", err);
+    raw_handshake(rs, proto, features);
+    return rs;
+}
+
 Test(server, hostile_frames_refused_others_served, .init = start_server, .fini = stop_server, .timeout = 60)
 {
     kbc_t *c = create_and_mount();
@@ -178,20 +215,12 @@ Test(server, hostile_frames_refused_others_served, .init = start_server, .fini =
     cr_assert_lt(r.hdr.status, 0);
     rpc_msg_free(&r);
     /* 4. a malformed argument block after a real handshake is refused with an error */
-    kb_enc_t e;
-    kb_enc_init(&e);
-    kb_enc_str(&e, "v");
-    kb_enc_str(&e, brick);
-    kb_enc_str(&e, "probe");
-    kb_enc_u32(&e, 0);
-    cr_assert_eq(rpc_sync_call(rs, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, 2000, &r, junk, sizeof(junk)), 0);
-    cr_assert_eq(r.hdr.status, 0);
-    rpc_msg_free(&r);
-    kb_enc_free(&e);
+    raw_handshake(rs, 1, 0);
     cr_assert_eq(rpc_sync_call(rs, KB_FOP_LOOKUP, "\x01\x02", 2, 2000, &r, junk, sizeof(junk)), 0);
     cr_assert_eq(r.hdr.status, -EBADMSG);
     rpc_msg_free(&r);
     /* 5. an fd this connection never opened */
+    kb_enc_t e;
     kb_enc_init(&e);
     kb_cred_t cred = { 0 };
     kb_cred_encode(&e, &cred);
@@ -211,36 +240,6 @@ Test(server, hostile_frames_refused_others_served, .init = start_server, .fini =
     cr_assert_eq(memcmp(back, "still here", 10), 0);
     cr_assert_eq(kbc_close(fd), 0);
     kbc_free(c);
-}
-
-/* Attach a raw connection to the brick: protocol 1 (no FEATURES), or
- * protocol 2 announcing FEATURES. */
-static rpc_sync_t *raw_attach(int proto, uint64_t features)
-{
-    char err[256];
-    rpc_sync_t *rs = rpc_sync_connect("127.0.0.1", d.port, 2000, err, sizeof(err));
-    cr_assert_not_null(rs, "%s", err);
-    kb_enc_t e;
-    kb_enc_init(&e);
-    kb_enc_str(&e, "v");
-    kb_enc_str(&e, brick);
-    kb_enc_str(&e, "probe");
-    kb_enc_u32(&e, 0);
-    if (proto >= 2) {
-        uint8_t inst[16] = { 7 };
-        kb_enc_u32(&e, 1);
-        kb_enc_u32(&e, 2);
-        kb_enc_u64(&e, features);
-        kb_enc_bytes(&e, inst, sizeof(inst));
-        kb_enc_u32(&e, 0);
-        kb_enc_str(&e, "test");
-    }
-    rpc_msg_t r;
-    cr_assert_eq(rpc_sync_call(rs, KB_PROC_HANDSHAKE, e.p, (uint32_t)e.len, 2000, &r, err, sizeof(err)), 0);
-    cr_assert_eq(r.hdr.status, 0);
-    rpc_msg_free(&r);
-    kb_enc_free(&e);
-    return rs;
 }
 
 /* MKDIR NAME at the root over RS; the decoded reply in OUT. */
