@@ -165,7 +165,7 @@ bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, const kb_gfid_t *gfid, uint
 
 void kbf_recent_clear(kbf_recent_t *rc, unsigned what)
 {
-    if (!rc)
+    if (!rc || !what)
         return;
     pthread_mutex_lock(&rc->mu);
     clear_locked(rc, what);
