@@ -11,9 +11,19 @@
  *    so (KILLPRIV_V2, fuse/rawio.c), as a write does (fuse/file.c).
  */
 #include "fuse/ops.h"
-#include "fuse/recent.h"
 
 #include <sys/statvfs.h>
+
+/* The one reply of R: IA, which the kernel may keep for TIMEOUT seconds. */
+static void reply_attr(kbf_req_t *r, const kb_iatt_t *ia, double timeout)
+{
+    struct stat st;
+    kbf_iatt_stat(ia, &r->a.gfid, &st);
+    if (r->ino)
+        kbf_itable_note_mode(r->fs->it, r->ino, st.st_mode);
+    fuse_reply_attr(r->req, &st, timeout);
+    kbf_req_free(r);
+}
 
 static void done_attr(kbf_req_t *r, const kb_reply_t *rep)
 {
@@ -21,12 +31,7 @@ static void done_attr(kbf_req_t *r, const kb_reply_t *rep)
         kbf_reply_err(r, rep->status);
         return;
     }
-    struct stat st;
-    kbf_iatt_stat(&rep->attr, &r->a.gfid, &st);
-    if (r->ino)
-        kbf_itable_note_mode(r->fs->it, r->ino, st.st_mode);
-    fuse_reply_attr(r->req, &st, r->fs->attr_timeout);
-    kbf_req_free(r);
+    reply_attr(r, &rep->attr, r->fs->attr_timeout);
 }
 
 static void use_fd(kbf_req_t *r, struct fuse_file_info *fi)
@@ -47,11 +52,7 @@ static bool getattr_recent(kbf_req_t *r)
     uint64_t max = (uint64_t)(fs->attr_timeout * 1e9);
     if (!kbf_recent_take(fs->recent, r->ino, &r->a.gfid, kb_now_ns(), max, &ia, &age))
         return false;
-    struct stat st;
-    kbf_iatt_stat(&ia, &r->a.gfid, &st);
-    kbf_itable_note_mode(fs->it, r->ino, st.st_mode);
-    fuse_reply_attr(r->req, &st, fs->attr_timeout - (double)age / 1e9);
-    kbf_req_free(r);
+    reply_attr(r, &ia, fs->attr_timeout - (double)age / 1e9);
     return true;
 }
 

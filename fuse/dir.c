@@ -16,7 +16,6 @@
  *  - The kernel never caches a listing: another client may change it.
  */
 #include "fuse/ops.h"
-#include "fuse/recent.h"
 #include "fuse/handover.h"
 
 #include <dirent.h>

@@ -16,7 +16,6 @@
  *    fd that holds flock locks unlocks them before the fd goes.
  */
 #include "fuse/ops.h"
-#include "fuse/recent.h"
 #include "fuse/handover.h"
 #include "fuse/journal.h"
 

@@ -24,7 +24,6 @@
  *  - No lock is held across a fuse_reply_* or a kbc_submit.
  */
 #include "fuse/ops.h"
-#include "fuse/recent.h"
 #include "fuse/journal.h"
 #include "fuse/resend.h"
 
@@ -152,13 +151,9 @@ static unsigned removes_name(kb_op_t op)
  * stale from now on; note their generations for its reply. */
 static void recent_sent(kbf_req_t *r)
 {
-    kbf_recent_t *rc = r->fs->recent;
-    if (!rc || !modifies(r->op))
-        return;
-    kbf_recent_clear(rc, removes_name(r->op));
-    r->rc_snap = kbf_recent_bump(rc, r->ino);
-    r->rc_snap2 = kbf_recent_bump(rc, r->ino2);
-    r->rc_epoch = kbf_recent_epoch(rc);
+    if (modifies(r->op))
+        kbf_recent_change(r->fs->recent, r->ino, r->ino2, removes_name(r->op), &r->rc_snap, &r->rc_snap2,
+                          &r->rc_epoch);
 }
 
 /* R's modification came back: stale again (it may have landed after a read
@@ -175,9 +170,7 @@ static void recent_done(kbf_req_t *r, const kb_reply_t *rep)
     bool keep = rep->status >= 0 && (rep->rflags & KB_RF_PATTR) && kb_fop_info[r->op].cls == KB_C_ENTRY &&
                 parent && r->op != KB_FOP_RENAME;
     if (!keep) {
-        kbf_recent_clear(rc, removes_name(r->op));
-        kbf_recent_bump(rc, r->ino);
-        kbf_recent_bump(rc, r->ino2);
+        kbf_recent_change(rc, r->ino, r->ino2, removes_name(r->op), NULL, NULL, NULL);
         return;
     }
     kbf_recent_bump(rc, link ? r->ino : r->ino2);     /* the other inode it changed (LINK: the file) */

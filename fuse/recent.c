@@ -67,6 +67,32 @@ uint64_t kbf_recent_bump(kbf_recent_t *rc, uint64_t ino)
     return g;
 }
 
+static void clear_locked(kbf_recent_t *rc, unsigned what)
+{
+    if (what & KBF_RECENT_DIRS)
+        rc->ep.dir++;
+    if (what & KBF_RECENT_OTHERS)
+        rc->ep.other++;
+}
+
+void kbf_recent_change(kbf_recent_t *rc, uint64_t ino, uint64_t ino2, unsigned what, uint64_t *snap,
+                       uint64_t *snap2, kbf_recent_ep_t *ep)
+{
+    if (!rc)
+        return;
+    pthread_mutex_lock(&rc->mu);
+    clear_locked(rc, what);
+    uint64_t g = ino ? ++slot_of(rc, ino)->gen : 0;
+    uint64_t g2 = ino2 ? ++slot_of(rc, ino2)->gen : 0;
+    if (snap)
+        *snap = g;
+    if (snap2)
+        *snap2 = g2;
+    if (ep)
+        *ep = rc->ep;
+    pthread_mutex_unlock(&rc->mu);
+}
+
 uint64_t kbf_recent_snap(kbf_recent_t *rc, uint64_t ino)
 {
     if (!rc || !ino)
@@ -117,14 +143,6 @@ void kbf_recent_put(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep
     pthread_mutex_lock(&rc->mu);
     put_locked(rc, slot_of(rc, ino), ino, snap, ep, ia, now_ns);
     pthread_mutex_unlock(&rc->mu);
-}
-
-static void clear_locked(kbf_recent_t *rc, unsigned what)
-{
-    if (what & KBF_RECENT_DIRS)
-        rc->ep.dir++;
-    if (what & KBF_RECENT_OTHERS)
-        rc->ep.other++;
 }
 
 void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep_t ep, unsigned what,

@@ -59,6 +59,12 @@ void kbf_recent_free(kbf_recent_t *rc);             /* NULL-safe */
  * stale. Returns the generation after the bump (the snapshot its reply
  * compares). Every function takes rc NULL and ino 0 as "nothing". */
 uint64_t kbf_recent_bump(kbf_recent_t *rc, uint64_t ino);
+/* A change of INO and INO2 (0: none) is being sent, or came back, and it
+ * may remove a name of the kinds in WHAT: kbf_recent_clear(WHAT), then a
+ * bump of each, under one lock (every read and write does this twice).
+ * SNAP, SNAP2 and EP, when not NULL, get what its reply compares. */
+void kbf_recent_change(kbf_recent_t *rc, uint64_t ino, uint64_t ino2, unsigned what, uint64_t *snap,
+                       uint64_t *snap2, kbf_recent_ep_t *ep);
 /* The generation of INO now (before sending a read of its attributes). */
 uint64_t kbf_recent_snap(kbf_recent_t *rc, uint64_t ino);
 /* Keep IA as INO's attributes, fetched at NOW_NS, if INO's generation is

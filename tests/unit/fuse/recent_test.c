@@ -80,11 +80,37 @@ Test(fuse_recent, a_change_sent_or_completed_after_the_read_drops_it)
     keep(7, 10, 1);
     kbf_recent_bump(rc, 7);
     cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
-    /* Other inodes are not touched by it (unless they share the slot). */
+    /* Other inodes are not touched by it. */
+    cr_assert_neq(slot_of(rc, 8), slot_of(rc, 9), "test bug: 8 and 9 share a slot");
     keep(8, 20, 1);
     kbf_recent_bump(rc, 9);
-    if (slot_of(rc, 8) != slot_of(rc, 9))
-        cr_assert(kbf_recent_take(rc, 8, &G, 2, 1000 * MS, &out, &age));
+    cr_assert(kbf_recent_take(rc, 8, &G, 2, 1000 * MS, &out, &age));
+}
+
+Test(fuse_recent, a_change_bumps_both_inodes_and_clears_in_one_call)
+{
+    kb_iatt_t out, file = attr_n(1);
+    uint64_t age, s1, s2;
+    kbf_recent_ep_t ep;
+    file.mode = 0100644;
+    cr_assert_neq(slot_of(rc, 7), slot_of(rc, 100), "test bug: 7 and 100 share a slot");
+    keep(7, 1, 1);
+    keep(100, 1, 1);
+    kbf_recent_change(rc, 7, 0, 0, &s1, &s2, &ep);
+    cr_assert_eq(s1, kbf_recent_snap(rc, 7));
+    cr_assert_eq(s2, 0, "no second inode: no generation");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "the changed inode");
+    cr_assert(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age), "another inode, no clear");
+    /* Both inodes, and a clear of non-directories (an unlink). */
+    keep(7, 1, 1);
+    kbf_recent_put(rc, 100, kbf_recent_snap(rc, 100), kbf_recent_epoch(rc), &file, 1);
+    keep(3, 1, 1);
+    kbf_recent_change(rc, 7, 3, KBF_RECENT_OTHERS, NULL, NULL, &ep);
+    cr_assert_eq(ep.other, kbf_recent_epoch(rc).other, "the epoch after its own clear");
+    cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 3, &G, 2, 1000 * MS, &out, &age));
+    cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age), "a file after the clear");
+    kbf_recent_change(NULL, 7, 3, KBF_RECENT_DIRS, NULL, NULL, NULL);
 }
 
 Test(fuse_recent, an_entry_op_keeps_the_parent_it_brought_unless_another_change_came_between)

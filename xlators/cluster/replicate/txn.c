@@ -392,6 +392,13 @@ static void tx_link(repl_txn_t *t)
     p->txns = t;
 }
 
+/* T becomes INO's data transaction (the eager slot holds a ref). */
+static void tx_take_slot(repl_txn_t *t, repl_inode_t *ino)
+{
+    ino->data_txn = t;
+    t->slot_ino = repl_inode_ref(ino);
+}
+
 static repl_txn_t *tx_new(repl_priv_t *p, repl_op_t *op, bool eager)
 {
     repl_txn_t *t = tx_alloc(p, op->col, eager);
@@ -437,10 +444,8 @@ void repl_txn_submit(repl_op_t *op)
             tx_fail_op(op, -ENOMEM);
             return;
         }
-        if (eager) {
-            op->ino->data_txn = t;
-            t->slot_ino = repl_inode_ref(op->ino);
-        }
+        if (eager)
+            tx_take_slot(t, op->ino);
     }
     op->txn = t;
     if (t->state == TX_OPEN && !t->close_wanted) {
@@ -476,8 +481,7 @@ void repl_txn_prime(repl_priv_t *p, repl_inode_t *ino)
         return;                      /* the first write takes its lock itself */
     tx_target_inode(t, ino);
     tx_link(t);
-    ino->data_txn = t;
-    t->slot_ino = repl_inode_ref(ino);
+    tx_take_slot(t, ino);
     p->st.primed++;
     t->pin++;
     tx_acquire(t);

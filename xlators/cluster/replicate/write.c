@@ -84,20 +84,16 @@ static void mod_wind_now(repl_op_t *op)
         return;
     }
     f->on_reply = mod_reply;
-    /* A file created to be written: its first write's lock and pre-op go
-     * right behind the CREATE (repl_txn_prime). Held by a ref: the CREATE
-     * may complete, and fail, inside the winds. */
-    repl_inode_t *prime = op->fop == KB_FOP_CREATE && (op->args->flags & O_ACCMODE) != O_RDONLY &&
-                          send == p->up ? repl_inode_ref(op->newfd->ino) : NULL;
     for (int i = 0; i < p->n; i++)
         if (send & REPL_BIT(i)) {
             child_args(op, &f->args[i], i, op->tracked);
             repl_fan_wind(f, i);
         }
-    if (prime) {
-        repl_txn_prime(p, prime);
-        repl_inode_unref(p, prime);
-    }
+    /* A file created to be written: its first write's lock and pre-op go
+     * right behind the CREATE (repl_txn_prime). Before repl_fan_go: the
+     * fan's guard keeps the op, and so its new fd's inode, until then. */
+    if (op->fop == KB_FOP_CREATE && (op->args->flags & O_ACCMODE) != O_RDONLY && send == p->up)
+        repl_txn_prime(p, op->newfd->ino);
     repl_fan_go(f);
 }
 

@@ -116,15 +116,21 @@ static int finish_special(posix_priv_t *p, posix_obj_t *o, const kb_gfid_t *g, c
     return rc;
 }
 
+/* The one reply of an entry op that worked in the directory PARENT, open
+ * at o->dfd: on success with that directory's attributes; O is put. */
+static void entry_unwind(kb_call_t *call, kb_reply_t *r, posix_obj_t *o, const kb_gfid_t *parent)
+{
+    posix_reply_parent(r, o->dfd, parent);
+    posix_obj_put(posix_priv(call), o);
+    kb_unwind(call, r);
+}
+
 static void create_reply(kb_call_t *call, posix_obj_t *o, int rc, const kb_gfid_t *g)
 {
     kb_reply_t r = { .status = rc };
-    if (rc >= 0) {
+    if (rc >= 0)
         posix_iatt(&r.attr, &o->st, g);
-        posix_reply_parent(&r, o->dfd, &call->args->gfid);
-    }
-    posix_obj_put(posix_priv(call), o);
-    kb_unwind(call, &r);
+    entry_unwind(call, &r, o, &call->args->gfid);
 }
 
 /* ---------------- mkdir / mknod / symlink / create ---------------- */
@@ -259,9 +265,7 @@ void posix_op_create(kb_call_t *call)
     }
     kb_reply_t r = { .status = 0, .fd = f->num };
     posix_iatt(&r.attr, &o.st, &a->newgfid);
-    posix_reply_parent(&r, o.dfd, &a->gfid);
-    posix_obj_put(p, &o);
-    kb_unwind(call, &r);
+    entry_unwind(call, &r, &o, &a->gfid);
 }
 
 /* ---------------- unlink / rmdir ---------------- */
@@ -287,9 +291,7 @@ void posix_op_unlink(kb_call_t *call)
     if (!rc && last && kept <= 0 && posix_handle_unlink(p, &o.gfid, o.st.st_ino))
         posix_cl_forget(p, &o.gfid);
     kb_reply_t r = { .status = rc };
-    posix_reply_parent(&r, rc ? -1 : o.dfd, &a->gfid);
-    posix_obj_put(p, &o);
-    kb_unwind(call, &r);
+    entry_unwind(call, &r, &o, &a->gfid);
 }
 
 void posix_op_rmdir(kb_call_t *call)
@@ -308,9 +310,7 @@ void posix_op_rmdir(kb_call_t *call)
         posix_cl_forget(p, &o.gfid);
     }
     kb_reply_t r = { .status = rc };
-    posix_reply_parent(&r, rc ? -1 : o.dfd, &a->gfid);
-    posix_obj_put(p, &o);
-    kb_unwind(call, &r);
+    entry_unwind(call, &r, &o, &a->gfid);
 }
 
 /* ---------------- rename / link ---------------- */
@@ -436,13 +436,10 @@ void posix_op_link(kb_call_t *call)
         rc = posix_obj_stat(&d);
     }
     kb_reply_t r = { .status = rc };
-    if (!rc) {
+    if (!rc)
         posix_iatt(&r.attr, &d.st, &a->gfid);
-        posix_reply_parent(&r, d.dfd, &a->gfid2);
-    }
     posix_obj_put(p, &o);
-    posix_obj_put(p, &d);
-    kb_unwind(call, &r);
+    entry_unwind(call, &r, &d, &a->gfid2);
 }
 
 /* ---------------- opendir / readdir ---------------- */
