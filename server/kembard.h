@@ -43,6 +43,7 @@ typedef struct kbd_volume {
 } kbd_volume_t;
 
 #define KBD_MAX_SETS 64   /* drain masks and distribute's set masks are 64 bits */
+_Static_assert(KBD_MAX_SETS <= KB_MAX_CHILDREN, "distribute takes one subvolume per set");
 
 static inline int kbd_set_size(const kbd_volume_t *v) { return v->replica + v->arbiter; }
 static inline int kbd_nsets(const kbd_volume_t *v) { return v->nbricks / kbd_set_size(v); }

@@ -59,6 +59,8 @@ int mgmt_cmd_create(const ctx_t *c, int argc, char **argv, char **out, outbuf_t 
     if (nb % setsz)
         return mgmt_fail(out, -EINVAL, "%d bricks do not make whole replica sets of %d%s", nb, setsz,
                     arbiter ? " (replica 2 + arbiter 1)" : "");
+    if (nb / setsz > KBD_MAX_SETS)
+        return mgmt_fail(out, -EINVAL, "a volume has at most %d replica sets", KBD_MAX_SETS);
     kbd_volume_t *v = kb_zalloc(sizeof(*v));
     if (!v || !(v->opts = kb_opts_new()) || !(v->bricks = calloc((size_t)nb, sizeof(kbd_brick_t))) ||
         !(v->name = strdup(name))) {

@@ -339,7 +339,8 @@ kbd_volume_t *kbd_volume_parse(const char *text, char *err, size_t errlen)
     free(copy);
     if (!rc && (!v->name || !kbd_volname_ok(v->name) || !have_id || v->nbricks == 0 || v->replica < 1 ||
                 v->replica > KB_CL_MAX_REPLICA || v->arbiter < 0 || v->arbiter > 1 ||
-                kbd_set_size(v) > KB_CL_MAX_REPLICA || v->nbricks % kbd_set_size(v) || !drain_ok(v))) {
+                kbd_set_size(v) > KB_CL_MAX_REPLICA || v->nbricks % kbd_set_size(v) ||
+                kbd_nsets(v) > KBD_MAX_SETS || !drain_ok(v))) {
         snprintf(err, errlen, "incomplete or inconsistent volume definition");
         rc = -EINVAL;
     }

@@ -590,4 +590,24 @@ Test(server, brick_commands_refuse_bad_arguments, .init = start_server, .fini = 
     cr_assert_eq(cli_args(&out, "volume", "info", "r", NULL), 0, "%s", out);
     cr_assert(strstr(out, "1 x (2) = 2"), "%s", out);
     free(out);
+
+    /* create, like add-brick, stops at KBD_MAX_SETS sets: one more would be
+     * a volume whose client volfile no mount can parse */
+    enum { NB = KBD_MAX_SETS + 1 };
+    char specs[NB][400], *argv[NB + 4];
+    int argc = 0;
+    argv[argc++] = "volume";
+    argv[argc++] = "create";
+    argv[argc++] = "big";
+    for (int i = 0; i < NB; i++) {
+        snprintf(specs[i], sizeof(specs[i]), "127.0.0.1:%u:%sbig%d", d.port, brick, i);
+        argv[argc++] = specs[i];
+    }
+    argv[argc++] = "force";
+    out = NULL;
+    cr_assert_neq(cli(&out, argc, argv), 0, "%d sets created: %s", NB, out);
+    cr_assert(out && strstr(out, "at most 64 replica sets") && !strchr(out, '\n'), "%s", out);
+    free(out);
+    cr_assert_neq(cli_args(&out, "volume", "info", "big", NULL), 0, "%s", out);
+    free(out);
 }

@@ -312,6 +312,36 @@ Test(volume, unsafe_bricks_and_counts_refused)
         cr_assert_null(kbd_volume_parse(defs[i], err, sizeof(err)), "definition %zu accepted", i);
 }
 
+/* A volume has at most KBD_MAX_SETS replica sets: distribute takes one
+ * subvolume per set. One more (from a state file or a peer) is refused
+ * when read, not turned into a volfile no client can parse; the most is
+ * accepted, and its client volfile parses (found by the long fuzz run). */
+Test(volume, set_count_limit)
+{
+    char err[256];
+    kbd_volume_t *v = make(KBD_MAX_SETS + 1, 1, 0);
+    char *text = kbd_volume_format(v);
+    cr_assert_null(kbd_volume_parse(text, err, sizeof(err)), "%d sets accepted", KBD_MAX_SETS + 1);
+    cr_assert(strstr(err, "inconsistent"), "%s", err);
+    free(text);
+    kbd_volume_free(v);
+
+    v = make(2 * KBD_MAX_SETS, 2, 0);
+    text = kbd_volume_format(v);
+    kbd_volume_t *back = kbd_volume_parse(text, err, sizeof(err));
+    cr_assert_not_null(back, "%s", err);
+    cr_assert_eq(kbd_nsets(back), KBD_MAX_SETS);
+    char *vf = kbd_volgen_client(back);
+    kb_graph_t *g = kb_graph_parse(vf, err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    cr_assert_eq(g->top->children[0]->nchildren, KBD_MAX_SETS, "distribute over every set");
+    kb_graph_fini(g);
+    free(vf);
+    free(text);
+    kbd_volume_free(back);
+    kbd_volume_free(v);
+}
+
 /* remove-brick's drain= field (issue 6): set indices, round trip, refused
  * when it names a set the volume lacks or every set. */
 Test(volume, set_masks)
