@@ -5,7 +5,8 @@
  * A slot holds the generation of every inode that hashes to it (bumped by
  * their modifications) and at most one kept entry. An entry is valid while
  * its slot's generation and the table's epoch of its kind (directory or
- * not) are the ones it was kept under; kbf_recent_clear moves epochs.
+ * not) are the ones it was kept under; a change that may remove a name
+ * (kbf_recent_change's WHAT) moves the epochs of those kinds.
  */
 #include "fuse/recent.h"
 
@@ -179,13 +180,4 @@ bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, const kb_gfid_t *gfid, uint
     }
     pthread_mutex_unlock(&rc->mu);
     return hit;
-}
-
-void kbf_recent_clear(kbf_recent_t *rc, unsigned what)
-{
-    if (!rc || !what)
-        return;
-    pthread_mutex_lock(&rc->mu);
-    clear_locked(rc, what);
-    pthread_mutex_unlock(&rc->mu);
 }

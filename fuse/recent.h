@@ -22,7 +22,7 @@
  *    nothing bumped it since. An op that removes a name (unlink, rmdir,
  *    rename) changes the link count of an inode the request does not name:
  *    it forgets what was kept of every inode of the kind it may have
- *    removed (kbf_recent_clear): unlink the non-directories, rmdir the
+ *    removed (kbf_recent_change's WHAT): unlink the non-directories, rmdir the
  *    directories, rename both.
  *  - Reads count as changes too (READ, READDIR, READLINK): a brick may
  *    move the atime (relatime), and the kernel asks again after a read.
@@ -60,8 +60,10 @@ void kbf_recent_free(kbf_recent_t *rc);             /* NULL-safe */
  * compares). Every function takes rc NULL and ino 0 as "nothing". */
 uint64_t kbf_recent_bump(kbf_recent_t *rc, uint64_t ino);
 /* A change of INO and INO2 (0: none) is being sent, or came back, and it
- * may remove a name of the kinds in WHAT: kbf_recent_clear(WHAT), then a
- * bump of each, under one lock (every read and write does this twice).
+ * may remove a name of the kinds in WHAT (KBF_RECENT_*): what is kept of
+ * every inode of those kinds is forgotten, then INO and INO2 are bumped,
+ * under one lock (every read and write does this twice). INO and INO2 0,
+ * WHAT alone: only the forgetting.
  * SNAP, SNAP2 and EP, when not NULL, get what its reply compares. */
 void kbf_recent_change(kbf_recent_t *rc, uint64_t ino, uint64_t ino2, unsigned what, uint64_t *snap,
                        uint64_t *snap2, kbf_recent_ep_t *ep);
@@ -73,7 +75,7 @@ void kbf_recent_put(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent_ep
                     const kb_iatt_t *ia, uint64_t now_ns);
 /* A modification of INO that brought INO's attributes after it (an entry
  * op's parent) completed, and clears the kinds in WHAT (its own removal,
- * as kbf_recent_clear): keep IA as kbf_recent_put would, checking EP
+ * as kbf_recent_change): keep IA as kbf_recent_put would, checking EP
  * before that clear; when it cannot (another change of INO, or a clear of
  * IA's kind, since it went out, which IA may or may not include), bump INO
  * instead, so nothing kept meanwhile is used either. All under one lock. */
@@ -84,9 +86,6 @@ void kbf_recent_settle(kbf_recent_t *rc, uint64_t ino, uint64_t snap, kbf_recent
  * NOW_NS: true with *OUT and *AGE_NS set, and the entry gone. */
 bool kbf_recent_take(kbf_recent_t *rc, uint64_t ino, const kb_gfid_t *gfid, uint64_t now_ns,
                      uint64_t max_age_ns, kb_iatt_t *out, uint64_t *age_ns);
-/* Forget what is kept of every inode of the kinds in WHAT (KBF_RECENT_*):
- * a name of that kind was removed. */
-void kbf_recent_clear(kbf_recent_t *rc, unsigned what);
 kbf_recent_ep_t kbf_recent_epoch(kbf_recent_t *rc);
 
 #endif

@@ -149,7 +149,7 @@ Test(fuse_recent, a_removed_name_forgets_every_inode_of_its_kind)
     kbf_recent_put(rc, 100, snap, kbf_recent_epoch(rc), &file, 1);
     /* An unlink: any non-directory may have lost a link; directories not. */
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
-    kbf_recent_clear(rc, KBF_RECENT_OTHERS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_OTHERS, NULL, NULL, NULL);
     cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age), "a file after an unlink");
     cr_assert(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "a directory after an unlink");
     /* A file read before the unlink is not kept after it; a directory is. */
@@ -161,11 +161,11 @@ Test(fuse_recent, a_removed_name_forgets_every_inode_of_its_kind)
     cr_assert(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     /* An rmdir: directories go; a rename: both. */
     keep(7, 1, 1);
-    kbf_recent_clear(rc, KBF_RECENT_DIRS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_DIRS, NULL, NULL, NULL);
     cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age), "a directory after an rmdir");
     keep(7, 1, 1);
     kbf_recent_put(rc, 100, kbf_recent_snap(rc, 100), kbf_recent_epoch(rc), &file, 1);
-    kbf_recent_clear(rc, KBF_RECENT_DIRS | KBF_RECENT_OTHERS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_DIRS | KBF_RECENT_OTHERS, NULL, NULL, NULL);
     cr_assert_not(kbf_recent_take(rc, 7, &G, 2, 1000 * MS, &out, &age));
     cr_assert_not(kbf_recent_take(rc, 100, &G, 2, 1000 * MS, &out, &age));
 }
@@ -176,16 +176,16 @@ Test(fuse_recent, a_removal_keeps_its_parent_unless_its_kind_was_cleared_meanwhi
     uint64_t age;
     /* An rmdir: it clears directories when sent, and again when it completes;
      * its own clears do not stop its parent being kept. */
-    kbf_recent_clear(rc, KBF_RECENT_DIRS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_DIRS, NULL, NULL, NULL);
     uint64_t snap = kbf_recent_bump(rc, 1);
     kbf_recent_ep_t ep = kbf_recent_epoch(rc);
     kbf_recent_settle(rc, 1, snap, ep, KBF_RECENT_DIRS, &pa, 5);
     cr_assert(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
     /* A rename of some directory completed while it was out: not kept. */
-    kbf_recent_clear(rc, KBF_RECENT_DIRS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_DIRS, NULL, NULL, NULL);
     snap = kbf_recent_bump(rc, 1);
     ep = kbf_recent_epoch(rc);
-    kbf_recent_clear(rc, KBF_RECENT_DIRS | KBF_RECENT_OTHERS);
+    kbf_recent_change(rc, 0, 0, KBF_RECENT_DIRS | KBF_RECENT_OTHERS, NULL, NULL, NULL);
     kbf_recent_settle(rc, 1, snap, ep, KBF_RECENT_DIRS, &pa, 5);
     cr_assert_not(kbf_recent_take(rc, 1, &G, 6, 1000 * MS, &out, &age));
     /* An unlink's own clear (non-directories) leaves its parent kept. */
@@ -235,7 +235,7 @@ Test(fuse_recent, null_table_and_node_zero_are_nothing)
     cr_assert_eq(kbf_recent_bump(NULL, 7), 0);
     kbf_recent_put(NULL, 7, 0, ep, &ia, 1);
     cr_assert_not(kbf_recent_take(NULL, 7, &G, 1, 1000 * MS, &out, &age));
-    kbf_recent_clear(NULL, KBF_RECENT_DIRS);
+    kbf_recent_change(NULL, 0, 0, KBF_RECENT_DIRS, NULL, NULL, NULL);
     kbf_recent_put(rc, 0, 0, kbf_recent_epoch(rc), &ia, 1);
     cr_assert_not(kbf_recent_take(rc, 0, &G, 1, 1000 * MS, &out, &age));
     cr_assert_null(kbf_recent_new(0));
