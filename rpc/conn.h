@@ -112,6 +112,11 @@ const char *rpc_conn_peer(const rpc_conn_t *c);
 /* Accepted connections: the uid owning the far end when it is on this node
  * (a local socket, or TCP over loopback); -1 when unknown (peercred.c). */
 int rpc_conn_peer_uid(const rpc_conn_t *c);
+/* Both ends in this host's network stack (peercred.c): a local socket,
+ * loopback, or a peer at one of our own addresses. False while down. */
+bool rpc_conn_same_host(const rpc_conn_t *c);
+struct sockaddr_storage;
+bool rpc_addr_same_host(const struct sockaddr_storage *me, const struct sockaddr_storage *peer);
 /* The connection's TLS session (NULL: plain TCP, or not up). */
 struct ssl_st *rpc_conn_ssl(const rpc_conn_t *c);
 uint64_t rpc_conn_id(const rpc_conn_t *c);      /* unique per process */

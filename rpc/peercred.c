@@ -12,6 +12,11 @@
  *    A privileged source port alone was rejected: the old release's nodes
  *    and most tools connect from ephemeral ports.
  *  - anything else: unknown (-1).
+ *
+ * rpc_conn_same_host: are both ends in this network stack? A local socket,
+ * loopback on both ends, or a peer whose address is our own (a connection to
+ * one of this host's addresses never leaves it). Replicate prefers such a
+ * brick for reads (cluster.choose-local).
  */
 #include "rpc/conn_internal.h"
 
@@ -114,4 +119,29 @@ int rpc_conn_peer_uid(const rpc_conn_t *c)
     if (uid < 0)
         uid = table_uid("/proc/net/tcp6", true, &them, &self);
     return uid;
+}
+
+bool rpc_addr_same_host(const struct sockaddr_storage *me, const struct sockaddr_storage *peer)
+{
+    if (me->ss_family == AF_UNIX)
+        return true;
+    sockname_t self, them;
+    if (!to_name(me, &self) || !to_name(peer, &them))
+        return false;
+    return (loopback(&self) && loopback(&them)) || memcmp(self.a, them.a, sizeof(self.a)) == 0;
+}
+
+bool rpc_conn_same_host(const rpc_conn_t *c)
+{
+    int fd = c && c->bev ? (int)bufferevent_getfd(c->bev) : -1;
+    if (fd < 0)
+        return false;
+    struct sockaddr_storage me, peer;
+    socklen_t ml = sizeof(me), pl = sizeof(peer);
+    memset(&peer, 0, sizeof(peer));
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) < 0)
+        return false;
+    if (me.ss_family != AF_UNIX && getpeername(fd, (struct sockaddr *)&peer, &pl) < 0)
+        return false;
+    return rpc_addr_same_host(&me, &peer);
 }

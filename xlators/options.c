@@ -83,6 +83,7 @@ void kb_opts_at(const kb_option_set_t *s, size_t i, const char **key, const char
 static const struct { const char *volume_key; uint32_t since; } introduced[] = {
     { "network.lock-lease", 2 },    /* protocol/client: the lock lease asked of the bricks */
     { "storage.orphan-grace", 2 },  /* storage/posix: open-unlinked files kept after a restart */
+    { "cluster.choose-local", 2 },  /* cluster/replicate: reads prefer a brick on this host */
 };
 
 uint32_t kb_opt_since(const char *volume_key)

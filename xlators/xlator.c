@@ -196,6 +196,14 @@ uint64_t kb_xlator_features(kb_xlator_t *xl)
     return f;
 }
 
+bool kb_xlator_is_local(kb_xlator_t *xl)
+{
+    bool local = false;
+    if (!xl->type->ctl || xl->type->ctl(xl, KB_CTL_LOCAL, &local))
+        return false;
+    return local;
+}
+
 /* ---------------- volfile ---------------- */
 
 static void xl_free(kb_xlator_t *xl)

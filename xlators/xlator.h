@@ -86,12 +86,18 @@ struct kb_xlator_type {
                                  (rpc/wire.h) on the current connection (0 while down). Asked
                                  of one child directly (kb_xlator_features), not of a graph */
 
+#define KB_CTL_LOCAL       5  /* arg: bool *; protocol/client: its brick is on this host (the
+                                 connection's ends share a network stack, rpc_conn_same_host);
+                                 false while down. Asked of one child (kb_xlator_is_local) */
+
 struct kb_ctl_status { char *text; size_t len, cap; }; /* appended with kb_ctl_printf */
 void kb_ctl_printf(struct kb_ctl_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Send CODE to every translator of the graph that has a ctl; returns the first error. */
 int kb_graph_ctl(kb_graph_t *g, int code, void *arg);
 /* KB_CTL_FEATURES of XL: 0 when it has no ctl or does not answer. */
 uint64_t kb_xlator_features(kb_xlator_t *xl);
+/* KB_CTL_LOCAL of XL: false when it has no ctl or does not answer. */
+bool kb_xlator_is_local(kb_xlator_t *xl);
 
 struct kb_xlator {
     char *name;                /* instance name from the volfile */

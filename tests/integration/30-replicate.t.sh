@@ -7,6 +7,9 @@
 # Small files (issue 16): each transaction's lock went out with its pre-op (the client's own
 # counters), every brick's copies are the source's, and no mark or index entry is left (the
 # entries were hard links to .kembar/index-base, which ends with no link but its own).
+# Reads (issue 16): with both bricks on this host and quorum auto, the mount reads copy 0, the
+# one no acknowledged write can miss, and sends no changelog check with its reads (the client's
+# own counters; every read went to copy 0's brick); what it reads is what both copies hold.
 # kb-requires: root
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -143,8 +146,45 @@ small_files() {
         "sf: nothing pending"
 }
 
+unchecked_reads() {
+    local m=$KB_TMP/m-ur key pid log before after reads0 reads1
+    mapfile -t BR < <(kb_volume_up ur 1 2)
+    kb_cli 1 volume set ur cluster.heal-interval 86400 >/dev/null
+    kb_mount ur "$m"
+    dd if=/dev/urandom of="$m/img" bs=1M count=4 oflag=direct conv=fsync status=none
+    key=$(echo "$m" | md5sum | cut -c1-12)
+    pid=$(cat "$KB_TMP/pids/fuse-$key")
+    log=$(ls "$KB_TMP"/fuse-"$(basename "$m")"-"$key".log)
+    grep -q "connected to .*, on this host)" "$log" || kb_fail "the mount did not see its bricks as local"
+    dump() {  # "data-reads checks local unchecked" from a fresh state dump of the mount
+        local n
+        n=$(grep -c ' data reads ' "$log" || true)
+        kill -USR1 "$pid"
+        kb_wait_until 10 sh -c "[ \$(grep -c ' data reads ' '$log') -gt $n ]" || kb_fail "no state dump"
+        grep ' data reads ' "$log" | tail -n 1 | sed 's/.*data reads \([0-9]*\), checks \([0-9]*\), local \(0x[0-9a-f]*\), read unchecked \(0x[0-9a-f]*\).*/\1 \2 \3 \4/'
+    }
+    before=$(dump)
+    kb_cli 1 volume profile ur clear >/dev/null
+    kb_t 60 dd if="$m/img" of="$KB_TMP/ur.out" bs=4k iflag=direct status=none
+    after=$(dump)
+    kb_log "mount: data reads, checks, local, unchecked: before $before, after $after"
+    set -- $before; local r0=$1 c0=$2
+    set -- $after
+    [ $(($1 - r0)) -ge 1024 ] || kb_fail "expected 1024 data reads, the counter moved by $(($1 - r0))"
+    kb_assert_eq "0 0x3 0x1" "$(($2 - c0)) $3 $4" "checks sent with the reads, local copies, copies read unchecked"
+    read -r reads0 reads1 < <(kb_cli_json 1 volume profile ur | "$KB_PY" -c 'import json,sys
+print(*[sum(f["calls"] for f in b["fops"] if f["fop"] == "read") for b in json.load(sys.stdin)["bricks"]])')
+    kb_log "brick reads: copy 0 $reads0, copy 1 $reads1"
+    [ "$reads0" -ge 1024 ] || kb_fail "copy 0 served $reads0 reads, expected the 1024"
+    kb_assert_eq 0 "$reads1" "reads served by copy 1"
+    kb_assert_eq "$(kb_sha "${BR[0]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "what the mount read is copy 0"
+    kb_assert_eq "$(kb_sha "${BR[1]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "and copy 1"
+    kb_umount "$m"
+}
+
 kb_section "replica 2: every copy identical" mirror r2 1 2
 kb_section "replica 3: every copy identical" mirror r3 1 2 3
 kb_section "replica 2, copy 0 down to mount B only: A reads B's write at once" stale_read
+kb_section "replica 2 on this host: reads of copy 0 carry no check" unchecked_reads
 kb_section "replica 2, small files: lock and pre-op together, the first write's with the create, nothing left marked" small_files
 kb_done

@@ -398,6 +398,10 @@ static void mock_notify(kb_xlator_t *xl, int event, kb_xlator_t *child) { }
 static int mock_ctl(kb_xlator_t *xl, int code, void *arg)
 {
     mock_child_t *m = xl->priv;
+    if (code == KB_CTL_LOCAL) {
+        *(bool *)arg = m->connected && m->local;
+        return 0;
+    }
     if (code != KB_CTL_FEATURES)
         return -ENOSYS;
     *(uint64_t *)arg = m->connected && m->xop_locked ? KB_FEAT_XOP_LOCKED : 0;

@@ -54,6 +54,7 @@ typedef struct mock_child {
     size_t nents;
     uint64_t next_fd;
     bool xop_locked;                 /* takes KB_XOP_ADD_LOCKED (set before mock_up) */
+    bool local;                      /* answers KB_CTL_LOCAL true (set before mock_up) */
     struct mock_lk { kb_gfid_t gfid; kb_cl_cond_t c; } *lks;   /* locks held */
     size_t nlks;
 } mock_child_t;

@@ -278,6 +278,8 @@ Test(rpc, echo_and_peer, .init = setup, .fini = teardown)
     cr_assert_str_eq(rpc_conn_peer(s.last), "127.0.0.1");
     cr_assert_str_eq(rpc_conn_peer(k.c), "127.0.0.1");
     cr_assert_neq(rpc_conn_id(s.last), rpc_conn_id(k.c));
+    cr_assert(rpc_conn_same_host(k.c), "loopback is this host");
+    cr_assert(rpc_conn_same_host(s.last));
     int x;
     rpc_conn_set_user(s.last, &x);
     cr_assert_eq(rpc_conn_user(s.last), &x);
@@ -287,6 +289,47 @@ Test(rpc, echo_and_peer, .init = setup, .fini = teardown)
     cr_assert(RUN_UNTIL(s.downs == 1, 1000));
     cr_assert_eq(k.downs, 0, "no DOWN after an explicit close");
     srv_stop(&s);
+}
+
+static struct sockaddr_storage sa(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        cr_assert_eq(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1, "%s", ip);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        cr_assert_eq(inet_pton(AF_INET, ip, &s4->sin_addr), 1, "%s", ip);
+    }
+    return ss;
+}
+
+/* Which connections never leave this host: a brick there is "local" to
+ * replicate (cluster.choose-local). */
+Test(rpc, same_host_by_address)
+{
+    static const struct { const char *me, *peer; bool same; } rows[] = {
+        { "127.0.0.1", "127.0.0.1", true },
+        { "127.0.0.1", "127.0.0.2", true },       /* all of 127/8 is loopback */
+        { "::1", "::1", true },
+        { "::ffff:127.0.0.1", "127.0.0.1", true },
+        { "10.0.0.1", "10.0.0.1", true },         /* to one of our own addresses */
+        { "fd00::5", "fd00::5", true },
+        { "10.0.0.1", "10.0.0.2", false },        /* another node */
+        { "10.0.0.1", "127.0.0.1", false },
+        { "fd00::5", "fd00::6", false },
+        { "::ffff:10.0.0.1", "10.0.0.1", true },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct sockaddr_storage a = sa(rows[i].me), b = sa(rows[i].peer);
+        cr_assert_eq(rpc_addr_same_host(&a, &b), rows[i].same, "%s -> %s", rows[i].me, rows[i].peer);
+    }
+    struct sockaddr_storage u = { .ss_family = AF_UNIX }, x = sa("10.0.0.2");
+    cr_assert(rpc_addr_same_host(&u, &x), "a local socket");
+    cr_assert_not(rpc_conn_same_host(NULL));
 }
 
 Test(rpc, pipelined_out_of_order, .init = setup, .fini = teardown)

@@ -165,6 +165,29 @@ int repl_read_pick(repl_mask_t readable, uint32_t hash, int mode)
     return repl_first(readable);
 }
 
+repl_mask_t repl_always_written(const repl_cfg_t *c)
+{
+    repl_mask_t all = repl_all(c), m = 0;
+    if (c->n <= 1)
+        return all;
+    /* Quorum is monotonic: if the others alone do not make it, no set without i does. */
+    for (int i = 0; i < c->n; i++)
+        if (!repl_quorum_met(c, all & ~REPL_BIT(i)))
+            m |= REPL_BIT(i);
+    return m;
+}
+
+repl_mask_t repl_read_prefer(repl_mask_t readable, repl_mask_t local, repl_mask_t nocheck)
+{
+    repl_mask_t r = readable & local;
+    if (!r)
+        return readable;
+    /* Several local copies (a volume on one host): the one read without a
+     * check costs one round trip instead of one to every copy. Not among
+     * remote copies: there the spread over nodes' disks wins. */
+    return r & nocheck ? r & nocheck : r;
+}
+
 bool repl_read_retryable(int err)
 {
     return repl_err_is_disconnect(err) || err == -EIO || err == -EBADF || err == -EBADFD ||

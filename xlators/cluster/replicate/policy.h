@@ -146,6 +146,18 @@ repl_mask_t repl_readable(const repl_cfg_t *c, int col, repl_mask_t up, const re
 /* Pick one child of READABLE: mode 0 = the first, 1 = spread by HASH
  * (kb_gfid_hash) over the readable ones. -1 if READABLE is empty. */
 int repl_read_pick(repl_mask_t readable, uint32_t hash, int mode);
+/* Children every acknowledged modification was applied on: those that
+ * every quorum includes (replica 2 with quorum auto: child 0, "both or the
+ * first"; quorum fixed at n: all). A data read from one of them needs no
+ * changelog check (read.c): no write that missed it was acknowledged. Holds
+ * while every client of the set applies the same quorum to the same child
+ * order, as the generated volfiles do. */
+repl_mask_t repl_always_written(const repl_cfg_t *c);
+/* Narrow READABLE to the copies a data read prefers: the LOCAL ones (on this
+ * host) when there are any, and among several local ones those in NOCHECK
+ * (repl_always_written). Copies of equal standing stay, for repl_read_pick
+ * to spread over. */
+repl_mask_t repl_read_prefer(repl_mask_t readable, repl_mask_t local, repl_mask_t nocheck);
 /* Is a read error worth retrying on another copy? (disconnects, timeouts
  * and -EIO, which on a brick means its disk failed). */
 bool repl_read_retryable(int err);

@@ -30,6 +30,20 @@
  * hold the eager data lock (right, as no one else can write then, but the
  * hold's state is private to txn.c; a later optimisation).
  *
+ * No check rides with a read of a copy that every quorum includes
+ * (repl_always_written: replica 2 with quorum auto, child 0): no write that
+ * missed it was acknowledged, so no blame the check could find concerns an
+ * acknowledged write (one applied short of quorum failed; its data may be
+ * read either way). This holds while every client applies the same quorum
+ * to the same child order; lowering cluster.quorum-type while a client is
+ * cut off from child 0 opens a window until the other clients have switched
+ * graphs (as it opens split-brain). The decision is made at the pick, so a
+ * read that fails over to another copy sends its check then.
+ *
+ * With cluster.choose-local, data reads prefer copies on this host, and
+ * among several local ones (a volume on one host) the one read unchecked
+ * (repl_read_prefer). STAT and LOOKUP keep the first readable copy (below).
+ *
  * Concurrent reads of one inode share checks (4 KiB random reads at queue
  * depth 16 would otherwise pay 2-3 extra RPCs each): per inode at most one
  * check is in flight. A read that begins with none out sends one alongside
@@ -141,6 +155,7 @@ static void check_landed(repl_op_t *op)
 static void check_send(repl_priv_t *p, repl_inode_t *ino, repl_fan_t *f)
 {
     f->req = ino->chk_cur->req;   /* logs name the first read's request */
+    p->st.checks++;
     repl_inode_ref(ino);
     repl_fan_send(f, p->up);
 }
@@ -249,9 +264,14 @@ static void read_wind(repl_op_t *op)
  * each brick keeps its own ctime, and two mounts (a VM's source and
  * destination host during live migration) must see the same one. Data reads
  * still spread over the copies by gfid hash. */
+static bool attr_fop(kb_op_t fop)
+{
+    return fop == KB_FOP_STAT || fop == KB_FOP_LOOKUP;
+}
+
 static int attr_mode(const repl_priv_t *p, kb_op_t fop)
 {
-    return fop == KB_FOP_STAT || fop == KB_FOP_LOOKUP ? 0 : p->read_mode;
+    return attr_fop(fop) ? 0 : p->read_mode;
 }
 
 static void read_pick(repl_op_t *op)
@@ -265,7 +285,19 @@ static void read_pick(repl_op_t *op)
     if (op->fop == KB_FOP_READDIR && op->fd && op->args->off && op->fd->rd_child >= 0)
         r &= REPL_BIT(op->fd->rd_child);
     r &= ~op->tried;
+    if (!attr_fop(op->fop))
+        r = repl_read_prefer(r, p->local, p->nocheck);
     int i = repl_read_pick(r, kb_gfid_hash(&op->ino->gfid), attr_mode(p, op->fop));
+    /* A view fetched after the read began must back the copy read (top):
+     * send the check alongside, unless that copy is one no acknowledged
+     * write missed, or nothing is readable in the cached view (the fresh
+     * one may find a copy). */
+    if (read_needs_check(p, op->fop) && !op->checking && !op->checked &&
+        (i < 0 || !(p->nocheck & REPL_BIT(i))) && read_check(op)) {
+        kb_reply_t e = { .status = -ENOMEM };
+        read_end(op, &e, READ_PARK_FINAL);
+        return;
+    }
     if (i < 0) {
         kb_reply_t e = { .status = op->last_err ? op->last_err : repl_unreadable_err(col >= 0 ? &b : NULL) };
         read_end(op, &e, READ_PARK_PICK);
@@ -298,13 +330,11 @@ void repl_read(kb_call_t *call)
         repl_op_fail(op, -ENOMEM);
         return;
     }
+    if (read_needs_check(p, op->fop))
+        p->st.dreads++;
     if (op->fop != KB_FOP_STATFS && !repl_inode_fresh(p, op->ino)) {
         op->checked = read_needs_check(p, op->fop);   /* this refresh postdates the start */
         repl_refresh(op, op->ino, repl_all(&p->cfg), read_pick);
-        return;
-    }
-    if (read_needs_check(p, op->fop) && read_check(op)) {
-        repl_op_fail(op, -ENOMEM);
         return;
     }
     read_pick(op);

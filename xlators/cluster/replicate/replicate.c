@@ -45,6 +45,9 @@ const kb_option_def_t repl_option_defs[] = {
       "How heal resolves a split-brain by itself (none: never, report it)" },
     { "read-hash-mode", "cluster.read-hash-mode", KB_OPT_INT, "1", 0, 1, NULL,
       "Read child: 0 = first readable copy, 1 = spread files over copies by gfid hash" },
+    { "choose-local", "cluster.choose-local", KB_OPT_BOOL, "on", 0, 0, NULL,
+      "Read file data from a copy on this host when it is readable (read-hash-mode then "
+      "chooses among the local copies only)" },
     /* self-heal daemon graphs (heal.h) */
     { "self-heal-daemon", NULL, KB_OPT_BOOL, "off", 0, 0, NULL,
       "This replicate is kembard's heal daemon: sweep the index, heal" },
@@ -452,11 +455,16 @@ static void child_event(repl_priv_t *p, int i, int event)
             p->xop_locked |= bit;
         else
             p->xop_locked &= ~bit;
+        if (p->choose_local && kb_xlator_is_local(p->xl->children[i]))
+            p->local |= bit;
+        else
+            p->local &= ~bit;
         repl_txn_child_event(p, i, true);
         kb_info(p->xl->name, "child %d (%s) is up", i, p->xl->children[i]->name);
     } else if (event == KB_EV_CHILD_DOWN && (p->up & bit)) {
         p->up &= ~bit;
         p->xop_locked &= ~bit;
+        p->local &= ~bit;
         for (repl_fd_t *fd = p->fds; fd; fd = fd->next)
             fd->opened &= ~bit;  /* its fds died with the connection */
         repl_txn_child_event(p, i, false);
@@ -540,6 +548,8 @@ static int repl_init(kb_xlator_t *xl)
     p->eager = kb_opt_bool(o, repl_option_defs, "eager-lock");
     p->idle_ms = (uint32_t)kb_opt_int(o, repl_option_defs, "eager-lock-idle-ms");
     p->read_mode = (int)kb_opt_int(o, repl_option_defs, "read-hash-mode");
+    p->choose_local = kb_opt_bool(o, repl_option_defs, "choose-local");
+    p->nocheck = repl_always_written(&p->cfg);
     p->fav_policy = fav_of(kb_opt_str(o, repl_option_defs, "favorite-child-policy"));
     p->shd = kb_opt_bool(o, repl_option_defs, "self-heal-daemon");
     p->heal_interval_ms = (uint32_t)kb_opt_time_ms(o, repl_option_defs, "heal-interval");
@@ -614,6 +624,8 @@ static int repl_ctl(kb_xlator_t *xl, int code, void *arg)
                   (unsigned long long)p->st.postops, (unsigned long long)p->st.marks,
                   (unsigned long long)p->st.unlocks, (unsigned long long)p->st.resends,
                   (unsigned long long)p->st.reopens, (unsigned long long)p->st.retries, p->ninodes);
+    kb_ctl_printf(st, "  data reads %llu, checks %llu, local 0x%x, read unchecked 0x%x\n",
+                  (unsigned long long)p->st.dreads, (unsigned long long)p->st.checks, p->local, p->nocheck);
     return 0;
 }
 

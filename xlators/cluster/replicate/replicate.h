@@ -84,6 +84,10 @@ struct repl_priv {
     bool eager;
     uint32_t idle_ms;
     int read_mode;                         /* 0 first readable, 1 gfid hash */
+    bool choose_local;                     /* reads prefer the copies in local */
+    repl_mask_t local;                     /* up children whose brick is on this host */
+    repl_mask_t nocheck;                   /* every acknowledged write reached them: data
+                                              reads of them need no check (read.c) */
     int fav_policy;                        /* enum repl_fav_policy (heal) */
     uint64_t owner_base;                   /* lock owners: owner_base ^ counter */
     uint64_t owner_seq;
@@ -105,6 +109,7 @@ struct repl_priv {
         uint64_t locks, preops, postops, marks, unlocks, resends, reopens, retries;
         uint64_t combined;                 /* locks whose pre-op went with them (txn.c) */
         uint64_t primed;                   /* data transactions begun with their CREATE (txn.c) */
+        uint64_t dreads, checks;           /* data reads, and the changelog checks sent for them */
     } st;
 };
 

@@ -66,6 +66,7 @@ typedef struct client_priv {
     uint32_t lease_ms;          /* lock lease asked of the brick: the ping-timeout */
     uint32_t proto;             /* negotiated with the brick (1: an old brick) */
     uint64_t features;          /* the brick's KB_FEAT_* on this connection (0: an old brick) */
+    bool local;                 /* this connection's ends share a network stack (KB_CTL_LOCAL) */
     struct kb_ratelimit rl;
     struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
@@ -109,8 +110,9 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
             }
         }
         p->handshaken = true;
-        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u)", p->host, p->port, p->brick,
-                sw ? sw : "0.1", p->proto);
+        p->local = rpc_conn_same_host(p->conn);
+        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u%s)", p->host, p->port, p->brick,
+                sw ? sw : "0.1", p->proto, p->local ? ", on this host" : "");
         free(ok);
         free(sw);
         kb_notify_parents(p->xl, KB_EV_CHILD_UP);
@@ -345,6 +347,10 @@ static int client_ctl(kb_xlator_t *xl, int code, void *arg)
     }
     if (code == KB_CTL_FEATURES) {
         *(uint64_t *)arg = p->handshaken ? p->features : 0;
+        return 0;
+    }
+    if (code == KB_CTL_LOCAL) {
+        *(bool *)arg = p->handshaken && p->local;
         return 0;
     }
     return -ENOSYS;

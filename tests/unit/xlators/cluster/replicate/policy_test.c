@@ -233,6 +233,58 @@ Test(repl_policy, outcome_table)
 }
 
 /* ---- reads ---- */
+/* Children every quorum includes: no acknowledged write can miss them. */
+struct aw_row { int n, arb, qt, qc; repl_mask_t always; };
+static const struct aw_row aw_rows[] = {
+    { 1, NOARB, REPL_Q_AUTO, 0, 0x1 },
+    { 2, NOARB, REPL_Q_AUTO, 0, 0x1 },    /* both or the first */
+    { 3, NOARB, REPL_Q_AUTO, 0, 0x0 },    /* any two */
+    { 4, NOARB, REPL_Q_AUTO, 0, 0x0 },    /* {1,2,3} is a quorum without child 0 */
+    { 3, 2, REPL_Q_AUTO, 0, 0x0 },        /* arbiter: {1, arbiter} writes without 0 */
+    { 2, NOARB, REPL_Q_NONE, 0, 0x0 },
+    { 3, NOARB, REPL_Q_NONE, 0, 0x0 },
+    { 2, NOARB, REPL_Q_FIXED, 1, 0x0 },
+    { 2, NOARB, REPL_Q_FIXED, 2, 0x3 },
+    { 3, NOARB, REPL_Q_FIXED, 3, 0x7 },
+    { 3, NOARB, REPL_Q_FIXED, 2, 0x0 },
+};
+
+Test(repl_policy, always_written_table)
+{
+    for (size_t r = 0; r < sizeof(aw_rows) / sizeof(aw_rows[0]); r++) {
+        const struct aw_row *a = &aw_rows[r];
+        repl_cfg_t c = cfg(a->n, a->arb, a->qt, a->qc);
+        repl_mask_t got = repl_always_written(&c);
+        cr_assert_eq(got, a->always, "row %zu: 0x%x, expected 0x%x", r, got, a->always);
+        /* the definition, checked by brute force: i is in it iff no quorum leaves i out */
+        for (int i = 0; i < a->n && a->n > 1; i++) {
+            bool some = false;
+            for (repl_mask_t ok = 1; ok < REPL_BIT(a->n); ok++)
+                if (!(ok & REPL_BIT(i)) && repl_quorum_met(&c, ok))
+                    some = true;
+            cr_assert_eq(!some, !!(got & REPL_BIT(i)), "row %zu child %d", r, i);
+        }
+    }
+}
+
+Test(repl_policy, read_prefers_local_then_unchecked)
+{
+    /* no local copy: every readable one stays, for the hash to spread over */
+    cr_assert_eq(repl_read_prefer(0x3, 0x0, 0x1), 0x3);
+    cr_assert_eq(repl_read_prefer(0x7, 0x0, 0x0), 0x7);
+    /* one local copy: it, whether or not it needs a check */
+    cr_assert_eq(repl_read_prefer(0x3, 0x2, 0x1), 0x2);
+    cr_assert_eq(repl_read_prefer(0x3, 0x1, 0x1), 0x1);
+    /* several local ones (a volume on one host): the one read without a check */
+    cr_assert_eq(repl_read_prefer(0x3, 0x3, 0x1), 0x1);
+    cr_assert_eq(repl_read_prefer(0x7, 0x6, 0x0), 0x6);
+    /* the local copies are not readable (blamed, down): the others */
+    cr_assert_eq(repl_read_prefer(0x2, 0x1, 0x1), 0x2);
+    cr_assert_eq(repl_read_prefer(0x0, 0x3, 0x1), 0x0);
+    /* the unchecked copy is local but not readable: the other local ones */
+    cr_assert_eq(repl_read_prefer(0x6, 0x7, 0x1), 0x6);
+}
+
 Test(repl_policy, read_pick_spreads_and_avoids)
 {
     repl_cfg_t c3 = cfg(3, NOARB, REPL_Q_AUTO, 0);

@@ -1263,6 +1263,145 @@ Test(replicate, a_copy_lost_with_checks_and_waiters_pending)
     stop();
 }
 
+/* The first gfid from K on whose hash read-hash-mode 1 picks child WANT of two. */
+static kb_gfid_t gf_picking(uint8_t k, int want)
+{
+    for (;; k++) {
+        kb_gfid_t f = gf(k);
+        if (repl_read_pick(0x3, kb_gfid_hash(&f), 1) == want)
+            return f;
+    }
+}
+
+static void forget_all(void)
+{
+    for (int i = 0; i < nkids; i++)
+        mock_forget(m[i]);
+}
+
+/* Replica 2, quorum auto: no acknowledged write missed child 0, so a read
+ * of it carries no changelog check; a read of child 1 does. Not so with
+ * quorum none, nor with replica 3, where any one copy may have missed one. */
+Test(replicate, reads_of_the_copy_every_write_reaches_carry_no_check)
+{
+    start(2, NULL, true);
+    kb_gfid_t f0 = gf_picking(40, 0), f1 = gf_picking(40, 1);
+    uint64_t fd0 = open_fd(&f0, O_RDONLY), fd1 = open_fd(&f1, O_RDONLY);
+    forget_all();
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(read_once(fd0, &f0), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 0, "child %d: a check for child 0's reads", i);
+    cr_assert_eq(read_once(fd1, &f1), 1);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "child %d: child 1's read is checked", i);
+    const repl_priv_t *p = top->priv;
+    cr_assert_eq(p->st.dreads, 4, "the status dump's counters");
+    cr_assert_eq(p->st.checks, 1);
+    cr_assert_eq(p->nocheck, 0x1);
+    stop();
+
+    static const char *const none[] = { "quorum-type", "none", NULL };
+    start(2, none, true);
+    fd0 = open_fd(&f0, O_RDONLY);
+    forget_all();
+    cr_assert_eq(read_once(fd0, &f0), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "quorum none: child %d checked", i);
+    stop();
+
+    start(3, NULL, true);
+    for (uint8_t k = 0; k < 6; k++) {
+        kb_gfid_t f = gf((uint8_t)(60 + k));
+        uint64_t fd = open_fd(&f, O_RDONLY);
+        forget_all();
+        read_once(fd, &f);
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "replica 3: child %d checked", i);
+    }
+    stop();
+}
+
+/* A read of child 0 (unchecked) that fails over to child 1 must send its
+ * check then: another client may have written with child 1 down to it. */
+Test(replicate, a_read_that_fails_over_from_an_unchecked_copy_sends_its_check)
+{
+    start(2, NULL, true);
+    kb_gfid_t f = gf_picking(70, 0);
+    uint64_t fd = open_fd(&f, O_RDONLY);
+    cl_of(0, &f)->v[1 + 1][KB_CL_DATA] = 1;         /* another client's write missed child 1 */
+    mock_fail(m[0], KB_FOP_READ, -EIO, 1);          /* child 0's disk fails this read */
+    forget_all();
+    kb_args_t r = { .gfid = f, .fd = fd, .size = 4 };
+    mock_res_t x = call(KB_FOP_READ, &r);
+    cr_assert_eq(x.n, 1);
+    cr_assert_eq(mock_count(m[1], KB_FOP_READ), 1, "failed over to child 1");
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(mock_count_xop(m[i], KB_XOP_GET), 1, "child %d: the failover's check", i);
+    cr_assert_eq(x.r.status, -EIO, "child 1's stale data served: %d", x.r.status);
+    kb_reply_clear(&x.r);
+    /* unblamed, the failover serves child 1 */
+    kb_gfid_t h = gf_picking(90, 0);
+    uint64_t hfd = open_fd(&h, O_RDONLY);
+    mock_fail(m[0], KB_FOP_READ, -EIO, 1);
+    cr_assert_eq(read_once(hfd, &h), 1);
+    stop();
+}
+
+/* cluster.choose-local: a local copy serves the data reads; of several,
+ * the unchecked one. STAT keeps the first readable copy. */
+Test(replicate, reads_prefer_a_local_copy)
+{
+    start(2, NULL, false);
+    m[1]->local = true;
+    mock_up(m[0]);
+    mock_up(m[1]);
+    for (uint8_t k = 0; k < 10; k++) {
+        kb_gfid_t f = gf((uint8_t)(80 + k));
+        uint64_t fd = open_fd(&f, O_RDONLY);
+        forget_all();
+        cr_assert_eq(read_once(fd, &f), 1, "gfid %d: not the local copy", k);
+        cr_assert_eq(mock_count_xop(m[0], KB_XOP_GET), 1, "child 1 is read with its check");
+        kb_args_t st = { .gfid = f };
+        mock_res_t a = call(KB_FOP_STAT, &st);
+        cr_assert_eq(a.r.status, 0);
+        cr_assert_eq(mock_count(m[0], KB_FOP_STAT), 1, "attributes from the first copy");
+        kb_reply_clear(&a.r);
+    }
+    /* the local copy blamed: the other one */
+    kb_gfid_t b = gf(95);
+    cl_of(0, &b)->v[1 + 1][KB_CL_DATA] = 1;
+    cr_assert_eq(read_once(open_fd(&b, O_RDONLY), &b), 0);
+    stop();
+
+    start(2, NULL, false);
+    m[0]->local = m[1]->local = true;
+    mock_up(m[0]);
+    mock_up(m[1]);
+    for (uint8_t k = 0; k < 10; k++) {
+        kb_gfid_t f = gf((uint8_t)(100 + k));
+        uint64_t fd = open_fd(&f, O_RDONLY);
+        forget_all();
+        cr_assert_eq(read_once(fd, &f), 0, "both local: the unchecked copy");
+        cr_assert_eq(mock_count_xop(m[0], KB_XOP_GET) + mock_count_xop(m[1], KB_XOP_GET), 0);
+    }
+    stop();
+
+    static const char *const off[] = { "choose-local", "off", NULL };
+    start(2, off, false);
+    m[1]->local = true;
+    mock_up(m[0]);
+    mock_up(m[1]);
+    int hits[2] = { 0 };
+    for (uint8_t k = 0; k < 20; k++) {
+        kb_gfid_t f = gf((uint8_t)(120 + k));
+        f.b[7] = (uint8_t)(k * 37);
+        hits[read_once(open_fd(&f, O_RDONLY), &f)]++;
+    }
+    cr_assert(hits[0] > 0 && hits[1] > 0, "choose-local off: spread %d/%d", hits[0], hits[1]);
+    stop();
+}
+
 Test(replicate, read_retries_on_another_copy)
 {
     start(2, NULL, true);
