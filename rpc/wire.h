@@ -42,7 +42,10 @@ enum kb_proc {
      * proto_min, u32 proto_max, u64 features, 16 bytes client instance id,
      * u32 lock_lease_ms, str software_version. reply: str "ok" or the
      * reason; since protocol 2 also u32 proto (chosen), u64 features, str
-     * software_version. Fields a side does not know are ignored. */
+     * software_version, and since kembar 0.2 the brick's 16-byte id (a
+     * client on the brick's host that finds it on the brick's directory
+     * reads files there: xlators/protocol/client/local_read.c). Fields a
+     * side does not know are ignored. */
     KB_PROC_HANDSHAKE = 1000,
     /* Fetch a client volfile. call: str volume. reply: str volfile. */
     KB_PROC_GETSPEC = 1001,

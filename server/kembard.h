@@ -158,6 +158,8 @@ int kbd_getspec(kbd_t *d, const char *volume, char **volfile);
 /* Find a running local brick for a handshake. */
 kbd_brick_rt_t *kbd_brick_find(kbd_t *d, const char *volume, const char *path, char *why, size_t whylen);
 kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b);
+/* The brick's id (its root's trusted.kembar.brick-id) from the volume definition. */
+bool kbd_brick_id(kbd_brick_rt_t *b, kb_gfid_t *id);
 struct kbd_stats *kbd_brick_stats(kbd_brick_rt_t *b);
 void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta);
 void kbd_store_shutdown(kbd_t *d);

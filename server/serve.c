@@ -544,6 +544,9 @@ static void hs_reply(kbd_conn_t *c, rpc_msg_t *m, uint32_t proto)
     kb_enc_u32(&e, proto);
     kb_enc_u64(&e, KB_FEATURES);
     kb_enc_str(&e, KB_VERSION);
+    kb_gfid_t id;
+    if (kbd_brick_id(c->brick, &id))
+        kb_enc_bytes(&e, id.b, sizeof(id.b));   /* since 0.2: a client on this host may read its files */
     if (!e.err)
         rpc_reply(c->rc, m->hdr.xid, m->hdr.proc, 0, e.p, (uint32_t)e.len, NULL);
     kb_enc_free(&e);

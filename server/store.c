@@ -110,6 +110,15 @@ kb_graph_t *kbd_brick_graph(kbd_brick_rt_t *b) { return b->graph; }
 kbd_stats_t *kbd_brick_stats(kbd_brick_rt_t *b) { return &b->stats; }
 void kbd_brick_conn_ref(kbd_brick_rt_t *b, int delta) { b->nconns += delta; }
 
+bool kbd_brick_id(kbd_brick_rt_t *b, kb_gfid_t *id)
+{
+    struct kbd_vol_entry *e = b ? kbd_vol_find(b->d, b->volume) : NULL;
+    if (!e || b->idx < 0 || b->idx >= e->v->nbricks)
+        return false;
+    *id = e->v->bricks[b->idx].id;
+    return true;
+}
+
 static void brick_stop(kbd_t *d, struct kbd_vol_entry *e, int i);
 
 static void brick_start(kbd_t *d, struct kbd_vol_entry *e, int i)

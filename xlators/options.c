@@ -84,6 +84,7 @@ static const struct { const char *volume_key; uint32_t since; } introduced[] = {
     { "network.lock-lease", 2 },    /* protocol/client: the lock lease asked of the bricks */
     { "storage.orphan-grace", 2 },  /* storage/posix: open-unlinked files kept after a restart */
     { "cluster.choose-local", 2 },  /* cluster/replicate: reads prefer a brick on this host */
+    { "performance.local-read", 2 }, /* protocol/client: a brick on this host read from its files */
 };
 
 uint32_t kb_opt_since(const char *volume_key)

@@ -8,8 +8,9 @@
 # counters), every brick's copies are the source's, and no mark or index entry is left (the
 # entries were hard links to .kembar/index-base, which ends with no link but its own).
 # Reads (issue 16): with both bricks on this host and quorum auto, the mount reads copy 0, the
-# one no acknowledged write can miss, and sends no changelog check with its reads (the client's
-# own counters; every read went to copy 0's brick); what it reads is what both copies hold.
+# one no acknowledged write can miss, sends no changelog check with its reads (the client's own
+# counters) and reads copy 0's files itself: no kembard served a read. With
+# performance.local-read off, copy 0's kembard serves them all. What it reads is both copies.
 # kb-requires: root
 set -eu
 # shellcheck source=tests/integration/lib.sh
@@ -147,7 +148,7 @@ small_files() {
 }
 
 unchecked_reads() {
-    local m=$KB_TMP/m-ur key pid log before after reads0 reads1
+    local m=$KB_TMP/m-ur key pid log r0 c0 s0 pass
     mapfile -t BR < <(kb_volume_up ur 1 2)
     kb_cli 1 volume set ur cluster.heal-interval 86400 >/dev/null
     kb_mount ur "$m"
@@ -155,30 +156,44 @@ unchecked_reads() {
     key=$(echo "$m" | md5sum | cut -c1-12)
     pid=$(cat "$KB_TMP/pids/fuse-$key")
     log=$(ls "$KB_TMP"/fuse-"$(basename "$m")"-"$key".log)
-    grep -q "connected to .*, on this host)" "$log" || kb_fail "the mount did not see its bricks as local"
-    dump() {  # "data-reads checks local unchecked" from a fresh state dump of the mount
+    grep -q "connected to .*, on this host, files read here)" "$log" ||
+        kb_fail "the mount did not see its bricks as local: $(grep 'connected to' "$log" | tail -n 2)"
+    dump() {  # "data-reads checks local unchecked served-here sent-on" from a fresh state dump
         local n
         n=$(grep -c ' data reads ' "$log" || true)
         kill -USR1 "$pid"
         kb_wait_until 10 sh -c "[ \$(grep -c ' data reads ' '$log') -gt $n ]" || kb_fail "no state dump"
-        grep ' data reads ' "$log" | tail -n 1 | sed 's/.*data reads \([0-9]*\), checks \([0-9]*\), local \(0x[0-9a-f]*\), read unchecked \(0x[0-9a-f]*\).*/\1 \2 \3 \4/'
+        printf '%s %s\n' \
+            "$(grep ' data reads ' "$log" | tail -n 1 | sed 's/.*data reads \([0-9]*\), checks \([0-9]*\), local \(0x[0-9a-f]*\), read unchecked \(0x[0-9a-f]*\).*/\1 \2 \3 \4/')" \
+            "$(grep 'ur-client-0 .* local reads' "$log" | tail -n 1 | sed 's/.*local reads [onf]*: \([0-9]*\) served here, \([0-9]*\) sent on.*/\1 \2/')"
     }
-    before=$(dump)
-    kb_cli 1 volume profile ur clear >/dev/null
-    kb_t 60 dd if="$m/img" of="$KB_TMP/ur.out" bs=4k iflag=direct status=none
-    after=$(dump)
-    kb_log "mount: data reads, checks, local, unchecked: before $before, after $after"
-    set -- $before; local r0=$1 c0=$2
-    set -- $after
-    [ $(($1 - r0)) -ge 1024 ] || kb_fail "expected 1024 data reads, the counter moved by $(($1 - r0))"
-    kb_assert_eq "0 0x3 0x1" "$(($2 - c0)) $3 $4" "checks sent with the reads, local copies, copies read unchecked"
-    read -r reads0 reads1 < <(kb_cli_json 1 volume profile ur | "$KB_PY" -c 'import json,sys
-print(*[sum(f["calls"] for f in b["fops"] if f["fop"] == "read") for b in json.load(sys.stdin)["bricks"]])')
-    kb_log "brick reads: copy 0 $reads0, copy 1 $reads1"
-    [ "$reads0" -ge 1024 ] || kb_fail "copy 0 served $reads0 reads, expected the 1024"
-    kb_assert_eq 0 "$reads1" "reads served by copy 1"
-    kb_assert_eq "$(kb_sha "${BR[0]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "what the mount read is copy 0"
-    kb_assert_eq "$(kb_sha "${BR[1]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "and copy 1"
+    brick_reads() {  # READs each brick's kembard served since the last clear
+        kb_cli_json 1 volume profile ur | "$KB_PY" -c 'import json,sys
+print(*[sum(f["calls"] for f in b["fops"] if f["fop"] == "read") for b in json.load(sys.stdin)["bricks"]])'
+    }
+    for pass in local kembard; do
+        set -- $(dump); r0=$1 c0=$2 s0=$5
+        kb_cli 1 volume profile ur clear >/dev/null
+        kb_t 60 dd if="$m/img" of="$KB_TMP/ur.out" bs=4k iflag=direct status=none
+        set -- $(dump)
+        kb_log "$pass: mount: data reads, checks, local, unchecked, served here, sent on: $*; bricks: $(brick_reads)"
+        [ $(($1 - r0)) -ge 1024 ] || kb_fail "expected 1024 data reads, the counter moved by $(($1 - r0))"
+        kb_assert_eq "0 0x3 0x1" "$(($2 - c0)) $3 $4" "$pass: checks sent with the reads, local copies, copies read unchecked"
+        if [ $pass = local ]; then
+            [ $(($5 - s0)) -ge 1024 ] || kb_fail "copy 0's files served $(($5 - s0)) reads here, expected 1024"
+            kb_assert_eq "0 0 0" "$6 $(brick_reads)" "reads sent on to copy 0's kembard, and each kembard's reads"
+        else
+            set -- $(brick_reads)
+            [ "$1" -ge 1024 ] || kb_fail "copy 0's kembard served $1 reads, expected the 1024"
+            kb_assert_eq 0 "$2" "reads served by copy 1"
+        fi
+        kb_assert_eq "$(kb_sha "${BR[0]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "$pass: what the mount read is copy 0"
+        kb_assert_eq "$(kb_sha "${BR[1]}/img")" "$(kb_sha "$KB_TMP/ur.out")" "$pass: and copy 1"
+        [ $pass = local ] || break
+        kb_cli 1 volume set ur performance.local-read off >/dev/null
+        kb_wait_until 20 sh -c "[ \$(grep -c 'on this host)\$' '$log') -ge 2 ]" ||
+            kb_fail "the mount never switched to a graph without local reads"
+    done
     kb_umount "$m"
 }
 

@@ -12,6 +12,10 @@
  *    before a reconnect is never sent on the new connection (the brick may
  *    have reused the number); it fails with -EBADF so the parent reopens.
  *
+ *  - Reads file data of a brick on this host from its files itself
+ *    (local_read.c, option local-read), handing back to the brick any
+ *    read it cannot serve whole.
+ *
  * fd encoding: bits 63..48 = generation (16 bits), 47..0 = the brick's fd
  * number (bricks hand out numbers < 2^48).
  */
@@ -24,6 +28,7 @@
 #include "rpc/wire.h"
 #include "rpc/tls.h"
 #include "xlators/xlator.h"
+#include "xlators/protocol/client/local_read.h"
 
 #define FD_GEN_SHIFT 48
 #define FD_NUM_MASK ((1ull << FD_GEN_SHIFT) - 1)
@@ -50,6 +55,9 @@ static const kb_option_def_t client_options[] = {
       "plain connections to the volume" },
     { "tls-dir", NULL, KB_OPT_PATH, "/etc/kembar/tls", 0, 0, NULL,
       "Directory holding this client's cert.pem, key.pem and the CA's ca.pem" },
+    { "local-read", "performance.local-read", KB_OPT_BOOL, "on", 0, 0, NULL,
+      "Read file data of a brick on this host from its files, without a round trip to its "
+      "kembard (root clients only; the brick's id is checked on its directory)" },
     { NULL },
 };
 
@@ -67,6 +75,7 @@ typedef struct client_priv {
     uint32_t proto;             /* negotiated with the brick (1: an old brick) */
     uint64_t features;          /* the brick's KB_FEAT_* on this connection (0: an old brick) */
     bool local;                 /* this connection's ends share a network stack (KB_CTL_LOCAL) */
+    lread_t *lr;                /* local reads (local_read.c); NULL: option off */
     struct kb_ratelimit rl;
     struct ssl_ctx_st *tls;     /* owned; NULL = plain TCP */
 } client_priv_t;
@@ -74,6 +83,7 @@ typedef struct client_priv {
 typedef struct client_local {
     kb_call_t *call;
     uint16_t gen;
+    bool no_local;              /* a local read handed it back: send it to the brick */
 } client_local_t;
 
 /* ---------------- handshake ---------------- */
@@ -100,6 +110,8 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
         kb_dec_str(&d, &ok, 16);
         p->proto = 1;
         p->features = 0;
+        kb_gfid_t brick_id;
+        bool has_id = false;
         if (!d.err && kb_dec_left(&d) > 0) {
             uint32_t proto = kb_dec_u32(&d);
             uint64_t features = kb_dec_u64(&d);
@@ -108,11 +120,24 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
                 p->proto = proto;
                 p->features = proto >= 2 ? features & KB_FEATURES : 0;
             }
+            if (!d.err && kb_dec_left(&d) >= sizeof(brick_id.b)) {   /* since kembar 0.2 */
+                kb_dec_bytes(&d, brick_id.b, sizeof(brick_id.b));
+                has_id = !d.err;
+            }
         }
         p->handshaken = true;
         p->local = rpc_conn_same_host(p->conn);
-        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u%s)", p->host, p->port, p->brick,
-                sw ? sw : "0.1", p->proto, p->local ? ", on this host" : "");
+        if (p->lr && p->local && has_id) {
+            int rc = lread_enable(p->lr, p->brick, &brick_id);
+            if (rc)
+                kb_info(p->xl->name, "brick %s is on this host, but read through kembard: %s", p->brick,
+                        rc == -ESTALE    ? "the directory here is another brick"
+                        : rc == -ENODATA ? "no brick id readable on the directory here (not root?)"
+                                         : strerror(-rc));
+        }
+        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u%s%s)", p->host, p->port, p->brick,
+                sw ? sw : "0.1", p->proto, p->local ? ", on this host" : "",
+                lread_enabled(p->lr) ? ", files read here" : "");
         free(ok);
         free(sw);
         kb_notify_parents(p->xl, KB_EV_CHILD_UP);
@@ -167,6 +192,7 @@ static void conn_event(void *arg, rpc_conn_t *c, int event)
     } else if (event == RPC_EV_DOWN) {
         bool was = p->handshaken;
         p->handshaken = false;
+        lread_disable(p->lr);
         evtimer_del(p->retry);
         if (was) {
             kb_warn(p->xl->name, "disconnected from %s:%u:%s", p->host, p->port, p->brick);
@@ -205,9 +231,27 @@ static void fop_reply(void *cookie, int status, const rpc_msg_t *msg)
             return;
         }
         r.fd = fd_wrap(p, r.fd);
+        if (call->op == KB_FOP_OPEN || call->op == KB_FOP_CREATE)
+            lread_opened(p->lr, r.fd, call->op == KB_FOP_OPEN ? &call->args->gfid : &call->args->newgfid,
+                         call->args->flags);
     }
     kb_unwind(call, &r);
     kb_reply_clear(&r);
+}
+
+static void client_fop(kb_call_t *call);
+
+/* A local read's end (local_read.c): the data, or back to the brick. */
+static void local_read_done(void *cookie, int res, kb_buf_t *buf)
+{
+    kb_call_t *call = cookie;
+    if (res < 0) {
+        ((client_local_t *)call->local)->no_local = true;
+        client_fop(call);
+        return;
+    }
+    kb_reply_t r = { .status = res, .data = buf };
+    kb_unwind(call, &r);
 }
 
 static void client_fop(kb_call_t *call)
@@ -228,6 +272,11 @@ static void client_fop(kb_call_t *call)
             kb_unwind_err(call, -EBADF);   /* opened before a reconnect */
             return;
         }
+        if (call->op == KB_FOP_READ && !l->no_local &&
+            lread_read(p->lr, a->fd, a->off, (size_t)a->size, local_read_done, call) == 0)
+            return;
+        if (call->op == KB_FOP_RELEASE)
+            lread_released(p->lr, a->fd);
         tmp = *a;
         tmp.fd = a->fd & FD_NUM_MASK;
         send = &tmp;
@@ -292,6 +341,8 @@ static int client_init(kb_xlator_t *xl)
         }
         o.tls = p->tls;
     }
+    if (kb_opt_bool(xl->opts, client_options, "local-read") && !(p->lr = lread_new(xl->graph->base, xl->name)))
+        return -ENOMEM;
     p->conn = rpc_client_new(xl->graph->base, &o, conn_event, p);
     p->retry = evtimer_new(xl->graph->base, retry_cb, p);
     if (!p->conn || !p->retry)
@@ -310,6 +361,7 @@ static void client_fini(kb_xlator_t *xl)
         event_free(p->retry);
     if (p->conn)
         rpc_conn_close(p->conn);
+    lread_free(p->lr);         /* its reads in flight complete (to the closed brick: -ENOTCONN) */
     free(p->host);
     free(p->brick);
     free(p->volume);
@@ -341,8 +393,11 @@ static int client_ctl(kb_xlator_t *xl, int code, void *arg)
 {
     client_priv_t *p = xl->priv;
     if (code == KB_CTL_STATUS) {
-        kb_ctl_printf(arg, "%s %s:%u:%s %s\n", xl->name, p->host, p->port, p->brick,
-                      p->handshaken ? "up" : "down");
+        uint64_t served, back;
+        lread_counts(p->lr, &served, &back);
+        kb_ctl_printf(arg, "%s %s:%u:%s %s, local reads %s: %llu served here, %llu sent on to the brick\n",
+                      xl->name, p->host, p->port, p->brick, p->handshaken ? "up" : "down",
+                      lread_enabled(p->lr) ? "on" : "off", (unsigned long long)served, (unsigned long long)back);
         return 0;
     }
     if (code == KB_CTL_FEATURES) {

@@ -32,7 +32,6 @@
 /* Parent record kept on non-directories: "<parent-gfid>/<name>" of the
  * latest link, a hint for KB_IPC_GFID_PATH (heal info). */
 #define POSIX_XATTR_PARENT "trusted.kembar.parent"
-#define POSIX_HANDLE_REL_LEN 43   /* "xx/yy/" + 36 + NUL */
 /* Open flags a client may ask for; anything else (O_CREAT, O_PATH,
  * O_DIRECTORY, O_TMPFILE...) is dropped. */
 #define POSIX_OPEN_FLAGS (O_ACCMODE | O_APPEND | O_DIRECT | O_SYNC | O_DSYNC | O_NOATIME | O_TRUNC)
@@ -158,7 +157,6 @@ static inline mode_t posix_kill_suidgid(mode_t m, gid_t file_gid, const kb_cred_
  * O_NOFOLLOW|O_CLOEXEC added; fd or -errno. */
 int posix_openat(int dfd, const char *name, int flags, mode_t mode);
 int posix_name_check(const kb_gfid_t *parent, const char *name);
-void posix_handle_rel(const kb_gfid_t *g, char out[POSIX_HANDLE_REL_LEN]);
 int posix_dc_init(posix_priv_t *p, size_t max);
 void posix_dc_fini(posix_priv_t *p);
 int posix_dir_get(posix_priv_t *p, const kb_gfid_t *g, posix_dent_t **out);

@@ -40,6 +40,14 @@
 #define KB_BRICK_FORMAT    1u          /* this build writes it and reads 1..it */
 #define KB_BRICK_FORMAT_BYTES 4
 
+/* A gfid's handle, relative to <brick>/.kembar/handles: "xx/yy/<gfid-string>"
+ * (xx, yy: its first two bytes in hex; handle.c). A non-directory's handle
+ * is a hard link to it, a directory's a symlink holding its parent record.
+ * A client on the brick's host reads files through them
+ * (xlators/protocol/client/local_read.c). */
+#define POSIX_HANDLE_REL_LEN 43   /* "xx/yy/" + 36 + NUL */
+void posix_handle_rel(const kb_gfid_t *g, char out[POSIX_HANDLE_REL_LEN]);
+
 /* Create (if missing) and stamp a brick directory for volume VOLID. Refuses
  * (-EEXIST, reason in err) a directory that already belongs to another
  * volume, or (unless force) a non-empty directory that is not a brick, or a
