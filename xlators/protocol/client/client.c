@@ -127,17 +127,11 @@ static void handshake_cbk(void *cookie, int status, const rpc_msg_t *reply)
         }
         p->handshaken = true;
         p->local = rpc_conn_same_host(p->conn);
-        if (p->lr && p->local && has_id) {
-            int rc = lread_enable(p->lr, p->brick, &brick_id);
-            if (rc)
-                kb_info(p->xl->name, "brick %s is on this host, but read through kembard: %s", p->brick,
-                        rc == -ESTALE    ? "the directory here is another brick"
-                        : rc == -ENODATA ? "no brick id readable on the directory here (not root?)"
-                                         : strerror(-rc));
-        }
-        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u%s%s)", p->host, p->port, p->brick,
-                sw ? sw : "0.1", p->proto, p->local ? ", on this host" : "",
-                lread_enabled(p->lr) ? ", files read here" : "");
+        kb_info(p->xl->name, "connected to %s:%u:%s (kembar %s, protocol %u%s)", p->host, p->port, p->brick,
+                sw ? sw : "0.1", p->proto, p->local ? ", on this host" : "");
+        int rc = p->lr && p->local && has_id ? lread_enable(p->lr, p->brick, &brick_id) : 0;
+        if (rc)   /* the check itself logs what it finds */
+            kb_info(p->xl->name, "brick %s is on this host, but read through kembard: %s", p->brick, strerror(-rc));
         free(ok);
         free(sw);
         kb_notify_parents(p->xl, KB_EV_CHILD_UP);
@@ -341,7 +335,8 @@ static int client_init(kb_xlator_t *xl)
         }
         o.tls = p->tls;
     }
-    if (kb_opt_bool(xl->opts, client_options, "local-read") && !(p->lr = lread_new(xl->graph->base, xl->name)))
+    if (kb_opt_bool(xl->opts, client_options, "local-read") &&
+        !(p->lr = lread_new(xl->graph->base, xl->name, o.ping_timeout_ms)))
         return -ENOMEM;
     p->conn = rpc_client_new(xl->graph->base, &o, conn_event, p);
     p->retry = evtimer_new(xl->graph->base, retry_cb, p);
@@ -393,11 +388,12 @@ static int client_ctl(kb_xlator_t *xl, int code, void *arg)
 {
     client_priv_t *p = xl->priv;
     if (code == KB_CTL_STATUS) {
-        uint64_t served, back;
-        lread_counts(p->lr, &served, &back);
-        kb_ctl_printf(arg, "%s %s:%u:%s %s, local reads %s: %llu served here, %llu sent on to the brick\n",
-                      xl->name, p->host, p->port, p->brick, p->handshaken ? "up" : "down",
-                      lread_enabled(p->lr) ? "on" : "off", (unsigned long long)served, (unsigned long long)back);
+        struct lread_counts n;
+        lread_counts(p->lr, &n);
+        kb_ctl_printf(arg, "%s %s:%u:%s %s, local reads %s: %llu served here, %llu sent on to the brick "
+                      "(%llu timed out)\n", xl->name, p->host, p->port, p->brick, p->handshaken ? "up" : "down",
+                      lread_enabled(p->lr) ? "on" : "off", (unsigned long long)n.served,
+                      (unsigned long long)n.handed_back, (unsigned long long)n.timeouts);
         return 0;
     }
     if (code == KB_CTL_FEATURES) {

@@ -1348,14 +1348,21 @@ Test(replicate, a_read_that_fails_over_from_an_unchecked_copy_sends_its_check)
     stop();
 }
 
+/* Replica 2 whose children in LOCAL (a mask) say their brick is on this host. */
+static void start_local(const char *const *opts, unsigned local)
+{
+    start(2, opts, false);
+    for (int i = 0; i < 2; i++) {
+        m[i]->local = local & (1u << i);
+        mock_up(m[i]);
+    }
+}
+
 /* cluster.choose-local: a local copy serves the data reads; of several,
  * the unchecked one. STAT keeps the first readable copy. */
 Test(replicate, reads_prefer_a_local_copy)
 {
-    start(2, NULL, false);
-    m[1]->local = true;
-    mock_up(m[0]);
-    mock_up(m[1]);
+    start_local(NULL, 0x2);
     for (uint8_t k = 0; k < 10; k++) {
         kb_gfid_t f = gf((uint8_t)(80 + k));
         uint64_t fd = open_fd(&f, O_RDONLY);
@@ -1374,10 +1381,7 @@ Test(replicate, reads_prefer_a_local_copy)
     cr_assert_eq(read_once(open_fd(&b, O_RDONLY), &b), 0);
     stop();
 
-    start(2, NULL, false);
-    m[0]->local = m[1]->local = true;
-    mock_up(m[0]);
-    mock_up(m[1]);
+    start_local(NULL, 0x3);
     for (uint8_t k = 0; k < 10; k++) {
         kb_gfid_t f = gf((uint8_t)(100 + k));
         uint64_t fd = open_fd(&f, O_RDONLY);
@@ -1388,10 +1392,7 @@ Test(replicate, reads_prefer_a_local_copy)
     stop();
 
     static const char *const off[] = { "choose-local", "off", NULL };
-    start(2, off, false);
-    m[1]->local = true;
-    mock_up(m[0]);
-    mock_up(m[1]);
+    start_local(off, 0x2);
     int hits[2] = { 0 };
     for (uint8_t k = 0; k < 20; k++) {
         kb_gfid_t f = gf((uint8_t)(120 + k));
