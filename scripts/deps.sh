@@ -4,9 +4,10 @@
 set -e
 # qemu-system-x86, busybox-static: the VM tests (tests/integration/vm.sh) boot a guest built
 # from busybox-static and Debian's kernel package (fetched by the test with apt-get download).
+# e2fsprogs: mkfs.ext4 for a brick on a disk of its own (tests/integration/31-local-disk).
 PKGS="pkg-config libfuse3-dev fuse3 uuid-dev libssl-dev libevent-dev liburing-dev libcriterion-dev
       attr fio qemu-utils iproute2 psmisc procps util-linux openssl xxd python3 curl clang
-      libclang-rt-14-dev qemu-system-x86 busybox-static"
+      libclang-rt-14-dev qemu-system-x86 busybox-static e2fsprogs"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -218,6 +218,10 @@ kb__cleanup() {
     [ "${KB_CLEANED:-0}" = 1 ] && return
     KB_CLEANED=1
     [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && kb__copy_logs
+    if [ -f "$KB_TMP/atexit" ]; then   # kb_atexit, newest first: before anything waits on it
+        tac "$KB_TMP/atexit" | while IFS= read -r f; do timeout -k 2 10 sh -c "$f" </dev/null || true; done
+        rm -f "$KB_TMP/atexit"
+    fi
     for f in "$KB_TMP"/paused/*; do [ -f "$f" ] && kill -CONT "$(cat "$f")" 2>/dev/null; done
     for f in "$KB_TMP"/mounts/*; do
         [ -f "$f" ] || continue
@@ -266,6 +270,11 @@ kb__die() {
 }
 
 kb_fail() { kb__die "$*"; }
+
+# kb_atexit CMD: run shell command CMD first at cleanup, newest first, whatever the outcome (resume
+# a suspended device the daemons wait on; devices are best removed --deferred, as mounts on them
+# are only taken down after).
+kb_atexit() { printf '%s\n' "$1" >>"$KB_TMP/atexit"; }
 
 # kb_skip REASON: this machine cannot run the test (not a failure): exit 77, which the runner
 # reports as "SKIP <test> (REASON)".
