@@ -149,24 +149,20 @@ small_files() {
 }
 
 unchecked_reads() {
-    local m=$KB_TMP/m-ur key pid log r0 c0 s0 pass
+    local m=$KB_TMP/m-ur log r0 c0 s0 pass
     mapfile -t BR < <(kb_volume_up ur 1 2)
     kb_cli 1 volume set ur cluster.heal-interval 86400 >/dev/null
     kb_mount ur "$m"
     dd if=/dev/urandom of="$m/img" bs=1M count=4 oflag=direct conv=fsync status=none
-    key=$(echo "$m" | md5sum | cut -c1-12)
-    pid=$(cat "$KB_TMP/pids/fuse-$key")
-    log=$(ls "$KB_TMP"/fuse-"$(basename "$m")"-"$key".log)
+    log=$(kb_mount_log "$m")
     kb_wait_until 10 sh -c "[ \$(grep -c 'is on this host: its files are read here' '$log') -ge 2 ]" ||
         kb_fail "the mount does not read its bricks' files: $(grep 'on this host' "$log" | tail -n 4)"
     dump() {  # "data-reads checks local unchecked served-here sent-on" from a fresh state dump
-        local n
-        n=$(grep -c ' data reads ' "$log" || true)
-        kill -USR1 "$pid"
-        kb_wait_until 10 sh -c "[ \$(grep -c ' data reads ' '$log') -gt $n ]" || kb_fail "no state dump"
+        local d
+        d=$(kb_mount_dump "$m" ' data reads ')
         printf '%s %s\n' \
-            "$(grep ' data reads ' "$log" | tail -n 1 | sed 's/.*data reads \([0-9]*\), checks \([0-9]*\), local \(0x[0-9a-f]*\), read unchecked \(0x[0-9a-f]*\).*/\1 \2 \3 \4/')" \
-            "$(grep 'ur-client-0 .* local reads' "$log" | tail -n 1 | sed 's/.*local reads [onf]*: \([0-9]*\) served here, \([0-9]*\) sent on.*/\1 \2/')"
+            "$(echo "$d" | grep ' data reads ' | sed 's/.*data reads \([0-9]*\), checks \([0-9]*\), local \(0x[0-9a-f]*\), read unchecked \(0x[0-9a-f]*\).*/\1 \2 \3 \4/')" \
+            "$(echo "$d" | grep 'ur-client-0 .* local reads' | sed 's/.*local reads [onf]*: \([0-9]*\) served here, \([0-9]*\) sent on.*/\1 \2/')"
     }
     brick_reads() {  # READs each brick's kembard served since the last clear
         kb_cli_json 1 volume profile ur | "$KB_PY" -c 'import json,sys

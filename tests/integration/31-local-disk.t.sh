@@ -45,9 +45,7 @@ done
 kb_cli 1 volume start ld >&2
 M=$KB_TMP/m-ld
 kb_mount ld "$M"
-key=$(echo "$M" | md5sum | cut -c1-12)
-LOG=$(ls "$KB_TMP"/fuse-"$(basename "$M")"-"$key".log)
-PID=$(cat "$KB_TMP/pids/fuse-$key")
+LOG=$(kb_mount_log "$M")
 kb_wait_until 10 grep -q "ld-client-0.*is on this host: its files are read here" "$LOG" ||
     kb_fail "copy 0's files are not read by the mount: $(grep 'on this host' "$LOG" | tail -n 2)"
 
@@ -55,11 +53,7 @@ SRC=$KB_TMP/src.bin
 head -c $((8 << 20)) /dev/urandom >"$SRC"
 dd if="$SRC" of="$M/img" bs=1M oflag=direct conv=fsync status=none
 served() {  # reads copy 0's files served here, from a fresh state dump of the mount
-    local n
-    n=$(grep -c 'ld-client-0 .* local reads' "$LOG" || true)
-    kill -USR1 "$PID"
-    kb_wait_until 10 sh -c "[ \$(grep -c 'ld-client-0 .* local reads' '$LOG') -gt $n ]" || kb_fail "no state dump"
-    grep 'ld-client-0 .* local reads' "$LOG" | tail -n 1 | sed 's/.*local reads [onf]*: \([0-9]*\) served here, \([0-9]*\) sent on to the brick (\([0-9]*\) timed out).*/\1 \2 \3/'
+    kb_mount_dump "$M" 'ld-client-0 .* local reads' | grep 'ld-client-0 .* local reads' | sed 's/.*local reads [onf]*: \([0-9]*\) served here, \([0-9]*\) sent on to the brick (\([0-9]*\) timed out).*/\1 \2 \3/'
 }
 reads() {  # reads N: N random 4 KiB O_DIRECT reads of img, each checked against the source;
            # prints the slowest in ms

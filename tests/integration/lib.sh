@@ -582,6 +582,23 @@ kb__mount() {  # kb__mount MNT OPTS SOURCE...: kembar-fuse [-o ...] SOURCE... MN
     kb_log "mounted $* on $mnt (kembar-fuse pid ${pid:-?})"
 }
 
+# kb_mount_log MNT: the log file of the kembar-fuse serving MNT.
+kb_mount_log() { echo "$KB_TMP/fuse-$(basename "$1")-$(echo "$1" | md5sum | cut -c1-12).log"; }
+
+# kb_mount_dump MNT PATTERN: have the mount log its state (SIGUSR1: calls in flight, then each
+# translator's status), wait until it writes a line matching PATTERN (grep), and print every line
+# it wrote since the signal.
+kb_mount_dump() {
+    local mnt=$1 pat=$2 log pid n
+    log=$(kb_mount_log "$mnt")
+    pid=$(cat "$KB_TMP/pids/fuse-$(echo "$mnt" | md5sum | cut -c1-12)") || kb_fail "no kembar-fuse recorded for $mnt"
+    n=$(wc -l <"$log")
+    kill -USR1 "$pid"
+    kb_wait_until 10 sh -c "tail -n +$((n + 1)) '$log' | grep -q -- '$pat'" ||
+        kb_fail "no state dump with '$pat' from the mount $mnt"
+    tail -n +$((n + 1)) "$log"
+}
+
 kb_umount() {  # kb_umount MNT: clean unmount; the FUSE client must then exit within 10 s
     local mnt=$1 key pid
     key=$(echo "$mnt" | md5sum | cut -c1-12)

@@ -237,7 +237,10 @@ static int lr_submit(struct lr_op *op)
     if (lr->ops)
         lr->ops->prev = op;
     lr->ops = op;
-    if (!lr->inflight++ && lr->tick) {
+    lr->inflight++;
+    /* Armed once, not per operation: at queue depth 1 every read would
+     * otherwise move the timer (lr_on_tick re-arms it while any is out). */
+    if (lr->tick && !evtimer_pending(lr->tick, NULL)) {
         struct timeval tv = { 0, LR_TICK_MS * 1000 };
         evtimer_add(lr->tick, &tv);
     }

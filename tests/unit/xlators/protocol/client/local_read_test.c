@@ -286,3 +286,34 @@ Test(local_read, a_read_the_disk_does_not_answer_is_handed_back, .init = setup, 
     cr_assert_eq(c.served, 0);
     close(p[1]);
 }
+
+/* The brick's file system is touched off the loop: the first read of a file
+ * whose handle is a FIFO (an open(2) of it waits for a writer forever, as
+ * on a hung disk) answers at once and hands the read to the brick; the open
+ * is the kernel's to finish (io_uring opens it without waiting) and the
+ * object is then refused. An open on the loop thread would hang this test
+ * until its timeout. */
+Test(local_read, a_handle_open_never_holds_the_loop, .init = setup, .fini = teardown, .timeout = 30)
+{
+    cr_assert(enable(dir, &brick_id));
+    kb_gfid_t g;
+    kb_gfid_generate(&g);
+    char rel[POSIX_HANDLE_REL_LEN], path[4096];
+    posix_handle_rel(&g, rel);
+    for (int depth = 2; depth <= 5; depth += 3) {   /* the xx/ and xx/yy/ directories */
+        snprintf(path, sizeof(path), "%s/.kembar/handles/%.*s", dir, depth, rel);
+        cr_assert(mkdir(path, 0700) == 0 || errno == EEXIST, "%s: %s", path, strerror(errno));
+    }
+    snprintf(path, sizeof(path), "%s/.kembar/handles/%s", dir, rel);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    lread_opened(lr, 12, &g, O_RDONLY);
+    struct done d = { 0 };
+    cr_assert_eq(lread_read(lr, 12, 0, 4096, on_done, &d), -EAGAIN, "the open is started, the read goes to the brick");
+    int rc = -EAGAIN;
+    for (int i = 0; i < 500 && rc == -EAGAIN; i++) {
+        pump_ms(10);
+        rc = lread_read(lr, 12, 0, 4096, on_done, &d);
+    }
+    cr_assert_eq(rc, -ENOENT, "once open, refused: a FIFO is no file with its gfid (%d)", rc);
+    cr_assert_eq(d.n, 0, "nothing completed here");
+}
